@@ -1,0 +1,42 @@
+"""hooklab: interpretability for generative language models on TransformerLens hook points.
+
+Example:
+    >>> import hooklab
+    >>> model = hooklab.load("toy")
+    >>> out = hooklab.attribute(model, "George was sick yesterday. His colleagues asked him "
+    ...     "to come", step_scores=["probability", "entropy"])
+    >>> out.show()  # doctest: +SKIP
+"""
+
+from hooklab.attribute import attribute
+from hooklab.generation import Generation, generate
+from hooklab.hooks import hook_name, temporary_hooks
+from hooklab.inputs import Batch, encode_prompt, encode_target, make_batch
+from hooklab.loading import load
+from hooklab.methods import MethodResult, Target, list_methods, register_method
+from hooklab.output.sequence import AttributionOutput, SequenceAttribution
+from hooklab.steps import StepArgs, list_step_functions, register_step_function
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttributionOutput",
+    "Batch",
+    "Generation",
+    "MethodResult",
+    "SequenceAttribution",
+    "StepArgs",
+    "Target",
+    "attribute",
+    "encode_prompt",
+    "encode_target",
+    "generate",
+    "hook_name",
+    "list_methods",
+    "list_step_functions",
+    "load",
+    "make_batch",
+    "register_method",
+    "register_step_function",
+    "temporary_hooks",
+]

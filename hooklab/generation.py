@@ -1,0 +1,166 @@
+"""Greedy generation, batched and left-padded, with or without the KV cache.
+
+A batch of prompts generates exactly what each prompt generates alone: padding is masked,
+positions count real tokens only, and finished examples stop contributing (their later tokens
+are dropped). The KV-cached loop feeds one token per step through the bridge with the
+Hugging Face cache (``return_type="logits_and_cache"``); ``use_cache=False`` reruns the whole
+sequence each step and serves as the reference in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from hooklab.inputs import (
+    Batch,
+    check_length,
+    context_window,
+    encode_prompt,
+    forward,
+    make_batch,
+    pad_token_id,
+)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Greedy continuations of a list of prompts.
+
+    Attributes:
+        prompt_ids: prompt token ids (BOS included) per example.
+        output_ids: generated token ids per example (EOS excluded).
+        step_logits: per example, the logits that chose each generated token, if kept.
+    """
+
+    prompt_ids: list[list[int]]
+    output_ids: list[list[int]]
+    step_logits: list[Float[Tensor, "step d_vocab"]] | None = None
+
+
+def _step_logits_uncached(model, tokens, mask) -> Tensor:
+    batch = Batch(tokens, mask, (tokens.shape[1],) * tokens.shape[0], (0,) * tokens.shape[0])
+    return forward(model, batch)[:, -1]
+
+
+@torch.no_grad()
+def _generate_batch(
+    model,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    stop_at_eos: bool,
+    use_cache: bool,
+    keep_logits: bool,
+) -> tuple[list[list[int]], list[Tensor] | None]:
+    device = model.cfg.device
+    batch = make_batch(prompts, pad_id=pad_token_id(model), device=device)
+    tokens, mask = batch.tokens, batch.attention_mask
+    eos = getattr(model.tokenizer, "eos_token_id", None)
+    n = len(prompts)
+    outputs: list[list[int]] = [[] for _ in range(n)]
+    logits_out: list[list[Tensor]] = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool, device=tokens.device)
+    past = None
+    for _ in range(max_new_tokens):
+        if not use_cache:
+            logits = _step_logits_uncached(model, tokens, mask)
+        else:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            step_input = tokens if past is None else tokens[:, -1:]
+            step_pos = positions if past is None else positions[:, -1:]
+            logits, past = model(
+                step_input,
+                return_type="logits_and_cache",
+                past_key_values=past,
+                attention_mask=mask,
+                position_ids=step_pos,
+                prepend_bos=False,
+            )
+            logits = logits[:, -1]
+        next_ids = logits.argmax(-1)
+        for i in range(n):
+            if done[i]:
+                continue
+            token = int(next_ids[i])
+            if stop_at_eos and eos is not None and token == eos:
+                done[i] = True
+                continue
+            outputs[i].append(token)
+            if keep_logits:
+                logits_out[i].append(logits[i].float().cpu())
+        if bool(done.all()):
+            break
+        tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    kept = [torch.stack(x) if x else torch.empty(0) for x in logits_out] if keep_logits else None
+    return outputs, kept
+
+
+def generate(
+    model,
+    prompts: str | Sequence[str],
+    *,
+    max_new_tokens: int = 32,
+    stop_at_eos: bool = True,
+    use_cache: bool = True,
+    batch_size: int = 16,
+    keep_logits: bool = False,
+    show_progress: bool = False,
+) -> Generation:
+    """Greedily continue each prompt.
+
+    Args:
+        model: a ``TransformerBridge`` (see :func:`hooklab.load`).
+        prompts: one prompt or a list; BOS is prepended once when the model has one.
+        max_new_tokens: at most this many tokens per prompt.
+        stop_at_eos: stop an example at its EOS token (not included in the output).
+        use_cache: reuse keys/values across steps (same tokens and logits as without).
+        batch_size: prompts per forward pass.
+        keep_logits: also return the logits of each step.
+        show_progress: show a progress bar over batches.
+
+    Returns:
+        A :class:`Generation` with prompt and output ids per example.
+
+    Example:
+        >>> import hooklab
+        >>> model = hooklab.load("toy")
+        >>> out = generate(model, "George was sick yesterday. His colleagues asked him to come")
+        >>> "hospital" in model.tokenizer.decode(out.output_ids[0])
+        True
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    encoded = [encode_prompt(model, p) for p in prompts]
+    if not encoded:
+        raise ValueError("No prompts given.")
+    for ids in encoded:
+        check_length(model, len(ids), "prompt")
+    outputs: list[list[int]] = []
+    logits: list[Tensor] = []
+    starts = range(0, len(encoded), batch_size)
+    for start in tqdm(starts, desc="generate", disable=not show_progress):
+        chunk = encoded[start : start + batch_size]
+        room = context_window(model) - max(len(p) for p in chunk)
+        out, lg = _generate_batch(
+            model,
+            chunk,
+            max_new_tokens=min(max_new_tokens, room),
+            stop_at_eos=stop_at_eos,
+            use_cache=use_cache,
+            keep_logits=keep_logits,
+        )
+        outputs.extend(out)
+        if lg is not None:
+            logits.extend(lg)
+    return Generation(encoded, outputs, logits if keep_logits else None)

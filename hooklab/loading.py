@@ -1,0 +1,182 @@
+"""Load a language model as a TransformerLens ``TransformerBridge``.
+
+All hooklab methods run on the bridge in its default mode: raw Hugging Face weights, no weight
+processing. There ``blocks.{l}.attn.hook_v`` holds the true value vectors (value bias included)
+and logits equal the Hugging Face model's. TransformerLens' compatibility mode folds layer norms
+and the value bias into other weights; pass ``compatibility_mode=True`` only for analyses that
+need HookedTransformer's coordinates (logit lens and the like), never for value zeroing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import torch
+
+TOY_NAME = "toy"
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float64": torch.float64,
+    "fp64": torch.float64,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """Map ``None`` / a name such as ``"bf16"`` / a ``torch.dtype`` to a ``torch.dtype``."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"Unknown dtype {dtype!r}. Valid dtypes: {', '.join(_DTYPES)}.")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Return ``device`` as a ``torch.device``; ``None`` picks CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Invalid device {device!r}: {err}. Use e.g. 'cpu' or 'cuda:0'.") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+    return resolved
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub names are ``name`` or ``org/name``; anything else that names a file is a path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _boot(source, *, device, dtype, tokenizer=None, hf_model=None, **kwargs):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(
+        source, device=device, dtype=dtype, tokenizer=tokenizer, hf_model=hf_model, **kwargs
+    )
+
+
+def _load_local(path: Path, *, device, dtype, **kwargs):
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"Local model path {str(path)!r} is not a directory. Pass a Hugging Face checkpoint "
+            "directory (config.json, weights, tokenizer files), a hub name, or 'toy'."
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"Local model directory {str(path)!r} has no config.json; save the model with "
+            "model.save_pretrained(dir) and tokenizer.save_pretrained(dir)."
+        )
+    return _boot(str(path), device=device, dtype=dtype, **kwargs)
+
+
+def _load_hub(name: str, *, device, dtype, **kwargs):
+    try:
+        return _boot(name, device=device, dtype=dtype, **kwargs)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        reason = "offline mode is on (HF_HUB_OFFLINE)" if offline else str(err).splitlines()[0]
+        raise OSError(
+            f"Could not load model {name!r} from the Hugging Face Hub or the local cache "
+            f"({reason}). If you are offline, pass a local directory that holds the checkpoint "
+            "(config.json, weights and tokenizer files, e.g. saved with save_pretrained), or "
+            "'toy' for hooklab's embedded model."
+        ) from err
+
+
+def _load_in_memory(hf_model, *, tokenizer, device, dtype, copy_model: bool, **kwargs):
+    if tokenizer is None:
+        raise ValueError(
+            f"Loading an in-memory {type(hf_model).__name__} needs its tokenizer: "
+            "hooklab.load(model, tokenizer=tokenizer). (Without it TransformerLens would try "
+            "to fetch one from the hub.)"
+        )
+    # The bridge wraps and modifies the model it is given; work on a copy unless told not to.
+    model = copy.deepcopy(hf_model) if copy_model else hf_model
+    model = model.to(device=device, dtype=dtype).eval()
+    name = getattr(model.config, "name_or_path", "") or type(model).__name__
+    return _boot(name, device=device, dtype=dtype, tokenizer=tokenizer, hf_model=model, **kwargs)
+
+
+def load(
+    name_or_path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    tokenizer=None,
+    compatibility_mode: bool = False,
+    copy_model: bool = True,
+    **kwargs,
+):
+    """Load a causal language model as a TransformerLens ``TransformerBridge``.
+
+    Args:
+        name_or_path: ``"toy"`` (the small context LM shipped with hooklab; works offline),
+            a local Hugging Face checkpoint directory, a hub name such as ``"gpt2"`` (needs the
+            network or a cached copy), or an in-memory ``transformers`` model (then pass
+            ``tokenizer``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available.
+        dtype: ``torch.float32`` (default), ``"bf16"``, ``torch.float64``...
+        tokenizer: the tokenizer of an in-memory model (required there), or a replacement.
+        compatibility_mode: apply TransformerLens' HookedTransformer-style weight processing
+            (folds layer norms and value biases). Off by default: hooklab's methods need raw
+            weights, e.g. true value vectors at ``hook_v`` for value zeroing.
+        copy_model: for an in-memory model, wrap a deep copy so the caller's model is untouched.
+        **kwargs: passed to ``TransformerBridge.boot_transformers`` (``n_devices``,
+            ``device_map``, ``revision``, ``hf_config_overrides``...).
+
+    Returns:
+        The model as a ``TransformerBridge`` in eval mode.
+
+    Example:
+        >>> model = load("toy")
+        >>> model.cfg.n_layers > 0
+        True
+    """
+    dtype = resolve_dtype(dtype)
+    if "device_map" not in kwargs and "n_devices" not in kwargs:
+        device = resolve_device(device)
+    if isinstance(name_or_path, torch.nn.Module):
+        model = _load_in_memory(
+            name_or_path,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            copy_model=copy_model,
+            **kwargs,
+        )
+    elif isinstance(name_or_path, (str, os.PathLike)):
+        name = os.fspath(name_or_path)
+        if not name.strip():
+            raise ValueError("Model name is empty; pass 'toy', a local directory or a hub name.")
+        if name == TOY_NAME:
+            from hooklab.toy import TOY_DIR
+
+            model = _load_local(TOY_DIR, device=device, dtype=dtype, tokenizer=tokenizer, **kwargs)
+        elif Path(name).expanduser().exists():
+            path = Path(name).expanduser()
+            model = _load_local(path, device=device, dtype=dtype, tokenizer=tokenizer, **kwargs)
+        elif isinstance(name_or_path, os.PathLike) or _looks_like_path(name):
+            raise FileNotFoundError(
+                f"Local model path {name!r} does not exist. Pass an existing checkpoint "
+                "directory, a hub name such as 'gpt2', or 'toy'."
+            )
+        else:
+            model = _load_hub(name, device=device, dtype=dtype, tokenizer=tokenizer, **kwargs)
+    else:
+        raise TypeError(
+            f"load() takes a name, a path or a transformers model; got {type(name_or_path)!r}."
+        )
+    if compatibility_mode:
+        model.enable_compatibility_mode(disable_warnings=True)
+    model.eval()
+    return model

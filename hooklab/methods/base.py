@@ -1,0 +1,68 @@
+"""What every attribution method receives and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from jaxtyping import Float
+from torch import Tensor
+
+from hooklab.inputs import Batch
+from hooklab.registry import Registry
+from hooklab.scoring import Contrast, make_step_args, run_step_function
+
+
+@dataclass(frozen=True)
+class Target:
+    """The scalar per step that a method explains: a step function of the step logits.
+
+    Attributes:
+        name: the step function's name (``attributed_fn``).
+        kwargs: extra keyword arguments for it.
+        contrast: the contrast it compares against, if any.
+        contrast_logits: the contrast input's step logits (computed once, without gradient).
+    """
+
+    name: str = "probability"
+    kwargs: Mapping[str, object] = field(default_factory=dict)
+    contrast: Contrast | None = None
+    contrast_logits: Float[Tensor, "batch step d_vocab"] | None = None
+
+    def __call__(
+        self, model, batch: Batch, logits: Float[Tensor, "batch step d_vocab"]
+    ) -> Float[Tensor, "batch step"]:
+        """Score each step from its logits (differentiable); padded steps are NaN."""
+        args = make_step_args(model, batch, logits, self.contrast, self.contrast_logits)
+        return run_step_function(self.name, args, self.kwargs)
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """A method's output in the batch's padded coordinates.
+
+    Attributes:
+        attributions: score of each position for each step, or None (step scores only).
+        extras: other per-step outputs (e.g. a completeness delta).
+        final_step_only: the method computed once on the full sequence, not per step.
+    """
+
+    attributions: Float[Tensor, "batch step pos *d_model"] | None = None
+    extras: dict[str, Float[Tensor, "batch step"]] = field(default_factory=dict)
+    final_step_only: bool = False
+
+
+Method = Callable[..., MethodResult]
+METHODS: Registry[Method] = Registry(
+    "attribution method", hint="Add your own with hooklab.register_method(name, fn)."
+)
+
+
+def register_method(name: str, fn: Method, *, overwrite: bool = False) -> Method:
+    """Register ``fn(model, batch, *, target, **options) -> MethodResult`` as ``name``."""
+    return METHODS.register(name, fn, overwrite=overwrite)
+
+
+def list_methods() -> list[str]:
+    """Return the names of all registered attribution methods."""
+    return METHODS.names()

@@ -1,0 +1,247 @@
+"""The attribution output of one sequence, and of a batch of them.
+
+Dimension names (used across hooklab): ``step`` indexes attributed target tokens (step t
+predicts ``tokens[target_start + t]``); ``pos`` / ``key_pos`` index tokens of the sequence
+(BOS included); ``d_model`` is the hidden size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from jaxtyping import Float, Int
+from torch import Tensor
+
+FORMAT_VERSION = 1
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert parameters to JSON-friendly values (tensors to lists, tuples to lists)."""
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+@dataclass(frozen=True, eq=False)
+class SequenceAttribution:
+    """Attribution scores and step scores of one prompt + target sequence.
+
+    Attributes:
+        tokens: every token of the sequence as text, BOS included.
+        token_ids: their ids.
+        target_start: index in ``tokens`` of the first attributed target token.
+        attributions: row t holds the score of each token for step t (predicting
+            ``tokens[target_start + t]``); tokens the step cannot see are NaN. A trailing
+            ``d_model`` dimension is kept when the method's hidden-size reduction is deferred.
+            None for methods that only compute step scores.
+        step_scores: named ``[step]`` scores.
+        method: the attribution method's name.
+        parameters: the options the method ran with (JSON-friendly).
+        extras: other named per-step tensors a method returns (e.g. IG's completeness delta).
+    """
+
+    tokens: tuple[str, ...]
+    token_ids: Int[Tensor, "pos"]
+    target_start: int
+    attributions: Float[Tensor, "step key_pos *d_model"] | None = None
+    step_scores: dict[str, Float[Tensor, "step"]] = field(default_factory=dict)
+    method: str = "dummy"
+    parameters: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Float[Tensor, "step"]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", tuple(self.tokens))
+        n = len(self.tokens)
+        if tuple(self.token_ids.shape) != (n,):
+            raise ValueError(f"token_ids has shape {tuple(self.token_ids.shape)}; expected ({n},)")
+        if not 0 < self.target_start <= n:
+            raise ValueError(f"target_start={self.target_start} is outside 1..{n}")
+        steps = self.n_steps
+        if steps > n - self.target_start:
+            raise ValueError(
+                f"{steps} steps but only {n - self.target_start} tokens after target_start"
+            )
+        if self.attributions is not None and (
+            self.attributions.ndim < 2 or tuple(self.attributions.shape[:2]) != (steps, n)
+        ):
+            raise ValueError(
+                f"attributions has shape {tuple(self.attributions.shape)}; expected "
+                f"({steps}, {n}, ...) = (step, key_pos, ...)"
+            )
+        for kind, scores in (("step score", self.step_scores), ("extra", self.extras)):
+            for name, value in scores.items():
+                if tuple(value.shape) != (steps,):
+                    raise ValueError(
+                        f"{kind} {name!r} has shape {tuple(value.shape)}; expected ({steps},)"
+                    )
+
+    # ---- shape helpers ---------------------------------------------------------------------
+    @property
+    def n_steps(self) -> int:
+        if self.attributions is not None:
+            return self.attributions.shape[0]
+        for scores in (*self.step_scores.values(), *self.extras.values()):
+            return scores.shape[0]
+        return len(self.tokens) - self.target_start
+
+    @property
+    def prompt_tokens(self) -> tuple[str, ...]:
+        return self.tokens[: self.target_start]
+
+    @property
+    def target_tokens(self) -> tuple[str, ...]:
+        return self.tokens[self.target_start : self.target_start + self.n_steps]
+
+    def scores(self, reduce: str = "l2") -> Float[Tensor, "step key_pos"] | None:
+        """Return ``[step, key_pos]`` scores, reducing a kept ``d_model`` dim with ``reduce``."""
+        from hooklab.output.aggregate import reduce_hidden
+
+        if self.attributions is None:
+            return None
+        return reduce_hidden(self.attributions, reduce)
+
+    # ---- conversions -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly dict (tensors as nested lists, NaN as None)."""
+
+        def clean(t: Tensor) -> Any:
+            values = t.tolist()
+            return _nan_to_none(values)
+
+        return {
+            "tokens": list(self.tokens),
+            "token_ids": self.token_ids.tolist(),
+            "target_start": self.target_start,
+            "attributions": None if self.attributions is None else clean(self.attributions),
+            "step_scores": {k: clean(v) for k, v in self.step_scores.items()},
+            "extras": {k: clean(v) for k, v in self.extras.items()},
+            "method": self.method,
+            "parameters": _jsonable(self.parameters),
+        }
+
+    def with_(self, **changes: Any) -> SequenceAttribution:
+        """Return a copy with some fields replaced."""
+        return replace(self, **changes)
+
+    # ---- display (implemented in hooklab.output.render / plot) ------------------------------
+    def show(self, **kwargs: Any) -> None:
+        """Print a colour table of the scores to the terminal (see ``render.to_text``)."""
+        from hooklab.output.render import to_text
+
+        print(to_text(self, **kwargs))
+
+    def to_html(self, **kwargs: Any) -> str:
+        """Return an HTML table of the scores."""
+        from hooklab.output.render import to_html
+
+        return to_html(self, **kwargs)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def plot(self, **kwargs: Any):
+        """Return a matplotlib Figure with a heatmap of the scores (never shows it)."""
+        from hooklab.output.plot import plot_sequence
+
+        return plot_sequence(self, **kwargs)
+
+    def __sub__(self, other: SequenceAttribution) -> SequenceAttribution:
+        from hooklab.output.aggregate import difference
+
+        return difference(self, other)
+
+
+def _nan_to_none(values: Any) -> Any:
+    if isinstance(values, list):
+        return [_nan_to_none(v) for v in values]
+    if isinstance(values, float) and math.isnan(values):
+        return None
+    return values
+
+
+@dataclass(frozen=True, eq=False)
+class AttributionOutput:
+    """The result of :func:`hooklab.attribute`: one :class:`SequenceAttribution` per input.
+
+    Attributes:
+        sequences: per input example.
+        info: how it was computed (model, method, options, timings).
+    """
+
+    sequences: tuple[SequenceAttribution, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sequences", tuple(self.sequences))
+        for s in self.sequences:
+            if not isinstance(s, SequenceAttribution):
+                raise TypeError(f"sequences must hold SequenceAttribution, got {type(s)!r}")
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, i: int) -> SequenceAttribution:
+        return self.sequences[i]
+
+    def __iter__(self) -> Iterator[SequenceAttribution]:
+        return iter(self.sequences)
+
+    def __sub__(self, other: AttributionOutput) -> AttributionOutput:
+        if len(self) != len(other):
+            raise ValueError(f"Cannot subtract outputs of {len(other)} and {len(self)} sequences.")
+        seqs = tuple(a - b for a, b in zip(self, other, strict=True))
+        return AttributionOutput(seqs, {**self.info, "difference_of": [self.info, other.info]})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "info": _jsonable(self.info),
+            "sequences": [s.to_dict() for s in self.sequences],
+        }
+
+    def show(self, **kwargs: Any) -> None:
+        for s in self.sequences:
+            s.show(**kwargs)
+
+    def to_html(self, **kwargs: Any) -> str:
+        return "\n".join(s.to_html(**kwargs) for s in self.sequences)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def plot(self, index: int = 0, **kwargs: Any):
+        """Return a Figure of sequence ``index``."""
+        return self.sequences[index].plot(**kwargs)
+
+    def aggregate(self, how: str = "words", **kwargs: Any) -> AttributionOutput:
+        """Aggregate every sequence (see :func:`hooklab.output.aggregate.aggregate`)."""
+        from hooklab.output.aggregate import aggregate
+
+        return AttributionOutput(tuple(aggregate(s, how, **kwargs) for s in self), self.info)
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save to one ``.safetensors`` file: tensors + JSON metadata (no pickle)."""
+        from hooklab.output.io import save_output
+
+        return save_output(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AttributionOutput:
+        """Load an output written by :meth:`save`."""
+        from hooklab.output.io import load_output
+
+        return load_output(path)
+
