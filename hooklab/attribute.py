@@ -169,6 +169,10 @@ def attribute(
         (' to', ' the', ' hospital')
     """
     fn = METHODS.get(method)
+    if not isinstance(inputs, (str, Sequence)):
+        raise TypeError(
+            f"inputs must be a string or a list of strings, got {type(inputs).__name__}."
+        )
     prompts = [inputs] if isinstance(inputs, str) else list(inputs)
     if not prompts:
         raise ValueError("No inputs given: pass a prompt or a list of prompts.")
@@ -196,6 +200,12 @@ def attribute(
     c_target_ids = _as_list(contrast_targets, len(prompts), "contrast targets")
     if c_target_ids is not None:
         c_target_ids = _encode_targets(model, prompts, c_target_ids, prompt_ids)
+        for i, (c, t) in enumerate(zip(c_target_ids, target_ids, strict=True)):
+            if len(c) != len(t):
+                raise ValueError(
+                    f"Contrast target {i} has {len(c)} tokens but the target has {len(t)}; "
+                    "contrast targets must give one alternative token per target token."
+                )
 
     # Attribute only target tokens [start, end): earlier ones join the forced prefix.
     spans = [_span(len(t), attr_pos_start, attr_pos_end) for t in target_ids]
