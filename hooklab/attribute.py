@@ -249,6 +249,8 @@ def attribute(
         scores = compute_step_scores(
             model, batch, step_scores, contrast=contrast, step_scores_kwargs=step_scores_kwargs
         )
+        parameters["reduce"] = result.reduce
+        parameters["final_step_only"] = result.final_step_only
         sequences.extend(_split(model, batch, result, scores, method, parameters))
     info = {
         "model": getattr(model.cfg, "model_name", type(model).__name__),

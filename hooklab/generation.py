@@ -17,12 +17,13 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooklab.forward import forward, padding_guard_hooks
+from hooklab.hooks import temporary_hooks
 from hooklab.inputs import (
     Batch,
     check_length,
     context_window,
     encode_prompt,
-    forward,
     make_batch,
     pad_token_id,
 )
@@ -43,9 +44,23 @@ class Generation:
     step_logits: list[Float[Tensor, "step d_vocab"]] | None = None
 
 
-def _step_logits_uncached(model, tokens, mask) -> Tensor:
-    batch = Batch(tokens, mask, (tokens.shape[1],) * tokens.shape[0], (0,) * tokens.shape[0])
-    return forward(model, batch)[:, -1]
+def _next_logits(model, tokens, mask, past, use_cache: bool) -> tuple[Tensor, object]:
+    """Logits of the next token of each sequence, and the updated KV cache."""
+    if not use_cache:
+        batch = Batch(tokens, mask, (tokens.shape[1],) * tokens.shape[0], (0,) * tokens.shape[0])
+        return forward(model, batch)[:, -1], None
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    step_input = tokens if past is None else tokens[:, -1:]
+    step_pos = positions if past is None else positions[:, -1:]
+    logits, past = model(
+        step_input,
+        return_type="logits_and_cache",
+        past_key_values=past,
+        attention_mask=mask,
+        position_ids=step_pos,
+        prepend_bos=False,
+    )
+    return logits[:, -1], past
 
 
 @torch.no_grad()
@@ -58,46 +73,31 @@ def _generate_batch(
     use_cache: bool,
     keep_logits: bool,
 ) -> tuple[list[list[int]], list[Tensor] | None]:
-    device = model.cfg.device
-    batch = make_batch(prompts, pad_id=pad_token_id(model), device=device)
+    batch = make_batch(prompts, pad_id=pad_token_id(model), device=model.cfg.device)
     tokens, mask = batch.tokens, batch.attention_mask
     eos = getattr(model.tokenizer, "eos_token_id", None)
     n = len(prompts)
     outputs: list[list[int]] = [[] for _ in range(n)]
     logits_out: list[list[Tensor]] = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool, device=tokens.device)
+    done = [False] * n
     past = None
-    for _ in range(max_new_tokens):
-        if not use_cache:
-            logits = _step_logits_uncached(model, tokens, mask)
-        else:
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            step_input = tokens if past is None else tokens[:, -1:]
-            step_pos = positions if past is None else positions[:, -1:]
-            logits, past = model(
-                step_input,
-                return_type="logits_and_cache",
-                past_key_values=past,
-                attention_mask=mask,
-                position_ids=step_pos,
-                prepend_bos=False,
-            )
-            logits = logits[:, -1]
-        next_ids = logits.argmax(-1)
-        for i in range(n):
-            if done[i]:
-                continue
-            token = int(next_ids[i])
-            if stop_at_eos and eos is not None and token == eos:
-                done[i] = True
-                continue
-            outputs[i].append(token)
-            if keep_logits:
-                logits_out[i].append(logits[i].float().cpu())
-        if bool(done.all()):
-            break
-        tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    with temporary_hooks(model, padding_guard_hooks(model, batch)):
+        for _ in range(max_new_tokens):
+            logits, past = _next_logits(model, tokens, mask, past, use_cache)
+            next_ids = logits.argmax(-1)
+            for i, token in enumerate(next_ids.tolist()):
+                if done[i]:
+                    continue
+                if stop_at_eos and eos is not None and token == eos:
+                    done[i] = True
+                    continue
+                outputs[i].append(token)
+                if keep_logits:
+                    logits_out[i].append(logits[i].float().cpu())
+            if all(done):
+                break
+            tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
     kept = [torch.stack(x) if x else torch.empty(0) for x in logits_out] if keep_logits else None
     return outputs, kept
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 
@@ -153,6 +153,17 @@ class Batch:
         """The real (unpadded) token ids of example ``i``."""
         return self.tokens[i, self.pad_lengths[i] :]
 
+    def take(self, index: Sequence[int] | Tensor) -> Batch:
+        """Return the examples at ``index`` (repeats allowed) as a new batch."""
+        idx = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
+        rows = idx.tolist()
+        return Batch(
+            self.tokens[idx],
+            self.attention_mask[idx],
+            tuple(self.prompt_lengths[i] for i in rows),
+            tuple(self.target_lengths[i] for i in rows),
+        )
+
     def to(self, device) -> Batch:
         return Batch(
             self.tokens.to(device),
@@ -189,28 +200,6 @@ def make_batch(
         tuple(len(p) for p in prompts),
         tuple(len(t) for t in targets),
     )
-
-
-def forward(
-    model, batch: Batch, *, inputs_embeds: Float[Tensor, "batch pos d_model"] | None = None
-) -> Float[Tensor, "batch pos d_vocab"]:
-    """Run the model on a batch with its padding mask and real positions; return logits."""
-    inp = inputs_embeds if inputs_embeds is not None else batch.tokens
-    return model(
-        inp,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        prepend_bos=False,
-    )
-
-
-def gather_steps(
-    logits: Float[Tensor, "batch pos d_vocab"], batch: Batch
-) -> Float[Tensor, "batch step d_vocab"]:
-    """Select the logits rows that predict each target token."""
-    rows = batch.target_rows
-    index = rows[:, :, None].expand(-1, -1, logits.shape[-1])
-    return logits.gather(1, index)
 
 
 def str_tokens(model, ids: Sequence[int] | Tensor) -> list[str]:

@@ -9,7 +9,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.inputs import Batch, forward, gather_steps, make_batch, pad_token_id
+from hooklab.forward import step_logits
+from hooklab.inputs import Batch, make_batch, pad_token_id
 from hooklab.steps import CONTRASTIVE, STEP_FUNCTIONS, StepArgs
 
 
@@ -71,7 +72,7 @@ def contrast_step_logits(model, contrast: Contrast | None) -> Tensor | None:
     if contrast is None or contrast.batch is None:
         return None
     with torch.no_grad():
-        return gather_steps(forward(model, contrast.batch), contrast.batch)
+        return step_logits(model, contrast.batch)
 
 
 def check_step_functions(names: Sequence[str], contrast: Contrast | None) -> None:
@@ -137,7 +138,7 @@ def compute_step_scores(
         return {}
     kwargs = dict(step_scores_kwargs or {})
     with torch.no_grad():
-        logits = gather_steps(forward(model, batch), batch)
+        logits = step_logits(model, batch)
         c_logits = contrast_step_logits(model, contrast)
         args = make_step_args(model, batch, logits, contrast, c_logits)
         return {name: run_step_function(name, args, kwargs.get(name)) for name in names}

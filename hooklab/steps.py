@@ -23,7 +23,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from hooklab.inputs import Batch, forward, gather_steps
+from hooklab.forward import step_logits
+from hooklab.inputs import Batch
 from hooklab.registry import Registry
 
 LOG2 = math.log(2.0)
@@ -220,7 +221,7 @@ def mc_dropout_prob_avg(
         model.train()
         with torch.no_grad():
             for _ in range(n_mcd_steps):
-                logits = gather_steps(forward(model, args.batch), args.batch)
+                logits = step_logits(model, args.batch)
                 noisy.append(_pick(_logprobs(logits.to(args.logits.dtype)), args.target_ids).exp())
     finally:
         model.train(was_training)

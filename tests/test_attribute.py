@@ -121,8 +121,9 @@ def test_temporary_hooks_removed_after_exception(gpt2):
     def zero_v(v, hook):
         return torch.zeros_like(v)
 
-    with pytest.raises(RuntimeError, match="boom"), temporary_hooks(
-        gpt2, [(hook_name("v", 0), zero_v)]
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        temporary_hooks(gpt2, [(hook_name("v", 0), zero_v)]),
     ):
         assert count_hooks(gpt2) == before + 1
         with torch.no_grad():
@@ -134,7 +135,8 @@ def test_temporary_hooks_removed_after_exception(gpt2):
         assert torch.equal(gpt2(ids, prepend_bos=False), clean)
     for k, v in gpt2.state_dict().items():
         assert torch.equal(v, params[k])
-    with pytest.raises(KeyError, match="hook point"), temporary_hooks(
-        gpt2, [("blocks.0.attn.hook_vv", zero_v)]
+    with (
+        pytest.raises(KeyError, match="hook point"),
+        temporary_hooks(gpt2, [("blocks.0.attn.hook_vv", zero_v)]),
     ):
         pass

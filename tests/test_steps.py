@@ -9,7 +9,8 @@ import torch
 from torch.testing import assert_close
 
 import hooklab
-from hooklab.inputs import encode_prompt, encode_target, forward, make_batch
+from hooklab.forward import forward
+from hooklab.inputs import encode_prompt, encode_target, make_batch
 from hooklab.scoring import compute_step_scores, make_contrast
 from hooklab.steps import STEP_FUNCTIONS, StepArgs
 

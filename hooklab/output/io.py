@@ -53,7 +53,11 @@ def save_output(output: AttributionOutput, path: str | Path, *, overwrite: bool 
                 "extras": list(s.extras),
             }
         )
-    meta = {"format_version": FORMAT_VERSION, "info": _jsonable(output.info), "sequences": sequences}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "info": _jsonable(output.info),
+        "sequences": sequences,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -7,7 +7,6 @@ predicts ``tokens[target_start + t]``); ``pos`` / ``key_pos`` index tokens of th
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -244,4 +243,3 @@ class AttributionOutput:
         from hooklab.output.io import load_output
 
         return load_output(path)
-

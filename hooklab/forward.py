@@ -1,0 +1,105 @@
+"""Forward passes over a batch; one forward pass serves every generation step.
+
+With teacher forcing, the logits that predict target token t only see tokens before it, so a
+single forward over the whole prompt + target sequence yields the logits of every step. Only
+the rows that predict targets go through the unembedding (``logits_to_keep``), and the input
+token embeddings can be replaced through the ``hook_embed`` hook point to take gradients
+with respect to them or to perturb them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from hooklab.hooks import hook_name, temporary_hooks
+from hooklab.inputs import Batch
+
+
+def _finite_scores(scores: Tensor, hook) -> Tensor:
+    # A left-pad query sees no key. Its masked scores can reach -inf (the bridge takes the
+    # softmax in float32, where float64's minimum overflows), and then its softmax is NaN,
+    # which leaks into real positions through 0 * NaN. Clamping to a finite minimum makes
+    # that row uniform and leaves real rows unchanged.
+    floor = max(torch.finfo(scores.dtype).min, torch.finfo(torch.float32).min)
+    return scores.clamp(min=floor)
+
+
+def padding_guard_hooks(model, batch: Batch) -> list[tuple[str, object]]:
+    """Hooks that keep fully masked (padding) attention rows finite; none without padding."""
+    if not any(batch.pad_lengths):
+        return []
+    return [
+        (hook_name("attn_scores", layer), _finite_scores) for layer in range(model.cfg.n_layers)
+    ]
+
+
+def forward(
+    model,
+    batch: Batch,
+    *,
+    hooks: Sequence[tuple[str, object]] = (),
+    logits_to_keep: Tensor | None = None,
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Run the model on a batch with its padding mask and real positions; return logits.
+
+    Args:
+        hooks: extra ``(hook_name, fn)`` forward hooks, active for this pass only.
+        logits_to_keep: positions whose logits to compute (all when None).
+    """
+    kwargs = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
+    with temporary_hooks(model, [*padding_guard_hooks(model, batch), *hooks]):
+        return model(
+            batch.tokens,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            prepend_bos=False,
+            **kwargs,
+        )
+
+
+def gather_steps(
+    logits: Float[Tensor, "batch pos d_vocab"], batch: Batch
+) -> Float[Tensor, "batch step d_vocab"]:
+    """Select the logits rows that predict each target token."""
+    rows = batch.target_rows
+    index = rows[:, :, None].expand(-1, -1, logits.shape[-1])
+    return logits.gather(1, index)
+
+
+def token_embeddings(model, batch: Batch) -> Float[Tensor, "batch pos d_model"]:
+    """Return the token embeddings the model computes for ``batch`` (no gradient)."""
+    with torch.no_grad():
+        return model.embed(batch.tokens).detach()
+
+
+def _rows(batch: Batch) -> tuple[Tensor, Tensor]:
+    """Positions whose logits predict targets (a contiguous block at the right end, because
+    sequences are left-padded) and each step's index into that block."""
+    width, steps = batch.tokens.shape[1], batch.n_steps
+    keep = torch.arange(width - 1 - steps, width - 1, device=batch.tokens.device)
+    rel = (batch.target_rows - keep[0]).clamp(min=0)
+    return keep, rel
+
+
+def step_logits(
+    model, batch: Batch, embeds: Float[Tensor, "batch pos d_model"] | None = None
+) -> Float[Tensor, "batch step d_vocab"]:
+    """Logits predicting each target token, from one forward pass.
+
+    Args:
+        model: the ``TransformerBridge``.
+        batch: left-padded prompt + target sequences.
+        embeds: token embeddings to use instead of the model's (e.g. a leaf tensor that
+            requires grad, or a perturbed copy); positional embeddings are added as usual.
+    """
+    keep, rel = _rows(batch)
+    hooks = [] if embeds is None else [(hook_name("embed"), lambda x, hook: embeds)]
+    logits = forward(model, batch, hooks=hooks, logits_to_keep=keep)
+    if logits.shape[1] != keep.numel():  # the model ignored logits_to_keep
+        logits = logits[:, keep]
+    index = rel[:, :, None].expand(-1, -1, logits.shape[-1])
+    return logits.gather(1, index)

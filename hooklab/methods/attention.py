@@ -1,0 +1,60 @@
+"""Attention weights as attributions, computed once on the full sequence.
+
+The attention pattern of the query position that predicts target token t, over every key
+position, for each selected layer and head: ``[batch, step, pos, layer, head]``. A final-step
+method: one forward pass, no per-step loop. Shown averaged over layers and heads by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from hooklab.forward import step_logits
+from hooklab.hooks import hook_name, temporary_hooks
+from hooklab.inputs import Batch
+from hooklab.methods.base import MethodResult, Target
+
+
+def select_indices(value: int | Sequence[int] | range | None, n: int, what: str) -> list[int]:
+    """Turn ``None`` (all), an int, a range or a list into sorted valid indices below ``n``."""
+    if value is None:
+        return list(range(n))
+    items = [value] if isinstance(value, int) else list(value)
+    bad = [i for i in items if not isinstance(i, int) or not -n <= i < n]
+    if bad or not items:
+        raise ValueError(f"Invalid {what} {value!r}: choose from 0..{n - 1} (or negative).")
+    return sorted({i % n for i in items})
+
+
+@torch.no_grad()
+def attention(
+    model,
+    batch: Batch,
+    *,
+    target: Target,
+    layers: int | Sequence[int] | None = None,
+    heads: int | Sequence[int] | None = None,
+) -> MethodResult:
+    """Attention weights ``[batch, step, pos, layer, head]`` of each step's query position."""
+    del target  # attention weights do not depend on the explained function
+    layer_ids = select_indices(layers, model.cfg.n_layers, "layers")
+    head_ids = select_indices(heads, model.cfg.n_heads, "heads")
+    patterns: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int):
+        def fn(pattern, hook):
+            patterns[layer] = pattern.detach()
+
+        return fn
+
+    hooks = [(hook_name("pattern", layer), keep(layer)) for layer in layer_ids]
+    with temporary_hooks(model, hooks):
+        step_logits(model, batch)
+    rows = batch.target_rows  # [batch, step]
+    stacked = torch.stack([patterns[layer][:, head_ids] for layer in layer_ids], dim=1)
+    # stacked: [batch, layer, head, query_pos, key_pos] -> query rows of each step
+    index = rows[:, None, None, :, None].expand(-1, *stacked.shape[1:3], -1, stacked.shape[-1])
+    picked = stacked.gather(3, index)  # [batch, layer, head, step, key_pos]
+    return MethodResult(picked.permute(0, 3, 4, 1, 2), final_step_only=True, reduce="mean")

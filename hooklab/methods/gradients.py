@@ -1,0 +1,88 @@
+"""Per-step gradients of a target function with respect to input embeddings.
+
+All steps share one forward pass; each step then needs its own backward pass (its own scalar
+target). ``vjp="loop"`` runs them one after another on the retained graph; ``vjp="batched"``
+runs them as one batched vector-Jacobian product (``torch.autograd.grad(...,
+is_grads_batched=True)``), in chunks of ``vjp_chunk`` steps; ``"auto"`` picks batched on GPUs.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from hooklab.forward import step_logits
+from hooklab.inputs import Batch
+from hooklab.methods.base import Target
+
+VJP_MODES = ("auto", "loop", "batched")
+
+
+def target_scores(
+    model, batch: Batch, target: Target, embeds: Tensor | None = None
+) -> Float[Tensor, "batch step"]:
+    """The target function of every step from one forward pass (NaN at padded steps)."""
+    return target(model, batch, step_logits(model, batch, embeds))
+
+
+def step_gradients(
+    scores: Float[Tensor, "batch step"],
+    inputs: Float[Tensor, "batch pos d_model"],
+    *,
+    vjp: str = "auto",
+    vjp_chunk: int = 16,
+) -> Float[Tensor, "batch step pos d_model"]:
+    """Return d scores[b, t] / d inputs[b] for every example b and step t.
+
+    Examples are independent in the forward pass, so the gradient of ``scores[:, t].sum()``
+    with respect to ``inputs[b]`` is that of ``scores[b, t]`` alone.
+    """
+    if vjp not in VJP_MODES:
+        raise ValueError(f"vjp={vjp!r} is not one of {VJP_MODES}.")
+    if vjp == "auto":
+        vjp = "batched" if inputs.is_cuda else "loop"
+    steps = scores.shape[1]
+    clean = torch.nan_to_num(scores, nan=0.0)  # padded steps contribute no gradient
+    grads = inputs.new_zeros(inputs.shape[0], steps, *inputs.shape[1:])
+    if vjp == "loop":
+        for t in range(steps):
+            (g,) = torch.autograd.grad(
+                clean[:, t].sum(), inputs, retain_graph=t < steps - 1, allow_unused=True
+            )
+            if g is not None:
+                grads[:, t] = g
+        return grads
+    eye = torch.eye(steps, dtype=clean.dtype, device=clean.device)
+    for lo in range(0, steps, vjp_chunk):
+        hi = min(lo + vjp_chunk, steps)
+        # grad_outputs[k] selects step lo + k of every example
+        basis = eye[lo:hi, None, :].expand(hi - lo, clean.shape[0], steps)
+        (g,) = torch.autograd.grad(
+            clean,
+            inputs,
+            grad_outputs=basis,
+            retain_graph=hi < steps,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        if g is not None:
+            grads[:, lo:hi] = g.transpose(0, 1)
+    return grads
+
+
+def gradients_at(
+    model,
+    batch: Batch,
+    target: Target,
+    embeds: Float[Tensor, "batch pos d_model"],
+    *,
+    vjp: str = "auto",
+    vjp_chunk: int = 16,
+) -> tuple[Float[Tensor, "batch step pos d_model"], Float[Tensor, "batch step"]]:
+    """Per-step gradients of the target at ``embeds``, and the target values there."""
+    leaf = embeds.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        scores = target_scores(model, batch, target, leaf)
+        grads = step_gradients(scores, leaf, vjp=vjp, vjp_chunk=vjp_chunk)
+    return grads, scores.detach()

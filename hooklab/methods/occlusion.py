@@ -1,0 +1,50 @@
+"""Occlusion (Zeiler & Fergus, 2014): replace one token's embedding with a baseline.
+
+Score of token j for step t: F_t(x) - F_t(x with token j's embedding replaced). One forward
+pass per occluded token serves every step (a step cannot see tokens after it, so their
+occlusion changes nothing there); the occluded copies run batched.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hooklab.forward import token_embeddings
+from hooklab.inputs import Batch
+from hooklab.methods.base import MethodResult, Target
+from hooklab.methods.baselines import baseline_embeddings
+from hooklab.methods.gradients import target_scores
+
+
+@torch.no_grad()
+def occlusion(
+    model,
+    batch: Batch,
+    *,
+    target: Target,
+    baseline: str | int | Tensor = "zeros",
+    internal_batch_size: int = 32,
+) -> MethodResult:
+    """Occlusion scores ``[batch, step, pos]``: the drop of each step's target per token."""
+    if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
+        raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
+    x = token_embeddings(model, batch)
+    x0 = baseline_embeddings(model, batch, x, baseline)
+    clean = target_scores(model, batch, target, x)
+    width = batch.tokens.shape[1]
+    # every real token that some step can see (the last token predicts nothing)
+    pairs = [(b, j) for b in range(batch.size) for j in range(batch.pad_lengths[b], width - 1)]
+    out = torch.full((batch.size, batch.n_steps, width), torch.nan, dtype=clean.dtype)
+    out = out.to(clean.device)
+    for lo in range(0, len(pairs), internal_batch_size):
+        chunk = pairs[lo : lo + internal_batch_size]
+        rows = torch.tensor([b for b, _ in chunk], device=x.device)
+        cols = torch.tensor([j for _, j in chunk], device=x.device)
+        copies = torch.arange(len(chunk), device=x.device)
+        embeds = x[rows].clone()
+        embeds[copies, cols] = x0[rows, cols]
+        scores = target_scores(model, batch.take(rows), target.take(rows), embeds)
+        steps = scores.shape[1]  # the chunk's longest target
+        out[rows, :steps, cols] = clean[rows, :steps] - scores
+    return MethodResult(out)

@@ -1,0 +1,170 @@
+"""Every attribution method against its slow per-step reference, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import hooklab
+from hooklab.hooks import count_hooks
+from hooklab.methods.integrated_gradients import quadrature
+from tests.reference.attribution import (
+    ref_attention,
+    ref_gradient,
+    ref_integrated_gradients,
+    ref_occlusion,
+)
+
+PROMPTS = ["George was sick yesterday.", "It rained"]
+TARGETS = [" His colleagues asked", " all morning. She took"]
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+
+
+@pytest.fixture(scope="module", params=["gpt2_dir", "llama_dir"])
+def model64(request):
+    return hooklab.load(request.getfixturevalue(request.param), device="cpu", dtype="float64")
+
+
+def _ids(seq):
+    return seq.token_ids.tolist(), seq.target_start
+
+
+def _check(out, reference):
+    for seq in out:
+        ids, start = _ids(seq)
+        expected = reference(ids, start)
+        got = seq.attributions.double()
+        assert torch.equal(got.isnan(), expected.isnan())
+        assert_close(got.nan_to_num(), expected.nan_to_num(), **TOL)
+
+
+@pytest.mark.parametrize("vjp", ["loop", "batched"])
+def test_saliency(model64, vjp):
+    out = hooklab.attribute(model64, PROMPTS, TARGETS, method="saliency", vjp=vjp)
+    _check(out, lambda ids, s: ref_gradient(model64, ids, s).abs())
+
+
+def test_input_x_gradient(model64):
+    out = hooklab.attribute(model64, PROMPTS, TARGETS, method="input_x_gradient")
+    _check(out, lambda ids, s: ref_gradient(model64, ids, s, times_input=True))
+
+
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_middle"])
+def test_integrated_gradients(model64, rule):
+    out = hooklab.attribute(
+        model64, PROMPTS, TARGETS, method="integrated_gradients", n_steps=5, rule=rule
+    )
+    _check(out, lambda ids, s: ref_integrated_gradients(model64, ids, s, 5, rule))
+
+
+def test_occlusion(model64):
+    out = hooklab.attribute(model64, PROMPTS, TARGETS, method="occlusion", internal_batch_size=7)
+    _check(out, lambda ids, s: ref_occlusion(model64, ids, s))
+
+
+def test_attention(model64):
+    out = hooklab.attribute(model64, PROMPTS, TARGETS, method="attention")
+    _check(out, lambda ids, s: ref_attention(model64, ids, s))
+    assert out[0].parameters["final_step_only"]
+
+
+def test_contrastive_target_equals_reference(model64):
+    """P(ŷ) - P(ỹ) with alternative tokens, from the same forward pass (PECoRe's CCI target)."""
+    tok = model64.tokenizer
+    targets = [tok(t, add_special_tokens=False)["input_ids"] for t in TARGETS]
+    alt = [[(i * 7 + 3) % model64.cfg.d_vocab for i in t] for t in targets]
+    out = hooklab.attribute(
+        model64, PROMPTS, targets, method="saliency", attributed_fn="contrast_prob_diff",
+        contrast_targets=alt,
+    )  # fmt: skip
+    for seq, c_ids in zip(out, alt):
+        ids, start = _ids(seq)
+        expected = ref_gradient(model64, ids, start, "contrast_prob_diff", (None, c_ids)).abs()
+        assert_close(seq.attributions.double().nan_to_num(), expected.nan_to_num(), **TOL)
+
+
+def test_contrast_prompt_target_equals_reference(model64):
+    """KL(P_ctx || P_noctx) as the attributed function, contrast = the prompt without context."""
+    contrast = ["His", "morning"]
+    tok = model64.tokenizer
+    out = hooklab.attribute(
+        model64, PROMPTS, TARGETS, method="occlusion", attributed_fn="kl_divergence",
+        contrast_prompts=contrast,
+    )  # fmt: skip
+    for seq, c in zip(out, contrast):
+        ids, start = _ids(seq)
+        c_ids = [tok.bos_token_id, *tok(c, add_special_tokens=False)["input_ids"]]
+        expected = ref_occlusion(model64, ids, start, "kl_divergence", (c_ids, None))
+        assert_close(seq.attributions.double().nan_to_num(), expected.nan_to_num(), **TOL)
+
+
+def test_ig_completeness_improves_with_steps(model64):
+    deltas = []
+    for n in (2, 8, 32):
+        out = hooklab.attribute(
+            model64, PROMPTS[0], TARGETS[0], method="integrated_gradients", n_steps=n,
+            rule="riemann_trapezoid",
+        )  # fmt: skip
+        deltas.append(out[0].extras["completeness_delta"].abs().max().item())
+    assert deltas[2] < deltas[1] < deltas[0]
+    gl = (
+        hooklab.attribute(
+            model64, PROMPTS[0], TARGETS[0], method="integrated_gradients", n_steps=16
+        )[0]
+        .extras["completeness_delta"]
+        .abs()
+        .max()
+        .item()
+    )
+    assert gl < 1e-6
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "occlusion", "attention"])
+def test_batch_equals_one_by_one(gpt2, method):
+    both = hooklab.attribute(gpt2, PROMPTS, TARGETS, method=method)
+    for i in range(2):
+        alone = hooklab.attribute(gpt2, PROMPTS[i], TARGETS[i], method=method)[0]
+        assert_close(alone.attributions, both[i].attributions, atol=1e-5, rtol=1e-4, equal_nan=True)
+
+
+def test_gradient_shap_is_seeded_and_close_to_ig(gpt2):
+    a = hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="gradient_shap", seed=1)
+    b = hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="gradient_shap", seed=1)
+    assert_close(a[0].attributions, b[0].attributions, equal_nan=True)
+    # with many samples and no noise, gradient SHAP estimates IG (same path, random alphas)
+    shap = hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="gradient_shap", n_samples=400)
+    ig = hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="integrated_gradients")
+    s, i = shap[0].attributions.sum(-1), ig[0].attributions.sum(-1)
+    mask = ~i.isnan()
+    assert torch.corrcoef(torch.stack([s[mask], i[mask]]))[0, 1] > 0.95
+
+
+def test_quadrature_weights():
+    for rule in ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_middle"):
+        alphas, weights = quadrature(6, rule)
+        assert weights.sum().item() == pytest.approx(1.0)
+        # exact for f(a) = a on [0, 1]: integral 1/2
+        assert (alphas * weights).sum().item() == pytest.approx(
+            0.5, abs=0.1 if "left" in rule else 1e-12
+        )
+    with pytest.raises(ValueError, match="gausslegendre"):
+        quadrature(4, "simpson")
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "occlusion", "attention"])
+def test_hooks_removed_and_model_unchanged_after_exception(gpt2, method):
+    before = count_hooks(gpt2)
+    params = {k: v.clone() for k, v in gpt2.state_dict().items()}
+
+    def explode(args):
+        raise RuntimeError("boom in the target")
+
+    hooklab.register_step_function("test_explode", explode, overwrite=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method=method, attributed_fn="test_explode",
+                          step_scores=["test_explode"])  # fmt: skip
+    assert count_hooks(gpt2) == before
+    assert not gpt2.training
+    for k, v in gpt2.state_dict().items():
+        assert torch.equal(v, params[k]), k
