@@ -13,7 +13,7 @@ from hooklab.generation import generate
 from hooklab.inputs import (
     Batch,
     check_length,
-    encode_prompt,
+    as_prompt_ids,
     encode_target,
     make_batch,
     pad_token_id,
@@ -48,7 +48,8 @@ def _encode_targets(model, prompts: list[str], targets: list, prompt_ids) -> lis
     for prompt, target in zip(prompts, targets, strict=True):
         if isinstance(target, str):
             # Accept Inseq-style targets that repeat the prompt before the continuation.
-            text = target[len(prompt) :] if target.startswith(prompt) else target
+            repeats = isinstance(prompt, str) and target.startswith(prompt)
+            text = target[len(prompt) :] if repeats else target
             out.append(encode_target(model, text))
         else:
             ids = [int(i) for i in target]
@@ -136,7 +137,7 @@ def attribute(
 
     Args:
         model: a ``TransformerBridge`` from :func:`hooklab.load`.
-        inputs: one prompt or a list of prompts.
+        inputs: one prompt or a list of prompts (text, or token id lists used as given).
         targets: forced continuations (text, or token id lists), one per input; when None,
             they are generated greedily (``generation_kwargs`` go to :func:`hooklab.generate`).
             A text target that starts with its prompt has the prompt stripped (as in Inseq).
@@ -182,12 +183,12 @@ def attribute(
     has_contrast = contrast_prompts is not None or contrast_targets is not None
     # Validate names before any model work.
     check_step_functions([*step_scores, attributed_fn], object() if has_contrast else None)
-    prompt_ids = [encode_prompt(model, p) for p in prompts]
+    prompt_ids = [as_prompt_ids(model, p) for p in prompts]
     for ids in prompt_ids:
         check_length(model, len(ids), "prompt")
     target_list = _as_list(targets, len(prompts), "targets")
     if target_list is None:
-        gen = generate(model, prompts, **dict(generation_kwargs or {}))
+        gen = generate(model, prompt_ids, **dict(generation_kwargs or {}))
         target_ids = gen.output_ids
         if any(not t for t in target_ids):
             empty = [p for p, t in zip(prompts, target_ids, strict=True) if not t]
@@ -196,7 +197,7 @@ def attribute(
         target_ids = _encode_targets(model, prompts, target_list, prompt_ids)
     c_prompt_ids = _as_list(contrast_prompts, len(prompts), "contrast prompts")
     if c_prompt_ids is not None:
-        c_prompt_ids = [encode_prompt(model, p) for p in c_prompt_ids]
+        c_prompt_ids = [as_prompt_ids(model, p) for p in c_prompt_ids]
     c_target_ids = _as_list(contrast_targets, len(prompts), "contrast targets")
     if c_target_ids is not None:
         c_target_ids = _encode_targets(model, prompts, c_target_ids, prompt_ids)

@@ -23,7 +23,7 @@ from hooklab.inputs import (
     Batch,
     check_length,
     context_window,
-    encode_prompt,
+    as_prompt_ids,
     make_batch,
     pad_token_id,
 )
@@ -104,7 +104,7 @@ def _generate_batch(
 
 def generate(
     model,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
     *,
     max_new_tokens: int = 32,
     stop_at_eos: bool = True,
@@ -117,7 +117,8 @@ def generate(
 
     Args:
         model: a ``TransformerBridge`` (see :func:`hooklab.load`).
-        prompts: one prompt or a list; BOS is prepended once when the model has one.
+        prompts: one prompt or a list; BOS is prepended once when the model has one. Token
+            id lists are used as given.
         max_new_tokens: at most this many tokens per prompt.
         stop_at_eos: stop an example at its EOS token (not included in the output).
         use_cache: reuse keys/values across steps (same tokens and logits as without).
@@ -141,7 +142,7 @@ def generate(
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    encoded = [encode_prompt(model, p) for p in prompts]
+    encoded = [as_prompt_ids(model, p) for p in prompts]
     if not encoded:
         raise ValueError("No prompts given.")
     for ids in encoded:

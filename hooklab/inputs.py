@@ -63,6 +63,17 @@ def encode_prompt(model, text: str) -> list[int]:
     return ids
 
 
+def as_prompt_ids(model, prompt: str | Sequence[int]) -> list[int]:
+    """Encode a prompt given as text (BOS added once) or pass through given token ids."""
+    if isinstance(prompt, str):
+        return encode_prompt(model, prompt)
+    if isinstance(prompt, Sequence) and prompt and all(isinstance(i, int) for i in prompt):
+        return list(prompt)
+    raise TypeError(
+        f"A prompt must be a string or a non-empty list of token ids, got {prompt!r}."
+    )
+
+
 def encode_target(model, text: str) -> list[int]:
     """Tokenise a target (continuation) text; no BOS."""
     return encode_text(model, text, what="Target text")

@@ -181,6 +181,13 @@ def kl_divergence(args: StepArgs, *, top_k: int = 0) -> Float[Tensor, "batch ste
     return (lp.exp() * (lp - lq)).sum(-1)
 
 
+def likelihood_ratio(args: StepArgs) -> Float[Tensor, "batch step"]:
+    """Likelihood ratio of the target with and without the contrast: p(y) / q(y) (PECoRe)."""
+    lp = _pick(_logprobs(args.logits), args.target_ids)
+    lq = _pick(_logprobs(_contrast_logits(args)), args.target_ids)
+    return (lp - lq).exp()
+
+
 def in_context_pvi(args: StepArgs) -> Float[Tensor, "batch step"]:
     """In-context pointwise V-usable information in bits (Lu et al., 2023).
 
@@ -242,6 +249,7 @@ for _fn in (
     contrast_prob_diff,
     pcxmi,
     kl_divergence,
+    likelihood_ratio,
     in_context_pvi,
 ):
     register_step_function(_fn.__name__, _fn, contrastive=True)

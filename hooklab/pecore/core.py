@@ -1,0 +1,311 @@
+"""PECoRe: context-sensitive token identification (CTI) and contextual cues imputation (CCI).
+
+Sarti et al., ICLR 2024, "Quantifying the Plausibility of Context Reliance in Neural Machine
+Translation". For a decoder-only model the input is ``input_template`` filled with the context
+and the current text; the output (forced, or generated greedily) follows it.
+
+* CTI: two teacher-forced passes over the same output tokens, with and without the context,
+  give one contrastive score per output token (default KL(P_ctx || P_noctx)); tokens whose
+  score stands out (:func:`hooklab.pecore.select.select`) are context-sensitive.
+* CCI: for each context-sensitive token ŷ_t, ỹ*_t is the token the model predicts at t
+  without the context (after the same forced output prefix). The attribution method explains
+  P_ctx(ŷ_t) − P_ctx(ỹ*_t) (``attributed_fn="contrast_prob_diff"``); when ỹ*_t = ŷ_t, or the
+  attributed function compares distributions (KL, P-CXMI...), the contrast is the contextless
+  pass instead. Scores are sliced to the context tokens and cues selected with the same rule.
+  All selected tokens are attributed in one batched call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hooklab.attribute import attribute
+from hooklab.forward import step_logits
+from hooklab.generation import generate
+from hooklab.inputs import check_length, encode_prompt, encode_target, make_batch, str_tokens
+from hooklab.output.aggregate import reduce_hidden
+from hooklab.pecore.options import (
+    RELATIVE_CONTEXT_SALIENCY,
+    PecoreOptions,
+    check_texts,
+    fill,
+)
+from hooklab.pecore.result import ContextSensitiveToken, Cue, PecoreResult
+from hooklab.pecore.select import select, selection_threshold
+from hooklab.steps import CONTRASTIVE
+
+# attributed functions whose contrast is another token at the same step
+_TOKEN_CONTRASTS = {
+    "contrast_prob_diff",
+    "contrast_logits_diff",
+    "contrast_prob",
+    "contrast_logits",
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One PECoRe example, encoded."""
+
+    input_context: str
+    input_current: str
+    output_context: str | None
+    output_current: str
+    ctx_prompt: list[int]  # BOS + contextual input (+ output context): the forced prefix
+    noctx_prompt: list[int]  # BOS + contextless input (+ its output prefix)
+    output_ids: list[int]  # current output tokens: the CTI candidates
+    context_positions: list[int]  # positions of context tokens in ctx_prompt
+
+
+def _context_positions(model, text: str, span: tuple[int, int] | None) -> list[int]:
+    if span is None or span[0] == span[1]:
+        return []
+    enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offset = len(encode_prompt(model, text)) - len(enc["input_ids"])  # BOS, if any
+    return [
+        offset + k
+        for k, (a, b) in enumerate(enc["offset_mapping"])
+        if a < span[1] and b > span[0] and b > a
+    ]
+
+
+def _output_prefix(template: str, context: str | None) -> tuple[str, str]:
+    """Split an output template into (text before the current output, joiner)."""
+    head = template.split("{current}")[0]
+    if "{context}" not in head:
+        return head, ""
+    before, after = head.split("{context}", 1)
+    return before + (context or ""), after
+
+
+def encode_example(
+    model,
+    opts: PecoreOptions,
+    *,
+    input_context_text: str,
+    input_current_text: str,
+    output_context_text: str | None = None,
+    output_current_text: str | None = None,
+) -> Example:
+    """Format, tokenise and (if needed) generate the output of one example."""
+    check_texts(opts.input_template, input_context_text, input_current_text, "input")
+    ctx_text, span = fill(
+        opts.input_template, context=input_context_text, current=input_current_text
+    )
+    noctx_text, _ = fill(
+        opts.contextless_input_current_text, context=None, current=input_current_text
+    )
+    sep = opts.decoder_input_output_separator
+    out_template = opts.output_template or (
+        "{context} {current}" if output_context_text else "{current}"
+    )
+    if output_context_text:
+        check_texts(out_template, output_context_text, "x", "output")
+    head, joiner = _output_prefix(out_template, output_context_text)
+    ctx_prompt = encode_prompt(model, ctx_text)
+    if head + joiner:
+        ctx_prompt += encode_target(model, sep + head)
+    noctx_prompt = encode_prompt(model, noctx_text)
+    lead = joiner if head or joiner else sep  # text between the prefix and the current output
+    if output_current_text is None:
+        gen = generate(model, [ctx_prompt], **dict(opts.generation_kwargs))
+        output_ids = gen.output_ids[0]
+        if not output_ids:
+            raise ValueError(f"The model generated no output for {ctx_text!r}.")
+        output_current_text = model.tokenizer.decode(output_ids)
+        if lead and output_current_text.startswith(lead):
+            output_current_text = output_current_text[len(lead) :]
+    else:
+        check_texts("{current}", None, output_current_text, "output")
+        output_ids = encode_target(model, lead + output_current_text)
+    nc_head = opts.contextless_output_current_text.split("{current}")[0]
+    if nc_head:
+        noctx_prompt += encode_target(model, sep + nc_head)
+    check_length(model, len(ctx_prompt) + len(output_ids), "input + output")
+    check_length(model, len(noctx_prompt) + len(output_ids), "contextless input + output")
+    return Example(
+        input_context_text,
+        input_current_text,
+        output_context_text,
+        output_current_text,
+        ctx_prompt,
+        noctx_prompt,
+        output_ids,
+        _context_positions(model, ctx_text, span),
+    )
+
+
+def cti_scores(model, examples: list[Example], opts: PecoreOptions) -> list[torch.Tensor]:
+    """CTI score of every output token of each example (one batched pair of passes)."""
+    metric = opts.context_sensitivity_metric
+    prompts = [e.ctx_prompt for e in examples]
+    targets = [e.output_ids for e in examples]
+    if metric == RELATIVE_CONTEXT_SALIENCY:
+        out = attribute(model, prompts, targets, method="saliency", batch_size=len(examples))
+        scores = []
+        for e, seq in zip(examples, out, strict=True):
+            s = reduce_hidden(seq.attributions, "l2").nan_to_num()
+            scores.append(s[:, e.context_positions].sum(-1) / s.sum(-1))
+        return scores
+    out = attribute(
+        model,
+        prompts,
+        targets,
+        step_scores=[metric],
+        contrast_prompts=[e.noctx_prompt for e in examples],
+        batch_size=len(examples),
+    )
+    return [seq.step_scores[metric] for seq in out]
+
+
+def contextless_predictions(model, examples: list[Example]) -> list[list[int]]:
+    """ỹ*: the argmax token at every output step without the context (one batched pass)."""
+    batch = make_batch(
+        [e.noctx_prompt for e in examples],
+        [e.output_ids for e in examples],
+        pad_id=model.tokenizer.pad_token_id or 0,
+        device=model.cfg.device,
+    )
+    with torch.no_grad():
+        best = step_logits(model, batch).argmax(-1)
+    return [best[i, : len(e.output_ids)].tolist() for i, e in enumerate(examples)]
+
+
+def _candidates(model, ids: list[int], keep: tuple[str, ...]) -> torch.Tensor:
+    special = set(getattr(model.tokenizer, "all_special_ids", []))
+    keep_ids = {model.tokenizer.convert_tokens_to_ids(t) for t in keep}
+    return torch.tensor([i not in special or i in keep_ids for i in ids], dtype=torch.bool)
+
+
+def cci(model, jobs: list[tuple[Example, int, int]], opts: PecoreOptions) -> list[torch.Tensor]:
+    """Attribute each (example, step t, ỹ*_t) to its context tokens; one call per contrast kind."""
+    fn = opts.attributed_fn
+    groups: dict[str, list[int]] = {"token": [], "prompt": []}
+    for k, (e, t, alt) in enumerate(jobs):
+        by_token = fn in _TOKEN_CONTRASTS and alt != e.output_ids[t]
+        groups["token" if by_token else "prompt"].append(k)
+    results: list[torch.Tensor | None] = [None] * len(jobs)
+    for kind, members in groups.items():
+        if not members:
+            continue
+        sel = [jobs[k] for k in members]
+        kwargs = dict(opts.attribution_kwargs)
+        if kind == "token":
+            kwargs["contrast_targets"] = [[*e.output_ids[:t], alt] for e, t, alt in sel]
+        elif fn in CONTRASTIVE:
+            kwargs["contrast_prompts"] = [e.noctx_prompt for e, _, _ in sel]
+        out = attribute(
+            model,
+            [e.ctx_prompt for e, _, _ in sel],
+            [e.output_ids[: t + 1] for e, t, _ in sel],
+            method=opts.attribution_method,
+            attributed_fn=fn,
+            attr_pos_start=-1,
+            batch_size=len(sel),
+            **kwargs,
+        )
+        for k, (e, _, _), seq in zip(members, sel, out, strict=True):
+            reduce = seq.parameters.get("reduce", "l2")
+            row = reduce_hidden(seq.attributions, reduce)[0]
+            results[k] = row[e.context_positions]
+    return results
+
+
+def pecore(
+    model,
+    input_context_text: str,
+    input_current_text: str,
+    *,
+    output_context_text: str | None = None,
+    output_current_text: str | None = None,
+    options: PecoreOptions | None = None,
+    **option_overrides,
+) -> PecoreResult:
+    """Run CTI and CCI on one example. See :func:`pecore_batch` for several at once.
+
+    Example:
+        >>> import hooklab
+        >>> from hooklab.pecore import pecore
+        >>> model = hooklab.load("toy")
+        >>> res = pecore(model, "George was sick yesterday.", "His colleagues asked him to come")
+        >>> [c.token for c in res.context_sensitive]  # doctest: +SKIP
+        [' hospital']
+    """
+    example = {
+        "input_context_text": input_context_text,
+        "input_current_text": input_current_text,
+        "output_context_text": output_context_text,
+        "output_current_text": output_current_text,
+    }
+    opts = (options or PecoreOptions()).replace(**option_overrides)
+    return pecore_batch(model, [example], opts)[0]
+
+
+def pecore_batch(model, examples: list[dict], options: PecoreOptions) -> list[PecoreResult]:
+    """Run PECoRe on several examples (dicts of the four text fields), batched."""
+    encoded = [encode_example(model, options, **ex) for ex in examples]
+    scores = cti_scores(model, encoded, options)
+    alternatives = contextless_predictions(model, encoded)
+    selected, thresholds = [], []
+    for e, s in zip(encoded, scores, strict=True):
+        cand = _candidates(model, e.output_ids, options.special_tokens_to_keep)
+        thresholds.append(selection_threshold(s[cand], options.context_sensitivity_std_threshold))
+        selected.append(
+            select(
+                s,
+                std_threshold=options.context_sensitivity_std_threshold,
+                topk=options.context_sensitivity_topk,
+                candidates=cand,
+            )
+        )
+    jobs = [(e, t, alts[t]) for e, alts, sel in zip(encoded, alternatives, selected) for t in sel]
+    cue_scores = cci(model, jobs, options) if jobs else []
+    results, k = [], 0
+    for e, s, sel, thr in zip(encoded, scores, selected, thresholds, strict=True):
+        ctx_tokens = tuple(str_tokens(model, [e.ctx_prompt[p] for p in e.context_positions]))
+        out_tokens = tuple(str_tokens(model, e.output_ids))
+        entries = []
+        for t in sel:
+            c = cue_scores[k].double()
+            k += 1
+            cues = select(
+                c,
+                std_threshold=options.attribution_std_threshold,
+                topk=options.attribution_topk,
+            )
+            entries.append(
+                ContextSensitiveToken(
+                    index=t,
+                    token=out_tokens[t],
+                    score=float(s[t]),
+                    contextless_token=str_tokens(model, [jobs[k - 1][2]])[0],
+                    input_context_tokens=ctx_tokens,
+                    input_context_scores=tuple(c.tolist()),
+                    cues=tuple(Cue(j, ctx_tokens[j], float(c[j])) for j in cues),
+                )
+            )
+        results.append(
+            PecoreResult(
+                input_context=e.input_context,
+                input_current=e.input_current,
+                output_current=e.output_current,
+                input_context_tokens=ctx_tokens,
+                output_current_tokens=out_tokens,
+                cti_metric=options.context_sensitivity_metric,
+                cti_scores=tuple(float(x) for x in s),
+                cti_threshold=thr,
+                context_sensitive=tuple(entries),
+                output_context=e.output_context,
+                cci_method=options.attribution_method,
+                cci_attributed_fn=options.attributed_fn,
+                settings={
+                    "context_sensitivity_std_threshold": options.context_sensitivity_std_threshold,
+                    "context_sensitivity_topk": options.context_sensitivity_topk,
+                    "attribution_std_threshold": options.attribution_std_threshold,
+                    "attribution_topk": options.attribution_topk,
+                },
+            )
+        )
+    return results

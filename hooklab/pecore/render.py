@@ -1,0 +1,163 @@
+"""Text, HTML and matplotlib views of a :class:`~hooklab.pecore.result.PecoreResult`.
+
+Views only read the result; nothing here changes the scores that get saved.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+from hooklab.pecore.result import PecoreResult
+
+
+def _fmt(x: float | None) -> str:
+    return "None" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def _mark(tokens, marks: dict[int, float], left: str, right: str) -> str:
+    out = []
+    for i, tok in enumerate(tokens):
+        if i in marks:
+            stripped = tok.lstrip()
+            out.append(f"{tok[: len(tok) - len(stripped)]}{left}{stripped}{right}({marks[i]:.2f})")
+        else:
+            out.append(tok)
+    return "".join(out)
+
+
+def to_text(result: PecoreResult) -> str:
+    """Inseq-like text: the output with ``{targets}(score)``, the context with ``[cues](score)``."""
+    s = result.settings
+    targets = {c.index: c.score for c in result.context_sensitive}
+    lines = [
+        f"Context with [contextual cues] (std λ={s.get('attribution_std_threshold')}, "
+        f"top-k={s.get('attribution_topk')}) followed by output sentence with "
+        f"{{context-sensitive target spans}} (std λ={s.get('context_sensitivity_std_threshold')}, "
+        f"top-k={s.get('context_sensitivity_topk')})",
+        f'(CTI = "{result.cti_metric}", CCI = "{result.cci_method}" w/ '
+        f'"{result.cci_attributed_fn}" target; CTI threshold = {_fmt(result.cti_threshold)})',
+        "",
+        f"Input context:  {result.input_context}",
+        f"Input current:  {result.input_current}",
+        f"Output current: {_mark(result.output_current_tokens, targets, '{', '}').strip()}",
+    ]
+    if not result.context_sensitive:
+        lines.append("\nNo context-sensitive output token stands out.")
+    for c in result.context_sensitive:
+        cues = {cue.index: cue.score for cue in c.cues}
+        one = {c.index: c.score}
+        lines += [
+            "",
+            f"#{c.index} {c.token.strip()!r} (contextless alternative {c.contextless_token!r}):",
+            f"  Output: {_mark(result.output_current_tokens, one, '{', '}').strip()}",
+            f"  Context: {_mark(c.input_context_tokens, cues, '[', ']').strip()}",
+        ]
+    return "\n".join(lines)
+
+
+def _spans(tokens, scores, selected: set[int]) -> str:
+    finite = [abs(x) for x in scores if x is not None and math.isfinite(x)]
+    top = max(finite, default=0.0) or 1.0
+    out = []
+    for i, (tok, x) in enumerate(zip(tokens, scores, strict=True)):
+        alpha = 0.0 if x is None or not math.isfinite(x) else min(abs(x) / top, 1.0)
+        style = f"background: rgba(220,40,40,{alpha:.2f});"
+        if i in selected:
+            style += "border-bottom: 2px solid black; font-weight: bold;"
+        title = html.escape(f"{_fmt(x)}")
+        out.append(f'<span style="{style}" title="{title}">{html.escape(tok)}</span>')
+    return "".join(out)
+
+
+def to_html(result: PecoreResult) -> str:
+    """A self-contained HTML page: CTI on the output, CCI on the context per target."""
+    targets = {c.index for c in result.context_sensitive}
+    parts = [
+        "<div style='font-family: sans-serif; line-height: 1.8'>",
+        f"<p><b>CTI</b> ({html.escape(result.cti_metric)}, threshold "
+        f"{html.escape(_fmt(result.cti_threshold))}):</p>",
+        f"<p>{html.escape(result.input_current)} "
+        f"{_spans(result.output_current_tokens, result.cti_scores, targets)}</p>",
+    ]
+    for c in result.context_sensitive:
+        parts.append(
+            f"<p><b>CCI</b> for {html.escape(repr(c.token))} (contextless: "
+            f"{html.escape(repr(c.contextless_token))}):<br>"
+            f"{_spans(c.input_context_tokens, c.input_context_scores, {q.index for q in c.cues})}"
+            "</p>"
+        )
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _token_row(ax, tokens, scores, y: float, norm: Normalize, cmap, selected: set[int]) -> None:
+    x = 0.0
+    for i, (tok, s) in enumerate(zip(tokens, scores, strict=True)):
+        width = max(len(tok), 1) * 0.62 + 0.3
+        value = 0.0 if s is None or not math.isfinite(s) else abs(s)
+        face = cmap(norm(value))
+        edge = "black" if i in selected else "none"
+        box = FancyBboxPatch(
+            (x, y - 0.35), width - 0.1, 0.7, boxstyle="round,pad=0.02",
+            facecolor=face, edgecolor=edge, linewidth=1.5,
+        )  # fmt: skip
+        ax.add_patch(box)
+        ax.text(x + (width - 0.1) / 2, y, tok.strip() or "␣", ha="center", va="center", fontsize=9)
+        x += width
+    ax.set_xlim(min(ax.get_xlim()[0], -0.2), max(ax.get_xlim()[1], x + 0.2))
+
+
+def plot(result: PecoreResult, *, target: int = 0, figsize=None, cmap_name: str = "Reds") -> Figure:
+    """Paper-ready figure: output tokens coloured by CTI, context tokens by CCI of one target.
+
+    Args:
+        target: which context-sensitive token's cues to show (index into ``context_sensitive``).
+    """
+    import matplotlib
+
+    fig = Figure(figsize=figsize or (10, 2.6), constrained_layout=True)
+    axes = fig.subplots(2, 1)
+    cmap = matplotlib.colormaps[cmap_name]
+    cti = [abs(x) for x in result.cti_scores if math.isfinite(x)]
+    targets = {c.index for c in result.context_sensitive}
+    _token_row(
+        axes[0],
+        result.output_current_tokens,
+        result.cti_scores,
+        0,
+        Normalize(0, max(cti, default=1) or 1),
+        cmap,
+        targets,
+    )
+    axes[0].set_title(
+        f"CTI ({result.cti_metric}) on the output; boxed: context-sensitive", fontsize=10
+    )
+    if result.context_sensitive:
+        c = result.context_sensitive[target]
+        vals = [abs(x) for x in c.input_context_scores if math.isfinite(x)]
+        norm = Normalize(0, max(vals, default=1) or 1)
+        _token_row(
+            axes[1],
+            c.input_context_tokens,
+            c.input_context_scores,
+            0,
+            norm,
+            cmap,
+            {q.index for q in c.cues},
+        )
+        axes[1].set_title(
+            f"CCI ({result.cci_method}, {result.cci_attributed_fn}) for "
+            f"{c.token.strip()!r}; boxed: cues",
+            fontsize=10,
+        )
+    else:
+        axes[1].set_title("No context-sensitive token selected", fontsize=10)
+    for ax in axes:
+        ax.set_ylim(-0.6, 0.6)
+        ax.axis("off")
+    return fig
