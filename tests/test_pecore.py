@@ -1,0 +1,228 @@
+"""PECoRe: CTI and CCI against explicit computations, selection edge cases, bad input, datasets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from hooklab.hooks import hook_name, temporary_hooks
+from hooklab.inputs import encode_prompt, encode_target
+from hooklab.pecore import PecoreOptions, PecoreResult, pecore, select
+from hooklab.pecore.dataset import run_dataset
+from hooklab.pecore.metrics import auprc, f1, top1, word_indices
+
+CONTEXT, CURRENT, OUTPUT = (
+    "George was sick yesterday.",
+    "His colleagues asked him",
+    "to the hospital.",
+)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids]), prepend_bos=False)[0]
+
+
+@pytest.mark.parametrize("metric", ["kl_divergence", "pcxmi", "likelihood_ratio"])
+def test_cti_equals_two_explicit_passes(tiny, metric):
+    res = pecore(
+        tiny, CONTEXT, CURRENT, output_current_text=OUTPUT, context_sensitivity_metric=metric
+    )
+    ctx = encode_prompt(tiny, f"{CONTEXT} {CURRENT}")
+    noctx = encode_prompt(tiny, CURRENT)
+    out = encode_target(tiny, " " + OUTPUT)
+    assert len(res.cti_scores) == len(out)
+    lc, ln = _logits(tiny, ctx + out), _logits(tiny, noctx + out)
+    for t, y in enumerate(out):
+        p = torch.log_softmax(lc[len(ctx) + t - 1], -1)
+        q = torch.log_softmax(ln[len(noctx) + t - 1], -1)
+        expected = {
+            "kl_divergence": (p.exp() * (p - q)).sum(),
+            "pcxmi": (p[y] - q[y]) / torch.log(torch.tensor(2.0)),
+            "likelihood_ratio": (p[y] - q[y]).exp(),
+        }[metric]
+        assert res.cti_scores[t] == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
+
+
+def test_cci_equals_explicit_autograd(gpt2):
+    opts = dict(
+        output_current_text=OUTPUT,
+        context_sensitivity_topk=2,
+        context_sensitivity_std_threshold=None,
+    )
+    res = pecore(gpt2, CONTEXT, CURRENT, **opts)
+    assert len(res.context_sensitive) == 2
+    ctx = encode_prompt(gpt2, f"{CONTEXT} {CURRENT}")
+    noctx = encode_prompt(gpt2, CURRENT)
+    out = encode_target(gpt2, " " + OUTPUT)
+    n_ctx_tokens = len(encode_target(gpt2, CONTEXT))
+    for entry in res.context_sensitive:
+        t = entry.index
+        alt = int(_logits(gpt2, noctx + out)[len(noctx) + t - 1].argmax())
+        ids = ctx + out[:t]
+        emb = gpt2.embed(torch.tensor([ids]))[0].detach().requires_grad_(True)
+        with temporary_hooks(gpt2, [(hook_name("embed"), lambda x, hook: emb[None])]):
+            probs = torch.softmax(gpt2(torch.tensor([ids]), prepend_bos=False)[0, -1], -1)
+        target = probs[out[t]] - probs[alt] if alt != out[t] else None
+        if target is None:  # contrast with the contextless pass instead
+            q = torch.softmax(_logits(gpt2, noctx + out[:t])[-1], -1)
+            target = probs[out[t]] - q[out[t]]
+        (g,) = torch.autograd.grad(target, emb)
+        expected = g.abs().norm(dim=-1)[1 : 1 + n_ctx_tokens]  # skip BOS; context comes first
+        assert_close(
+            torch.tensor(entry.input_context_scores, dtype=torch.float32),
+            expected,
+            atol=1e-6,
+            rtol=1e-4,
+        )
+        assert entry.contextless_token == gpt2.tokenizer.decode([alt])
+
+
+@pytest.mark.parametrize(
+    ("scores", "kwargs", "expected"),
+    [
+        ([0.3], {}, []),  # one token: nothing stands out
+        ([0.3], {"topk": 1, "std_threshold": None}, [0]),
+        ([1.0, 1.0, 1.0], {}, []),  # all equal
+        ([1.0, 1.0, 1.0], {"std_threshold": None, "topk": 2}, [0, 1]),
+        ([0.0, 1.0, 2.0, 3.0], {"std_threshold": 0.0}, [2, 3]),  # λ = 0: >= mean
+        ([0.0, 1.0, 2.0, 9.0], {}, [3]),
+        ([0.0, -5.0, 1.0, 0.5], {}, [1]),  # signed: |s|
+        ([0.1, 0.2], {"std_threshold": None, "topk": 10}, [0, 1]),  # top-k > length
+        ([0.0, 1.0, 2.0, 3.0], {"std_threshold": 0.0, "topk": 1}, [3]),
+        ([float("nan"), 1.0, 5.0], {"std_threshold": None}, [1, 2]),
+    ],
+)
+def test_select_edge_cases(scores, kwargs, expected):
+    assert select(torch.tensor(scores), **kwargs) == expected
+
+
+def test_select_respects_candidates_and_validates():
+    assert select(
+        torch.tensor([9.0, 0.0, 1.0, 0.0]), candidates=torch.tensor([False, True, True, True])
+    ) == [2]
+    with pytest.raises(ValueError, match="topk"):
+        select(torch.tensor([1.0]), topk=-1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"input_template": "{context} only"}, ValueError, r"lacks \{current\}"),
+        ({"input_template": "{current} alone"}, ValueError, r"has no \{context\}"),
+        ({"input_current_text": "  "}, ValueError, "input_current_text is empty"),
+        ({"context_sensitivity_metric": "kl"}, KeyError, "kl_divergence"),
+        ({"attribution_method": "salency"}, KeyError, "saliency"),
+        ({"attributed_fn": "prob"}, KeyError, "probability"),
+        ({"output_current_text": "word " * 80}, ValueError, "context window"),
+        ({"input_template": "{context} {current} {oops}"}, ValueError, "unknown placeholders"),
+        ({"context_sensitivity_topk": 0}, ValueError, "context_sensitivity_topk"),
+    ],
+)
+def test_bad_input(gpt2, kwargs, error, match):
+    call = {
+        "input_context_text": CONTEXT,
+        "input_current_text": CURRENT,
+        "output_current_text": OUTPUT,
+    }
+    call.update(kwargs)
+    with pytest.raises(error, match=match):
+        pecore(gpt2, call.pop("input_context_text"), call.pop("input_current_text"), **call)
+
+
+def test_result_round_trip_and_views(gpt2, tmp_path):
+    res = pecore(
+        gpt2,
+        CONTEXT,
+        CURRENT,
+        output_current_text=OUTPUT,
+        context_sensitivity_topk=1,
+        context_sensitivity_std_threshold=None,
+    )
+    before = res.to_json()
+    text, page, fig = res.to_text(), res.to_html(), res.plot()
+    assert "{" in text and "Input context" in text and "<span" in page
+    assert fig.axes and res.to_json() == before  # views never change the scores
+    path = res.save(tmp_path / "r.json")
+    assert PecoreResult.load(path) == res
+    with pytest.raises(FileExistsError):
+        res.save(path)
+    data = json.loads(path.read_text())
+    entry = data["context_sensitive"][0]
+    assert data["output_current_tokens"][entry["index"]] == entry["token"]
+    for cue in entry["cues"]:
+        assert entry["input_context_tokens"][cue["index"]] == cue["token"]
+
+
+def test_batched_equals_one_by_one(gpt2):
+    from hooklab.pecore import pecore_batch
+
+    examples = [
+        {
+            "input_context_text": CONTEXT,
+            "input_current_text": CURRENT,
+            "output_current_text": OUTPUT,
+        },
+        {
+            "input_context_text": "It rained.",
+            "input_current_text": "She took her",
+            "output_current_text": "umbrella to the office.",
+        },
+    ]
+    opts = PecoreOptions(context_sensitivity_topk=2, context_sensitivity_std_threshold=None)
+    both = pecore_batch(gpt2, examples, opts)
+    for ex, res in zip(examples, both):
+        alone = pecore_batch(gpt2, [ex], opts)[0]
+        assert alone.output_current_tokens == res.output_current_tokens
+        assert alone.cti_scores == pytest.approx(res.cti_scores, abs=1e-5)
+        for a, b in zip(alone.context_sensitive, res.context_sensitive, strict=True):
+            assert a.index == b.index
+            assert a.input_context_scores == pytest.approx(b.input_context_scores, abs=1e-5)
+
+
+def test_metrics():
+    assert f1([1, 2], [2, 3]) == pytest.approx(0.5)
+    assert f1([], []) == 1.0 and f1([1], []) == 0.0
+    assert auprc([0.9, 0.1, 0.5], [0, 2]) == pytest.approx(1.0)
+    assert auprc([0.1, 0.9, 0.5], [0]) == pytest.approx(1 / 3)
+    assert auprc([0.1], []) is None
+    assert top1([0.1, -0.9, 0.5], [1]) == 1.0
+    assert word_indices([" George", " was", " sick", " yes", "terday", "."], ["yesterday"]) == [
+        3,
+        4,
+    ]
+    assert word_indices([" sickness", " sick", "."], ["sick"]) == [1]
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_dataset_resume_and_malformed_lines(gpt2, tmp_path):
+    good = {"input_context_text": CONTEXT, "input_current_text": CURRENT, "output_current_text": OUTPUT,
+            "gold_context_sensitive_words": ["hospital"], "gold_cue_words": ["sick"]}  # fmt: skip
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "input_template": "{current}"}), "",
+             json.dumps({**good, "bogus": 1}), json.dumps({**good, "input_current_text": "It"})]  # fmt: skip
+    data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    _write(data, lines)
+    logged = []
+    summary = run_dataset(
+        gpt2, data, out, PecoreOptions(), batch_size=2, show_progress=False, log=logged.append
+    )
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["line"] for r in records) == [1, 2, 3, 5, 6]
+    errors = {e["line"]: e["error"] for e in summary["errors"]}
+    assert set(errors) == {2, 3, 5} and "not valid JSON" in errors[2] and "bogus" in errors[5]
+    assert any("line 3" in m for m in logged)
+    first = next(r for r in records if r["line"] == 1)
+    assert {"cti_f1", "cti_auprc", "cci_top1"} <= set(first["metrics"])
+    # simulate a crash mid-write: drop one finished record and leave half a line behind
+    kept = out.read_text().splitlines()
+    out.write_text("\n".join(kept[:-1]) + "\n" + kept[-1][:20])
+    summary2 = run_dataset(gpt2, data, out, PecoreOptions(), show_progress=False, log=logged.append)
+    records2 = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["line"] for r in records2) == [1, 2, 3, 5, 6]
+    assert summary2["succeeded"] == summary["succeeded"]
