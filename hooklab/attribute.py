@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 from hooklab.generation import generate
 from hooklab.inputs import (
     Batch,
-    check_length,
     as_prompt_ids,
+    check_length,
     encode_target,
     make_batch,
     pad_token_id,

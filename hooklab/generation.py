@@ -21,9 +21,9 @@ from hooklab.forward import forward, padding_guard_hooks
 from hooklab.hooks import temporary_hooks
 from hooklab.inputs import (
     Batch,
+    as_prompt_ids,
     check_length,
     context_window,
-    as_prompt_ids,
     make_batch,
     pad_token_id,
 )

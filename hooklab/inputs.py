@@ -69,9 +69,7 @@ def as_prompt_ids(model, prompt: str | Sequence[int]) -> list[int]:
         return encode_prompt(model, prompt)
     if isinstance(prompt, Sequence) and prompt and all(isinstance(i, int) for i in prompt):
         return list(prompt)
-    raise TypeError(
-        f"A prompt must be a string or a non-empty list of token ids, got {prompt!r}."
-    )
+    raise TypeError(f"A prompt must be a string or a non-empty list of token ids, got {prompt!r}.")
 
 
 def encode_target(model, text: str) -> list[int]:

@@ -64,7 +64,7 @@ def test_cci_equals_explicit_autograd(gpt2):
         alt = int(_logits(gpt2, noctx + out)[len(noctx) + t - 1].argmax())
         ids = ctx + out[:t]
         emb = gpt2.embed(torch.tensor([ids]))[0].detach().requires_grad_(True)
-        with temporary_hooks(gpt2, [(hook_name("embed"), lambda x, hook: emb[None])]):
+        with temporary_hooks(gpt2, [(hook_name("embed"), lambda x, hook, e=emb: e[None])]):
             probs = torch.softmax(gpt2(torch.tensor([ids]), prepend_bos=False)[0, -1], -1)
         target = probs[out[t]] - probs[alt] if alt != out[t] else None
         if target is None:  # contrast with the contextless pass instead
@@ -202,10 +202,21 @@ def _write(path, lines):
 
 
 def test_dataset_resume_and_malformed_lines(gpt2, tmp_path):
-    good = {"input_context_text": CONTEXT, "input_current_text": CURRENT, "output_current_text": OUTPUT,
-            "gold_context_sensitive_words": ["hospital"], "gold_cue_words": ["sick"]}  # fmt: skip
-    lines = [json.dumps(good), "{not json", json.dumps({**good, "input_template": "{current}"}), "",
-             json.dumps({**good, "bogus": 1}), json.dumps({**good, "input_current_text": "It"})]  # fmt: skip
+    good = {
+        "input_context_text": CONTEXT,
+        "input_current_text": CURRENT,
+        "output_current_text": OUTPUT,
+        "gold_context_sensitive_words": ["hospital"],
+        "gold_cue_words": ["sick"],
+    }
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({**good, "input_template": "{current}"}),
+        "",
+        json.dumps({**good, "bogus": 1}),
+        json.dumps({**good, "input_current_text": "It"}),
+    ]
     data, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     _write(data, lines)
     logged = []
