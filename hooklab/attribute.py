@@ -42,7 +42,7 @@ def _as_list(value, n: int, what: str) -> list | None:
     return value
 
 
-def _encode_targets(model, prompts: list[str], targets: list, prompt_ids) -> list[list[int]]:
+def _encode_targets(model, prompts: list, targets: list, prompt_ids) -> list[list[int]]:
     """Encode forced targets: text (a continuation, or the prompt + continuation) or ids."""
     out = []
     for prompt, target in zip(prompts, targets, strict=True):
@@ -116,13 +116,13 @@ def _split(
 
 def attribute(
     model,
-    inputs: str | Sequence[str],
+    inputs: str | Sequence[str] | Sequence[Sequence[int]],
     targets: TargetsArg = None,
     *,
     method: str = "dummy",
     attributed_fn: str = "probability",
     step_scores: Sequence[str] = (),
-    contrast_prompts: str | Sequence[str] | None = None,
+    contrast_prompts: str | Sequence[str] | Sequence[Sequence[int]] | None = None,
     contrast_targets: TargetsArg = None,
     attr_pos_start: int = 0,
     attr_pos_end: int | None = None,
@@ -182,7 +182,7 @@ def attribute(
     step_scores = [step_scores] if isinstance(step_scores, str) else list(step_scores)
     has_contrast = contrast_prompts is not None or contrast_targets is not None
     # Validate names before any model work.
-    check_step_functions([*step_scores, attributed_fn], object() if has_contrast else None)
+    check_step_functions([*step_scores, attributed_fn], has_contrast)
     prompt_ids = [as_prompt_ids(model, p) for p in prompts]
     for ids in prompt_ids:
         check_length(model, len(ids), "prompt")

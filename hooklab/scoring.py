@@ -75,11 +75,11 @@ def contrast_step_logits(model, contrast: Contrast | None) -> Tensor | None:
         return step_logits(model, contrast.batch)
 
 
-def check_step_functions(names: Sequence[str], contrast: Contrast | None) -> None:
+def check_step_functions(names: Sequence[str], has_contrast: bool) -> None:
     """Raise KeyError for unknown names and ValueError for a contrastive one without contrast."""
     for name in names:
         STEP_FUNCTIONS.get(name)
-        if name in CONTRASTIVE and contrast is None:
+        if name in CONTRASTIVE and not has_contrast:
             raise ValueError(
                 f"Step function {name!r} compares against a contrast: pass contrast_prompts= "
                 "(e.g. the input without context) and/or contrast_targets= (alternative tokens)."
@@ -133,7 +133,7 @@ def compute_step_scores(
         step_scores_kwargs: per step function name, extra keyword arguments.
     """
     names = list(names)
-    check_step_functions(names, contrast)
+    check_step_functions(names, contrast is not None)
     if not names:
         return {}
     kwargs = dict(step_scores_kwargs or {})

@@ -45,7 +45,7 @@ class StepArgs:
     """
 
     model: object
-    batch: Batch
+    batch: Batch | None
     logits: Float[Tensor, "batch step d_vocab"]
     target_ids: Int[Tensor, "batch step"]
     step_mask: Bool[Tensor, "batch step"]

@@ -78,7 +78,7 @@ def test_attr_pos_span_moves_prefix_into_prompt(gpt2):
         ({"targets": " word" * 100}, ValueError, "context window"),
         ({"inputs": ["a", "b"], "targets": ["x"]}, ValueError, "1 targets for 2 inputs"),
         ({"batch_size": 0}, ValueError, "batch_size"),
-        ({"inputs": 3}, TypeError, "string"),
+        ({"inputs": 3}, TypeError, "inputs"),
     ],
 )
 def test_bad_inputs(gpt2, kwargs, error, match):

@@ -95,7 +95,7 @@ def to_html(result: PecoreResult) -> str:
     return "\n".join(parts)
 
 
-def _token_row(ax, tokens, scores, y: float, norm: Normalize, cmap, selected: set[int]) -> None:
+def _token_row(ax, tokens, scores, y: float, norm: Normalize, cmap, selected: set) -> None:
     x = 0.0
     for i, (tok, s) in enumerate(zip(tokens, scores, strict=True)):
         width = max(len(tok), 1) * 0.62 + 0.3
@@ -129,7 +129,7 @@ def plot(result: PecoreResult, *, target: int = 0, figsize=None, cmap_name: str 
         axes[0],
         result.output_current_tokens,
         result.cti_scores,
-        0,
+        0.0,
         Normalize(0, max(cti, default=1) or 1),
         cmap,
         targets,
@@ -145,7 +145,7 @@ def plot(result: PecoreResult, *, target: int = 0, figsize=None, cmap_name: str 
             axes[1],
             c.input_context_tokens,
             c.input_context_scores,
-            0,
+            0.0,
             norm,
             cmap,
             {q.index for q in c.cues},
