@@ -1,0 +1,12 @@
+"""Context mixing: value zeroing and attention knockout as hook interventions.
+
+- :func:`value_zeroing` (Mohebbi et al., EACL 2023): per-layer ``[query_pos, key_pos]`` mixing
+  matrices from zeroing each token's value vectors.
+- :func:`attention_knockout` (Geva et al., EMNLP 2023): the change of the predicted token's
+  probability when attention edges are blocked in a window of layers.
+"""
+
+from hooklab.mixing.output import MixingOutput
+from hooklab.mixing.value_zeroing import rollout_scores, value_zeroing
+
+__all__ = ["MixingOutput", "rollout_scores", "value_zeroing"]

@@ -1,0 +1,172 @@
+"""Figures of context mixing: per-layer heatmaps, rollout, per-token lines, knockout curves.
+
+Figures are built with :class:`matplotlib.figure.Figure` directly, never through pyplot: nothing
+is shown and any backend (Agg included) works. Every function returns the Figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from hooklab.mixing.output import MixingOutput
+from hooklab.output.render import display_token
+
+_ANNOTATE_MAX = 16  # write values in the cells when the matrix is at most this wide
+
+
+def _grid(out: MixingOutput, layer: int | None, rollout: bool) -> np.ndarray:
+    grid = out.matrix(layer, rollout=rollout).double().numpy().copy()
+    grid[~out.visible().numpy()] = np.nan
+    return grid
+
+
+def _heatmap(ax: Axes, out: MixingOutput, grid: np.ndarray, vmax: float, cmap, labels: bool):
+    colormap = matplotlib.colormaps.get_cmap(cmap).with_extremes(bad=(0, 0, 0, 0))
+    image = ax.imshow(grid, cmap=colormap, vmin=0, vmax=vmax, interpolation="nearest")
+    n_q, n_k = grid.shape
+    size = 8 if max(n_q, n_k) <= 20 else 6
+    if labels:
+        ax.set_xticks(range(n_k), [display_token(t) for t in out.keys], rotation=90, fontsize=size)
+        ax.set_yticks(range(n_q), [display_token(t) for t in out.tokens], fontsize=size)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if out.target_start is not None and 0 < out.target_start < n_q and out.key_tokens is None:
+        for line in (ax.axhline, ax.axvline):
+            line(out.target_start - 0.5, color="0.4", linewidth=0.6, linestyle="--")
+    return image
+
+
+def _vmax(grids: Sequence[np.ndarray]) -> float:
+    peak = max((float(np.nanmax(np.abs(g))) for g in grids if np.isfinite(g).any()), default=0)
+    return peak if peak > 0 else 1.0
+
+
+def plot_matrix(
+    out: MixingOutput,
+    layer: int | None = None,
+    *,
+    rollout: bool = False,
+    ax: Axes | None = None,
+    cmap: str = "Reds",
+    annotate: bool | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Heatmap of one layer's mixing matrix (query tokens as rows, key tokens as columns).
+
+    Args:
+        out: the mixing output.
+        layer: the model layer (the last computed one when None).
+        rollout: plot the rolled-out matrix instead of the layer's own.
+        ax: draw into these axes instead of a new figure.
+        annotate: write the values in the cells; by default for matrices up to 16 wide.
+    """
+    grid = _grid(out, layer, rollout)
+    if ax is None:
+        side = min(2.5 + 0.32 * max(grid.shape), 30)
+        fig = Figure(figsize=figsize or (side + 1, side), layout="constrained")
+        ax = fig.add_subplot()
+    fig = ax.figure
+    vmax = _vmax([grid])
+    image = _heatmap(ax, out, grid, vmax, cmap, labels=True)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    shown = out.layers[out.layer_index(layer)]
+    default = f"{out.method}{' rollout up to' if rollout else ','} layer {shown}"
+    ax.set_title(default if title is None else title)
+    ax.set_xlabel("key (mixed in)")
+    ax.set_ylabel("query")
+    if annotate if annotate is not None else max(grid.shape) <= _ANNOTATE_MAX:
+        for (i, j), v in np.ndenumerate(grid):
+            if not math.isnan(v):
+                color = "white" if v / vmax > 0.6 else "black"
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color=color)
+    return fig
+
+
+def plot_layers(
+    out: MixingOutput,
+    *,
+    layers: Sequence[int] | None = None,
+    rollout: bool = False,
+    ncols: int | None = None,
+    cmap: str = "Reds",
+    labels: bool = True,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Grid of per-layer heatmaps on one shared colour scale, with token labels.
+
+    Args:
+        layers: model layers to show (all computed layers when None).
+        rollout: show the rolled-out matrices.
+        ncols: panels per row (about square by default).
+        labels: token labels on every panel's axes.
+    """
+    layers = list(out.layers if layers is None else layers)
+    grids = [_grid(out, layer, rollout) for layer in layers]
+    ncols = ncols or math.ceil(math.sqrt(len(layers)))
+    nrows = math.ceil(len(layers) / ncols)
+    side = min(1.5 + 0.22 * len(out.tokens), 8)
+    fig = Figure(figsize=figsize or (ncols * side + 1, nrows * side), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    vmax = _vmax(grids)
+    image = None
+    for ax, layer, grid in zip(axes, layers, grids):
+        image = _heatmap(ax, out, grid, vmax, cmap, labels)
+        ax.set_title(f"layer {layer}", fontsize=10)
+    for ax in axes[len(layers) :]:
+        ax.set_axis_off()
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.6)
+    fig.suptitle(f"{out.method}{' rollout' if rollout else ''}: query (rows) mixes key (cols)")
+    return fig
+
+
+def plot_token_mixing(
+    out: MixingOutput,
+    query: int = -1,
+    *,
+    keys: Sequence[int] | None = None,
+    top_k: int = 6,
+    rollout: bool = False,
+    ax: Axes | None = None,
+    figsize: tuple[float, float] = (7, 4),
+) -> Figure:
+    """Lines over layers: how much token ``query`` mixes in each key token.
+
+    Args:
+        query: position of the query token (e.g. a target token; negative counts from the end).
+        keys: key positions to draw; by default the ``top_k`` with the largest peak score
+            (the query itself excluded).
+        rollout: draw the rolled-out scores.
+    """
+    source = out.rollout if rollout else out.scores
+    if source is None:
+        raise ValueError("This output has no rollout; compute it with rollout=True.")
+    q = query % len(out.tokens)
+    values = source[:, q].double().numpy()  # [layer, key_pos]
+    visible = out.visible()[q].numpy()
+    if keys is None:
+        peak = np.where(visible, values.max(0), -np.inf)
+        if out.key_tokens is None:
+            peak[q] = -np.inf  # the query itself
+        keys = [int(k) for k in np.argsort(-peak)[:top_k] if np.isfinite(peak[k])]
+    if ax is None:
+        fig = Figure(figsize=figsize, layout="constrained")
+        ax = fig.add_subplot()
+    fig = ax.figure
+    for k in keys:
+        label = f"{display_token(out.keys[k])} ({k})"
+        ax.plot(out.layers, values[:, k], marker="o", markersize=3, label=label)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mixing score" + (" (rollout)" if rollout else ""))
+    ax.set_xticks(out.layers)
+    ax.set_title(f"How much {display_token(out.tokens[q])!r} ({q}) mixes in each token")
+    ax.legend(fontsize=8, frameon=False)
+    return fig

@@ -1,0 +1,100 @@
+"""Token sequences for the context-mixing methods: prompts, generated or forced targets.
+
+Context-mixing methods score a whole sequence at once (prompt + target), so they only need
+each example's token ids and where its target starts. Token positions may be given as
+ints (negative ones count from the end), ranges, or a substring of the text, matched to the
+tokens that cover its first occurrence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hooklab.generation import generate
+from hooklab.inputs import check_length, encode_prompt, encode_target
+
+PositionsArg = int | str | range | Sequence[int]
+
+
+def as_texts(texts: str | Sequence[str]) -> list[str]:
+    """Return one text or a list of texts as a non-empty list of strings."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        raise TypeError(f"Pass a text or a list of texts, got {type(texts).__name__}: {texts!r}.")
+    if not texts:
+        raise ValueError("No texts given: pass a text or a non-empty list of texts.")
+    return list(texts)
+
+
+def _target_ids(model, prompt: str, target: str) -> list[int]:
+    if target == "":
+        return []
+    # Accept Inseq-style targets that repeat the prompt before the continuation.
+    text = target[len(prompt) :] if target.startswith(prompt) and target != prompt else target
+    return encode_target(model, text)
+
+
+def prepare_sequences(
+    model,
+    prompts: list[str],
+    target: str | Sequence[str] | None,
+    generation_kwargs: Mapping[str, Any] | None = None,
+) -> list[tuple[list[int], int]]:
+    """Return ``(prompt + target ids, index of the first target token)`` per prompt.
+
+    Args:
+        target: ``None`` to generate greedily (``generation_kwargs`` go to
+            :func:`hooklab.generate`), ``""`` for no target, or forced continuation text (one
+            for all prompts, or one per prompt).
+    """
+    prompt_ids = [encode_prompt(model, p) for p in prompts]
+    if target is None:
+        outputs = generate(model, prompts, **dict(generation_kwargs or {})).output_ids
+    else:
+        targets = [target] * len(prompts) if isinstance(target, str) else list(target)
+        if len(targets) != len(prompts):
+            raise ValueError(f"Got {len(targets)} targets for {len(prompts)} texts; pass one each.")
+        outputs = [_target_ids(model, p, t) for p, t in zip(prompts, targets, strict=True)]
+    sequences = []
+    for p, t in zip(prompt_ids, outputs, strict=True):
+        check_length(model, len(p) + len(t), "prompt + target")
+        sequences.append((p + list(t), len(p)))
+    return sequences
+
+
+def token_positions(
+    tokens: Sequence[str], spec: PositionsArg, what: str = "positions"
+) -> list[int]:
+    """Resolve ``spec`` to sorted token positions in ``tokens``.
+
+    Args:
+        tokens: the sequence's tokens as text.
+        spec: an int or a list / range of ints (negative ones count from the end), or a
+            substring of the joined text: the tokens overlapping its first occurrence.
+        what: what the positions are for, used in error messages.
+    """
+    n = len(tokens)
+    if isinstance(spec, str):
+        text = "".join(tokens)
+        start = text.find(spec)
+        if not spec or start < 0:
+            raise ValueError(
+                f"{what}: {spec!r} does not occur in the text {text!r}; pass a substring of "
+                "it, or token positions."
+            )
+        end, offset, found = start + len(spec), 0, []
+        for i, token in enumerate(tokens):
+            if offset < end and offset + len(token) > start:
+                found.append(i)
+            offset += len(token)
+        return found
+    items = [spec] if isinstance(spec, int) else list(spec)
+    bad = [i for i in items if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n]
+    if bad or not items:
+        raise ValueError(
+            f"Invalid {what} {spec!r}: pass ints in -{n}..{n - 1} (the sequence has {n} tokens) "
+            "or a substring of the text."
+        )
+    return sorted({i % n for i in items})

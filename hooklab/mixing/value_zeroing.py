@@ -1,0 +1,259 @@
+"""Value zeroing: how much each token mixes every earlier token into its representation.
+
+Mohebbi et al. (EACL 2023), "Quantifying Context Mixing in Transformers": for layer ℓ and token
+j, run layer ℓ from its clean input with the value vector of token j zeroed, and score every
+token i by the distance between its layer-ℓ output with and without; rows are normalised to
+sum to 1. Under a causal mask only i ≥ j can change. The result is a ``[layer, query_pos,
+key_pos]`` mixing matrix per example; optionally rolled out across layers
+(``J_ℓ = S_ℓ · J_{ℓ-1}``).
+
+How it is computed (a final-step method: one computation on the full sequence). Zeroing
+``v_j`` (value bias included: the bridge's ``hook_v`` holds the true value vectors) changes
+token i's attention output by exactly ``-Σ_h a^h_ij v^h_j W^h_O`` and nothing else. So one
+clean forward caches each layer's pattern, values and residual stream, and only the
+post-attention part of the layer (``ln2``, MLP) is recomputed, for all (i, j) pairs in
+batched calls. Before a layer is used, its cached activations are checked against the
+identities this relies on (``z = pattern · v``, ``attn_out = z W_O + b_O``,
+``resid_mid = resid_pre + attn_out``, ``resid_post = resid_mid + MLP(ln2(resid_mid))``); an
+architecture that breaks one (parallel attention and MLP, post-attention norms) raises
+``NotImplementedError`` instead of returning wrong scores.
+
+Heads. Value vectors belong to key/value heads. On models with grouped key/value heads
+(Llama-style GQA), ``heads`` indexes the key/value heads, and zeroing v_j of one of them zeroes
+it for every query head that shares it (exactly what a ``hook_v`` intervention does). On
+multi-head models (GPT-2) key/value heads and query heads are the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from hooklab.forward import forward
+from hooklab.hooks import hook_name
+from hooklab.inputs import make_batch, str_tokens
+from hooklab.methods.attention import select_indices
+from hooklab.mixing.output import MixingOutput
+from hooklab.mixing.sequences import as_texts, prepare_sequences
+from hooklab.registry import unknown_name_error
+
+HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
+_CACHED = ("resid_pre", "resid_mid", "resid_post", "attn_out", "v", "z", "pattern")
+# Largest relative error tolerated when checking the cached activations' identities.
+_CHECK_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+
+def cosine_distance(a: Float[Tensor, "batch d_model"], b: Float[Tensor, "batch d_model"]) -> Tensor:
+    """Return ``1 - cos(a, b)`` per row, as ``|â - b̂|² / 2`` (no cancellation near 0)."""
+    return (F.normalize(a, dim=-1) - F.normalize(b, dim=-1)).pow(2).sum(-1) / 2
+
+
+def euclidean_distance(
+    a: Float[Tensor, "batch d_model"], b: Float[Tensor, "batch d_model"]
+) -> Tensor:
+    """Return the L2 distance ``|a - b|`` per row."""
+    return (a - b).norm(dim=-1)
+
+
+METRICS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "cosine": cosine_distance,
+    "euclidean": euclidean_distance,
+}
+
+
+def n_kv_heads(model) -> int:
+    """Return the number of key/value heads (the number of heads without grouped KV heads)."""
+    return int(getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads)
+
+
+def select_heads(heads: HeadsArg, layers: list[int], n_heads: int) -> dict[int, list[int]]:
+    """Resolve ``heads`` (None, an int, a range, a list, or ``{layer: heads}``) per layer.
+
+    Layers missing from a dict zero all heads.
+    """
+    what = f"heads (key/value heads 0..{n_heads - 1})"
+    if not isinstance(heads, Mapping):
+        ids = select_indices(heads, n_heads, what)
+        return {layer: ids for layer in layers}
+    extra = [k for k in heads if k not in layers]
+    if extra:
+        raise ValueError(
+            f"heads has entries for layers {extra}, which are not computed; computed layers: "
+            f"{layers}. Add them to layers= or drop them from heads."
+        )
+    return {layer: select_indices(heads.get(layer), n_heads, what) for layer in layers}
+
+
+def rollout_scores(scores: Float[Tensor, "layer query_pos key_pos"]) -> Tensor:
+    """Roll mixing matrices out across layers: ``J_0 = S_0``, ``J_ℓ = S_ℓ · J_{ℓ-1}``."""
+    rolled = [scores[0]]
+    for layer_scores in scores[1:]:
+        rolled.append(layer_scores @ rolled[-1])
+    return torch.stack(rolled)
+
+
+def clean_activations(model, ids: list[int], layers: list[int]) -> dict[tuple[str, int], Tensor]:
+    """Run the model once on ``ids``; return ``{(kind, layer): activation}`` without batch."""
+    acts: dict[tuple[str, int], Tensor] = {}
+
+    def keep(key: tuple[str, int]):
+        def fn(x, hook):
+            acts[key] = x.detach()[0]
+
+        return fn
+
+    hooks = [(hook_name(kind, layer), keep((kind, layer))) for layer in layers for kind in _CACHED]
+    batch = make_batch([ids], device=model.cfg.device)
+    last = torch.tensor([len(ids) - 1], device=model.cfg.device)
+    forward(model, batch, hooks=hooks, logits_to_keep=last)
+    return acts
+
+
+def _check(identity: str, got: Tensor, expected: Tensor, layer: int) -> None:
+    tol = _CHECK_TOL.get(expected.dtype, 1e-2) * max(float(expected.abs().max()), 1.0)
+    err = float((got - expected).abs().max())
+    if not err <= tol:
+        raise NotImplementedError(
+            f"Value zeroing needs {identity} at layer {layer}, but it is off by {err:.3g} "
+            f"(tolerance {tol:.3g}) on this model: its blocks are built differently (e.g. "
+            "parallel attention and MLP, or a norm after attention). This architecture is not "
+            "supported yet."
+        )
+
+
+def _post_attention(block, resid_mid: Float[Tensor, "batch d_model"]) -> Tensor:
+    """Layer output from ``resid_mid``: ``resid_mid + MLP(ln2(resid_mid))``, row by row."""
+    x = resid_mid[:, None]  # [n, 1, d_model]: one position per row
+    return (x + block.mlp(block.ln2(x)))[:, 0]
+
+
+def layer_mixing(
+    model, layer: int, act: Mapping[tuple[str, int], Tensor], heads: list[int], metric, chunk: int
+) -> Float[Tensor, "query_pos key_pos"]:
+    """Distance of each token's layer output when each earlier token's values are zeroed."""
+    block = model.blocks[layer]
+    pre, mid, post = (act[(k, layer)] for k in ("resid_pre", "resid_mid", "resid_post"))
+    v, z, pattern = act[("v", layer)], act[("z", layer)], act[("pattern", layer)]
+    n_heads, n = pattern.shape[0], pattern.shape[1]
+    group = n_heads // v.shape[1]  # query heads per key/value head
+    v_q = v.repeat_interleave(group, dim=1)  # [pos, head, d_head]
+    w_o = block.attn.W_O  # [head, d_head, d_model]
+    _check("z = pattern @ v", torch.einsum("hqk,khd->qhd", pattern, v_q), z, layer)
+    bias = act[("attn_out", layer)] - torch.einsum("qhd,hdm->qm", z, w_o)
+    _check("attn_out = z W_O + b_O", bias, bias[:1].expand_as(bias), layer)
+    _check("resid_mid = resid_pre + attn_out", pre + act[("attn_out", layer)], mid, layer)
+    clean = _post_attention(block, mid)
+    _check("resid_post = resid_mid + MLP(ln2(resid_mid))", clean, post, layer)
+
+    keep = torch.zeros(v.shape[1], dtype=v.dtype, device=v.device)
+    keep[heads] = 1
+    keep = keep.repeat_interleave(group)[None, :, None]  # [1, head, 1]
+    contrib = torch.einsum("khd,hdm->khm", v_q * keep, w_o)  # what v_k adds per head
+    query, key = torch.tril_indices(n, n, device=v.device)  # pairs with query >= key
+    dist = torch.empty(query.numel(), dtype=mid.dtype, device=mid.device)
+    for lo in range(0, query.numel(), chunk):
+        q, k = query[lo : lo + chunk], key[lo : lo + chunk]
+        delta = torch.einsum("hp,phm->pm", pattern[:, q, k], contrib[k])  # [pair, d_model]
+        dist[lo : lo + chunk] = metric(_post_attention(block, mid[q] - delta), clean[q])
+    scores = torch.zeros(n, n, dtype=mid.dtype, device=mid.device)
+    scores[query, key] = dist
+    return scores
+
+
+def _metric(metric: str):
+    if metric not in METRICS:
+        raise ValueError(unknown_name_error("metric", metric, list(METRICS)).args[0])
+    return METRICS[metric]
+
+
+def _normalise(scores: Tensor) -> Tensor:
+    total = scores.sum(-1, keepdim=True)
+    return torch.where(total > 0, scores / torch.where(total > 0, total, 1), scores)
+
+
+@torch.no_grad()
+def value_zeroing(
+    model,
+    texts: str | Sequence[str],
+    *,
+    target: str | Sequence[str] | None = None,
+    layers: int | range | Sequence[int] | None = None,
+    heads: HeadsArg = None,
+    metric: str = "cosine",
+    normalize: bool = True,
+    rollout: bool = False,
+    generation_kwargs: Mapping[str, Any] | None = None,
+    chunk_size: int = 2048,
+) -> list[MixingOutput]:
+    """Compute value-zeroing context-mixing scores (Mohebbi et al., EACL 2023).
+
+    Args:
+        model: a ``TransformerBridge`` from :func:`hooklab.load` (default, non-compatibility
+            mode, so that ``hook_v`` holds the true value vectors).
+        texts: one prompt or a list of prompts.
+        target: continuation(s) to append: ``None`` generates one greedily
+            (``generation_kwargs`` go to :func:`hooklab.generate`), ``""`` adds none, text
+            forces it (one for all prompts, or one per prompt).
+        layers: layers to score (an int, a range, a list; negative counts from the end).
+        heads: key/value heads whose values are zeroed: an int, a range, a list, or a
+            ``{layer: heads}`` dict (layers missing from it zero all heads); all when None.
+        metric: ``"cosine"`` (cosine distance, as in the paper) or ``"euclidean"``.
+        normalize: divide each row by its sum, so that each token's scores sum to 1.
+        rollout: also return ``J_ℓ = S_ℓ · J_{ℓ-1}`` over the selected layers in order
+            (needs ``normalize``).
+        chunk_size: (query, key) pairs recomputed per batched call (bounds the memory).
+
+    Returns:
+        One :class:`~hooklab.mixing.output.MixingOutput` per text, with scores
+        ``[layer, query_pos, key_pos]`` over the prompt + target tokens (0 where
+        ``key_pos > query_pos``).
+
+    Example:
+        >>> import hooklab
+        >>> model = hooklab.load("toy")
+        >>> out = value_zeroing(model, "George was sick yesterday. His colleagues asked him "
+        ...     "to come", rollout=True)
+        >>> out[0].scores.sum(-1).allclose(torch.tensor(1.0))
+        True
+    """
+    prompts = as_texts(texts)
+    distance = _metric(metric)
+    layer_ids = select_indices(layers, model.cfg.n_layers, "layers")
+    head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
+    if rollout and not normalize:
+        raise ValueError("rollout=True composes row-normalised matrices; pass normalize=True.")
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    parameters = {
+        "layers": layer_ids,
+        "heads": head_ids,
+        "metric": metric,
+        "normalize": normalize,
+        "rollout": rollout,
+        "target": "generated" if target is None else "forced",
+    }
+    outputs = []
+    for ids, start in prepare_sequences(model, prompts, target, generation_kwargs):
+        act = clean_activations(model, ids, layer_ids)
+        scores = torch.stack(
+            [layer_mixing(model, la, act, head_ids[la], distance, chunk_size) for la in layer_ids]
+        )
+        scores = _normalise(scores) if normalize else scores
+        outputs.append(
+            MixingOutput(
+                tokens=tuple(str_tokens(model, ids)),
+                token_ids=torch.tensor(ids),
+                scores=scores.cpu(),
+                layers=tuple(layer_ids),
+                rollout=rollout_scores(scores).cpu() if rollout else None,
+                method="value_zeroing",
+                parameters=parameters,
+                target_start=start,
+            )
+        )
+    return outputs

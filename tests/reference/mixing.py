@@ -1,0 +1,110 @@
+"""Slow, obviously-correct context mixing: one intervention per forward pass.
+
+Value zeroing: for each layer and each token j, a full forward pass with token j's value
+vectors zeroed at that layer only (a ``hook_v`` edit; earlier layers are untouched, so the
+layer runs from its clean input), and the distance of every token's layer output from the
+clean one. Attention knockout: the attention pattern is replaced by hand with the blocked
+entries zeroed and each row renormalised.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hooklab.hooks import hook_name, temporary_hooks
+
+
+def _run(model, ids, hooks):
+    with temporary_hooks(model, hooks):
+        return model(torch.tensor([ids]), prepend_bos=False)
+
+
+def _resid_post(model, ids, layer, v_hook=None):
+    kept = {}
+
+    def keep(x, hook):
+        kept["post"] = x.detach()[0].clone()
+
+    hooks = [(hook_name("resid_post", layer), keep)]
+    if v_hook is not None:
+        hooks.append((hook_name("v", layer), v_hook))
+    _run(model, ids, hooks)
+    return kept["post"]
+
+
+def _distance(a, b, metric):
+    if metric == "cosine":
+        return 1 - F.cosine_similarity(a, b, dim=-1)
+    return torch.linalg.vector_norm(a - b, dim=-1)
+
+
+def ref_value_zeroing(model, ids, layer, heads=None, metric="cosine", normalize=True):
+    """``[query_pos, key_pos]`` scores of one layer: one forward pass per zeroed token."""
+    clean = _resid_post(model, ids, layer)
+    n = len(ids)
+    scores = torch.zeros(n, n, dtype=clean.dtype)
+    for j in range(n):
+
+        def zero(v, hook, j=j):
+            v = v.clone()  # [batch, pos, kv_head, d_head]
+            if heads is None:
+                v[:, j] = 0
+            else:
+                v[:, j, heads] = 0
+            return v
+
+        post = _resid_post(model, ids, layer, zero)
+        for i in range(n):
+            scores[i, j] = _distance(post[i], clean[i], metric)
+    if normalize:
+        scores = scores / scores.sum(-1, keepdim=True)
+    return scores
+
+
+def ref_value_zeroing_per_token(model, ids, layers):
+    """Inseq's algorithm: one forward per zeroed token, values zeroed in every layer and each
+    layer's output put back to the clean one (so every layer runs from its clean input).
+    Returns normalised cosine scores ``[layer, query_pos, key_pos]``."""
+    clean = {}
+
+    def keep(layer):
+        def fn(x, hook):
+            clean[layer] = x.detach().clone()
+
+        return fn
+
+    _run(model, ids, [(hook_name("resid_post", la), keep(la)) for la in layers])
+    n = len(ids)
+    scores = torch.zeros(len(layers), n, n, dtype=clean[layers[0]].dtype)
+    for j in range(n):
+
+        def zero(v, hook, j=j):
+            v = v.clone()
+            v[:, j] = 0
+            return v
+
+        def swap(layer, j=j):
+            def fn(x, hook):
+                scores[layers.index(layer), :, j] = _distance(x[0], clean[layer][0], "cosine")
+                return clean[layer]
+
+            return fn
+
+        hooks = [(hook_name("v", la), zero) for la in layers]
+        _run(model, ids, hooks + [(hook_name("resid_post", la), swap(la)) for la in layers])
+    return scores / scores.sum(-1, keepdim=True)
+
+
+def ref_knockout_probability(model, ids, blocked_layers, queries, keys, target_id):
+    """P(target) at the last position with edges ``queries <- keys`` removed by hand."""
+    q, k = torch.tensor(queries)[:, None], torch.tensor(keys)[None, :]
+
+    def mask(pattern, hook):
+        pattern = pattern.clone()  # [batch, head, query_pos, key_pos]
+        pattern[:, :, q, k] = 0
+        return pattern / pattern.sum(-1, keepdim=True)
+
+    hooks = [(hook_name("pattern", layer), mask) for layer in blocked_layers]
+    logits = _run(model, ids, hooks)
+    return torch.softmax(logits[0, -1].double(), -1)[target_id].item()
