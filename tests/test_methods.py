@@ -168,3 +168,14 @@ def test_hooks_removed_and_model_unchanged_after_exception(gpt2, method):
     assert not gpt2.training
     for k, v in gpt2.state_dict().items():
         assert torch.equal(v, params[k]), k
+
+
+def test_attention_scores_default_to_mean_over_layers_and_heads(gpt2):
+    seq = hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="attention")[0]
+    assert seq.attributions.ndim == 4 and seq.default_reduce == "mean"
+    expected = seq.attributions.flatten(2).mean(-1)
+    assert_close(seq.scores(), expected, equal_nan=True)
+    rows = seq.scores()[:, : seq.target_start].nansum(-1)
+    assert_close(rows[0], torch.tensor(1.0))  # the first step sees only the prompt
+    assert "mean" in seq.to_html() or seq.to_html()
+    assert seq.plot().axes

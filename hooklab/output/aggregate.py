@@ -37,17 +37,21 @@ HIDDEN_REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 def reduce_hidden(
     attributions: Float[Tensor, "step key_pos *d_model"], reduce: str = "l2"
 ) -> Float[Tensor, "step key_pos"]:
-    """Reduce the ``d_model`` dim of ``[step, key_pos, d_model]`` scores (2-d ones pass through).
+    """Reduce the trailing dims of ``[step, key_pos, ...]`` scores (2-d ones pass through).
 
-    ``reduce`` is a name in :data:`HIDDEN_REDUCTIONS`: ``"l2"`` (L2 norm), ``"sum"``, ``"mean"``,
-    ``"max"`` or ``"absmax"`` (the entry with the largest ``|x|``, sign kept). NaN stays NaN.
+    The trailing dims are the hidden size for gradient methods, ``layer, head`` for attention;
+    they are flattened and reduced together. ``reduce`` is a name in :data:`HIDDEN_REDUCTIONS`:
+    ``"l2"`` (L2 norm), ``"sum"``, ``"mean"``, ``"max"`` or ``"absmax"`` (the entry with the
+    largest ``|x|``, sign kept). NaN stays NaN.
     """
     if reduce not in HIDDEN_REDUCTIONS:
         raise unknown_name_error("hidden reduction", reduce, list(HIDDEN_REDUCTIONS))
-    if attributions.ndim not in (2, 3):
+    if attributions.ndim < 2:
         shape = tuple(attributions.shape)
-        raise ValueError(f"attributions has shape {shape}; expected (step, key_pos[, d_model])")
-    return attributions if attributions.ndim == 2 else HIDDEN_REDUCTIONS[reduce](attributions)
+        raise ValueError(f"attributions has shape {shape}; expected (step, key_pos, ...)")
+    if attributions.ndim == 2:
+        return attributions
+    return HIDDEN_REDUCTIONS[reduce](attributions.flatten(2))
 
 
 #: NaN-aware reductions that merge cells, rows and step scores: ``fn(x, seen, dim)`` gets the
@@ -104,7 +108,7 @@ def merge_groups(
     seq: SequenceAttribution,
     groups: Sequence[Sequence[int]],
     *,
-    reduce: str = "l2",
+    reduce: str | None = None,
     source_reduce: str = "sum",
     target_reduce: str = "mean",
     step_reduce: dict[str, str] | None = None,
@@ -151,7 +155,7 @@ def merge_groups(
 
     attributions = None
     if seq.attributions is not None:
-        scores = reduce_hidden(seq.attributions, reduce)  # [step, key_pos]
+        scores = seq.scores(reduce)  # [step, key_pos]
         merged = _per_group(scores, spans, source_reduce, dim=1)  # [step, group]
         attributions = _per_group(merged, step_spans, target_reduce)  # [merged step, group]
     how_steps = {k: step_reduce.get(k, DEFAULT_STEP_REDUCE.get(k, "mean")) for k in seq.step_scores}
@@ -269,7 +273,7 @@ def aggregate(seq: SequenceAttribution, how: str = "words", **kwargs: Any) -> Se
 
 
 def difference(
-    a: SequenceAttribution, b: SequenceAttribution, *, reduce: str = "l2"
+    a: SequenceAttribution, b: SequenceAttribution, *, reduce: str | None = None
 ) -> SequenceAttribution:
     """Return ``a - b`` for two attributions of the same tokens.
 
@@ -285,7 +289,7 @@ def difference(
     if (x is None) != (y is None):
         raise ValueError("Cannot subtract: only one of the two attributions has scores")
     if x is not None and y is not None and x.shape != y.shape:
-        x, y = reduce_hidden(x, reduce), reduce_hidden(y, reduce)
+        x, y = a.scores(reduce), b.scores(reduce)
     return SequenceAttribution(
         tokens=a.tokens,
         token_ids=a.token_ids,

@@ -24,7 +24,7 @@ _ANNOTATE_MAX = 20  # annotate values by default when both grid sides are at mos
 def plot_sequence(
     seq: SequenceAttribution,
     *,
-    reduce: str = "l2",
+    reduce: str | None = None,
     ax: Axes | None = None,
     cmap: str | Colormap | None = None,
     annotate: bool | None = None,
@@ -79,7 +79,13 @@ def plot_sequence(
         grid, cmap=colormap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest"
     )
     hidden = seq.attributions is not None and seq.attributions.ndim == 3
-    fig.colorbar(image, ax=ax, label=f"attribution ({reduce} over d_model)" if hidden else None)
+    fig.colorbar(
+        image,
+        ax=ax,
+        label=f"attribution ({reduce or seq.default_reduce} over trailing dims)"
+        if hidden
+        else None,
+    )
     ax.set_xticks(range(n_steps), [display_token(t) for t in seq.target_tokens], rotation=90)
     ax.set_yticks(range(n_src), [display_token(t) for t in seq.tokens[:n_rows]])
     ax.set_xlabel("target")

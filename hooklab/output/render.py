@@ -36,7 +36,9 @@ def _colors(value: float, vmax: float) -> tuple[tuple[int, int, int], tuple[int,
     return (r, g, b), fg
 
 
-def _table(seq: SequenceAttribution, reduce: str) -> tuple[list[str], list[list[float]], float]:
+def _table(
+    seq: SequenceAttribution, reduce: str | None
+) -> tuple[list[str], list[list[float]], float]:
     """Return source-row labels, the ``[source, step]`` grid (NaN = not visible) and vmax."""
     scores = seq.scores(reduce)
     if scores is None:
@@ -53,10 +55,10 @@ def _score_rows(seq: SequenceAttribution) -> list[tuple[str, list[float]]]:
     return rows + [(name, v.tolist()) for name, v in seq.extras.items()]
 
 
-def _header(seq: SequenceAttribution, reduce: str) -> str:
+def _header(seq: SequenceAttribution, reduce: str | None) -> str:
     head = f"{seq.method}"
-    if seq.attributions is not None and seq.attributions.ndim == 3:
-        head += f"  (d_model reduced with {reduce!r})"
+    if seq.attributions is not None and seq.attributions.ndim >= 3:
+        head += f"  (trailing dims reduced with {reduce or seq.default_reduce!r})"
     if "aggregation" in seq.parameters:
         head += f"  [aggregated: {seq.parameters['aggregation'].get('how', '?')}]"
     return head
@@ -69,7 +71,7 @@ def _fmt(value: float, digits: int) -> str:
 def to_text(
     seq: SequenceAttribution,
     *,
-    reduce: str = "l2",
+    reduce: str | None = None,
     color: bool = True,
     digits: int = 2,
     max_width: int | None = None,
@@ -137,7 +139,7 @@ def to_text(
     return "\n".join(line.rstrip() for line in lines).rstrip("\n")
 
 
-def to_html(seq: SequenceAttribution, *, reduce: str = "l2", digits: int = 3) -> str:
+def to_html(seq: SequenceAttribution, *, reduce: str | None = None, digits: int = 3) -> str:
     """Return a self-contained HTML ``<div>`` with a ``<table>`` of the scores.
 
     Same layout and colours as :func:`to_text`; inline styles only, every token escaped.

@@ -104,13 +104,28 @@ class SequenceAttribution:
     def target_tokens(self) -> tuple[str, ...]:
         return self.tokens[self.target_start : self.target_start + self.n_steps]
 
-    def scores(self, reduce: str = "l2") -> Float[Tensor, "step key_pos"] | None:
-        """Return ``[step, key_pos]`` scores, reducing a kept ``d_model`` dim with ``reduce``."""
+    @property
+    def default_reduce(self) -> str:
+        """The method's own reduction of trailing dims (``"l2"`` unless it set another)."""
+        return str(self.parameters.get("reduce", "l2"))
+
+    def scores(self, reduce: str | None = None) -> Float[Tensor, "step key_pos"] | None:
+        """Return ``[step, key_pos]`` scores, reducing kept trailing dims with ``reduce``.
+
+        ``reduce=None`` uses the method's default (L2 norm over the hidden size for gradient
+        methods, the mean over layers and heads for attention).
+        """
         from hooklab.output.aggregate import reduce_hidden
 
         if self.attributions is None:
             return None
-        return reduce_hidden(self.attributions, reduce)
+        return reduce_hidden(self.attributions, reduce or self.default_reduce)
+
+    def aggregate(self, how: str = "words", **kwargs: Any) -> SequenceAttribution:
+        """Merge tokens into words or spans (see :func:`hooklab.output.aggregate.aggregate`)."""
+        from hooklab.output.aggregate import aggregate
+
+        return aggregate(self, how, **kwargs)
 
     # ---- conversions -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
