@@ -135,7 +135,10 @@ def _post_attention(block, resid_mid: Float[Tensor, "batch d_model"]) -> Tensor:
 def layer_mixing(
     model, layer: int, act: Mapping[tuple[str, int], Tensor], heads: list[int], metric, chunk: int
 ) -> Float[Tensor, "query_pos key_pos"]:
-    """Distance of each token's layer output when each earlier token's values are zeroed."""
+    """Distance of each token's layer output when each earlier token's values are zeroed.
+
+    Only pairs with query >= key are recomputed (causal mask); the others stay 0.
+    """
     block = model.blocks[layer]
     pre, mid, post = (act[(k, layer)] for k in ("resid_pre", "resid_mid", "resid_post"))
     v, z, pattern = act[("v", layer)], act[("z", layer)], act[("pattern", layer)]
@@ -154,14 +157,14 @@ def layer_mixing(
     keep[heads] = 1
     keep = keep.repeat_interleave(group)[None, :, None]  # [1, head, 1]
     contrib = torch.einsum("khd,hdm->khm", v_q * keep, w_o)  # what v_k adds per head
-    query, key = torch.tril_indices(n, n, device=v.device)  # pairs with query >= key
-    dist = torch.empty(query.numel(), dtype=mid.dtype, device=mid.device)
-    for lo in range(0, query.numel(), chunk):
-        q, k = query[lo : lo + chunk], key[lo : lo + chunk]
-        delta = torch.einsum("hp,phm->pm", pattern[:, q, k], contrib[k])  # [pair, d_model]
-        dist[lo : lo + chunk] = metric(_post_attention(block, mid[q] - delta), clean[q])
     scores = torch.zeros(n, n, dtype=mid.dtype, device=mid.device)
-    scores[query, key] = dist
+    step = max(1, chunk // n)  # keys per batched call: about `chunk` (query, key) pairs
+    for lo in range(0, n, step):
+        keys = torch.arange(lo, min(n, lo + step), device=v.device)
+        # delta[j, i] = sum_h a^h_ij v^h_j W^h_O, what v_j adds to token i's attention output
+        delta = torch.bmm(pattern[:, :, keys].permute(2, 1, 0), contrib[keys])
+        k, q = (keys[:, None] <= torch.arange(n, device=v.device)).nonzero(as_tuple=True)
+        scores[q, keys[k]] = metric(_post_attention(block, mid[q] - delta[k, q]), clean[q])
     return scores
 
 
