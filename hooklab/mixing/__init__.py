@@ -6,7 +6,15 @@
   probability when attention edges are blocked in a window of layers.
 """
 
+from hooklab.mixing.knockout import KnockoutOutput, attention_knockout, knockout_probabilities
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.value_zeroing import rollout_scores, value_zeroing
 
-__all__ = ["MixingOutput", "rollout_scores", "value_zeroing"]
+__all__ = [
+    "KnockoutOutput",
+    "MixingOutput",
+    "attention_knockout",
+    "knockout_probabilities",
+    "rollout_scores",
+    "value_zeroing",
+]

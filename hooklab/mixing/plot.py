@@ -170,3 +170,37 @@ def plot_token_mixing(
     ax.set_title(f"How much {display_token(out.tokens[q])!r} ({q}) mixes in each token")
     ax.legend(fontsize=8, frameon=False)
     return fig
+
+
+def plot_knockout(
+    out,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] = (6, 3.5),
+) -> Figure:
+    """Geva et al.'s curves: relative change (%) of P(target) per centre layer, per source set.
+
+    With a single window (all layers blocked at once), one bar per source set instead.
+    """
+    if ax is None:
+        fig = Figure(figsize=figsize, layout="constrained")
+        ax = fig.add_subplot()
+    fig = ax.figure
+    change = 100 * out.relative_change.double().numpy()  # [source, window]
+    names = list(out.sources)
+    if out.centres is None:
+        ax.bar(range(len(names)), change[:, 0], color="tab:red")
+        ax.set_xticks(range(len(names)), names)
+        ax.set_xlabel(f"source (blocked in layers {out.windows[0][0]}-{out.windows[0][-1]})")
+    else:
+        for name, values in zip(names, change):
+            ax.plot(out.centres, values, marker="o", markersize=3, label=name)
+        ax.set_xlabel(f"centre layer (window of {out.parameters.get('window')} layers)")
+        ax.legend(fontsize=8, frameon=False)
+    ax.axhline(0, color="0.5", linewidth=0.6)
+    ax.set_ylabel("% change in P(target)")
+    query = ", ".join(display_token(out.tokens[q]) for q in out.queries)
+    target = display_token(out.target_token)
+    ax.set_title(title or f"Knockout: {query} ← source, target {target!r}", fontsize=10)
+    return fig

@@ -71,8 +71,9 @@ def token_positions(
 
     Args:
         tokens: the sequence's tokens as text.
-        spec: an int or a list / range of ints (negative ones count from the end), or a
-            substring of the joined text: the tokens overlapping its first occurrence.
+        spec: an int or a list / range of ints (negative ones count from the end; may be
+            empty), or a substring of the joined text: the tokens overlapping its first
+            occurrence.
         what: what the positions are for, used in error messages.
     """
     n = len(tokens)
@@ -92,7 +93,7 @@ def token_positions(
         return found
     items = [spec] if isinstance(spec, int) else list(spec)
     bad = [i for i in items if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n]
-    if bad or not items:
+    if bad:
         raise ValueError(
             f"Invalid {what} {spec!r}: pass ints in -{n}..{n - 1} (the sequence has {n} tokens) "
             "or a substring of the text."

@@ -1,0 +1,128 @@
+"""Attention knockout against a hand-masked reference, in float64, on both tiny models."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch.testing import assert_close
+
+import hooklab
+from hooklab.hooks import count_hooks
+from hooklab.mixing import KnockoutOutput, attention_knockout, knockout_probabilities
+from tests.reference.mixing import ref_knockout_probability
+
+ko_module = importlib.import_module("hooklab.mixing.knockout")
+PROMPT = "George was sick yesterday. His colleagues asked him to"
+SOURCES = {"cue": "sick", "last": -1, "first": [0, 1]}
+
+
+@pytest.fixture(scope="module", params=["gpt2_dir", "llama_dir"])
+def model64(request):
+    return hooklab.load(request.getfixturevalue(request.param), device="cpu", dtype="float64")
+
+
+def _clean_probability(model, out: KnockoutOutput) -> float:
+    logits = model(out.token_ids[None], prepend_bos=False)
+    return torch.softmax(logits[0, -1], -1)[out.target_id].item()
+
+
+@pytest.mark.parametrize("window", [1, None])
+def test_matches_hand_masked_reference(model64, window):
+    (out,) = attention_knockout(model64, PROMPT, sources=SOURCES, window=window, batch_size=3)
+    ids = out.token_ids.tolist()
+    assert out.sources["cue"] == (3,) and out.sources["first"] == (0, 1)
+    assert out.queries == (len(ids) - 1,)
+    assert out.target_id == int(model64(out.token_ids[None], prepend_bos=False)[0, -1].argmax())
+    assert out.base_probability == pytest.approx(_clean_probability(model64, out), rel=1e-12)
+    for s, keys in enumerate(out.sources.values()):
+        for w, layers in enumerate(out.windows):
+            expected = ref_knockout_probability(
+                model64, ids, layers, out.queries, keys, out.target_id
+            )
+            assert out.probabilities[s, w].item() == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    assert not torch.allclose(out.probabilities, torch.tensor(out.base_probability).double())
+
+
+def test_knocking_out_nothing_changes_nothing(model64):
+    # One knockout per pass: rows of one batch may round differently (~1e-19).
+    (out,) = attention_knockout(model64, PROMPT, sources={"nothing": []}, window=2, batch_size=1)
+    assert torch.all(out.probabilities == out.base_probability)
+    assert out.base_probability == _clean_probability(model64, out)
+    assert torch.all(out.relative_change == 0)
+    ids = out.token_ids.tolist()
+    probs = knockout_probabilities(model64, ids, [((), (), ()), ((0, 1), (), ())], 5, batch_size=1)
+    assert probs[0] == probs[1]
+
+
+def test_batching_and_targets(gpt2):
+    (a,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1, batch_size=1)
+    (b,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1, batch_size=16)
+    assert_close(a.probabilities, b.probabilities, atol=1e-6, rtol=1e-5)
+    (c,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, target=7, window=None)
+    assert c.target_id == 7 and c.centres is None and c.windows == ((0, 1),)
+    (d,) = attention_knockout(gpt2, PROMPT, target=" the", layers=[1])
+    assert d.target_token == " the" and d.centres == (1,) and d.windows == ((0, 1),)
+    assert list(d.sources) == ["last", "other"]
+    (e,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, query=[-2, -1], window=None)
+    assert len(e.queries) == 2 and e.probabilities.shape == (3, 1)
+
+
+def test_window_layers():
+    window_layers = ko_module.window_layers
+    assert window_layers(5, 9, 12) == tuple(range(1, 10))
+    assert window_layers(0, 9, 12) == tuple(range(0, 5))
+    assert window_layers(11, 9, 12) == tuple(range(7, 12))
+    assert window_layers(3, 2, 12) == (2, 3)
+    assert window_layers(3, 1, 12) == (3,)
+
+
+def test_discarded_edit_raises(gpt2, monkeypatch):
+    hooks = count_hooks(gpt2)
+    real = ko_module._hooks
+
+    def without_blocking(model, knockouts, n, seen):
+        return [(name, fn) for name, fn in real(model, knockouts, n, seen) if "scores" not in name]
+
+    monkeypatch.setattr(ko_module, "_hooks", without_blocking)
+    with pytest.raises(RuntimeError, match="did not take effect"):
+        attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1)
+    assert count_hooks(gpt2) == hooks
+
+
+def test_model_unchanged(gpt2):
+    before = {k: v.clone() for k, v in gpt2.state_dict().items()}
+    hooks = count_hooks(gpt2)
+    attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1)
+    assert count_hooks(gpt2) == hooks
+    assert all(torch.equal(before[k], v) for k, v in gpt2.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"window": 0}, ValueError, "window must be a positive int"),
+        ({"layers": 5}, ValueError, r"Invalid layers 5: choose from 0\.\.1"),
+        ({"sources": {"x": "hospital"}}, ValueError, "'hospital' does not occur"),
+        ({"sources": {"x": 99}}, ValueError, r"Invalid source 'x' 99"),
+        ({"sources": {"all": range(0, 99)}, "query": 2}, ValueError, "Invalid source"),
+        ({"sources": {"all": [0, 1, 2]}, "query": 2}, ValueError, "no key to attend to"),
+    ],
+)
+def test_bad_options(gpt2, options, error, match):
+    with pytest.raises(error, match=match):
+        attention_knockout(gpt2, PROMPT, **{"sources": SOURCES, **options})
+
+
+def test_output(gpt2):
+    (out,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1)
+    rows = out.table()
+    assert len(rows) == 3 * 2 and {r["source"] for r in rows} == set(SOURCES)
+    assert rows[0]["relative_change"] == pytest.approx(out.relative_change[0, 0].item())
+    assert out.to_dict()["target_token"] == out.target_token
+    assert "cue" in out.to_text() and "<table>" in out.to_html()
+    assert isinstance(out.plot(), Figure)
+    (single,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, window=None)
+    assert isinstance(single.plot(), Figure) and "layers 0-1" in single.to_text()
