@@ -28,7 +28,7 @@ from torch import Tensor
 
 from hooklab.forward import forward
 from hooklab.hooks import hook_name
-from hooklab.inputs import encode_prompt, encode_target, make_batch, str_tokens
+from hooklab.inputs import check_length, encode_prompt, encode_target, make_batch, str_tokens
 from hooklab.methods.attention import select_indices
 from hooklab.mixing.sequences import PositionsArg, as_texts, token_positions
 from hooklab.mixing.value_zeroing import n_kv_heads
@@ -318,6 +318,7 @@ def attention_knockout(
     outputs = []
     for text in as_texts(texts):
         ids = encode_prompt(model, text)
+        check_length(model, len(ids), "prompt")
         tokens = tuple(str_tokens(model, ids))
         queries = token_positions(tokens, query, "query")
         spec = sources if sources is not None else {"last": -1, "other": range(len(ids) - 1)}

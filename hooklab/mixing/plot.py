@@ -128,12 +128,30 @@ def plot_layers(
     return fig
 
 
+def top_keys(out: MixingOutput, query: int, top_k: int = 6, *, rollout: bool = False) -> list[int]:
+    """The ``top_k`` key positions with the largest peak score of ``query`` over layers."""
+    values = _token_scores(out, query, rollout)
+    q = query % len(out.tokens)
+    peak = np.where(out.visible()[q].numpy(), values.max(0), -np.inf)
+    if out.key_tokens is None:
+        peak[q] = -np.inf  # the query itself
+    return sorted(int(k) for k in np.argsort(-peak)[:top_k] if np.isfinite(peak[k]))
+
+
+def _token_scores(out: MixingOutput, query: int, rollout: bool) -> np.ndarray:
+    source = out.rollout if rollout else out.scores
+    if source is None:
+        raise ValueError("This output has no rollout; compute it with rollout=True.")
+    return source[:, query % len(out.tokens)].double().numpy()  # [layer, key_pos]
+
+
 def plot_token_mixing(
     out: MixingOutput,
     query: int = -1,
     *,
     keys: Sequence[int] | None = None,
     top_k: int = 6,
+    highlight: Sequence[int] = (),
     rollout: bool = False,
     ax: Axes | None = None,
     figsize: tuple[float, float] = (7, 4),
@@ -143,27 +161,21 @@ def plot_token_mixing(
     Args:
         query: position of the query token (e.g. a target token; negative counts from the end).
         keys: key positions to draw; by default the ``top_k`` with the largest peak score
-            (the query itself excluded).
+            (the query itself excluded, see :func:`top_keys`).
+        highlight: key positions drawn with thick lines (e.g. a context cue).
         rollout: draw the rolled-out scores.
     """
-    source = out.rollout if rollout else out.scores
-    if source is None:
-        raise ValueError("This output has no rollout; compute it with rollout=True.")
     q = query % len(out.tokens)
-    values = source[:, q].double().numpy()  # [layer, key_pos]
-    visible = out.visible()[q].numpy()
-    if keys is None:
-        peak = np.where(visible, values.max(0), -np.inf)
-        if out.key_tokens is None:
-            peak[q] = -np.inf  # the query itself
-        keys = [int(k) for k in np.argsort(-peak)[:top_k] if np.isfinite(peak[k])]
+    values = _token_scores(out, q, rollout)
+    keys = top_keys(out, q, top_k, rollout=rollout) if keys is None else keys
     if ax is None:
         fig = Figure(figsize=figsize, layout="constrained")
         ax = fig.add_subplot()
     fig = ax.figure
     for k in keys:
         label = f"{display_token(out.keys[k])} ({k})"
-        ax.plot(out.layers, values[:, k], marker="o", markersize=3, label=label)
+        width = 2.6 if k in highlight else 1.2
+        ax.plot(out.layers, values[:, k], marker="o", markersize=3, linewidth=width, label=label)
     ax.set_xlabel("layer")
     ax.set_ylabel("mixing score" + (" (rollout)" if rollout else ""))
     ax.set_xticks(out.layers)
