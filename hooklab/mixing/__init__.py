@@ -4,8 +4,11 @@
   matrices from zeroing each token's value vectors.
 - :func:`attention_knockout` (Geva et al., EMNLP 2023): the change of the predicted token's
   probability when attention edges are blocked in a window of layers.
+- :func:`encoder_decoder_value_zeroing`: value zeroing of encoder self-attention, decoder
+  self-attention and cross-attention in encoder–decoder models.
 """
 
+from hooklab.mixing.encoder_decoder import encoder_decoder_value_zeroing
 from hooklab.mixing.knockout import KnockoutOutput, attention_knockout, knockout_probabilities
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.value_zeroing import rollout_scores, value_zeroing
@@ -14,6 +17,7 @@ __all__ = [
     "KnockoutOutput",
     "MixingOutput",
     "attention_knockout",
+    "encoder_decoder_value_zeroing",
     "knockout_probabilities",
     "rollout_scores",
     "value_zeroing",

@@ -48,13 +48,15 @@ _CACHED = ("resid_pre", "resid_mid", "resid_post", "attn_out", "v", "z", "patter
 _CHECK_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
-def cosine_distance(a: Float[Tensor, "batch d_model"], b: Float[Tensor, "batch d_model"]) -> Tensor:
+def cosine_distance(
+    a: Float[Tensor, "*batch d_model"], b: Float[Tensor, "*batch d_model"]
+) -> Tensor:
     """Return ``1 - cos(a, b)`` per row, as ``|â - b̂|² / 2`` (no cancellation near 0)."""
     return (F.normalize(a, dim=-1) - F.normalize(b, dim=-1)).pow(2).sum(-1) / 2
 
 
 def euclidean_distance(
-    a: Float[Tensor, "batch d_model"], b: Float[Tensor, "batch d_model"]
+    a: Float[Tensor, "*batch d_model"], b: Float[Tensor, "*batch d_model"]
 ) -> Tensor:
     """Return the L2 distance ``|a - b|`` per row."""
     return (a - b).norm(dim=-1)
@@ -168,13 +170,15 @@ def layer_mixing(
     return scores
 
 
-def _metric(metric: str):
+def metric_fn(metric: str):
+    """Return the distance function named ``metric``; ValueError listing the valid ones."""
     if metric not in METRICS:
         raise ValueError(unknown_name_error("metric", metric, list(METRICS)).args[0])
     return METRICS[metric]
 
 
-def _normalise(scores: Tensor) -> Tensor:
+def normalize_rows(scores: Tensor) -> Tensor:
+    """Divide each row by its sum (rows that sum to 0 stay 0)."""
     total = scores.sum(-1, keepdim=True)
     return torch.where(total > 0, scores / torch.where(total > 0, total, 1), scores)
 
@@ -225,7 +229,13 @@ def value_zeroing(
         True
     """
     prompts = as_texts(texts)
-    distance = _metric(metric)
+    if hasattr(model, "encoder_blocks"):
+        raise TypeError(
+            "This is an encoder-decoder model; use "
+            "hooklab.mixing.encoder_decoder_value_zeroing for its encoder, decoder and "
+            "cross-attention scores."
+        )
+    distance = metric_fn(metric)
     layer_ids = select_indices(layers, model.cfg.n_layers, "layers")
     head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
     if rollout and not normalize:
@@ -246,7 +256,7 @@ def value_zeroing(
         scores = torch.stack(
             [layer_mixing(model, la, act, head_ids[la], distance, chunk_size) for la in layer_ids]
         )
-        scores = _normalise(scores) if normalize else scores
+        scores = normalize_rows(scores) if normalize else scores
         outputs.append(
             MixingOutput(
                 tokens=tuple(str_tokens(model, ids)),

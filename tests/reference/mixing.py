@@ -108,3 +108,36 @@ def ref_knockout_probability(model, ids, blocked_layers, queries, keys, target_i
     hooks = [(hook_name("pattern", layer), mask) for layer in blocked_layers]
     logits = _run(model, ids, hooks)
     return torch.softmax(logits[0, -1].double(), -1)[target_id].item()
+
+
+def ref_value_zeroing_seq2seq(model, src, tgt, part, layer, heads=None):
+    """Encoder–decoder value zeroing of one part and layer: one forward per zeroed token."""
+    from hooklab.mixing.encoder_decoder import seq2seq_hook_name
+
+    def run(v_hook=None):
+        kept = {}
+
+        def keep(x, hook):
+            kept["out"] = x.detach()[0].clone()
+
+        hooks = [(seq2seq_hook_name(part, "out", layer), keep)]
+        if v_hook is not None:
+            hooks.append((seq2seq_hook_name(part, "v", layer), v_hook))
+        with temporary_hooks(model, hooks):
+            model(torch.tensor([src]), decoder_input_ids=torch.tensor([tgt]))
+        return kept["out"]
+
+    clean = run()
+    n_keys = len(tgt) if part == "decoder" else len(src)
+    scores = torch.zeros(clean.shape[0], n_keys, dtype=clean.dtype)
+    for j in range(n_keys):
+
+        def zero(v, hook, j=j):
+            v = v.clone()  # [batch, key_pos, head, d_head]
+            v[:, j, heads if heads is not None else slice(None)] = 0
+            return v
+
+        out = run(zero)
+        for i in range(clean.shape[0]):
+            scores[i, j] = _distance(out[i], clean[i], "cosine")
+    return scores / scores.sum(-1, keepdim=True)

@@ -1,0 +1,96 @@
+"""Value zeroing on a tiny Marian model: encoder, decoder and cross-attention vs references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+from torch.testing import assert_close
+
+import hooklab
+from hooklab.hooks import count_hooks
+from hooklab.mixing import encoder_decoder_value_zeroing, value_zeroing
+from tests.reference.mixing import ref_value_zeroing_seq2seq
+
+SOURCE = "George was sick yesterday."
+TARGET = " His colleagues asked"
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+
+
+def build_marian(path, seed: int = 0):
+    """A 2+2-layer Marian with non-zero biases and a BPE tokenizer, saved to ``path``."""
+    from transformers import MarianConfig, MarianMTModel
+
+    from tests.conftest import _randomise_biases, _tokenizer
+
+    tok = _tokenizer("</s>", "</s>")
+    tok.add_special_tokens({"pad_token": "<pad>"})
+    cfg = MarianConfig(
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.pad_token_id,
+        bos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = MarianMTModel(cfg).eval()
+    _randomise_biases(model, seed)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def marian(tmp_path_factory):
+    path = build_marian(tmp_path_factory.mktemp("marian"))
+    return hooklab.load(path, device="cpu", dtype="float64")
+
+
+def test_three_score_sets_match_references(marian):
+    (out,) = encoder_decoder_value_zeroing(marian, SOURCE, target=TARGET)
+    src, tgt = out["encoder"].token_ids.tolist(), out["decoder"].token_ids.tolist()
+    assert tgt[0] == marian.original_model.config.decoder_start_token_id
+    shapes = {"encoder": (len(src), len(src)), "decoder": (len(tgt),) * 2}
+    shapes["cross"] = (len(tgt), len(src))
+    for part, result in out.items():
+        assert result.scores.shape == (2, *shapes[part])
+        assert_close(result.scores.sum(-1), torch.ones(2, shapes[part][0], dtype=torch.float64))
+        for row, layer in enumerate(result.layers):
+            expected = ref_value_zeroing_seq2seq(marian, src, tgt, part, layer)
+            assert_close(result.scores[row], expected, **TOL)
+    assert torch.all(out["decoder"].scores.triu(1) == 0)
+    assert out["cross"].keys == out["encoder"].tokens
+
+
+def test_heads_layers_and_hooks(marian):
+    hooks = count_hooks(marian)
+    (out,) = encoder_decoder_value_zeroing(
+        marian, SOURCE, target=TARGET, parts=["cross"], layers=[1], heads=[0, 2]
+    )
+    src, tgt = out["cross"].token_ids.tolist(), out["cross"].key_token_ids.tolist()
+    src, tgt = tgt, src  # cross: queries are target tokens, keys source tokens
+    expected = ref_value_zeroing_seq2seq(marian, src, tgt, "cross", 1, heads=[0, 2])
+    assert_close(out["cross"].scores[0], expected, **TOL)
+    assert count_hooks(marian) == hooks
+    assert isinstance(out["cross"].plot(), Figure) and "layer 1" in out["cross"].to_text()
+
+
+def test_generated_target_and_errors(marian, gpt2):
+    (out,) = encoder_decoder_value_zeroing(
+        marian, SOURCE, parts=["decoder"], generation_kwargs={"max_new_tokens": 3}
+    )
+    assert 1 < len(out["decoder"].tokens) <= 4
+    with pytest.raises(ValueError, match="Unknown parts"):
+        encoder_decoder_value_zeroing(marian, SOURCE, target=TARGET, parts=["enc"])
+    with pytest.raises(TypeError, match="decoder-only"):
+        encoder_decoder_value_zeroing(gpt2, SOURCE)
+    with pytest.raises(TypeError, match="encoder_decoder_value_zeroing"):
+        value_zeroing(marian, SOURCE)
