@@ -208,7 +208,9 @@ def plot_knockout(
     else:
         for name, values in zip(names, change):
             ax.plot(out.centres, values, marker="o", markersize=3, label=name)
-        ax.set_xlabel(f"centre layer (window of {out.parameters.get('window')} layers)")
+        window = out.parameters.get("window")
+        ax.set_xticks(out.centres)
+        ax.set_xlabel(f"centre layer (window of {window} layer{'s' if window != 1 else ''})")
         ax.legend(fontsize=8, frameon=False)
     ax.axhline(0, color="0.5", linewidth=0.6)
     ax.set_ylabel("% change in P(target)")
