@@ -186,7 +186,7 @@ def test_difference():
 # ---- rendering -------------------------------------------------------------------------------
 def test_to_text_plain_and_colour():
     seq = _seq()
-    text = to_text(seq, color=False)
+    text = to_text(seq, color=False, normalize=False)
     assert "saliency" in text.splitlines()[0]
     assert "<|endoftext|>" in text and "▁His" in text and "leagues" in text
     assert "17.00" in text and "28.00" in text and "nan" not in text
@@ -194,8 +194,8 @@ def test_to_text_plain_and_colour():
     row = next(line for line in text.splitlines() if line.startswith("orge"))
     assert row.split("│")[1].split() == ["3.00", "13.00", "23.00"]
     assert any(line.startswith("probability") and "0.40" in line for line in text.splitlines())
-    assert "\x1b[48;2;" in to_text(seq, color=True)
-    narrow = to_text(seq, color=False, max_width=30)
+    assert "\x1b[48;2;" in to_text(seq, color=True, normalize=False)
+    narrow = to_text(seq, color=False, max_width=30, normalize=False)
     assert max(len(line) for line in narrow.splitlines()[1:]) <= 30
     assert "28.00" in narrow
     no_attr = to_text(seq.with_(attributions=None), color=False, digits=3)
@@ -204,14 +204,14 @@ def test_to_text_plain_and_colour():
 
 
 def test_to_html_escapes_and_colours():
-    out = to_html(_seq(hidden=True))
+    out = to_html(_seq(hidden=True), normalize=False)
     assert out.startswith("<div") and "<table" in out and out.endswith("</div>")
     assert "&lt;|endoftext|&gt;" in out and "<|endoftext|>" not in out
     assert "background-color:rgb(" in out and "28.000" in out and "crossentropy" in out
 
 
 def test_show_prints(capsys):
-    _seq().show(color=False)
+    _seq().show(color=False, normalize=False)
     assert "13.00" in capsys.readouterr().out
 
 
@@ -233,7 +233,7 @@ def test_plot_returns_figure_without_pyplot():
 
 def test_plot_diverging_no_annotation_and_step_scores():
     seq = _seq(attributions=-_seq().attributions)
-    fig = seq.plot(annotate=False, title="neg")
+    fig = seq.plot(annotate=False, title="neg", normalize=False)
     image = fig.axes[0].images[0]
     assert image.get_cmap().name.startswith("RdBu_r")
     assert image.get_clim() == (-28.0, 28.0)
@@ -242,3 +242,12 @@ def test_plot_diverging_no_annotation_and_step_scores():
     assert len(bars.axes) == 5  # four step scores and one extra
     assert [t.get_text() for t in bars.axes[-1].get_xticklabels()] == ["▁His", "▁col", "leagues"]
     bars.savefig(io.BytesIO(), format="png")
+
+
+def test_normalized_scores_sum_to_one_per_step():
+    seq = _seq(hidden=True)
+    norm = seq.scores(normalize=True)
+    torch.testing.assert_close(norm.abs().nansum(-1), torch.ones(seq.n_steps, dtype=norm.dtype))
+    raw = seq.scores()
+    torch.testing.assert_close(norm * raw.abs().nansum(-1, keepdim=True), raw, equal_nan=True)
+    assert "normalised" in to_text(seq, color=False)

@@ -25,6 +25,7 @@ def plot_sequence(
     seq: SequenceAttribution,
     *,
     reduce: str | None = None,
+    normalize: bool = True,
     ax: Axes | None = None,
     cmap: str | Colormap | None = None,
     annotate: bool | None = None,
@@ -42,6 +43,7 @@ def plot_sequence(
     Args:
         seq: the attribution to plot.
         reduce: how to reduce a ``d_model`` dimension (see ``aggregate.reduce_hidden``).
+        normalize: show each step's scores as shares of their absolute sum.
         ax: draw into these axes (and return their figure) instead of a new figure.
         cmap: colormap name or object; by default chosen from the sign of the scores.
         annotate: write the values in the cells; by default when the grid is at most 20x20.
@@ -52,7 +54,7 @@ def plot_sequence(
         The :class:`~matplotlib.figure.Figure` (never shown; save it with ``fig.savefig``).
     """
     title = seq.method if title is None else title
-    scores = seq.scores(reduce)
+    scores = seq.scores(reduce, normalize=normalize)
     if scores is None or seq.n_steps == 0:
         return _plot_step_scores(seq, ax=ax, title=title, figsize=figsize)
 

@@ -37,10 +37,10 @@ def _colors(value: float, vmax: float) -> tuple[tuple[int, int, int], tuple[int,
 
 
 def _table(
-    seq: SequenceAttribution, reduce: str | None
+    seq: SequenceAttribution, reduce: str | None, normalize: bool
 ) -> tuple[list[str], list[list[float]], float]:
     """Return source-row labels, the ``[source, step]`` grid (NaN = not visible) and vmax."""
-    scores = seq.scores(reduce)
+    scores = seq.scores(reduce, normalize=normalize)
     if scores is None:
         return [], [], 0.0
     n_rows = seq.target_start + seq.n_steps
@@ -55,8 +55,10 @@ def _score_rows(seq: SequenceAttribution) -> list[tuple[str, list[float]]]:
     return rows + [(name, v.tolist()) for name, v in seq.extras.items()]
 
 
-def _header(seq: SequenceAttribution, reduce: str | None) -> str:
+def _header(seq: SequenceAttribution, reduce: str | None, normalize: bool = False) -> str:
     head = f"{seq.method}"
+    if normalize and seq.attributions is not None:
+        head += "  (each step normalised to sum |scores| = 1)"
     if seq.attributions is not None and seq.attributions.ndim >= 3:
         head += f"  (trailing dims reduced with {reduce or seq.default_reduce!r})"
     if "aggregation" in seq.parameters:
@@ -72,6 +74,7 @@ def to_text(
     seq: SequenceAttribution,
     *,
     reduce: str | None = None,
+    normalize: bool = True,
     color: bool = True,
     digits: int = 2,
     max_width: int | None = None,
@@ -81,6 +84,7 @@ def to_text(
     Args:
         seq: the attribution to render.
         reduce: how to reduce a ``d_model`` dimension (see ``aggregate.reduce_hidden``).
+        normalize: show each step's scores as shares of their absolute sum.
         color: colour cells with 24-bit ANSI backgrounds (red positive, blue negative).
         digits: decimals shown.
         max_width: if set, split the target columns into blocks whose lines fit in this many
@@ -89,7 +93,7 @@ def to_text(
     Returns:
         The table as one string (no trailing newline).
     """
-    labels, grid, vmax = _table(seq, reduce)
+    labels, grid, vmax = _table(seq, reduce, normalize)
     score_rows = _score_rows(seq)
     targets = [display_token(t) for t in seq.target_tokens]
     row_labels = [display_token(t) for t in labels] + [name for name, _ in score_rows]
@@ -117,7 +121,7 @@ def to_text(
         (r, g, b), (fr, fg, fb) = _colors(value, vmax)
         return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;{fr};{fg};{fb}m{padded}\x1b[0m"
 
-    lines = [_header(seq, reduce)]
+    lines = [_header(seq, reduce, normalize)]
     if not labels or not targets:
         lines.append("prompt: " + " ".join(display_token(t) for t in seq.prompt_tokens))
     if not targets:
@@ -139,13 +143,19 @@ def to_text(
     return "\n".join(line.rstrip() for line in lines).rstrip("\n")
 
 
-def to_html(seq: SequenceAttribution, *, reduce: str | None = None, digits: int = 3) -> str:
+def to_html(
+    seq: SequenceAttribution,
+    *,
+    reduce: str | None = None,
+    normalize: bool = True,
+    digits: int = 3,
+) -> str:
     """Return a self-contained HTML ``<div>`` with a ``<table>`` of the scores.
 
     Same layout and colours as :func:`to_text`; inline styles only, every token escaped.
     Hovering a cell shows the source and target tokens and the full-precision score.
     """
-    labels, grid, vmax = _table(seq, reduce)
+    labels, grid, vmax = _table(seq, reduce, normalize)
     esc = html.escape
     targets = [display_token(t) for t in seq.target_tokens]
     cell_style = "padding:2px 6px;text-align:right;border:1px solid #eee;"
@@ -153,7 +163,8 @@ def to_html(seq: SequenceAttribution, *, reduce: str | None = None, digits: int 
     parts = [
         '<div class="hooklab-attribution" style="font-family:monospace;font-size:12px;'
         'margin:8px 0">',
-        f'<div style="font-weight:bold;margin-bottom:4px">{esc(_header(seq, reduce))}</div>',
+        '<div style="font-weight:bold;margin-bottom:4px">'
+        f"{esc(_header(seq, reduce, normalize))}</div>",
     ]
     if not labels:
         prompt = esc("".join(seq.prompt_tokens))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -109,17 +110,26 @@ class SequenceAttribution:
         """The method's own reduction of trailing dims (``"l2"`` unless it set another)."""
         return str(self.parameters.get("reduce", "l2"))
 
-    def scores(self, reduce: str | None = None) -> Float[Tensor, "step key_pos"] | None:
+    def scores(
+        self, reduce: str | None = None, *, normalize: bool = False
+    ) -> Float[Tensor, "step key_pos"] | None:
         """Return ``[step, key_pos]`` scores, reducing kept trailing dims with ``reduce``.
 
-        ``reduce=None`` uses the method's default (L2 norm over the hidden size for gradient
-        methods, the mean over layers and heads for attention).
+        Args:
+            reduce: ``None`` uses the method's default (L2 norm over the hidden size for
+                gradient methods, the mean over layers and heads for attention).
+            normalize: divide each step's scores by the sum of their absolute values, so each
+                row shows shares of the step's total (as Inseq displays attributions).
         """
         from hooklab.output.aggregate import reduce_hidden
 
         if self.attributions is None:
             return None
-        return reduce_hidden(self.attributions, reduce or self.default_reduce)
+        scores = reduce_hidden(self.attributions, reduce or self.default_reduce)
+        if normalize:
+            total = scores.abs().nansum(dim=-1, keepdim=True)
+            scores = scores / torch.where(total > 0, total, torch.ones_like(total))
+        return scores
 
     def aggregate(self, how: str = "words", **kwargs: Any) -> SequenceAttribution:
         """Merge tokens into words or spans (see :func:`hooklab.output.aggregate.aggregate`)."""

@@ -95,69 +95,74 @@ def to_html(result: PecoreResult) -> str:
     return "\n".join(parts)
 
 
-def _token_row(ax, tokens, scores, y: float, norm: Normalize, cmap, selected: set) -> None:
-    x = 0.0
+def _token_row(ax, tokens, scores, norm: Normalize, cmap, selected: set, x: float = 0.0) -> float:
+    """Draw tokens as boxes coloured by |score| with the score below; return the end x."""
     for i, (tok, s) in enumerate(zip(tokens, scores, strict=True)):
-        width = max(len(tok), 1) * 0.62 + 0.3
-        value = 0.0 if s is None or not math.isfinite(s) else abs(s)
-        face = cmap(norm(value))
-        edge = "black" if i in selected else "none"
+        width = max(len(tok.strip()), 1) * 0.55 + 0.6
+        scored = s is not None and math.isfinite(s)
+        shade = norm(abs(s)) if scored else 0.0
+        face = cmap(shade) if scored else (0.93, 0.93, 0.93, 1.0)
         box = FancyBboxPatch(
-            (x, y - 0.35), width - 0.1, 0.7, boxstyle="round,pad=0.02",
-            facecolor=face, edgecolor=edge, linewidth=1.5,
+            (x, -0.35), width - 0.15, 0.7, boxstyle="round,pad=0.02", facecolor=face,
+            edgecolor="black" if i in selected else "none", linewidth=1.8,
         )  # fmt: skip
         ax.add_patch(box)
-        ax.text(x + (width - 0.1) / 2, y, tok.strip() or "␣", ha="center", va="center", fontsize=9)
+        ink = "white" if shade > 0.6 else ("black" if scored else "0.4")
+        ax.text(x + (width - 0.15) / 2, 0, tok.strip() or "␣", ha="center", va="center",
+                fontsize=10, color=ink)  # fmt: skip
+        if scored:
+            ax.text(x + (width - 0.15) / 2, -0.55, f"{s:.3g}", ha="center", va="center",
+                    fontsize=7, color="0.3")  # fmt: skip
         x += width
-    ax.set_xlim(min(ax.get_xlim()[0], -0.2), max(ax.get_xlim()[1], x + 0.2))
+    return x
 
 
 def plot(result: PecoreResult, *, target: int = 0, figsize=None, cmap_name: str = "Reds") -> Figure:
     """Paper-ready figure: output tokens coloured by CTI, context tokens by CCI of one target.
+
+    The current input is drawn in grey before the output; boxed tokens are the selected
+    context-sensitive targets (top) and the cues of the shown target (bottom).
 
     Args:
         target: which context-sensitive token's cues to show (index into ``context_sensitive``).
     """
     import matplotlib
 
-    fig = Figure(figsize=figsize or (10, 2.6), constrained_layout=True)
+    fig = Figure(figsize=figsize or (11, 2.8), constrained_layout=True)
     axes = fig.subplots(2, 1)
     cmap = matplotlib.colormaps[cmap_name]
     cti = [abs(x) for x in result.cti_scores if math.isfinite(x)]
-    targets = {c.index for c in result.context_sensitive}
-    _token_row(
-        axes[0],
-        result.output_current_tokens,
-        result.cti_scores,
-        0.0,
-        Normalize(0, max(cti, default=1) or 1),
-        cmap,
-        targets,
-    )
+    current = [" " + w for w in result.input_current.split()]
+    ends = [
+        _token_row(
+            axes[0],
+            [*current, *result.output_current_tokens],
+            [None] * len(current) + list(result.cti_scores),
+            Normalize(0, max(cti, default=1) or 1),
+            cmap,
+            {len(current) + c.index for c in result.context_sensitive},
+        )
+    ]
     axes[0].set_title(
-        f"CTI ({result.cti_metric}) on the output; boxed: context-sensitive", fontsize=10
+        f"CTI ({result.cti_metric}) of the output tokens; boxed: context-sensitive", fontsize=10
     )
     if result.context_sensitive:
         c = result.context_sensitive[target]
         vals = [abs(x) for x in c.input_context_scores if math.isfinite(x)]
         norm = Normalize(0, max(vals, default=1) or 1)
-        _token_row(
-            axes[1],
-            c.input_context_tokens,
-            c.input_context_scores,
-            0.0,
-            norm,
-            cmap,
-            {q.index for q in c.cues},
+        cues = {q.index for q in c.cues}
+        ends.append(
+            _token_row(axes[1], c.input_context_tokens, c.input_context_scores, norm, cmap, cues)
         )
         axes[1].set_title(
-            f"CCI ({result.cci_method}, {result.cci_attributed_fn}) for "
-            f"{c.token.strip()!r}; boxed: cues",
+            f"CCI ({result.cci_method}, {result.cci_attributed_fn}) of the context for "
+            f"{c.token.strip()!r} vs {c.contextless_token.strip()!r}; boxed: cues",
             fontsize=10,
         )
     else:
         axes[1].set_title("No context-sensitive token selected", fontsize=10)
     for ax in axes:
-        ax.set_ylim(-0.6, 0.6)
+        ax.set_xlim(-0.2, max(ends) + 0.2)
+        ax.set_ylim(-0.75, 0.45)
         ax.axis("off")
     return fig
