@@ -1,6 +1,9 @@
-"""Value zeroing on a tiny Marian model: encoder, decoder and cross-attention vs references."""
+"""Value zeroing and knockout on a tiny Marian model: encoder, decoder and cross-attention."""
 
 from __future__ import annotations
+
+import importlib
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -9,9 +12,10 @@ from torch.testing import assert_close
 
 import hooklab
 from hooklab.hooks import count_hooks
-from hooklab.mixing import encoder_decoder_value_zeroing, value_zeroing
-from tests.reference.mixing import ref_value_zeroing_seq2seq
+from hooklab.mixing import encoder_decoder_knockout, encoder_decoder_value_zeroing, value_zeroing
+from tests.reference.mixing import ref_knockout_seq2seq, ref_value_zeroing_seq2seq
 
+ko_module = importlib.import_module("hooklab.mixing.encoder_decoder_knockout")
 SOURCE = "George was sick yesterday."
 TARGET = " His colleagues asked"
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -94,3 +98,54 @@ def test_generated_target_and_errors(marian, gpt2):
         encoder_decoder_value_zeroing(gpt2, SOURCE)
     with pytest.raises(TypeError, match="encoder_decoder_value_zeroing"):
         value_zeroing(marian, SOURCE)
+
+
+@pytest.mark.parametrize(("part", "window"), [("cross", None), ("cross", 1), ("decoder", 1)])
+def test_knockout_matches_hand_masked_reference(marian, part, window):
+    sources = {"cue": "sick", "first": [0, 1]} if part == "cross" else {"start": [0, 1]}
+    out = encoder_decoder_knockout(
+        marian, SOURCE, prefix=TARGET, sources=sources, part=part, window=window
+    )
+    src = marian.tokenizer(SOURCE)["input_ids"]
+    tgt = out.token_ids.tolist()
+    assert (out.key_tokens is not None) == (part == "cross")
+    for s, keys in enumerate(out.sources.values()):
+        for w, layers in enumerate(out.windows):
+            expected = ref_knockout_seq2seq(
+                marian, src, tgt, part, layers, out.queries, keys, out.target_id
+            )
+            assert out.probabilities[s, w].item() == pytest.approx(expected, rel=1e-6)
+    assert not torch.allclose(out.probabilities, torch.tensor(out.base_probability).double())
+
+
+def test_knockout_nothing_restores_everything(marian, monkeypatch):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    hooks, impl = count_hooks(marian), marian.original_model.config._attn_implementation
+    out = encoder_decoder_knockout(marian, SOURCE, prefix=TARGET, sources={"none": []})
+    logits = marian(
+        torch.tensor([marian.tokenizer(SOURCE)["input_ids"]]),
+        decoder_input_ids=out.token_ids[None],
+    )
+    clean = torch.softmax(logits[0, -1], -1)[out.target_id].item()
+    assert out.base_probability == pytest.approx(clean, rel=1e-12)
+    assert out.probabilities[0, 0].item() == pytest.approx(clean, rel=1e-12)
+    assert ALL_ATTENTION_FUNCTIONS.get("eager") is None
+    assert marian.original_model.config._attn_implementation == impl
+    assert count_hooks(marian) == hooks
+
+    # Without the shim the edit is discarded: the check raises instead of reporting 0.
+    monkeypatch.setattr(ko_module, "blocked_attention", lambda model, masks: nullcontext())
+    with pytest.raises(RuntimeError, match="did not take effect"):
+        encoder_decoder_knockout(marian, SOURCE, prefix=TARGET, sources={"cue": "sick"})
+    monkeypatch.undo()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ko_module, "run_seq2seq", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        encoder_decoder_knockout(marian, SOURCE, prefix=TARGET, sources={"cue": "sick"})
+    assert ALL_ATTENTION_FUNCTIONS.get("eager") is None
+    assert marian.original_model.config._attn_implementation == impl
+    assert count_hooks(marian) == hooks

@@ -15,6 +15,7 @@ part run as one batch (copy j zeroes token j's values at every selected layer) a
 selected block's output is put back to the clean one, so that each layer runs from its clean
 input, as in the paper. Each pass checks that ``z`` was computed from the zeroed values, so a
 discarded edit raises instead of returning zeros.
+Attention knockout on these models: :mod:`hooklab.mixing.encoder_decoder_knockout`.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def encode_pair(model, source: str, target: str | None, generation_kwargs=None):
     return src, tgt[:-1] if tgt[-1] == eos and len(tgt) > 1 else tgt
 
 
-def _forward(model, src: Tensor, tgt: Tensor, copies: int, hooks) -> Tensor:
+def run_seq2seq(model, src: Tensor, tgt: Tensor, copies: int, hooks) -> Tensor:
+    """Logits of ``copies`` copies of (source, decoder input), with ``hooks`` attached."""
     with temporary_hooks(model, hooks):
         return model(src.expand(copies, -1), decoder_input_ids=tgt.expand(copies, -1))
 
@@ -97,7 +99,7 @@ def part_scores(
 
         return fn
 
-    _forward(
+    run_seq2seq(
         model, src_t, tgt_t, 1, [(seq2seq_hook_name(part, "out", la), keep(la)) for la in layers]
     )
     n_keys = len(tgt) if part == "decoder" else len(src)
@@ -133,7 +135,7 @@ def part_scores(
         hooks += [(seq2seq_hook_name(part, "v", la), zero(la))]
         hooks += [(seq2seq_hook_name(part, k, la), record(k, la)) for k in ("pattern", "z")]
         hooks += [(seq2seq_hook_name(part, "out", la), compare(la))]
-    _forward(model, src_t, tgt_t, n_keys, hooks)
+    run_seq2seq(model, src_t, tgt_t, n_keys, hooks)
     for la in layers:
         z = torch.einsum("bhqk,bkhd->bqhd", seen[("pattern", la)], seen[("v", la)])
         if not torch.allclose(z, seen[("z", la)], rtol=1e-4, atol=1e-5):

@@ -44,7 +44,7 @@ class KnockoutOutput:
     """Attention-knockout sweep of one prompt (Geva et al., EMNLP 2023).
 
     Attributes:
-        tokens: the prompt tokens as text (BOS included).
+        tokens: the prompt tokens as text (BOS included); the query side's tokens.
         token_ids: their ids.
         target_id: the token whose probability at the last position is measured.
         target_token: its text.
@@ -56,6 +56,8 @@ class KnockoutOutput:
         probabilities: ``[source, layer]`` P(target) with the edges query ← source blocked in
             each window (sources in ``sources`` order, one column per window).
         parameters: the options it ran with.
+        key_tokens: the tokens ``sources`` index when they are not ``tokens`` (the source
+            text, for cross-attention knockouts in encoder–decoder models).
     """
 
     tokens: tuple[str, ...]
@@ -69,6 +71,7 @@ class KnockoutOutput:
     base_probability: float
     probabilities: Float[Tensor, "source layer"]
     parameters: dict[str, Any] = field(default_factory=dict)
+    key_tokens: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         expected = (len(self.sources), len(self.windows))
@@ -119,6 +122,7 @@ class KnockoutOutput:
             "base_probability": self.base_probability,
             "table": self.table(),
             "parameters": _jsonable(self.parameters),
+            "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
         }
 
     def to_text(self, digits: int = 1) -> str:

@@ -141,3 +141,38 @@ def ref_value_zeroing_seq2seq(model, src, tgt, part, layer, heads=None):
         for i in range(clean.shape[0]):
             scores[i, j] = _distance(out[i], clean[i], "cosine")
     return scores / scores.sum(-1, keepdim=True)
+
+
+def ref_knockout_seq2seq(model, src, tgt, part, layers, queries, keys, target_id):
+    """Encoder–decoder knockout by hand: each blocked layer's z is recomputed from its pattern
+    with the blocked entries zeroed and rows renormalised (layer by layer, since a layer's
+    pattern depends on the knockouts below it), and put in through ``hook_z``."""
+    from hooklab.mixing.encoder_decoder import seq2seq_hook_name
+
+    q, k = torch.tensor(queries)[:, None], torch.tensor(keys)[None, :]
+    fixed = {}
+
+    def put(layer):
+        return lambda z, hook: fixed[layer]
+
+    def run(extra):
+        hooks = [(seq2seq_hook_name(part, "z", la), put(la)) for la in fixed] + extra
+        with temporary_hooks(model, hooks):
+            return model(torch.tensor([src]), decoder_input_ids=torch.tensor([tgt]))
+
+    for layer in sorted(layers):
+        seen = {}
+
+        def keep(kind, seen=seen):
+            def fn(x, hook):
+                seen[kind] = x.detach().clone()
+
+            return fn
+
+        run([(seq2seq_hook_name(part, kind, layer), keep(kind)) for kind in ("pattern", "v")])
+        pattern = seen["pattern"]
+        pattern[:, :, q, k] = 0
+        pattern = pattern / pattern.sum(-1, keepdim=True)
+        fixed[layer] = torch.einsum("bhqk,bkhd->bqhd", pattern, seen["v"])
+    logits = run([])
+    return torch.softmax(logits[0, -1].double(), -1)[target_id].item()
