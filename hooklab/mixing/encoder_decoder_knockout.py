@@ -42,28 +42,33 @@ def _hf_attention(model, part: str, layer: int) -> torch.nn.Module:
 
 @contextlib.contextmanager
 def blocked_attention(model, masks: Mapping[torch.nn.Module, Tensor]) -> Iterator[None]:
-    """Run the wrapped attention modules through eager attention that blocks edges.
+    """Run the wrapped attention modules' eager attention with some edges blocked.
 
-    The shim: for the duration, Hugging Face's "eager" attention function (looked up in the
-    process-wide ``ALL_ATTENTION_FUNCTIONS`` registry) is replaced by an identical one that
-    also sets the pre-softmax scores of the blocked edges (``masks[module]``: ``[batch,
-    query_pos, key_pos]``, True = blocked) to the dtype minimum, and the model's configs are
+    The shim: for the duration, the "eager" entry of Hugging Face's process-wide
+    ``ALL_ATTENTION_FUNCTIONS`` registry points to a wrapper that calls the module's own eager
+    function (from the module's modeling file, so scaling, T5's position bias and the like are
+    kept) with the blocked edges (``masks[module]``: ``[batch, query_pos, key_pos]``, True =
+    blocked) set to the dtype minimum in the additive attention mask; the model's configs are
     set to eager attention. Both are restored on exit, also after an exception.
     """
+    import inspect
+
     from transformers import PretrainedConfig
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kw):
-        scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-        scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # [batch, head, q, k]
-        if attention_mask is not None:
-            scores = scores + attention_mask
+    def attention(module, query, key, value, attention_mask, *args, **kwargs):
+        eager = getattr(inspect.getmodule(type(module)), "eager_attention_forward", None)
+        if eager is None:
+            raise NotImplementedError(
+                f"{type(module).__name__} has no eager_attention_forward in its modeling file; "
+                "attention knockout cannot be applied to this model."
+            )
         if module in masks:
-            blocked = masks[module].to(scores.device)[:, None]
-            scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1)
-        weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-        return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+            blocked = masks[module].to(query.device)[:, None]  # [batch, 1, query, key]
+            floor = torch.finfo(query.dtype).min
+            base = query.new_zeros(()) if attention_mask is None else attention_mask
+            attention_mask = torch.where(blocked, query.new_tensor(floor), base)
+        return eager(module, query, key, value, attention_mask, *args, **kwargs)
 
     configs = {
         id(m.config): m.config
