@@ -126,3 +126,14 @@ def test_output(gpt2):
     assert isinstance(out.plot(), Figure)
     (single,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, window=None)
     assert isinstance(single.plot(), Figure) and "layers 0-1" in single.to_text()
+
+
+def test_toy_cue_knockout_drops_the_dependent_word(toy):
+    # Release example: blocking "the" <- "sick" in every layer removes most of P(" hospital").
+    prompt = "George was sick yesterday. His colleagues asked him to come to the"
+    (out,) = attention_knockout(
+        toy, prompt, sources={"cue": "sick"}, target=" hospital", window=None
+    )
+    assert out.target_token == " hospital"
+    assert out.base_probability > 0.9
+    assert out.relative_change[0, 0] < -0.5
