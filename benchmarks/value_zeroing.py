@@ -10,16 +10,20 @@ Printed side by side:
   token, values zeroed in every layer, each layer's output put back to the clean one;
 - optionally the per-layer naive reference used in the tests (one forward per layer and token);
 - one full forward of the 30-token sequence, and our time in forward-pass equivalents;
-- Inseq 0.7.1, quoted (measured elsewhere on this machine with transformers 4.57: about 6.3 s;
-  Inseq's value zeroing fails on GPT-2 with transformers 5, so it is not rerun here).
+- Inseq 0.7.1: quoted (about 6.3 s on this machine with transformers 4.57), and measured in
+  the same run when ``--inseq_python`` names the Python of an environment with Inseq 0.7.1 and
+  transformers 4.57 (Inseq's value zeroing fails on GPT-2 with transformers 5; with 4.57 it
+  needs ``value_vector="value_states"``, set by the script below).
 
     python benchmarks/value_zeroing.py [--repeats 3] [--per_layer_reference]
+        [--inseq_python /path/to/inseq-venv/bin/python]
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +43,29 @@ from tests.reference.mixing import ref_value_zeroing, ref_value_zeroing_per_toke
 
 INSEQ_SECONDS = 6.3  # Inseq 0.7.1, transformers 4.57, same machine (quoted from issue 4)
 VOCAB = 32000
+# Run by the Inseq environment's Python: argv = model dir, prompt, repeats; prints the time.
+INSEQ_SCRIPT = """
+import os, sys, time
+import torch
+torch.set_num_threads(1)
+import inseq
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+path, prompt, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+eot = "<|endoftext|>"
+tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"),
+                              bos_token=eot, eos_token=eot, pad_token=eot)
+model = inseq.load_model(GPT2LMHeadModel.from_pretrained(path).eval(), "value_zeroing",
+                         tokenizer=tok)
+model.config.value_vector = "value_states"  # GPT-2's value variable in transformers 4.57
+gen = {"max_new_tokens": 10, "min_new_tokens": 10, "do_sample": False}
+model.attribute(prompt, generation_args=gen, show_progress=False)
+times = []
+for _ in range(repeats):
+    start = time.perf_counter()
+    model.attribute(prompt, generation_args=gen, show_progress=False)
+    times.append(time.perf_counter() - start)
+print("INSEQ_SECONDS", min(times))
+"""
 
 
 def build_model(path: pathlib.Path, seed: int = 0) -> None:
@@ -75,18 +102,43 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
     return min(times), result
 
 
-def main(repeats: int = 3, per_layer_reference: bool = False, seed: int = 0) -> None:
+def inseq_seconds(python: str, path: str, prompt: str, repeats: int) -> float:
+    """Time Inseq's value zeroing (generation included) with another environment's Python."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [python, "-c", INSEQ_SCRIPT, path, f"<|endoftext|> {prompt}", str(repeats)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return float(proc.stdout.split("INSEQ_SECONDS")[-1])
+
+
+def main(
+    repeats: int = 3,
+    per_layer_reference: bool = False,
+    seed: int = 0,
+    inseq_python: str | None = None,
+) -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         build_model(pathlib.Path(tmp), seed)
         model = hooklab.load(tmp, device="cpu", dtype="float32")
-    prompt = " ".join(f"w{(37 * i + 11) % (VOCAB - 1) + 1}" for i in range(19))  # + BOS = 20
+        prompt = " ".join(f"w{(37 * i + 11) % (VOCAB - 1) + 1}" for i in range(19))  # + BOS
+        t_inseq = None if inseq_python is None else inseq_seconds(inseq_python, tmp, prompt, 2)
+        run(model, prompt, repeats, per_layer_reference, t_inseq)
+
+
+def run(model, prompt: str, repeats: int, per_layer_reference: bool, t_inseq) -> None:
+    """Time everything and print the table."""
     gen = {"max_new_tokens": 10, "stop_at_eos": False}
 
     value_zeroing(model, prompt, generation_kwargs=gen)  # warm-up
     t_ours, (out,) = best_of(lambda: value_zeroing(model, prompt, generation_kwargs=gen), repeats)
     ids = out.token_ids.tolist()
-    assert len(ids) == 30, f"expected 20 + 10 tokens, got {len(ids)}"
+    if len(ids) != 30:
+        raise RuntimeError(f"Expected 20 + 10 tokens, got {len(ids)}.")
     target = " " + " ".join(out.tokens[20:])
     t_forced, _ = best_of(lambda: value_zeroing(model, prompt, target=target), repeats)
     tokens = torch.tensor([ids])
@@ -103,6 +155,8 @@ def main(repeats: int = 3, per_layer_reference: bool = False, seed: int = 0) -> 
         ("Inseq 0.7.1 (quoted; transformers 4.57, same machine)", INSEQ_SECONDS),
         ("one full forward pass (30 tokens)", t_forward),
     ]
+    if t_inseq is not None:
+        rows.insert(3, ("Inseq 0.7.1 measured now (transformers 4.57, generation incl.)", t_inseq))
     if per_layer_reference:
         with torch.no_grad():
             t_ref, _ = best_of(lambda: [ref_value_zeroing(model, ids, la) for la in range(12)], 1)
