@@ -156,7 +156,7 @@ def run(model, prompt: str, repeats: int, per_layer_reference: bool, t_inseq) ->
         ("one full forward pass (30 tokens)", t_forward),
     ]
     if t_inseq is not None:
-        rows.insert(3, ("Inseq 0.7.1 measured now (transformers 4.57, generation incl.)", t_inseq))
+        rows.insert(3, ("Inseq 0.7.1 measured in this run (transformers 4.57)", t_inseq))
     if per_layer_reference:
         with torch.no_grad():
             t_ref, _ = best_of(lambda: [ref_value_zeroing(model, ids, la) for la in range(12)], 1)
