@@ -9,19 +9,15 @@ Saved as one safetensors file: tensors plus JSON metadata with a format version,
 from __future__ import annotations
 
 import html
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
+from hooklab.output.io import read_tensors, write_tensors
 from hooklab.output.render import display_token
 from hooklab.output.sequence import _jsonable
 
@@ -213,47 +209,16 @@ class MixingOutput:
     # ---- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write to one ``.safetensors`` file (suffix added if missing); refuse to overwrite."""
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            path = path.with_name(path.name + ".safetensors")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
-        tensors = {
-            name: getattr(self, name).detach().cpu().contiguous()
-            for name in _TENSORS
-            if getattr(self, name) is not None
-        }
+        tensors = {n: getattr(self, n) for n in _TENSORS if getattr(self, n) is not None}
         meta = {k: v for k, v in self.to_dict().items() if k not in _TENSORS}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        return write_tensors(path, tensors, meta, key=_META_KEY, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> MixingOutput:
         """Read an output written by :meth:`save`."""
-        path = Path(path)
-        if not path.exists() and path.with_name(path.name + ".safetensors").exists():
-            path = path.with_name(path.name + ".safetensors")
-        if not path.is_file():
-            raise FileNotFoundError(f"No saved mixing output at {str(path)!r}.")
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            if _META_KEY not in header:
-                raise ValueError(f"{str(path)!r} is a safetensors file but not a mixing output.")
-            meta = json.loads(header[_META_KEY])
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise ValueError(
-                    f"{str(path)!r} has format version {meta.get('format_version')!r}; this "
-                    f"hooklab reads version {FORMAT_VERSION}. Re-create it."
-                )
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        meta, tensors = read_tensors(
+            path, key=_META_KEY, what="mixing output", version=FORMAT_VERSION
+        )
         meta.pop("format_version")
         for name in ("tokens", "layers", "key_tokens"):
             if meta[name] is not None:
