@@ -8,12 +8,14 @@ Example:
     >>> out.show()  # doctest: +SKIP
 """
 
+from hooklab import mixing, pecore
 from hooklab.attribute import attribute
 from hooklab.generation import Generation, generate
 from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.inputs import Batch, encode_prompt, encode_target, make_batch
 from hooklab.loading import load
 from hooklab.methods import MethodResult, Target, list_methods, register_method
+from hooklab.mixing import KnockoutOutput, MixingOutput
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.steps import StepArgs, list_step_functions, register_step_function
 
@@ -23,7 +25,9 @@ __all__ = [
     "AttributionOutput",
     "Batch",
     "Generation",
+    "KnockoutOutput",
     "MethodResult",
+    "MixingOutput",
     "SequenceAttribution",
     "StepArgs",
     "Target",
@@ -36,6 +40,8 @@ __all__ = [
     "list_step_functions",
     "load",
     "make_batch",
+    "mixing",
+    "pecore",
     "register_method",
     "register_step_function",
     "temporary_hooks",

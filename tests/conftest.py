@@ -15,6 +15,10 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
+# Tiny matmuls are far slower with several threads on a loaded 2-core machine; pytest-xdist
+# already runs one worker per core.
+torch.set_num_threads(1)
+
 TEXTS = [
     "George was sick yesterday. His colleagues asked him to come to the hospital.",
     "Mary was hungry at noon. Her friends asked her to come to the restaurant.",
