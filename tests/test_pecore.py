@@ -237,3 +237,25 @@ def test_dataset_resume_and_malformed_lines(gpt2, tmp_path):
     records2 = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(r["line"] for r in records2) == [1, 2, 3, 5, 6]
     assert summary2["succeeded"] == summary["succeeded"]
+
+
+def test_batched_generation_equals_one_by_one(toy):
+    from hooklab.pecore import pecore_batch
+
+    examples = [
+        {
+            "input_context_text": "George was sick yesterday.",
+            "input_current_text": CURRENT + " to come",
+        },
+        {
+            "input_context_text": "It was hot all week.",
+            "input_current_text": "Before leaving, she grabbed her",
+        },
+    ]
+    both = pecore_batch(toy, examples, PecoreOptions())
+    for ex, res in zip(examples, both):
+        alone = pecore_batch(toy, [ex], PecoreOptions())[0]
+        assert alone.output_current == res.output_current
+        assert alone.cti_scores == pytest.approx(res.cti_scores, abs=1e-5)
+    assert both[0].output_current.startswith("to the hospital")
+    assert both[1].output_current.startswith("hat")

@@ -88,8 +88,14 @@ def encode_example(
     input_current_text: str,
     output_context_text: str | None = None,
     output_current_text: str | None = None,
+    generated: list[int] | None = None,
 ) -> Example:
-    """Format, tokenise and (if needed) generate the output of one example."""
+    """Format, tokenise and (if needed) generate the output of one example.
+
+    Args:
+        generated: output ids already generated from :func:`contextual_prompt` (used when
+            ``output_current_text`` is None; generated here if not given).
+    """
     check_texts(opts.input_template, input_context_text, input_current_text, "input")
     ctx_text, span = fill(
         opts.input_template, context=input_context_text, current=input_current_text
@@ -110,8 +116,9 @@ def encode_example(
     noctx_prompt = encode_prompt(model, noctx_text)
     lead = joiner if head or joiner else sep  # text between the prefix and the current output
     if output_current_text is None:
-        gen = generate(model, [ctx_prompt], **dict(opts.generation_kwargs))
-        output_ids = gen.output_ids[0]
+        if generated is None:
+            generated = generate(model, [ctx_prompt], **dict(opts.generation_kwargs)).output_ids[0]
+        output_ids = list(generated)
         if not output_ids:
             raise ValueError(f"The model generated no output for {ctx_text!r}.")
         output_current_text = model.tokenizer.decode(output_ids)
@@ -135,6 +142,11 @@ def encode_example(
         output_ids,
         _context_positions(model, ctx_text, span),
     )
+
+
+def contextual_prompt(model, opts: PecoreOptions, **texts) -> list[int]:
+    """The forced prefix the output follows (input with context, plus any output context)."""
+    return encode_example(model, opts, **{**texts, "output_current_text": "x"}).ctx_prompt
 
 
 def cti_scores(model, examples: list[Example], opts: PecoreOptions) -> list[torch.Tensor]:
@@ -245,7 +257,17 @@ def pecore(
 
 def pecore_batch(model, examples: list[dict], options: PecoreOptions) -> list[PecoreResult]:
     """Run PECoRe on several examples (dicts of the four text fields), batched."""
-    encoded = [encode_example(model, options, **ex) for ex in examples]
+    # Generate the missing outputs in one batched call, then encode every example.
+    todo = [i for i, ex in enumerate(examples) if ex.get("output_current_text") is None]
+    generated: dict[int, list[int]] = {}
+    if todo:
+        prompts = [contextual_prompt(model, options, **examples[i]) for i in todo]
+        outputs = generate(model, prompts, **dict(options.generation_kwargs)).output_ids
+        generated = dict(zip(todo, outputs, strict=True))
+    encoded = [
+        encode_example(model, options, **ex, generated=generated.get(i))
+        for i, ex in enumerate(examples)
+    ]
     scores = cti_scores(model, encoded, options)
     alternatives = contextless_predictions(model, encoded)
     selected, thresholds = [], []
