@@ -248,7 +248,12 @@ def attribute(
         )
         result = fn(model, batch, target=target, **method_kwargs)
         scores = compute_step_scores(
-            model, batch, step_scores, contrast=contrast, step_scores_kwargs=step_scores_kwargs
+            model,
+            batch,
+            step_scores,
+            contrast=contrast,
+            contrast_logits=target.contrast_logits,  # the contrast forward runs once
+            step_scores_kwargs=step_scores_kwargs,
         )
         parameters["reduce"] = result.reduce
         parameters["final_step_only"] = result.final_step_only

@@ -153,10 +153,10 @@ class Batch:
 
     @property
     def target_ids(self) -> Int[Tensor, "batch step"]:
-        """The target token ids per step (the pad id where the step is padding)."""
+        """The target token ids per step (0 where the step is padding)."""
         rows = self.target_rows + self.step_mask.long()
         ids = self.tokens.gather(1, rows)
-        return torch.where(self.step_mask, ids, self.tokens[:, :1].new_tensor(0))
+        return torch.where(self.step_mask, ids, torch.zeros_like(ids))
 
     def sequence(self, i: int) -> Int[Tensor, "pos"]:
         """The real (unpadded) token ids of example ``i``."""

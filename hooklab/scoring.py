@@ -125,11 +125,14 @@ def compute_step_scores(
     names: Sequence[str],
     *,
     contrast: Contrast | None = None,
+    contrast_logits: Float[Tensor, "batch step d_vocab"] | None = None,
     step_scores_kwargs: Mapping[str, Mapping[str, object]] | None = None,
 ) -> dict[str, Float[Tensor, "batch step"]]:
     """Compute the named step scores with one forward pass (plus one for the contrast).
 
     Args:
+        contrast_logits: the contrast's step logits if the caller already has them (from
+            :func:`contrast_step_logits`); computed here otherwise.
         step_scores_kwargs: per step function name, extra keyword arguments.
     """
     names = list(names)
@@ -139,6 +142,7 @@ def compute_step_scores(
     kwargs = dict(step_scores_kwargs or {})
     with torch.no_grad():
         logits = step_logits(model, batch)
-        c_logits = contrast_step_logits(model, contrast)
-        args = make_step_args(model, batch, logits, contrast, c_logits)
+        if contrast_logits is None:
+            contrast_logits = contrast_step_logits(model, contrast)
+        args = make_step_args(model, batch, logits, contrast, contrast_logits)
         return {name: run_step_function(name, args, kwargs.get(name)) for name in names}

@@ -24,7 +24,14 @@ import torch
 from hooklab.attribute import attribute
 from hooklab.forward import step_logits
 from hooklab.generation import generate
-from hooklab.inputs import check_length, encode_prompt, encode_target, make_batch, str_tokens
+from hooklab.inputs import (
+    check_length,
+    encode_prompt,
+    encode_target,
+    make_batch,
+    pad_token_id,
+    str_tokens,
+)
 from hooklab.output.aggregate import reduce_hidden
 from hooklab.pecore.options import (
     RELATIVE_CONTEXT_SALIENCY,
@@ -34,6 +41,7 @@ from hooklab.pecore.options import (
 )
 from hooklab.pecore.result import ContextSensitiveToken, Cue, PecoreResult
 from hooklab.pecore.select import select, selection_threshold
+from hooklab.scoring import Contrast, compute_step_scores, contrast_step_logits
 from hooklab.steps import CONTRASTIVE
 
 # attributed functions whose contrast is another token at the same step
@@ -149,40 +157,41 @@ def contextual_prompt(model, opts: PecoreOptions, **texts) -> list[int]:
     return encode_example(model, opts, **{**texts, "output_current_text": "x"}).ctx_prompt
 
 
-def cti_scores(model, examples: list[Example], opts: PecoreOptions) -> list[torch.Tensor]:
-    """CTI score of every output token of each example (one batched pair of passes)."""
+def cti_scores(
+    model, examples: list[Example], opts: PecoreOptions
+) -> tuple[list[torch.Tensor], list[list[int]]]:
+    """CTI score of every output token of each example, and ỹ* at every output step.
+
+    ỹ* is the argmax without the context after the same forced output prefix; both come from
+    one batched pass with and one without the context.
+    """
     metric = opts.context_sensitivity_metric
-    prompts = [e.ctx_prompt for e in examples]
     targets = [e.output_ids for e in examples]
+    pad = pad_token_id(model)
+    device = model.cfg.device
+    noctx = make_batch([e.noctx_prompt for e in examples], targets, pad_id=pad, device=device)
     if metric == RELATIVE_CONTEXT_SALIENCY:
-        out = attribute(model, prompts, targets, method="saliency", batch_size=len(examples))
+        out = attribute(
+            model, [e.ctx_prompt for e in examples], targets, method="saliency",
+            batch_size=len(examples),
+        )  # fmt: skip
         scores = []
         for e, seq in zip(examples, out, strict=True):
             s = reduce_hidden(seq.attributions, "l2").nan_to_num()
             scores.append(s[:, e.context_positions].sum(-1) / s.sum(-1))
-        return scores
-    out = attribute(
-        model,
-        prompts,
-        targets,
-        step_scores=[metric],
-        contrast_prompts=[e.noctx_prompt for e in examples],
-        batch_size=len(examples),
-    )
-    return [seq.step_scores[metric] for seq in out]
-
-
-def contextless_predictions(model, examples: list[Example]) -> list[list[int]]:
-    """ỹ*: the argmax token at every output step without the context (one batched pass)."""
-    batch = make_batch(
-        [e.noctx_prompt for e in examples],
-        [e.output_ids for e in examples],
-        pad_id=model.tokenizer.pad_token_id or 0,
-        device=model.cfg.device,
-    )
-    with torch.no_grad():
-        best = step_logits(model, batch).argmax(-1)
-    return [best[i, : len(e.output_ids)].tolist() for i, e in enumerate(examples)]
+        with torch.no_grad():
+            c_logits = step_logits(model, noctx)
+    else:
+        batch = make_batch([e.ctx_prompt for e in examples], targets, pad_id=pad, device=device)
+        contrast = Contrast(batch=noctx)
+        c_logits = contrast_step_logits(model, contrast)
+        batched = compute_step_scores(
+            model, batch, [metric], contrast=contrast, contrast_logits=c_logits
+        )[metric]
+        scores = [batched[i, : len(t)].float().cpu() for i, t in enumerate(targets)]
+    best = c_logits.argmax(-1)
+    alternatives = [best[i, : len(t)].tolist() for i, t in enumerate(targets)]
+    return scores, alternatives
 
 
 def _candidates(model, ids: list[int], keep: tuple[str, ...]) -> torch.Tensor:
@@ -268,8 +277,7 @@ def pecore_batch(model, examples: list[dict], options: PecoreOptions) -> list[Pe
         encode_example(model, options, **ex, generated=generated.get(i))
         for i, ex in enumerate(examples)
     ]
-    scores = cti_scores(model, encoded, options)
-    alternatives = contextless_predictions(model, encoded)
+    scores, alternatives = cti_scores(model, encoded, options)
     selected, thresholds = [], []
     for e, s in zip(encoded, scores, strict=True):
         cand = _candidates(model, e.output_ids, options.special_tokens_to_keep)
