@@ -55,6 +55,14 @@ def _randomise_biases(model, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
 
 
+def save_tiny(model, tok, path, seed: int):
+    """Give ``model`` non-zero random biases, save it with its tokenizer; return ``path``."""
+    _randomise_biases(model, seed)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def build_gpt2(path, seed: int = 0):
     """A 2-layer GPT-2 with non-zero biases, saved to ``path``; returns the path."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -72,10 +80,7 @@ def build_gpt2(path, seed: int = 0):
         pad_token_id=tok.pad_token_id,
     )
     model = GPT2LMHeadModel(cfg).eval()
-    _randomise_biases(model, seed)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny(model, tok, path, seed)
 
 
 def build_llama(path, seed: int = 0):
@@ -99,10 +104,7 @@ def build_llama(path, seed: int = 0):
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(cfg).eval()
-    _randomise_biases(model, seed)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny(model, tok, path, seed)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ def build_seq2seq(path, kind: str = "marian", seed: int = 0):
     """A 2+2-layer Marian, BART or T5 with non-zero biases and a BPE tokenizer, saved."""
     import transformers
 
-    from tests.conftest import _randomise_biases, _tokenizer
+    from tests.conftest import _tokenizer, save_tiny
 
     tok = _tokenizer("</s>", "</s>")
     tok.add_special_tokens({"pad_token": "<pad>"})
@@ -51,10 +51,7 @@ def build_seq2seq(path, kind: str = "marian", seed: int = 0):
         )
     torch.manual_seed(seed)
     model = cls(cfg).eval()
-    _randomise_biases(model, seed)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny(model, tok, path, seed)
 
 
 @pytest.fixture(scope="module")
