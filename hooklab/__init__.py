@@ -18,8 +18,7 @@ from hooklab.methods import MethodResult, Target, list_methods, register_method
 from hooklab.mixing import KnockoutOutput, MixingOutput
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.steps import StepArgs, list_step_functions, register_step_function
-
-__version__ = "0.1.0"
+from hooklab.version import __version__
 
 __all__ = [
     "AttributionOutput",
@@ -31,6 +30,7 @@ __all__ = [
     "SequenceAttribution",
     "StepArgs",
     "Target",
+    "__version__",
     "attribute",
     "encode_prompt",
     "encode_target",

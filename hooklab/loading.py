@@ -178,5 +178,7 @@ def load(
         )
     if compatibility_mode:
         model.enable_compatibility_mode(disable_warnings=True)
+    if isinstance(name_or_path, (str, os.PathLike)):
+        model.hooklab_name = os.fspath(name_or_path)  # recorded in every output (provenance)
     model.eval()
     return model

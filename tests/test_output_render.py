@@ -111,7 +111,7 @@ def test_aggregate_words(hidden):
     torch.testing.assert_close(out.step_scores["logit"], torch.tensor([1.0, 3.0]))
     torch.testing.assert_close(out.extras["delta"], torch.tensor([0.1, 0.5]))
     agg = out.parameters["aggregation"]
-    assert agg["how"] == "words" and agg["groups"][-1] == [7, 9]
+    assert agg["how"] == "words" and agg["groups"][-1] == (7, 9)
     assert out.parameters["abs"] is True
 
 

@@ -12,7 +12,8 @@
 
 from hooklab.mixing.encoder_decoder import encoder_decoder_value_zeroing
 from hooklab.mixing.encoder_decoder_knockout import encoder_decoder_knockout
-from hooklab.mixing.knockout import KnockoutOutput, attention_knockout, knockout_probabilities
+from hooklab.mixing.knockout import attention_knockout, knockout_probabilities
+from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.value_zeroing import rollout_scores, value_zeroing
 

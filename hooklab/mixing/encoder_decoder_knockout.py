@@ -28,7 +28,8 @@ from hooklab.mixing.encoder_decoder import (
     run_seq2seq,
     seq2seq_hook_name,
 )
-from hooklab.mixing.knockout import KnockoutOutput, window_layers
+from hooklab.mixing.knockout import window_layers
+from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.sequences import PositionsArg, token_positions
 
 

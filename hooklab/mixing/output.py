@@ -9,6 +9,7 @@ Saved as one safetensors file: tensors plus JSON metadata with a format version,
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooklab.output.io import read_tensors, write_tensors
+from hooklab.output.provenance import freeze
 from hooklab.output.render import display_token
 from hooklab.output.sequence import _jsonable
 
@@ -42,6 +44,7 @@ class MixingOutput:
         key_tokens: the key tokens when they differ from ``tokens`` (cross-attention).
         key_token_ids: their ids.
         causal: keys after the query are invisible (blank in tables and plots).
+        model: the model that made it (:func:`~hooklab.output.provenance.describe_model`).
     """
 
     tokens: tuple[str, ...]
@@ -50,14 +53,17 @@ class MixingOutput:
     layers: tuple[int, ...]
     rollout: Float[Tensor, "layer query_pos key_pos"] | None = None
     method: str = "value_zeroing"
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
     target_start: int | None = None
     key_tokens: tuple[str, ...] | None = None
     key_token_ids: Int[Tensor, "key_pos"] | None = None
     causal: bool = True
+    model: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
+        object.__setattr__(self, "parameters", freeze(self.parameters))
+        object.__setattr__(self, "model", None if self.model is None else freeze(self.model))
         object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
         if self.key_tokens is not None:
             object.__setattr__(self, "key_tokens", tuple(self.key_tokens))
@@ -120,6 +126,7 @@ class MixingOutput:
             "target_start": self.target_start,
             "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
             "causal": self.causal,
+            "model": None if self.model is None else _jsonable(self.model),
         }
         for name in _TENSORS:
             value = getattr(self, name)

@@ -17,6 +17,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooklab.output.provenance import freeze
+
 FORMAT_VERSION = 1
 
 
@@ -59,11 +61,12 @@ class SequenceAttribution:
     attributions: Float[Tensor, "step key_pos *d_model"] | None = None
     step_scores: dict[str, Float[Tensor, "step"]] = field(default_factory=dict)
     method: str = "dummy"
-    parameters: dict[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
     extras: dict[str, Float[Tensor, "step"]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
+        object.__setattr__(self, "parameters", freeze(self.parameters))
         n = len(self.tokens)
         if tuple(self.token_ids.shape) != (n,):
             raise ValueError(f"token_ids has shape {tuple(self.token_ids.shape)}; expected ({n},)")
@@ -202,14 +205,18 @@ class AttributionOutput:
 
     Attributes:
         sequences: per input example.
-        info: how it was computed (model, method, options, timings).
+        info: how it was computed (method, resolved options, timings).
+        model: the model that made it (:func:`~hooklab.output.provenance.describe_model`).
     """
 
     sequences: tuple[SequenceAttribution, ...]
-    info: dict[str, Any] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
+    model: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sequences", tuple(self.sequences))
+        object.__setattr__(self, "info", freeze(self.info))
+        object.__setattr__(self, "model", None if self.model is None else freeze(self.model))
         for s in self.sequences:
             if not isinstance(s, SequenceAttribution):
                 raise TypeError(f"sequences must hold SequenceAttribution, got {type(s)!r}")

@@ -330,7 +330,7 @@ def pecore_batch(model, examples: list[dict], options: PecoreOptions) -> list[Pe
                 output_context=e.output_context,
                 cci_method=options.attribution_method,
                 cci_attributed_fn=options.attributed_fn,
-                settings={
+                parameters={
                     "context_sensitivity_std_threshold": options.context_sensitivity_std_threshold,
                     "context_sensitivity_topk": options.context_sensitivity_topk,
                     "attribution_std_threshold": options.attribution_std_threshold,

@@ -32,7 +32,7 @@ def _mark(tokens, marks: dict[int, float], left: str, right: str) -> str:
 
 def to_text(result: PecoreResult) -> str:
     """Inseq-like text: the output with ``{targets}(score)``, the context with ``[cues](score)``."""
-    s = result.settings
+    s = result.parameters
     targets = {c.index: c.score for c in result.context_sensitive}
     lines = [
         f"Context with [contextual cues] (std λ={s.get('attribution_std_threshold')}, "

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from hooklab.output.provenance import freeze, thaw
 
 FORMAT_VERSION = 1
 
@@ -60,9 +63,12 @@ class PecoreResult:
     output_context: str | None = None
     cci_method: str = "saliency"
     cci_attributed_fn: str = "contrast_prob_diff"
-    settings: dict[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    model: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "parameters", freeze(self.parameters))
+        object.__setattr__(self, "model", None if self.model is None else freeze(self.model))
         if len(self.cti_scores) != len(self.output_current_tokens):
             raise ValueError(
                 f"{len(self.cti_scores)} CTI scores for {len(self.output_current_tokens)} "
@@ -71,7 +77,10 @@ class PecoreResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the documented JSON-friendly dict (see the module docstring)."""
-        out = asdict(self)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["context_sensitive"] = [asdict(c) for c in self.context_sensitive]
+        out["parameters"] = thaw(self.parameters)
+        out["model"] = None if self.model is None else thaw(self.model)
         out["format_version"] = FORMAT_VERSION
         return _clean(out)
 
