@@ -91,3 +91,26 @@ def count_hooks(model) -> int:
         seen.add(id(point))
         total += len(point._forward_hooks) + len(point._backward_hooks)
     return total
+
+
+def recorder(names: Sequence[str]) -> tuple[list[tuple[str, HookFn]], dict[str, object]]:
+    """Hooks that record activations, and the dict they fill.
+
+    Returns ``(hooks, cache)``: pass ``hooks`` to :func:`temporary_hooks` (or
+    :func:`hooklab.forward.forward`) together with any other hooks; after the forward pass
+    ``cache[name]`` holds the detached activation at hook point ``name`` (the last one seen).
+
+    Example:
+        >>> hooks, cache = recorder([hook_name("pattern", 0)])
+        >>> [name for name, _ in hooks]
+        ['blocks.0.attn.hook_pattern']
+    """
+    cache: dict[str, object] = {}
+
+    def keep(name: str) -> HookFn:
+        def fn(activation, hook):
+            cache[name] = activation.detach()
+
+        return fn
+
+    return [(name, keep(name)) for name in dict.fromkeys(names)], cache

@@ -184,6 +184,35 @@ def normalize_rows(scores: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def mixing_matrices(
+    model,
+    ids: Sequence[int],
+    *,
+    layers: Sequence[int],
+    heads: Mapping[int, Sequence[int]],
+    metric: str = "cosine",
+    normalize: bool = True,
+    chunk_size: int = 2048,
+) -> Float[Tensor, "layer query_pos key_pos"]:
+    """Value-zeroing matrices of one token sequence (decoder-only), one per layer in ``layers``.
+
+    The pure core of :func:`value_zeroing`: token ids in, ``[layer, query_pos, key_pos]`` out
+    (rows normalised to sum to 1 when ``normalize``), on the model's device.
+
+    Args:
+        ids: the token ids (BOS included, as the model sees them).
+        layers: resolved layer indices.
+        heads: resolved key/value heads per layer (see :func:`select_heads`).
+    """
+    distance = metric_fn(metric)
+    act = clean_activations(model, list(ids), list(layers))
+    scores = torch.stack(
+        [layer_mixing(model, la, act, list(heads[la]), distance, chunk_size) for la in layers]
+    )
+    return normalize_rows(scores) if normalize else scores
+
+
+@torch.no_grad()
 def value_zeroing(
     model,
     texts: str | Sequence[str],
@@ -235,7 +264,7 @@ def value_zeroing(
             "hooklab.mixing.encoder_decoder_value_zeroing for its encoder, decoder and "
             "cross-attention scores."
         )
-    distance = metric_fn(metric)
+    metric_fn(metric)  # validate before any model work
     layer_ids = select_indices(layers, model.cfg.n_layers, "layers")
     head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
     if rollout and not normalize:
@@ -252,11 +281,10 @@ def value_zeroing(
     }
     outputs = []
     for ids, start in prepare_sequences(model, prompts, target, generation_kwargs):
-        act = clean_activations(model, ids, layer_ids)
-        scores = torch.stack(
-            [layer_mixing(model, la, act, head_ids[la], distance, chunk_size) for la in layer_ids]
-        )
-        scores = normalize_rows(scores) if normalize else scores
+        scores = mixing_matrices(
+            model, ids, layers=layer_ids, heads=head_ids, metric=metric,
+            normalize=normalize, chunk_size=chunk_size,
+        )  # fmt: skip
         outputs.append(
             MixingOutput(
                 tokens=tuple(str_tokens(model, ids)),
