@@ -259,3 +259,16 @@ def test_batched_generation_equals_one_by_one(toy):
         assert alone.cti_scores == pytest.approx(res.cti_scores, abs=1e-5)
     assert both[0].output_current.startswith("to the hospital")
     assert both[1].output_current.startswith("hat")
+
+
+def test_result_records_model_and_resolved_options(toy):
+    from hooklab.pecore import PecoreOptions, pecore
+
+    res = pecore(toy, "George was sick yesterday.", "His colleagues asked him to come")
+    # every option is recorded, defaults included, and cannot be changed afterwards
+    assert set(res.parameters) == set(PecoreOptions.field_names())
+    assert res.parameters["context_sensitivity_metric"] == "kl_divergence"
+    assert res.parameters["attribution_std_threshold"] == 1.0
+    with pytest.raises(TypeError):
+        res.parameters["attribution_method"] = "attention"
+    assert res.model["name_or_path"] == "toy" and len(res.model["config_digest"]) == 16

@@ -17,6 +17,7 @@ and the current text; the output (forced, or generated greedily) follows it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,7 @@ from hooklab.inputs import (
     str_tokens,
 )
 from hooklab.output.aggregate import reduce_hidden
+from hooklab.output.provenance import describe_model
 from hooklab.pecore.options import (
     RELATIVE_CONTEXT_SALIENCY,
     PecoreOptions,
@@ -202,6 +204,8 @@ def _candidates(model, ids: list[int], keep: tuple[str, ...]) -> torch.Tensor:
 
 def cci(model, jobs: list[tuple[Example, int, int]], opts: PecoreOptions) -> list[torch.Tensor]:
     """Attribute each (example, step t, ỹ*_t) to its context tokens; one call per contrast kind."""
+    if not jobs:
+        return []
     fn = opts.attributed_fn
     groups: dict[str, list[int]] = {"token": [], "prompt": []}
     for k, (e, t, alt) in enumerate(jobs):
@@ -228,9 +232,7 @@ def cci(model, jobs: list[tuple[Example, int, int]], opts: PecoreOptions) -> lis
             **kwargs,
         )
         for k, (e, _, _), seq in zip(members, sel, out, strict=True):
-            reduce = seq.parameters.get("reduce", "l2")
-            row = reduce_hidden(seq.attributions, reduce)[0]
-            results[k] = row[e.context_positions]
+            results[k] = seq.scores()[0, e.context_positions]  # the method's own reduction
     return results
 
 
@@ -244,14 +246,22 @@ def pecore(
     options: PecoreOptions | None = None,
     **option_overrides,
 ) -> PecoreResult:
-    """Run CTI and CCI on one example. See :func:`pecore_batch` for several at once.
+    """Run CTI and CCI on one example; :func:`pecore_batch` runs several at once.
+
+    Args:
+        model: a ``TransformerBridge`` from :func:`hooklab.load`.
+        input_context_text: the context (filled into ``{context}`` of ``input_template``).
+        input_current_text: the current input (``{current}``).
+        output_context_text: an output context forced before the current output.
+        output_current_text: the current output to explain; generated greedily when None.
+        options: a :class:`PecoreOptions`; ``**option_overrides`` change single fields.
 
     Example:
         >>> import hooklab
         >>> from hooklab.pecore import pecore
         >>> model = hooklab.load("toy")
         >>> res = pecore(model, "George was sick yesterday.", "His colleagues asked him to come")
-        >>> [c.token for c in res.context_sensitive]  # doctest: +SKIP
+        >>> [c.token for c in res.context_sensitive]
         [' hospital']
     """
     example = {
@@ -260,82 +270,122 @@ def pecore(
         "output_context_text": output_context_text,
         "output_current_text": output_current_text,
     }
-    opts = (options or PecoreOptions()).replace(**option_overrides)
-    return pecore_batch(model, [example], opts)[0]
+    return pecore_batch(model, [example], options, **option_overrides)[0]
 
 
-def pecore_batch(model, examples: list[dict], options: PecoreOptions) -> list[PecoreResult]:
-    """Run PECoRe on several examples (dicts of the four text fields), batched."""
-    # Generate the missing outputs in one batched call, then encode every example.
+def _generate_missing(model, examples: list[dict], options: PecoreOptions) -> list[list | None]:
+    """Greedy outputs (one batched call) for the examples without ``output_current_text``."""
     todo = [i for i, ex in enumerate(examples) if ex.get("output_current_text") is None]
-    generated: dict[int, list[int]] = {}
+    generated: list[list | None] = [None] * len(examples)
     if todo:
         prompts = [contextual_prompt(model, options, **examples[i]) for i in todo]
         outputs = generate(model, prompts, **dict(options.generation_kwargs)).output_ids
-        generated = dict(zip(todo, outputs, strict=True))
+        for i, ids in zip(todo, outputs, strict=True):
+            generated[i] = ids
+    return generated
+
+
+def _select_tokens(
+    model, example: Example, scores: torch.Tensor, options: PecoreOptions
+) -> tuple[list[int], float | None]:
+    """CTI: the context-sensitive output steps of one example, and the threshold used."""
+    cand = _candidates(model, example.output_ids, options.special_tokens_to_keep)
+    threshold = selection_threshold(scores[cand], options.context_sensitivity_std_threshold)
+    chosen = select(
+        scores,
+        std_threshold=options.context_sensitivity_std_threshold,
+        topk=options.context_sensitivity_topk,
+        candidates=cand,
+    )
+    return chosen, threshold
+
+
+def _context_tokens(model, example: Example) -> tuple[str, ...]:
+    """The input context tokens as text (the tokens CCI scores)."""
+    return tuple(str_tokens(model, [example.ctx_prompt[p] for p in example.context_positions]))
+
+
+def _sensitive_token(
+    model, example: Example, t: int, score: float, alternative: int, cue_scores, options
+) -> ContextSensitiveToken:
+    """One selected output token with its CCI scores and selected cues."""
+    ctx_tokens = tuple(
+        str_tokens(model, [example.ctx_prompt[p] for p in example.context_positions])
+    )
+    c = cue_scores.double()
+    cues = select(c, std_threshold=options.attribution_std_threshold, topk=options.attribution_topk)
+    return ContextSensitiveToken(
+        index=t,
+        token=str_tokens(model, [example.output_ids[t]])[0],
+        score=score,
+        contextless_token=str_tokens(model, [alternative])[0],
+        input_context_tokens=ctx_tokens,
+        input_context_scores=tuple(c.tolist()),
+        cues=tuple(Cue(j, ctx_tokens[j], float(c[j])) for j in cues),
+    )
+
+
+def pecore_batch(
+    model,
+    examples: Sequence[Mapping[str, str | None]],
+    options: PecoreOptions | None = None,
+    **option_overrides,
+) -> list[PecoreResult]:
+    """Run PECoRe on several examples, batched: one :class:`PecoreResult` per example.
+
+    Steps: generate the missing outputs (one batched call) → encode → CTI scores and the
+    contextless alternatives (two batched passes) → select context-sensitive tokens → CCI for
+    all of them (one batched attribution per contrast kind) → results.
+
+    Args:
+        model: a ``TransformerBridge`` from :func:`hooklab.load`.
+        examples: dicts with ``input_context_text``, ``input_current_text`` and optionally
+            ``output_context_text`` and ``output_current_text`` (the arguments of :func:`pecore`).
+        options: a :class:`PecoreOptions`; ``**option_overrides`` change single fields.
+    """
+    options = (options or PecoreOptions()).replace(**option_overrides)
+    examples = [dict(ex) for ex in examples]
+    if not examples:
+        raise ValueError("No examples given: pass a list of example dicts.")
+    generated = _generate_missing(model, examples, options)
     encoded = [
-        encode_example(model, options, **ex, generated=generated.get(i))
-        for i, ex in enumerate(examples)
+        encode_example(model, options, **ex, generated=gen)
+        for ex, gen in zip(examples, generated, strict=True)
     ]
     scores, alternatives = cti_scores(model, encoded, options)
-    selected, thresholds = [], []
-    for e, s in zip(encoded, scores, strict=True):
-        cand = _candidates(model, e.output_ids, options.special_tokens_to_keep)
-        thresholds.append(selection_threshold(s[cand], options.context_sensitivity_std_threshold))
-        selected.append(
-            select(
-                s,
-                std_threshold=options.context_sensitivity_std_threshold,
-                topk=options.context_sensitivity_topk,
-                candidates=cand,
-            )
+    selections = [
+        _select_tokens(model, e, s, options) for e, s in zip(encoded, scores, strict=True)
+    ]
+    jobs = [
+        (i, t) for i, (chosen, _) in enumerate(selections) for t in chosen
+    ]  # (example, step) of every selected token, in order
+    cue_scores = cci(model, [(encoded[i], t, alternatives[i][t]) for i, t in jobs], options)
+    sensitive: list[list[ContextSensitiveToken]] = [[] for _ in encoded]
+    for (i, t), c in zip(jobs, cue_scores, strict=True):
+        entry = _sensitive_token(
+            model, encoded[i], t, float(scores[i][t]), alternatives[i][t], c, options
         )
-    jobs = [(e, t, alts[t]) for e, alts, sel in zip(encoded, alternatives, selected) for t in sel]
-    cue_scores = cci(model, jobs, options) if jobs else []
-    results, k = [], 0
-    for e, s, sel, thr in zip(encoded, scores, selected, thresholds, strict=True):
-        ctx_tokens = tuple(str_tokens(model, [e.ctx_prompt[p] for p in e.context_positions]))
-        out_tokens = tuple(str_tokens(model, e.output_ids))
-        entries = []
-        for t in sel:
-            c = cue_scores[k].double()
-            k += 1
-            cues = select(
-                c,
-                std_threshold=options.attribution_std_threshold,
-                topk=options.attribution_topk,
-            )
-            entries.append(
-                ContextSensitiveToken(
-                    index=t,
-                    token=out_tokens[t],
-                    score=float(s[t]),
-                    contextless_token=str_tokens(model, [jobs[k - 1][2]])[0],
-                    input_context_tokens=ctx_tokens,
-                    input_context_scores=tuple(c.tolist()),
-                    cues=tuple(Cue(j, ctx_tokens[j], float(c[j])) for j in cues),
-                )
-            )
-        results.append(
-            PecoreResult(
-                input_context=e.input_context,
-                input_current=e.input_current,
-                output_current=e.output_current,
-                input_context_tokens=ctx_tokens,
-                output_current_tokens=out_tokens,
-                cti_metric=options.context_sensitivity_metric,
-                cti_scores=tuple(float(x) for x in s),
-                cti_threshold=thr,
-                context_sensitive=tuple(entries),
-                output_context=e.output_context,
-                cci_method=options.attribution_method,
-                cci_attributed_fn=options.attributed_fn,
-                parameters={
-                    "context_sensitivity_std_threshold": options.context_sensitivity_std_threshold,
-                    "context_sensitivity_topk": options.context_sensitivity_topk,
-                    "attribution_std_threshold": options.attribution_std_threshold,
-                    "attribution_topk": options.attribution_topk,
-                },
-            )
+        sensitive[i].append(entry)
+    model_info = describe_model(model)
+    parameters = options.resolved()
+    return [
+        PecoreResult(
+            input_context=e.input_context,
+            input_current=e.input_current,
+            output_current=e.output_current,
+            input_context_tokens=_context_tokens(model, e),
+            output_current_tokens=tuple(str_tokens(model, e.output_ids)),
+            cti_metric=options.context_sensitivity_metric,
+            cti_scores=tuple(float(x) for x in s),
+            cti_threshold=threshold,
+            context_sensitive=tuple(entries),
+            output_context=e.output_context,
+            cci_method=options.attribution_method,
+            cci_attributed_fn=options.attributed_fn,
+            parameters=parameters,
+            model=model_info,
         )
-    return results
+        for e, s, (_, threshold), entries in zip(
+            encoded, scores, selections, sensitive, strict=True
+        )
+    ]

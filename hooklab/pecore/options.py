@@ -85,6 +85,10 @@ class PecoreOptions:
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
 
+    def resolved(self) -> dict[str, Any]:
+        """Every option with its value (defaults included), as recorded in each result."""
+        return {k: getattr(self, k) for k in self.field_names()}
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
@@ -94,7 +98,7 @@ class PecoreOptions:
         unknown = sorted(set(changes) - set(self.field_names()))
         if unknown:
             raise unknown_name_error("PECoRe option", unknown[0], self.field_names())
-        return PecoreOptions(**{**{k: getattr(self, k) for k in self.field_names()}, **changes})
+        return PecoreOptions(**{**self.resolved(), **changes})
 
 
 def _placeholders(
