@@ -76,7 +76,39 @@ def _load_local(path: Path, *, device, dtype, **kwargs):
             f"Local model directory {str(path)!r} has no config.json; save the model with "
             "model.save_pretrained(dir) and tokenizer.save_pretrained(dir)."
         )
+    if kwargs.get("tokenizer") is None:
+        kwargs["tokenizer"] = _local_tokenizer(path)
     return _boot(str(path), device=device, dtype=dtype, **kwargs)
+
+
+def _local_tokenizer(path: Path):
+    """The tokenizer saved in a checkpoint directory; ValueError when there is none."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f"The checkpoint directory {str(path)!r} has no usable tokenizer "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). Save it "
+            "there with tokenizer.save_pretrained(dir), or pass tokenizer= to hooklab.load."
+        ) from None
+
+
+def check_vocabulary(model) -> None:
+    """Raise ValueError if the tokenizer does not fit the model's embedding.
+
+    A tokenizer with more tokens than embedding rows yields ids the model cannot embed; one
+    with less than half as many is a stand-in, not the model's own (checkpoints pad their
+    embedding by a few rows, never by half).
+    """
+    rows = int(model.cfg.d_vocab)
+    size = len(model.tokenizer)
+    if size > rows or size < rows // 2:
+        raise ValueError(
+            f"The tokenizer has {size} tokens but the model's embedding has {rows} rows: they do "
+            "not belong together. Pass the model's own tokenizer with tokenizer=."
+        )
 
 
 def _load_hub(name: str, *, device, dtype, **kwargs):
@@ -178,6 +210,8 @@ def load(
         )
     if compatibility_mode:
         model.enable_compatibility_mode(disable_warnings=True)
+    if tokenizer is None:
+        check_vocabulary(model)
     if isinstance(name_or_path, (str, os.PathLike)):
         model.hooklab_name = os.fspath(name_or_path)  # recorded in every output (provenance)
     model.eval()

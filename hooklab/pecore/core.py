@@ -197,8 +197,17 @@ def cti_scores(
 
 
 def _candidates(model, ids: list[int], keep: tuple[str, ...]) -> torch.Tensor:
-    special = set(getattr(model.tokenizer, "all_special_ids", []))
-    keep_ids = {model.tokenizer.convert_tokens_to_ids(t) for t in keep}
+    """Output steps that CTI may select: not special tokens, unless kept."""
+    tokenizer = model.tokenizer
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    keep_ids = {tokenizer.convert_tokens_to_ids(t) for t in keep}
+    valid = list(getattr(tokenizer, "all_special_tokens", []))
+    unknown = [t for t in keep if t not in valid]
+    if unknown:
+        raise ValueError(
+            f"special_tokens_to_keep has {unknown!r}, which are not special tokens of this "
+            f"tokenizer; valid ones: {valid!r}."
+        )
     return torch.tensor([i not in special or i in keep_ids for i in ids], dtype=torch.bool)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from hooklab.output.provenance import describe_model, thaw
 from hooklab.pecore.core import pecore_batch
 from hooklab.pecore.metrics import auprc, f1, mean, top1, word_indices
 from hooklab.pecore.options import PecoreOptions
@@ -73,19 +74,33 @@ def read_examples(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None
 
 
 def finished_lines(path: str | Path) -> set[int]:
-    """Line numbers already in the output; cuts off a half-written last record."""
+    """Line numbers already in the output; cuts off a half-written last record.
+
+    Every complete line must be a record of this runner (a JSON object with an int ``line``);
+    otherwise nothing is changed and ValueError names the file and the line, so that an
+    unrelated file given as output is reported, never truncated or appended to.
+    """
     path = Path(path)
     if not path.exists():
         return set()
     data = path.read_bytes()
     keep = data.rfind(b"\n") + 1
-    if keep < len(data):  # a crash mid-write left a partial line
+    done = set()
+    for k, raw in enumerate(data[:keep].splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            done.add(int(record["line"]))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(
+                f"The output file {str(path)!r} already exists and its line {k} is not a "
+                "PECoRe dataset record (a JSON object with a 'line' number). Pass another "
+                "--output, or move that file away; it is left untouched."
+            ) from None
+    if keep < len(data):  # a crash mid-write left a partial last line: cut it off
         with open(path, "r+b") as f:
             f.truncate(keep)
-    done = set()
-    for raw in data[:keep].splitlines():
-        if raw.strip():
-            done.add(int(json.loads(raw)["line"]))
     return done
 
 
@@ -95,14 +110,48 @@ def _append(f, record: dict[str, Any]) -> None:
     os.fsync(f.fileno())
 
 
+def _gold(
+    ex: dict[str, Any], key: str, words_key: str, tokens: tuple[str, ...], side: str
+) -> list[int] | None:
+    """Gold indices from ``key`` (token indices) or ``words_key``, checked against ``tokens``."""
+    if ex.get(key) is not None:
+        gold = ex[key]
+        ok = isinstance(gold, list) and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in gold
+        )
+        if not ok:
+            raise ValueError(f"{key} must be a list of int token indices, got {gold!r}.")
+        bad = [i for i in gold if not 0 <= i < len(tokens)]
+        if bad:
+            raise ValueError(
+                f"{key} has indices {bad} outside the {len(tokens)} {side} tokens "
+                f"(0..{len(tokens) - 1}): {list(tokens)}."
+            )
+        return gold
+    words = ex.get(words_key)
+    if words is None:
+        return None
+    if not isinstance(words, list) or not all(isinstance(w, str) and w.strip() for w in words):
+        raise ValueError(f"{words_key} must be a list of non-empty strings, got {words!r}.")
+    missing = [w for w in words if not word_indices(tokens, [w])]
+    if missing:
+        raise ValueError(
+            f"gold words {missing} do not occur as whole words in the {side} text "
+            f"{''.join(tokens)!r}."
+        )
+    return word_indices(tokens, words)
+
+
 def gold_metrics(result: PecoreResult, ex: dict[str, Any]) -> dict[str, Any] | None:
     """Per-example CTI/CCI plausibility: macro-F1 of selections, AUPRC of scores, top-1."""
-    gold_t = ex.get("gold_context_sensitive")
-    if gold_t is None and "gold_context_sensitive_words" in ex:
-        gold_t = word_indices(result.output_current_tokens, ex["gold_context_sensitive_words"])
-    gold_c = ex.get("gold_cues")
-    if gold_c is None and "gold_cue_words" in ex:
-        gold_c = word_indices(result.input_context_tokens, ex["gold_cue_words"])
+    gold_t = _gold(
+        ex,
+        "gold_context_sensitive",
+        "gold_context_sensitive_words",
+        result.output_current_tokens,
+        "output_current",
+    )
+    gold_c = _gold(ex, "gold_cues", "gold_cue_words", result.input_context_tokens, "input_context")
     if gold_t is None and gold_c is None:
         return None
     out: dict[str, Any] = {}
@@ -125,6 +174,36 @@ def _split(ex: dict[str, Any], base: PecoreOptions) -> tuple[dict, PecoreOptions
     return texts, (base.replace(**overrides) if overrides else base)
 
 
+def _settings(model, options: PecoreOptions) -> dict[str, Any]:
+    """What a run's records depend on: the model and the shared options (JSON-friendly)."""
+    return {"model": thaw(describe_model(model)), "options": thaw(options.resolved())}
+
+
+def _check_settings(path: Path, settings: dict[str, Any], restart: bool) -> None:
+    """Write the run's settings next to the output, or refuse a resume with other settings."""
+    if path.exists() and not restart:
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"Cannot read the run settings {str(path)!r}: {err}.") from None
+        if before != settings:
+            changed = sorted(
+                f"{part}.{k}"
+                for part in ("model", "options")
+                for k in {*before.get(part, {}), *settings[part]}
+                if before.get(part, {}).get(k) != settings[part].get(k)
+            )
+            raise ValueError(
+                f"The output was started with other settings ({', '.join(changed) or 'format'} "
+                f"differ; see {str(path)!r}). Resume with the same settings, choose another "
+                "output, or pass restart=True (--restart) to discard it and start over."
+            )
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def run_dataset(
     model,
     input_path: str | Path,
@@ -133,19 +212,38 @@ def run_dataset(
     *,
     batch_size: int = 8,
     show_progress: bool = True,
+    restart: bool = False,
     log=print,
 ) -> dict[str, Any]:
     """Run PECoRe on every line of ``input_path``, appending records to ``output_path``.
+
+    The run's settings (model and shared options) are written to ``<output>.settings.json``;
+    resuming with other settings is refused unless ``restart`` (which discards the output).
+    Any failure of one example becomes that line's error record; the run goes on.
 
     Returns:
         A summary: counts, errors (line numbers and messages) and averaged metrics; also
         written next to the output as ``<output>.summary.json``.
     """
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    output_path = Path(output_path)
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"No input file {str(input_path)!r}; pass a JSONL file.")
+    if output_path.resolve() == input_path.resolve() or (
+        output_path.exists() and os.path.samefile(output_path, input_path)
+    ):
+        raise ValueError(
+            f"The output {str(output_path)!r} is the input file; pass a different --output "
+            "(the input is never written to)."
+        )
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    settings_path = output_path.with_name(output_path.name + ".settings.json")
+    if restart and output_path.exists():
+        finished_lines(output_path)  # refuses to discard a file that is not ours
+        output_path.unlink()
     done = finished_lines(output_path)
+    _check_settings(settings_path, _settings(model, options), restart)
     todo = [item for item in read_examples(input_path) if item[0] not in done]
     with open(output_path, "a", encoding="utf-8") as f:
         bar = tqdm(total=len(todo), desc="pecore", disable=not show_progress)
@@ -162,16 +260,37 @@ def run_dataset(
     return summarize(output_path)
 
 
+def _error(n: int, err: Exception) -> dict[str, Any]:
+    return {"line": n, "error": f"line {n}: {type(err).__name__}: {err}"}
+
+
+def _record(model, n: int, ex: dict, texts: dict, opts: PecoreOptions, result=None):
+    """The output record of line ``n`` (running it alone when ``result`` is None)."""
+    if result is None:
+        result = pecore_batch(model, [texts], opts)[0]
+    record = {"line": n, **result.to_dict()}
+    if "id" in ex:
+        record["id"] = ex["id"]
+    metrics = gold_metrics(result, ex)
+    if metrics is not None:
+        record["metrics"] = metrics
+    return record
+
+
 def _run_chunk(model, good, options, log) -> Iterator[dict[str, Any]]:
-    """Run examples that share options as one batch; isolate failures one by one."""
+    """Run examples that share options as one batch; isolate failures one by one.
+
+    Any exception raised for an example (bad texts or options, a method that cannot run, gold
+    annotations that do not fit) becomes its line's error record; the run goes on.
+    """
     groups: dict[str, list] = {}
     parsed = {}
     for n, ex in good:
         try:
             texts, opts = _split(ex, options)
-        except (ValueError, KeyError, TypeError) as err:
+        except Exception as err:
             log(f"skipping line {n}: {err}")
-            yield {"line": n, "error": f"line {n}: {err}"}
+            yield _error(n, err)
             continue
         parsed[n] = (ex, texts, opts)
         overrides = {k: v for k, v in ex.items() if k in PecoreOptions.field_names()}
@@ -180,23 +299,21 @@ def _run_chunk(model, good, options, log) -> Iterator[dict[str, Any]]:
         opts = parsed[lines[0]][2]
         try:
             results = pecore_batch(model, [parsed[n][1] for n in lines], opts)
-            pairs = list(zip(lines, results, strict=True))
-        except (ValueError, KeyError, TypeError):
-            pairs = []  # isolate the failing example(s): one by one
-            for n in lines:
-                try:
-                    pairs.append((n, pecore_batch(model, [parsed[n][1]], opts)[0]))
-                except (ValueError, KeyError, TypeError) as err:
-                    log(f"skipping line {n}: {err}")
-                    yield {"line": n, "error": f"line {n}: {err}"}
-        for n, result in pairs:
-            record = {"line": n, **result.to_dict()}
-            if "id" in parsed[n][0]:
-                record["id"] = parsed[n][0]["id"]
-            metrics = gold_metrics(result, parsed[n][0])
-            if metrics is not None:
-                record["metrics"] = metrics
-            yield record
+            records = [
+                _record(model, n, parsed[n][0], parsed[n][1], opts, r)
+                for n, r in zip(lines, results, strict=True)
+            ]
+        except Exception:
+            records = None
+        if records is not None:
+            yield from records
+            continue
+        for n in lines:
+            try:
+                yield _record(model, n, parsed[n][0], parsed[n][1], opts)
+            except Exception as err:
+                log(f"skipping line {n}: {err}")
+                yield _error(n, err)
 
 
 def summarize(output_path: str | Path) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -54,12 +55,18 @@ class PecoreOptions:
     attributed_fn: str = "contrast_prob_diff"
     attribution_std_threshold: float | None = 1.0
     attribution_topk: int | None = None
-    special_tokens_to_keep: tuple[str, ...] = ()
+    special_tokens_to_keep: Sequence[str] = ()
     generation_kwargs: Mapping[str, Any] = field(default_factory=dict)
     attribution_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "special_tokens_to_keep", tuple(self.special_tokens_to_keep))
+        keep = self.special_tokens_to_keep
+        if isinstance(keep, str) or not isinstance(keep, (list, tuple)):
+            raise TypeError(
+                f"special_tokens_to_keep must be a list of token strings, got {keep!r}; "
+                "e.g. special_tokens_to_keep=['<|endoftext|>']."
+            )
+        object.__setattr__(self, "special_tokens_to_keep", tuple(keep))
         _placeholders(self.input_template, "input_template", required={"current"})
         _placeholders(
             self.contextless_input_current_text,
@@ -80,9 +87,24 @@ class PecoreOptions:
             raise unknown_name_error("context sensitivity metric", metric, cti_metrics())
         METHODS.get(self.attribution_method)
         STEP_FUNCTIONS.get(self.attributed_fn)
+        for name in ("context_sensitivity_std_threshold", "attribution_std_threshold"):
+            _check_threshold(name, getattr(self, name))
+        if not isinstance(self.decoder_input_output_separator, str):
+            raise TypeError(
+                "decoder_input_output_separator must be a string (e.g. ' ' or ''), got "
+                f"{self.decoder_input_output_separator!r}."
+            )
+        bad = [t for t in self.special_tokens_to_keep if not isinstance(t, str) or not t]
+        if bad:
+            raise TypeError(
+                f"special_tokens_to_keep must hold token strings such as '<|endoftext|>', "
+                f"got {bad!r}."
+            )
         for name in ("context_sensitivity_topk", "attribution_topk"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
 
     def resolved(self) -> dict[str, Any]:
@@ -99,6 +121,19 @@ class PecoreOptions:
         if unknown:
             raise unknown_name_error("PECoRe option", unknown[0], self.field_names())
         return PecoreOptions(**{**self.resolved(), **changes})
+
+
+def _check_threshold(name: str, value: object) -> None:
+    """λ of a selection rule: None (no threshold) or a finite number."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or None, got {value!r}.")
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{name} must be finite (the rule selects |score| >= mean + λ·std), got {value!r}; "
+            "pass None to select without a threshold (top-k only)."
+        )
 
 
 def _placeholders(
