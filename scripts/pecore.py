@@ -116,11 +116,14 @@ def dataset(
     device: str | None = None,
     dtype: str | None = None,
     show_progress: bool = True,
+    restart: bool = False,
     **options,
 ) -> None:
     """Run PECoRe on every line of a JSONL file; resumable; prints averaged metrics.
 
     Per-line keys override the shared ``--options``; see ``hooklab/pecore/dataset.py``.
+    A rerun resumes where the output stops; ``--restart`` discards the output and starts over
+    (needed when the options or the model changed).
     """
     opts = _options(**options)
     model = hooklab.load(model_name_or_path, device=device, dtype=dtype)
@@ -129,7 +132,14 @@ def dataset(
         print(message, file=sys.stderr)
 
     summary = run_dataset(
-        model, input, output, opts, batch_size=batch_size, show_progress=show_progress, log=log
+        model,
+        input,
+        output,
+        opts,
+        batch_size=batch_size,
+        show_progress=show_progress,
+        restart=restart,
+        log=log,
     )
     print(json.dumps(summary, indent=2))
 
@@ -139,6 +149,10 @@ def toy_dataset(output: str, n: int = 60, forced: bool = False) -> None:
     from hooklab.toy import EVAL_EXAMPLES
 
     lines = [json.loads(x) for x in Path(EVAL_EXAMPLES).read_text().splitlines() if x.strip()]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(lines):
+        raise ValueError(f"--n must be an int in 1..{len(lines)} (eval examples), got {n!r}.")
+    if Path(output).exists():
+        raise FileExistsError(f"{output!r} exists; choose another --output or remove it.")
     with open(output, "w", encoding="utf-8") as f:
         for ex in lines[:n]:
             record = {
@@ -151,7 +165,7 @@ def toy_dataset(output: str, n: int = 60, forced: bool = False) -> None:
             if forced:
                 record["output_current_text"] = ex["output_current_text"].lstrip()
             f.write(json.dumps(record) + "\n")
-    print(f"wrote {min(n, len(lines))} examples to {output}")
+    print(f"wrote {n} examples to {output}")
 
 
 if __name__ == "__main__":
