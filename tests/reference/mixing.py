@@ -112,7 +112,7 @@ def ref_knockout_probability(model, ids, blocked_layers, queries, keys, target_i
 
 def ref_value_zeroing_seq2seq(model, src, tgt, part, layer, heads=None):
     """Encoder–decoder value zeroing of one part and layer: one forward per zeroed token."""
-    from hooklab.mixing.encoder_decoder import seq2seq_hook_name
+    from hooklab.mixing.adapter import seq2seq_hook_name
 
     def run(v_hook=None):
         kept = {}
@@ -147,7 +147,7 @@ def ref_knockout_seq2seq(model, src, tgt, part, layers, queries, keys, target_id
     """Encoder–decoder knockout by hand: each blocked layer's z is recomputed from its pattern
     with the blocked entries zeroed and rows renormalised (layer by layer, since a layer's
     pattern depends on the knockouts below it), and put in through ``hook_z``."""
-    from hooklab.mixing.encoder_decoder import seq2seq_hook_name
+    from hooklab.mixing.adapter import seq2seq_hook_name
 
     q, k = torch.tensor(queries)[:, None], torch.tensor(keys)[None, :]
     fixed = {}
