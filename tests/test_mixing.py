@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from torch.testing import assert_close
 
 import hooklab
-from hooklab.hooks import count_hooks, hook_name, temporary_hooks
+from hooklab.hooks import count_hooks, hook_name, recorder, temporary_hooks
 from hooklab.mixing import MixingOutput, rollout_scores, value_zeroing
 from tests.reference.mixing import ref_value_zeroing, ref_value_zeroing_per_token
 
@@ -69,13 +69,9 @@ def test_head_selection_changes_exactly_the_selected_heads(model64, heads):
 
 
 def test_hook_v_holds_true_values_with_bias(model64):
-    kept = {}
-
-    def keep(x, hook):
-        kept["v"] = x.detach()
-
+    hooks, kept = recorder([hook_name("v", 0)])
     ids = hooklab.encode_prompt(model64, PROMPT)
-    with temporary_hooks(model64, [(hook_name("v", 0), keep)]):
+    with temporary_hooks(model64, hooks):
         out = model64.original_model(torch.tensor([ids]), output_hidden_states=True)
     x = out.hidden_states[0][0]
     hf = model64.original_model
@@ -87,7 +83,7 @@ def test_hook_v_holds_true_values_with_bias(model64):
     else:
         layer = hf.model.layers[0]
         v = layer.self_attn.v_proj(layer.input_layernorm(x))
-    assert_close(kept["v"][0].flatten(1), v, atol=1e-10, rtol=1e-10)
+    assert_close(kept[hook_name("v", 0)][0].flatten(1), v, atol=1e-10, rtol=1e-10)
 
 
 def test_float32_self_checks_pass_and_agree(model64, gpt2_dir, llama_dir):

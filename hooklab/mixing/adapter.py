@@ -13,8 +13,8 @@ discard pattern edits).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
@@ -25,6 +25,9 @@ from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.inputs import make_batch, str_tokens
 from hooklab.mixing.blocking import blocked_attention
 from hooklab.mixing.sequences import per_prompt, prepare_sequences
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
 
 PARTS = ("encoder", "decoder", "cross")
 _ATTENTION = {

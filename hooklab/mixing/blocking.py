@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from torch import Tensor, nn
 
 #: The name hooklab's attention function is registered under in transformers.
 ATTENTION = "hooklab_knockout"

@@ -19,15 +19,19 @@ zeros.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.hooks import recorder
-from hooklab.mixing.adapter import EncoderDecoder, Example
 from hooklab.selfcheck import check_identity
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from hooklab.mixing.adapter import EncoderDecoder, Example
 
 
 def part_scores(

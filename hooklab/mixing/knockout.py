@@ -20,7 +20,7 @@ silently discards the edit raises instead of reporting no effect.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -29,11 +29,14 @@ from torch import Tensor
 from hooklab.hooks import recorder
 from hooklab.inputs import encode_target, str_tokens
 from hooklab.methods.attention import select_indices
-from hooklab.mixing.adapter import Adapter, Example, model_adapter, side_tokens
+from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.sequences import PositionsArg, as_texts, per_prompt, token_positions
 from hooklab.output.provenance import describe_model
 from hooklab.selfcheck import check_identity
+
+if TYPE_CHECKING:
+    from hooklab.mixing.adapter import Adapter, Example
 
 # (blocked layers, query positions, key positions) of one knockout
 Knockout = tuple[Sequence[int], Sequence[int], Sequence[int]]

@@ -31,7 +31,7 @@ the outputs are shared.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -42,13 +42,16 @@ from hooklab.forward import forward
 from hooklab.hooks import hook_name, recorder
 from hooklab.inputs import make_batch
 from hooklab.methods.attention import select_indices
-from hooklab.mixing.adapter import Adapter, Example, model_adapter, side_tokens
+from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.encoder_decoder import part_scores
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_texts, per_prompt
 from hooklab.output.provenance import describe_model
 from hooklab.registry import unknown_name_error
 from hooklab.selfcheck import check_identity
+
+if TYPE_CHECKING:
+    from hooklab.mixing.adapter import Adapter, Example
 
 HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
 _CACHED = ("resid_pre", "resid_mid", "resid_post", "attn_out", "v", "z", "pattern")
