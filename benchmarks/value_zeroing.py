@@ -140,7 +140,7 @@ def run(model, prompt: str, repeats: int, per_layer_reference: bool, t_inseq) ->
     if len(ids) != 30:
         raise RuntimeError(f"Expected 20 + 10 tokens, got {len(ids)}.")
     target = " " + " ".join(out.tokens[20:])
-    t_forced, _ = best_of(lambda: value_zeroing(model, prompt, target=target), repeats)
+    t_forced, _ = best_of(lambda: value_zeroing(model, prompt, targets=target), repeats)
     tokens = torch.tensor([ids])
     with torch.no_grad():
         t_forward, _ = best_of(lambda: model(tokens, prepend_bos=False), repeats)

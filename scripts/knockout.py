@@ -3,12 +3,12 @@
 Sweeps :func:`hooklab.mixing.attention_knockout` over centre layers for four source sets: the
 context cue, the rest of the context, the current sentence and the last token, and writes the
 curves as ``knockout_curves.png`` / ``.pdf``. It also blocks the edges from the last position
-to the cue in all layers at once and prints P(target) before and after; with ``--all_examples``
-it does that for every contextual toy example and prints the mean.
+to the cue in all layers at once and prints P(measured token) before and after; with
+``--all_examples`` it does that for every contextual toy example and prints the mean.
 
 Default: the toy model and the first example of ``hooklab/toy/eval_examples.jsonl``: prompt =
-context + current sentence + the output text before the context-dependent word, target = that
-word (its first token).
+context + current sentence + the output text before the context-dependent word, measured token
+= that word (its first token).
 
     python scripts/knockout.py
     python scripts/knockout.py --model path/to/checkpoint --window 3 --all_examples
@@ -34,12 +34,12 @@ from hooklab.toy import EVAL_EXAMPLES  # noqa: E402
 
 
 def knockout_case(example: dict) -> tuple[str, str, str, str]:
-    """(prompt, target word, cue word, context) of a toy example."""
+    """(prompt, measured word, cue word, context) of a toy example."""
     output = example["output_current_text"]
     cut = output.index(example["dependent_word"])
     prompt = f"{example['input_context_text']} {example['input_current_text']}{output[:cut]}"
-    target = " " + example["dependent_word"]
-    return prompt.rstrip(), target, example["cue_word"], example["input_context_text"]
+    measured = " " + example["dependent_word"]
+    return prompt.rstrip(), measured, example["cue_word"], example["input_context_text"]
 
 
 def sources(model, prompt: str, cue: str, context: str) -> dict[str, list[int]]:
@@ -65,31 +65,37 @@ def main(
     device: str = "cpu",
     dtype: str = "float32",
 ) -> None:
-    """Write the knockout curves and print P(target) with the cue knocked out in all layers."""
+    """Write the knockout curves; print P(measured token) with the cue blocked in all layers."""
     lines = [json.loads(x) for x in EVAL_EXAMPLES.read_text().splitlines()]
     lm = hooklab.load(model, device=device, dtype=dtype)
-    prompt, target, cue, context = knockout_case(lines[example])
+    prompt, measured, cue, context = knockout_case(lines[example])
     (curves,) = attention_knockout(
-        lm, prompt, sources=sources(lm, prompt, cue, context), target=target, window=window
+        lm,
+        prompt,
+        sources=sources(lm, prompt, cue, context),
+        measured_token=measured,
+        window=window,
     )
     root = pathlib.Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     fig = curves.plot()
     for ext in ("png", "pdf"):
         fig.savefig(root / f"knockout_curves.{ext}", dpi=200, bbox_inches="tight")
-    print("prompt:", prompt, "| target:", repr(target))
+    print("prompt:", prompt, "| measured token:", repr(measured))
     curves.show()
 
     cases = [x for x in lines if x.get("kind", "").startswith("contextual")] if all_examples else []
     cases = cases or [lines[example]]
     drops = []
     for ex in cases:
-        prompt, target, cue, _ = knockout_case(ex)
-        (out,) = attention_knockout(lm, prompt, sources={"cue": cue}, target=target, window=None)
+        prompt, measured, cue, _ = knockout_case(ex)
+        (out,) = attention_knockout(
+            lm, prompt, sources={"cue": cue}, measured_token=measured, window=None
+        )
         before, after = out.base_probability, float(out.probabilities[0, 0])
         drops.append(float(out.relative_change[0, 0]))
         change = f"{100 * drops[-1]:+.1f}%"
-        print(f"P({target!r}) {before:.4f} -> {after:.4f} ({change}), last <- {cue!r} blocked")
+        print(f"P({measured!r}) {before:.4f} -> {after:.4f} ({change}), last <- {cue!r} blocked")
     if len(drops) > 1:
         mean = 100 * statistics.mean(drops)
         print(f"mean relative change over {len(drops)} examples: {mean:+.1f}%")

@@ -12,7 +12,7 @@ Default: the toy model and the first example of ``hooklab/toy/eval_examples.json
 context + current sentence, forced target = its output text).
 
     python scripts/mixing.py
-    python scripts/mixing.py --model path/to/checkpoint --text "..." --target " ..." --word x
+    python scripts/mixing.py --model path/to/checkpoint --text "..." --targets " ..." --word x
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def save(fig, out_dir: pathlib.Path, name: str) -> list[str]:
 def main(
     model: str = "toy",
     text: str | None = None,
-    target: str | None = None,
+    targets: str | None = None,
     word: str | None = None,
     cue: str | None = None,
     example: int = 0,
@@ -65,7 +65,7 @@ def main(
     Args:
         model: "toy", a checkpoint directory or a hub name.
         text: the prompt (default: the toy example's context + current sentence).
-        target: forced continuation (default: the toy example's output; None with a custom
+        targets: forced continuation (default: the toy example's output; None with a custom
             ``text`` generates one).
         word: the target word whose mixing is plotted per layer (default: the toy example's
             context-dependent word; else the last token).
@@ -74,11 +74,11 @@ def main(
     """
     if text is None:
         ex = toy_example(example)
-        text, target = ex["prompt"], ex["output_current_text"] if target is None else target
+        text, targets = ex["prompt"], ex["output_current_text"] if targets is None else targets
         word = ex["dependent_word"] if word is None else word
         cue = ex["cue_word"] if cue is None else cue
     lm = hooklab.load(model, device=device, dtype=dtype)
-    (out,) = value_zeroing(lm, text, target=target, metric=metric, rollout=True)
+    (out,) = value_zeroing(lm, text, targets=targets, metric=metric, rollout=True)
     start = out.target_start or 0
     query = len(out.tokens) - 1
     if word is not None:

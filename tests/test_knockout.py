@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 
 import pytest
@@ -11,7 +12,8 @@ from torch.testing import assert_close
 
 import hooklab
 from hooklab.hooks import count_hooks
-from hooklab.mixing import KnockoutOutput, attention_knockout, knockout_probabilities
+from hooklab.mixing import Example, KnockoutOutput, attention_knockout, knockout_probabilities
+from hooklab.mixing.adapter import DecoderOnly
 from tests.reference.mixing import ref_knockout_probability
 
 ko_module = importlib.import_module("hooklab.mixing.knockout")
@@ -53,17 +55,18 @@ def test_knocking_out_nothing_changes_nothing(model64):
     assert out.base_probability == _clean_probability(model64, out)
     assert torch.all(out.relative_change == 0)
     ids = out.token_ids.tolist()
-    probs = knockout_probabilities(model64, ids, [((), (), ()), ((0, 1), (), ())], 5, batch_size=1)
+    knockouts = [((), (), ()), ((0, 1), (), ())]
+    probs = knockout_probabilities(model64, Example(tuple(ids)), knockouts, 5, batch_size=1)
     assert probs[0] == probs[1]
 
 
-def test_batching_and_targets(gpt2):
+def test_batching_and_measured_tokens(gpt2):
     (a,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1, batch_size=1)
     (b,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1, batch_size=16)
     assert_close(a.probabilities, b.probabilities, atol=1e-6, rtol=1e-5)
-    (c,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, target=7, window=None)
+    (c,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, measured_token=7, window=None)
     assert c.target_id == 7 and c.centres is None and c.windows == ((0, 1),)
-    (d,) = attention_knockout(gpt2, PROMPT, target=" the", layers=[1])
+    (d,) = attention_knockout(gpt2, PROMPT, measured_token=" the", layers=[1])
     assert d.target_token == " the" and d.centres == (1,) and d.windows == ((0, 1),)
     assert list(d.sources) == ["last", "other"]
     (e,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, query=[-2, -1], window=None)
@@ -81,12 +84,12 @@ def test_window_layers():
 
 def test_discarded_edit_raises(gpt2, monkeypatch):
     hooks = count_hooks(gpt2)
-    real = ko_module._hooks
 
-    def without_blocking(model, knockouts, n, seen):
-        return [(name, fn) for name, fn in real(model, knockouts, n, seen) if "scores" not in name]
+    @contextlib.contextmanager
+    def without_blocking(self, masks):
+        yield []
 
-    monkeypatch.setattr(ko_module, "_hooks", without_blocking)
+    monkeypatch.setattr(DecoderOnly, "blocked_edges", without_blocking)
     with pytest.raises(RuntimeError, match="did not take effect"):
         attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1)
     assert count_hooks(gpt2) == hooks
@@ -104,6 +107,10 @@ def test_model_unchanged(gpt2):
     ("options", "error", "match"),
     [
         ({"window": 0}, ValueError, "window must be a positive int"),
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+        ({"part": "cross"}, ValueError, "decoder-only model has no 'cross' attention"),
+        ({"measured_token": 10**6}, ValueError, "not a token id"),
+        ({"sources": {}}, ValueError, "non-empty"),
         ({"layers": 5}, ValueError, r"Invalid layers 5: choose from 0\.\.1"),
         ({"sources": {"x": "hospital"}}, ValueError, "'hospital' does not occur"),
         ({"sources": {"x": 99}}, ValueError, r"Invalid source 'x' 99"),
@@ -114,6 +121,12 @@ def test_model_unchanged(gpt2):
 def test_bad_options(gpt2, options, error, match):
     with pytest.raises(error, match=match):
         attention_knockout(gpt2, PROMPT, **{"sources": SOURCES, **options})
+
+
+def test_targets_none_is_refused(gpt2):
+    # (TypeError from jaxtyping when it checks the annotation, else the ValueError)
+    with pytest.raises((TypeError, ValueError)):
+        attention_knockout(gpt2, PROMPT, targets=None)
 
 
 def test_output(gpt2):
@@ -132,8 +145,29 @@ def test_toy_cue_knockout_drops_the_dependent_word(toy):
     # Release example: blocking "the" <- "sick" in every layer removes most of P(" hospital").
     prompt = "George was sick yesterday. His colleagues asked him to come to the"
     (out,) = attention_knockout(
-        toy, prompt, sources={"cue": "sick"}, target=" hospital", window=None
+        toy, prompt, sources={"cue": "sick"}, measured_token=" hospital", window=None
     )
     assert out.target_token == " hospital"
     assert out.base_probability > 0.9
     assert out.relative_change[0, 0] < -0.5
+
+
+def test_forced_targets_extend_the_sequence(gpt2):
+    short = PROMPT.rsplit(" ", 2)[0]
+    rest = PROMPT[len(short) :]
+    (a,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, window=1)
+    (b,) = attention_knockout(gpt2, short, targets=rest, sources=SOURCES, window=1)
+    assert b.token_ids.tolist() == a.token_ids.tolist() and b.target_id == a.target_id
+    assert_close(a.probabilities, b.probabilities)
+    assert b.parameters["targets"] == rest
+
+
+def test_provenance_and_resolved_parameters(gpt2):
+    outs = attention_knockout(gpt2, [PROMPT, "It rained"], sources={"last": -1})
+    assert len(outs) == 2 and all(isinstance(o, KnockoutOutput) for o in outs)
+    out = outs[0]
+    assert out.model["name_or_path"] and out.model["architecture"]
+    p = out.parameters
+    assert p["window"] == 9 and p["batch_size"] == 16 and p["part"] == "decoder"
+    assert p["measured_token"] == "predicted" and p["targets"] == "" and p["layers"] == (0, 1)
+    assert p["query"] == out.queries and "dtype minimum" in p["intervention"]

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from torch.testing import assert_close
 
 import hooklab
-from hooklab.hooks import count_hooks, hook_name, temporary_hooks
+from hooklab.hooks import count_hooks, hook_name, recorder, temporary_hooks
 from hooklab.mixing import MixingOutput, rollout_scores, value_zeroing
 from tests.reference.mixing import ref_value_zeroing, ref_value_zeroing_per_token
 
@@ -32,7 +32,7 @@ def _ids(out: MixingOutput) -> list[int]:
 
 @pytest.mark.parametrize(("metric", "normalize"), [("cosine", True), ("euclidean", False)])
 def test_matches_reference(model64, metric, normalize):
-    (out,) = value_zeroing(model64, PROMPT, target=TARGET, metric=metric, normalize=normalize)
+    (out,) = value_zeroing(model64, PROMPT, targets=TARGET, metric=metric, normalize=normalize)
     assert out.layers == (0, 1)
     for row, layer in enumerate(out.layers):
         expected = ref_value_zeroing(model64, _ids(out), layer, metric=metric, normalize=normalize)
@@ -41,7 +41,7 @@ def test_matches_reference(model64, metric, normalize):
 
 
 def test_rows_sum_to_one_and_rollout(model64):
-    outs = value_zeroing(model64, [PROMPT, "It rained"], target=[TARGET, ""], rollout=True)
+    outs = value_zeroing(model64, [PROMPT, "It rained"], targets=[TARGET, ""], rollout=True)
     for out in outs:
         assert_close(out.scores.sum(-1), torch.ones(2, len(out.tokens), dtype=out.scores.dtype))
         assert_close(out.rollout[0], out.scores[0])
@@ -51,15 +51,15 @@ def test_rows_sum_to_one_and_rollout(model64):
 
 
 def test_equals_inseq_style_reference(model64):
-    (out,) = value_zeroing(model64, PROMPT, target=TARGET)
+    (out,) = value_zeroing(model64, PROMPT, targets=TARGET)
     expected = ref_value_zeroing_per_token(model64, _ids(out), [0, 1])
     assert_close(out.scores, expected, **TOL)
 
 
 @pytest.mark.parametrize("heads", [1, [0], {0: [1], 1: range(0, 1)}])
 def test_head_selection_changes_exactly_the_selected_heads(model64, heads):
-    (out,) = value_zeroing(model64, PROMPT, target=TARGET, heads=heads)
-    (full,) = value_zeroing(model64, PROMPT, target=TARGET)
+    (out,) = value_zeroing(model64, PROMPT, targets=TARGET, heads=heads)
+    (full,) = value_zeroing(model64, PROMPT, targets=TARGET)
     for row, layer in enumerate(out.layers):
         chosen = heads.get(layer, None) if isinstance(heads, dict) else heads
         chosen = [chosen] if isinstance(chosen, int) else list(chosen)
@@ -69,13 +69,9 @@ def test_head_selection_changes_exactly_the_selected_heads(model64, heads):
 
 
 def test_hook_v_holds_true_values_with_bias(model64):
-    kept = {}
-
-    def keep(x, hook):
-        kept["v"] = x.detach()
-
+    hooks, kept = recorder([hook_name("v", 0)])
     ids = hooklab.encode_prompt(model64, PROMPT)
-    with temporary_hooks(model64, [(hook_name("v", 0), keep)]):
+    with temporary_hooks(model64, hooks):
         out = model64.original_model(torch.tensor([ids]), output_hidden_states=True)
     x = out.hidden_states[0][0]
     hf = model64.original_model
@@ -87,15 +83,15 @@ def test_hook_v_holds_true_values_with_bias(model64):
     else:
         layer = hf.model.layers[0]
         v = layer.self_attn.v_proj(layer.input_layernorm(x))
-    assert_close(kept["v"][0].flatten(1), v, atol=1e-10, rtol=1e-10)
+    assert_close(kept[hook_name("v", 0)][0].flatten(1), v, atol=1e-10, rtol=1e-10)
 
 
 def test_float32_self_checks_pass_and_agree(model64, gpt2_dir, llama_dir):
     # (A float32 reference is itself too imprecise: 1 - cos cancels near 0.)
-    (exact,) = value_zeroing(model64, PROMPT, target=TARGET)
+    (exact,) = value_zeroing(model64, PROMPT, targets=TARGET)
     name = model64.original_model.config.model_type
     model = hooklab.load(gpt2_dir if name == "gpt2" else llama_dir, device="cpu")
-    (out,) = value_zeroing(model, PROMPT, target=TARGET)
+    (out,) = value_zeroing(model, PROMPT, targets=TARGET)
     assert out.scores.dtype == torch.float32
     assert_close(out.scores.double(), exact.scores, atol=1e-4, rtol=1e-3)
 
@@ -114,7 +110,7 @@ def _weights(model):
 
 def test_model_unchanged_and_hooks_removed(gpt2, monkeypatch):
     before, hooks = _weights(gpt2), count_hooks(gpt2)
-    value_zeroing(gpt2, PROMPT, target=TARGET, heads={1: 0})
+    value_zeroing(gpt2, PROMPT, targets=TARGET, heads={1: 0})
     assert count_hooks(gpt2) == hooks
 
     def boom(*args, **kwargs):
@@ -123,11 +119,11 @@ def test_model_unchanged_and_hooks_removed(gpt2, monkeypatch):
     # Fail inside the method, after the hooked forward pass...
     monkeypatch.setattr(vz_module, "_post_attention", boom)
     with pytest.raises(RuntimeError, match="boom"):
-        value_zeroing(gpt2, PROMPT, target=TARGET)
+        value_zeroing(gpt2, PROMPT, targets=TARGET)
     # ...and inside a hook, while the hooks are attached.
     monkeypatch.setattr(vz_module, "make_batch", lambda *a, **k: boom())
     with pytest.raises(RuntimeError, match="boom"):
-        value_zeroing(gpt2, PROMPT, target=TARGET)
+        value_zeroing(gpt2, PROMPT, targets=TARGET)
     monkeypatch.undo()
     assert count_hooks(gpt2) == hooks
     after = _weights(gpt2)
@@ -147,7 +143,7 @@ def test_hooks_removed_when_a_hook_raises(gpt2, monkeypatch):
 
     monkeypatch.setattr(vz_module, "clean_activations", failing)
     with pytest.raises(RuntimeError, match="hook failed"):
-        value_zeroing(gpt2, PROMPT, target=TARGET)
+        value_zeroing(gpt2, PROMPT, targets=TARGET)
     assert count_hooks(gpt2) == hooks
 
 
@@ -155,6 +151,9 @@ def test_hooks_removed_when_a_hook_raises(gpt2, monkeypatch):
     ("options", "match"),
     [
         ({"layers": 5}, r"Invalid layers 5: choose from 0\.\.1"),
+        ({"part": "encoder"}, "decoder-only model has no 'encoder' attention"),
+        ({"chunk_size": 0}, "chunk_size must be a positive int"),
+        ({"targets": [TARGET, TARGET]}, "2 targets for 1 prompts"),
         ({"heads": 4}, r"Invalid heads .* 4: choose from 0\.\.3"),
         ({"heads": {3: 0}}, r"layers \[3\].*computed layers: \[0, 1\]"),
         ({"metric": "cosin"}, r"Unknown metric 'cosin'. Did you mean 'cosine'\?.*euclidean"),
@@ -163,16 +162,16 @@ def test_hooks_removed_when_a_hook_raises(gpt2, monkeypatch):
 )
 def test_bad_options(gpt2, options, match):
     with pytest.raises(ValueError, match=match):
-        value_zeroing(gpt2, PROMPT, target=TARGET, **options)
+        value_zeroing(gpt2, PROMPT, **{"targets": TARGET, **options})
 
 
 def test_gqa_heads_index_key_value_heads(llama):
     with pytest.raises(ValueError, match=r"key/value heads 0\.\.1"):
-        value_zeroing(llama, PROMPT, target=TARGET, heads=2)
+        value_zeroing(llama, PROMPT, targets=TARGET, heads=2)
 
 
 def test_output_display_save_load(gpt2, tmp_path):
-    (out,) = value_zeroing(gpt2, PROMPT, target=TARGET, rollout=True)
+    (out,) = value_zeroing(gpt2, PROMPT, targets=TARGET, rollout=True)
     text = out.to_text(color=False)
     assert "layer 1" in text and "George" in text
     assert "<table" in out.to_html(layer=0) and out._repr_html_()
@@ -193,3 +192,12 @@ def test_output_display_save_load(gpt2, tmp_path):
     with pytest.raises(ValueError, match="not computed"):
         out.matrix(7)
     assert_close(rollout_scores(out.scores), out.rollout)
+
+
+def test_provenance_and_resolved_parameters(gpt2):
+    (out,) = value_zeroing(gpt2, PROMPT, targets=TARGET)
+    assert out.model["name_or_path"] and out.model["architecture"]
+    p = out.parameters
+    assert p["metric"] == "cosine" and p["normalize"] is True and p["rollout"] is False
+    assert p["chunk_size"] == 2048 and p["part"] == "decoder" and p["targets"] == TARGET
+    assert p["layers"] == (0, 1) and p["heads"] == {"0": (0, 1, 2, 3), "1": (0, 1, 2, 3)}

@@ -2,28 +2,29 @@
 
 - :func:`value_zeroing` (Mohebbi et al., EACL 2023): per-layer ``[query_pos, key_pos]`` mixing
   matrices from zeroing each token's value vectors.
-- :func:`attention_knockout` (Geva et al., EMNLP 2023): the change of the predicted token's
+- :func:`attention_knockout` (Geva et al., EMNLP 2023): the change of the measured token's
   probability when attention edges are blocked in a window of layers.
-- :func:`encoder_decoder_value_zeroing`: value zeroing of encoder self-attention, decoder
-  self-attention and cross-attention in encoder–decoder models; :func:`encoder_decoder_knockout`
-  blocks their attention edges through a small eager-attention shim (their bridges discard
-  pattern edits).
+
+Both take ``prompts`` (one or a list), forced ``targets``, and return one output per prompt, on
+decoder-only and encoder–decoder models alike: ``part`` picks the attention ("decoder" on
+decoder-only models; "encoder", "decoder" or "cross" on encoder–decoder ones). The differences
+between the two kinds of models live in :mod:`hooklab.mixing.adapter`.
 """
 
-from hooklab.mixing.encoder_decoder import encoder_decoder_value_zeroing
-from hooklab.mixing.encoder_decoder_knockout import encoder_decoder_knockout
+from hooklab.mixing.adapter import PARTS, Example, model_adapter
 from hooklab.mixing.knockout import attention_knockout, knockout_probabilities
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.value_zeroing import rollout_scores, value_zeroing
 
 __all__ = [
+    "PARTS",
+    "Example",
     "KnockoutOutput",
     "MixingOutput",
     "attention_knockout",
-    "encoder_decoder_knockout",
-    "encoder_decoder_value_zeroing",
     "knockout_probabilities",
+    "model_adapter",
     "rollout_scores",
     "value_zeroing",
 ]

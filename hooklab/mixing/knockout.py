@@ -4,36 +4,43 @@ Geva et al. (EMNLP 2023), "Dissecting Recall of Factual Associations in Auto-Reg
 Language Models": to test whether information flows from key positions (e.g. the subject
 tokens) to a query position (the last token) around layer ℓ, block the attention edges
 query ← keys in a window of k layers centred on ℓ and measure the relative change of the
-probability of the predicted token, ``(p_knocked - p) / p``. Sweeping ℓ for several source
-sets (subject, non-subject, last token) gives the paper's curves.
+probability of the measured token (by default the predicted one), ``(p_knocked - p) / p``.
+Sweeping ℓ for several source sets (subject, non-subject, last token) gives the paper's curves.
 
-The edges are blocked as in the paper: their pre-softmax scores (``hook_attn_scores``) are set
-to the dtype's minimum, the value the model's own causal mask uses, so each row renormalises
-over the remaining keys. Every (source set, window) pair is one row of a batched forward pass
-(the same sequence repeated). Each pass also records the pattern, values and ``z`` of the
-blocked layers and raises if the blocked weights are not 0 or ``z`` was not computed from the
-edited pattern: a bridge that silently discards the edit raises instead of reporting no effect.
+One algorithm for decoder-only and encoder–decoder models; what differs (which attention, its
+hook names, how to run, how to block an edge) is in :mod:`hooklab.mixing.adapter`. The edges
+are blocked as in the paper: their pre-softmax scores are set to the dtype's minimum, the value
+the model's own causal mask uses, so each row renormalises over the remaining keys. Every
+(source set, window) pair is one row of a batched forward pass (the same example repeated).
+Each pass also records the pattern, values and ``z`` of the blocked layers and raises if the
+blocked weights are not 0 or ``z`` was not computed from the edited pattern: a bridge that
+silently discards the edit raises instead of reporting no effect.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.forward import forward
-from hooklab.hooks import hook_name
-from hooklab.inputs import check_length, encode_prompt, encode_target, make_batch, str_tokens
+from hooklab.hooks import recorder
+from hooklab.inputs import encode_target, str_tokens
 from hooklab.methods.attention import select_indices
+from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
-from hooklab.mixing.sequences import PositionsArg, as_texts, token_positions
-from hooklab.mixing.value_zeroing import n_kv_heads
+from hooklab.mixing.sequences import PositionsArg, as_texts, per_prompt, token_positions
+from hooklab.output.provenance import describe_model
+from hooklab.selfcheck import check_identity
+
+if TYPE_CHECKING:
+    from hooklab.mixing.adapter import Adapter, Example
 
 # (blocked layers, query positions, key positions) of one knockout
 Knockout = tuple[Sequence[int], Sequence[int], Sequence[int]]
+INTERVENTION = "pre-softmax scores of blocked edges set to the dtype minimum"
 
 
 def window_layers(centre: int, window: int, n_layers: int) -> tuple[int, ...]:
@@ -41,97 +48,121 @@ def window_layers(centre: int, window: int, n_layers: int) -> tuple[int, ...]:
     return tuple(range(max(0, centre - window // 2), min(n_layers, centre - (-window // 2))))
 
 
-def _check_rows(knockouts: Sequence[Knockout]) -> None:
+def check_options(window: Any, batch_size: Any) -> None:
+    """Raise ValueError for a window or batch size that is not a positive int."""
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+        raise ValueError(f"window must be a positive int or None (all layers), got {window!r}.")
+    if window is not None and window < 1:
+        raise ValueError(f"window must be a positive int or None (all layers), got {window!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+
+
+def _check_rows(adapter: Adapter, knockouts: Sequence[Knockout], n_keys: int) -> None:
     for layers, queries, keys in knockouts:
         for q in queries:
-            if layers and set(range(q + 1)) <= set(keys):
+            visible = set(range(q + 1) if adapter.causal else range(n_keys))
+            if layers and visible <= set(keys):
                 raise ValueError(
-                    f"Blocking keys {sorted(keys)} would leave query position {q} no key to "
-                    f"attend to (it sees positions 0..{q}); keep at least one of them."
+                    f"Blocking keys {sorted(keys)} would leave {adapter.part} query position {q} "
+                    f"no key to attend to (it sees positions {sorted(visible)}); keep at least "
+                    "one of them."
                 )
 
 
-def _hooks(model, knockouts: Sequence[Knockout], n: int, seen: dict) -> list:
-    """Score-blocking hooks for every blocked layer, and hooks recording what was computed."""
+def edge_masks(
+    knockouts: Sequence[Knockout], n_query: int, n_key: int, device
+) -> dict[int, Tensor]:
+    """``{layer: [batch, query_pos, key_pos]}`` bool masks, True = blocked, one row per knockout."""
     masks: dict[int, Tensor] = {}
     for b, (layers, queries, keys) in enumerate(knockouts):
+        q = torch.tensor(queries, dtype=torch.long, device=device)
+        k = torch.tensor(keys, dtype=torch.long, device=device)
         for layer in layers:
-            mask = masks.setdefault(layer, torch.zeros(len(knockouts), n, n, dtype=torch.bool))
-            q, k = torch.tensor(queries, dtype=torch.long), torch.tensor(keys, dtype=torch.long)
+            shape = (len(knockouts), n_query, n_key)
+            mask = masks.setdefault(layer, torch.zeros(shape, dtype=torch.bool, device=device))
             mask[b, q[:, None], k[None, :]] = True
-
-    def block(layer):
-        def fn(scores, hook):  # [batch, head, query_pos, key_pos]
-            mask = masks[layer].to(scores.device)[:, None]
-            return scores.masked_fill(mask, torch.finfo(scores.dtype).min)
-
-        return fn
-
-    def keep(kind, layer):
-        def fn(x, hook):
-            seen[(kind, layer)] = x.detach()
-
-        return fn
-
-    hooks = [(hook_name("attn_scores", layer), block(layer)) for layer in masks]
-    for kind in ("pattern", "v", "z"):
-        hooks += [(hook_name(kind, layer), keep(kind, layer)) for layer in masks]
-    seen["masks"] = masks
-    return hooks
+    return masks
 
 
-def _verify(model, seen: dict) -> None:
+def _verify(adapter: Adapter, masks: Mapping[int, Tensor], cache: Mapping[str, Tensor]) -> None:
     """Raise if a blocked edge kept weight or ``z`` was not computed from the edited pattern."""
-    for layer, mask in seen["masks"].items():
-        pattern, v, z = (seen[(kind, layer)] for kind in ("pattern", "v", "z"))
-        v = v.repeat_interleave(model.cfg.n_heads // n_kv_heads(model), dim=2)
-        blocked = pattern.masked_select(mask.to(pattern.device)[:, None])
-        leaked = blocked.abs().max() if blocked.numel() else torch.tensor(0.0)
+    for layer, mask in masks.items():
+        pattern, v, z = (cache[adapter.hook(kind, layer)] for kind in ("pattern", "v", "z"))
+        v = v.repeat_interleave(pattern.shape[1] // v.shape[2], dim=2)  # grouped KV heads
+        hint = (
+            f"The attention knockout of {adapter.part} attention at layer {layer} did not take "
+            "effect: this model's attention discards the edit."
+        )
+        blocked = pattern.masked_select(mask[:, None])
+        where = adapter.hook("pattern", layer)
+        check_identity("blocked weights = 0", blocked, torch.zeros_like(blocked), where=where,
+                       hint=hint)  # fmt: skip
         recomputed = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-        tol = 1e-4 * max(1.0, float(z.abs().max()))
-        if leaked > 1e-6 or (recomputed - z).abs().max() > tol:
-            raise RuntimeError(
-                f"The attention knockout at layer {layer} did not take effect (blocked weight "
-                f"{float(leaked):.3g}): this model's bridge discards edits of "
-                f"{hook_name('attn_scores', layer)!r}. Use a model whose attention honours "
-                "hook_attn_scores edits (decoder-only bridges do)."
-            )
+        check_identity("z = pattern @ v", recomputed, z, where=adapter.hook("z", layer), hint=hint)
 
 
 @torch.no_grad()
 def knockout_probabilities(
-    model, ids: Sequence[int], knockouts: Sequence[Knockout], target_id: int, *, batch_size: int
+    model,
+    example: Example,
+    knockouts: Sequence[Knockout],
+    token_id: int,
+    *,
+    part: str | None = None,
+    batch_size: int = 16,
 ) -> Float[Tensor, "batch"]:
-    """P(``target_id``) at the last position under each knockout (one batch row each)."""
-    _check_rows(knockouts)
-    n, probs = len(ids), []
-    last = torch.tensor([n - 1], device=model.cfg.device)
+    """P(``token_id``) at the last position under each knockout (one batch row each).
+
+    Args:
+        example: the token ids (see :class:`~hooklab.mixing.adapter.Example`).
+        knockouts: ``(blocked layers, query positions, key positions)`` each.
+        part: which attention (see :func:`~hooklab.mixing.adapter.model_adapter`).
+    """
+    adapter = model_adapter(model, part)
+    check_options(None, batch_size)
+    query_ids, key_ids = adapter.sides(example)
+    _check_rows(adapter, knockouts, len(key_ids))
+    device, probs = model.cfg.device, []
     for lo in range(0, len(knockouts), batch_size):
         chunk = knockouts[lo : lo + batch_size]
-        batch = make_batch([list(ids)] * len(chunk), device=model.cfg.device)
-        seen: dict = {}
-        logits = forward(model, batch, hooks=_hooks(model, chunk, n, seen), logits_to_keep=last)
-        _verify(model, seen)
-        probs.append(torch.softmax(logits[:, -1].double(), -1)[:, target_id])
+        masks = edge_masks(chunk, len(query_ids), len(key_ids), device)
+        hooks, cache = recorder(
+            [adapter.hook(k, la) for la in masks for k in ("pattern", "v", "z")]
+        )
+        with adapter.blocked_edges(masks) as blocking:
+            logits = adapter.run(example, len(chunk), [*blocking, *hooks])
+        _verify(adapter, masks, cache)
+        probs.append(torch.softmax(logits.double(), -1)[:, token_id])
     return torch.cat(probs).cpu()
 
 
-def _target_id(model, ids: list[int], target: str | int | None) -> int:
-    if isinstance(target, int):
-        return target
-    if isinstance(target, str):
-        return encode_target(model, target)[0]
-    logits = forward(model, make_batch([ids], device=model.cfg.device))
-    return int(logits[0, -1].argmax())
+def measured_token_id(adapter: Adapter, example: Example, measured_token: str | int | None) -> int:
+    """The id of ``measured_token``: an id, the first token of a text, or the prediction."""
+    n_vocab = adapter.model.cfg.d_vocab
+    if isinstance(measured_token, bool) or not isinstance(measured_token, (int, str, type(None))):
+        raise TypeError(
+            f"measured_token must be a token id, a text or None (the prediction), got "
+            f"{type(measured_token).__name__}: {measured_token!r}."
+        )
+    if isinstance(measured_token, int):
+        if not 0 <= measured_token < n_vocab:
+            raise ValueError(f"measured_token {measured_token} is not a token id 0..{n_vocab - 1}.")
+        return measured_token
+    if isinstance(measured_token, str):
+        return encode_target(adapter.model, measured_token)[0]
+    return int(adapter.run(example, 1, [])[0].argmax())
 
 
 @torch.no_grad()
 def attention_knockout(
     model,
-    texts: str | Sequence[str],
+    prompts: str | Sequence[str],
     *,
     sources: Mapping[str, PositionsArg] | None = None,
-    target: str | int | None = None,
+    measured_token: str | int | None = None,
+    targets: str | Sequence[str] = "",
+    part: str | None = None,
     query: PositionsArg = -1,
     window: int | None = 9,
     layers: int | range | Sequence[int] | None = None,
@@ -140,13 +171,19 @@ def attention_knockout(
     """Sweep attention knockouts over layers for named source sets (Geva et al., 2023).
 
     Args:
-        model: a ``TransformerBridge`` from :func:`hooklab.load`.
-        texts: one prompt or a list; the prediction scored is the token after the prompt.
+        model: a ``TransformerBridge`` from :func:`hooklab.load`, decoder-only or
+            encoder–decoder.
+        prompts: one prompt or a list (the source texts of an encoder–decoder model).
         sources: ``{name: key positions}``; positions are ints (negative from the end), lists,
-            ranges, or a substring of the prompt (the tokens covering it), e.g.
-            ``{"subject": "Beats Music", "last": -1}``. Default: the last token and all others.
-        target: the token whose probability is measured: the model's prediction when None,
-            or text (its first token) or a token id.
+            ranges, or a substring of the key tokens' text (the tokens covering it), e.g.
+            ``{"subject": "Beats Music", "last": -1}``. Default: the last key and all others.
+        measured_token: the token whose probability is measured at the last position: the
+            model's prediction when None, or text (its first token) or a token id.
+        targets: forced continuation(s) before the measured position (one for all prompts, or
+            one per prompt); ``""`` measures the token right after the prompt (decoder-only) or
+            the decoder start token (encoder–decoder).
+        part: the attention whose edges are blocked: on encoder–decoder models ``"cross"``
+            (default), ``"decoder"`` or ``"encoder"``; on decoder-only models ``"decoder"``.
         query: the query positions whose edges are blocked (default: the last token).
         window: layers blocked around each centre layer (clipped at the model's ends); None
             blocks all layers at once (one point per source set).
@@ -154,8 +191,8 @@ def attention_knockout(
         batch_size: knockouts per batched forward pass.
 
     Returns:
-        One :class:`~hooklab.mixing.output.KnockoutOutput` per text, with the probability
-        ``[source, layer]`` under each knockout and its relative change.
+        One :class:`~hooklab.mixing.knockout_output.KnockoutOutput` per prompt, with the
+        probability ``[source, layer]`` under each knockout and its relative change.
 
     Example:
         >>> import hooklab
@@ -165,13 +202,18 @@ def attention_knockout(
         >>> float(out.relative_change[0, 0]) < 0
         True
     """
-    n_layers = model.cfg.n_layers
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
-        raise ValueError(f"window must be a positive int or None (all layers), got {window!r}.")
-    if window is not None and window < 1:
-        raise ValueError(f"window must be a positive int or None (all layers), got {window!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    texts = as_texts(prompts)
+    adapter = model_adapter(model, part)
+    check_options(window, batch_size)
+    if targets is None:
+        raise ValueError(
+            "attention_knockout measures the token after the prompt and its forced targets; "
+            "pass targets='' (the default) or the continuation text, not None."
+        )
+    chosen = per_prompt(targets, len(texts))
+    if sources is not None and (not isinstance(sources, Mapping) or not sources):
+        raise ValueError(f"sources must be a non-empty {{name: positions}} dict, got {sources!r}.")
+    n_layers = adapter.n_layers
     centres = None if window is None else tuple(select_indices(layers, n_layers, "layers"))
     windows = (
         (tuple(range(n_layers)),)
@@ -179,40 +221,45 @@ def attention_knockout(
         else tuple(window_layers(c, window, n_layers) for c in centres)
     )
     outputs = []
-    for text in as_texts(texts):
-        ids = encode_prompt(model, text)
-        check_length(model, len(ids), "prompt")
-        tokens = tuple(str_tokens(model, ids))
-        queries = token_positions(tokens, query, "query")
-        spec = sources if sources is not None else {"last": -1, "other": range(len(ids) - 1)}
+    for example, target in zip(adapter.encode(texts, chosen), chosen, strict=True):
+        query_tokens, key_tokens = side_tokens(adapter, example)
+        queries = tuple(token_positions(query_tokens, query, "query"))
+        n_keys = len(key_tokens)
+        spec = sources if sources is not None else {"last": -1, "other": range(n_keys - 1)}
         keys = {
-            name: tuple(token_positions(tokens, s, f"source {name!r}")) for name, s in spec.items()
+            name: tuple(token_positions(key_tokens, s, f"source {name!r}"))
+            for name, s in spec.items()
         }
-        target_id = _target_id(model, ids, target)
+        token_id = measured_token_id(adapter, example, measured_token)
         knockouts = [((), (), ())] + [(w, queries, k) for k in keys.values() for w in windows]
-        probs = knockout_probabilities(model, ids, knockouts, target_id, batch_size=batch_size)
+        probs = knockout_probabilities(
+            model, example, knockouts, token_id, part=adapter.part, batch_size=batch_size
+        )
+        parameters = {
+            "part": adapter.part,
+            "measured_token": "predicted" if measured_token is None else measured_token,
+            "targets": target,
+            "query": queries,
+            "window": window,
+            "layers": centres,
+            "batch_size": batch_size,
+            "intervention": INTERVENTION,
+        }
         outputs.append(
             KnockoutOutput(
-                tokens=tokens,
-                token_ids=torch.tensor(ids),
-                target_id=target_id,
-                target_token=str_tokens(model, [target_id])[0],
-                queries=tuple(queries),
+                tokens=query_tokens,
+                token_ids=torch.tensor(adapter.sides(example)[0]),
+                target_id=token_id,
+                target_token=str_tokens(model, [token_id])[0],
+                queries=queries,
                 sources=keys,
                 windows=windows,
                 centres=centres,
                 base_probability=float(probs[0]),
                 probabilities=probs[1:].reshape(len(keys), len(windows)),
-                parameters=_parameters(window, target, batch_size),
+                parameters=parameters,
+                key_tokens=key_tokens if adapter.part == "cross" else None,
+                model=describe_model(model),
             )
         )
     return outputs
-
-
-def _parameters(window: int | None, target: Any, batch_size: int) -> dict[str, Any]:
-    return {
-        "window": window,
-        "target": "predicted" if target is None else target,
-        "intervention": "pre-softmax scores of blocked edges set to the dtype minimum",
-        "batch_size": batch_size,
-    }

@@ -1,7 +1,8 @@
 """Token sequences for the context-mixing methods: prompts, generated or forced targets.
 
 Context-mixing methods score a whole sequence at once (prompt + target), so they only need
-each example's token ids and where its target starts. Token positions may be given as
+each example's token ids and where its target starts. ``prompts`` are the inputs, ``targets``
+forced continuations (None: generate greedily; ``""``: none). Token positions may be given as
 ints (negative ones count from the end), ranges, or a substring of the text, matched to the
 tokens that cover its first occurrence.
 """
@@ -17,15 +18,35 @@ from hooklab.inputs import check_length, encode_prompt, encode_target
 PositionsArg = int | str | range | Sequence[int]
 
 
-def as_texts(texts: str | Sequence[str]) -> list[str]:
-    """Return one text or a list of texts as a non-empty list of strings."""
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
-        raise TypeError(f"Pass a text or a list of texts, got {type(texts).__name__}: {texts!r}.")
-    if not texts:
-        raise ValueError("No texts given: pass a text or a non-empty list of texts.")
-    return list(texts)
+def as_texts(prompts: str | Sequence[str]) -> list[str]:
+    """Return one prompt or a list of prompts as a non-empty list of strings."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if not isinstance(prompts, Sequence) or not all(isinstance(t, str) for t in prompts):
+        raise TypeError(
+            f"Pass a prompt or a list of prompts, got {type(prompts).__name__}: {prompts!r}."
+        )
+    if not prompts:
+        raise ValueError("No prompts given: pass a prompt or a non-empty list of prompts.")
+    return list(prompts)
+
+
+def per_prompt(targets: str | Sequence[str] | None, n_prompts: int) -> list[str | None]:
+    """One target per prompt: None (generate) or one text are repeated for every prompt; a
+    list must hold one text per prompt."""
+    if targets is None or isinstance(targets, str):
+        return [targets] * n_prompts
+    if not isinstance(targets, Sequence) or not all(isinstance(t, str) for t in targets):
+        raise TypeError(
+            f"targets must be None, a text or a list of texts, got {type(targets).__name__}: "
+            f"{targets!r}."
+        )
+    if len(targets) != n_prompts:
+        raise ValueError(
+            f"Got {len(targets)} targets for {n_prompts} prompts; pass one per prompt (or one "
+            "text for all)."
+        )
+    return list(targets)
 
 
 def _target_ids(model, prompt: str, target: str) -> list[int]:
@@ -39,24 +60,22 @@ def _target_ids(model, prompt: str, target: str) -> list[int]:
 def prepare_sequences(
     model,
     prompts: list[str],
-    target: str | Sequence[str] | None,
+    targets: str | Sequence[str] | None,
     generation_kwargs: Mapping[str, Any] | None = None,
 ) -> list[tuple[list[int], int]]:
     """Return ``(prompt + target ids, index of the first target token)`` per prompt.
 
     Args:
-        target: ``None`` to generate greedily (``generation_kwargs`` go to
+        targets: ``None`` to generate greedily (``generation_kwargs`` go to
             :func:`hooklab.generate`), ``""`` for no target, or forced continuation text (one
             for all prompts, or one per prompt).
     """
     prompt_ids = [encode_prompt(model, p) for p in prompts]
-    if target is None:
+    chosen = per_prompt(targets, len(prompts))
+    if targets is None:
         outputs = generate(model, prompts, **dict(generation_kwargs or {})).output_ids
     else:
-        targets = [target] * len(prompts) if isinstance(target, str) else list(target)
-        if len(targets) != len(prompts):
-            raise ValueError(f"Got {len(targets)} targets for {len(prompts)} texts; pass one each.")
-        outputs = [_target_ids(model, p, t) for p, t in zip(prompts, targets, strict=True)]
+        outputs = [_target_ids(model, p, t) for p, t in zip(prompts, chosen, strict=True)]
     sequences = []
     for p, t in zip(prompt_ids, outputs, strict=True):
         check_length(model, len(p) + len(t), "prompt + target")

@@ -22,12 +22,16 @@ Heads. Value vectors belong to key/value heads. On models with grouped key/value
 (Llama-style GQA), ``heads`` indexes the key/value heads, and zeroing v_j of one of them zeroes
 it for every query head that shares it (exactly what a ``hook_v`` intervention does). On
 multi-head models (GPT-2) key/value heads and query heads are the same.
+
+Encoder–decoder models (``part="encoder"``, ``"decoder"`` or ``"cross"``) take the batched path
+of :mod:`hooklab.mixing.encoder_decoder`; argument resolution, normalisation, the self-check and
+the outputs are shared.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -35,17 +39,22 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.forward import forward
-from hooklab.hooks import hook_name
-from hooklab.inputs import make_batch, str_tokens
+from hooklab.hooks import hook_name, recorder
+from hooklab.inputs import make_batch
 from hooklab.methods.attention import select_indices
+from hooklab.mixing.adapter import model_adapter, side_tokens
+from hooklab.mixing.encoder_decoder import part_scores
 from hooklab.mixing.output import MixingOutput
-from hooklab.mixing.sequences import as_texts, prepare_sequences
+from hooklab.mixing.sequences import as_texts, per_prompt
+from hooklab.output.provenance import describe_model
 from hooklab.registry import unknown_name_error
+from hooklab.selfcheck import check_identity
+
+if TYPE_CHECKING:
+    from hooklab.mixing.adapter import Adapter, Example
 
 HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
 _CACHED = ("resid_pre", "resid_mid", "resid_post", "attn_out", "v", "z", "pattern")
-# Largest relative error tolerated when checking the cached activations' identities.
-_CHECK_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
 def cosine_distance(
@@ -101,31 +110,24 @@ def rollout_scores(scores: Float[Tensor, "layer query_pos key_pos"]) -> Tensor:
 
 def clean_activations(model, ids: list[int], layers: list[int]) -> dict[tuple[str, int], Tensor]:
     """Run the model once on ``ids``; return ``{(kind, layer): activation}`` without batch."""
-    acts: dict[tuple[str, int], Tensor] = {}
-
-    def keep(key: tuple[str, int]):
-        def fn(x, hook):
-            acts[key] = x.detach()[0]
-
-        return fn
-
-    hooks = [(hook_name(kind, layer), keep((kind, layer))) for layer in layers for kind in _CACHED]
+    keys = [(kind, layer) for layer in layers for kind in _CACHED]
+    hooks, cache = recorder([hook_name(kind, layer) for kind, layer in keys])
     batch = make_batch([ids], device=model.cfg.device)
     last = torch.tensor([len(ids) - 1], device=model.cfg.device)
     forward(model, batch, hooks=hooks, logits_to_keep=last)
-    return acts
+    return {(kind, layer): cache[hook_name(kind, layer)][0] for kind, layer in keys}
 
 
 def _check(identity: str, got: Tensor, expected: Tensor, layer: int) -> None:
-    tol = _CHECK_TOL.get(expected.dtype, 1e-2) * max(float(expected.abs().max()), 1.0)
-    err = float((got - expected).abs().max())
-    if not err <= tol:
-        raise NotImplementedError(
-            f"Value zeroing needs {identity} at layer {layer}, but it is off by {err:.3g} "
-            f"(tolerance {tol:.3g}) on this model: its blocks are built differently (e.g. "
-            "parallel attention and MLP, or a norm after attention). This architecture is not "
-            "supported yet."
-        )
+    check_identity(
+        identity,
+        got,
+        expected,
+        where=f"layer {layer}",
+        error=NotImplementedError,
+        hint="Value zeroing needs it, but this model's blocks are built differently (e.g. "
+        "parallel attention and MLP, or a norm after attention): not supported yet.",
+    )
 
 
 def _post_attention(block, resid_mid: Float[Tensor, "batch d_model"]) -> Tensor:
@@ -212,12 +214,26 @@ def mixing_matrices(
     return normalize_rows(scores) if normalize else scores
 
 
+def _scores(adapter: Adapter, example: Example, heads, metric: str, normalize: bool, chunk: int):
+    """Mixing matrices of one example: the decoder-only shortcut or the batched path."""
+    if not adapter.encoder_decoder:
+        return mixing_matrices(
+            adapter.model, example.ids, layers=list(heads), heads=heads, metric=metric,
+            normalize=normalize, chunk_size=chunk,
+        )  # fmt: skip
+    scores = part_scores(adapter, example, heads, metric_fn(metric), chunk)
+    if adapter.causal:  # the causal mask leaves ~1e-30 on later tokens: drop it
+        scores = scores.tril()
+    return normalize_rows(scores) if normalize else scores
+
+
 @torch.no_grad()
 def value_zeroing(
     model,
-    texts: str | Sequence[str],
+    prompts: str | Sequence[str],
     *,
-    target: str | Sequence[str] | None = None,
+    targets: str | Sequence[str] | None = None,
+    part: str | None = None,
     layers: int | range | Sequence[int] | None = None,
     heads: HeadsArg = None,
     metric: str = "cosine",
@@ -230,24 +246,29 @@ def value_zeroing(
 
     Args:
         model: a ``TransformerBridge`` from :func:`hooklab.load` (default, non-compatibility
-            mode, so that ``hook_v`` holds the true value vectors).
-        texts: one prompt or a list of prompts.
-        target: continuation(s) to append: ``None`` generates one greedily
-            (``generation_kwargs`` go to :func:`hooklab.generate`), ``""`` adds none, text
-            forces it (one for all prompts, or one per prompt).
-        layers: layers to score (an int, a range, a list; negative counts from the end).
+            mode, so that ``hook_v`` holds the true value vectors), decoder-only or
+            encoder–decoder.
+        prompts: one prompt or a list of prompts (the source texts of an encoder–decoder).
+        targets: continuation(s): ``None`` generates one greedily (``generation_kwargs`` go to
+            :func:`hooklab.generate`, or to Hugging Face ``generate`` for encoder–decoders),
+            ``""`` adds none, text forces it (one for all prompts, or one per prompt).
+        part: the attention whose values are zeroed: on encoder–decoder models ``"cross"``
+            (default; target × source), ``"decoder"`` (target × target) or ``"encoder"``
+            (source × source); on decoder-only models ``"decoder"``.
+        layers: layers to score (an int, a range, a list; negative counts from the end), of
+            the encoder for ``part="encoder"``, else of the decoder.
         heads: key/value heads whose values are zeroed: an int, a range, a list, or a
             ``{layer: heads}`` dict (layers missing from it zero all heads); all when None.
         metric: ``"cosine"`` (cosine distance, as in the paper) or ``"euclidean"``.
         normalize: divide each row by its sum, so that each token's scores sum to 1.
         rollout: also return ``J_ℓ = S_ℓ · J_{ℓ-1}`` over the selected layers in order
-            (needs ``normalize``).
+            (needs ``normalize`` and square matrices: not for ``part="cross"``).
         chunk_size: (query, key) pairs recomputed per batched call (bounds the memory).
 
     Returns:
-        One :class:`~hooklab.mixing.output.MixingOutput` per text, with scores
-        ``[layer, query_pos, key_pos]`` over the prompt + target tokens (0 where
-        ``key_pos > query_pos``).
+        One :class:`~hooklab.mixing.output.MixingOutput` per prompt, with scores
+        ``[layer, query_pos, key_pos]`` (0 where a causal query cannot see the key). On
+        encoder–decoder models the decoder tokens start with the decoder start token.
 
     Example:
         >>> import hooklab
@@ -257,44 +278,52 @@ def value_zeroing(
         >>> out[0].scores.sum(-1).allclose(torch.tensor(1.0))
         True
     """
-    prompts = as_texts(texts)
-    if hasattr(model, "encoder_blocks"):
-        raise TypeError(
-            "This is an encoder-decoder model; use "
-            "hooklab.mixing.encoder_decoder_value_zeroing for its encoder, decoder and "
-            "cross-attention scores."
-        )
+    texts = as_texts(prompts)
+    adapter = model_adapter(model, part)
     metric_fn(metric)  # validate before any model work
-    layer_ids = select_indices(layers, model.cfg.n_layers, "layers")
+    layer_ids = select_indices(layers, adapter.n_layers, "layers")
     head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
     if rollout and not normalize:
         raise ValueError("rollout=True composes row-normalised matrices; pass normalize=True.")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+    if rollout and adapter.part == "cross":
+        raise ValueError(
+            "rollout=True composes square [query_pos, key_pos] matrices; cross-attention's are "
+            "target x source. Pass part='encoder' or 'decoder', or rollout=False."
+        )
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
-    parameters = {
-        "layers": layer_ids,
-        "heads": head_ids,
-        "metric": metric,
-        "normalize": normalize,
-        "rollout": rollout,
-        "target": "generated" if target is None else "forced",
-    }
+    chosen = per_prompt(targets, len(texts))
     outputs = []
-    for ids, start in prepare_sequences(model, prompts, target, generation_kwargs):
-        scores = mixing_matrices(
-            model, ids, layers=layer_ids, heads=head_ids, metric=metric,
-            normalize=normalize, chunk_size=chunk_size,
-        )  # fmt: skip
+    for example, target in zip(adapter.encode(texts, targets, generation_kwargs), chosen):
+        scores = _scores(adapter, example, head_ids, metric, normalize, chunk_size)
+        query_tokens, key_tokens = side_tokens(adapter, example)
+        query_ids, key_ids = adapter.sides(example)
+        cross = adapter.part == "cross"
+        parameters = {
+            "part": adapter.part,
+            "targets": target,
+            "layers": layer_ids,
+            "heads": head_ids,
+            "metric": metric,
+            "normalize": normalize,
+            "rollout": rollout,
+            "chunk_size": chunk_size,
+            "generation_kwargs": dict(generation_kwargs or {}) if target is None else None,
+        }
         outputs.append(
             MixingOutput(
-                tokens=tuple(str_tokens(model, ids)),
-                token_ids=torch.tensor(ids),
+                tokens=query_tokens,
+                token_ids=torch.tensor(query_ids),
                 scores=scores.cpu(),
                 layers=tuple(layer_ids),
                 rollout=rollout_scores(scores).cpu() if rollout else None,
                 method="value_zeroing",
                 parameters=parameters,
-                target_start=start,
+                target_start=example.target_start,
+                key_tokens=key_tokens if cross else None,
+                key_token_ids=torch.tensor(key_ids) if cross else None,
+                causal=adapter.causal,
+                model=describe_model(model),
             )
         )
     return outputs

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hooklab.hooks import hook_name, temporary_hooks
+from hooklab.hooks import hook_name, recorder, temporary_hooks
 
 
 def _run(model, ids, hooks):
@@ -21,16 +21,12 @@ def _run(model, ids, hooks):
 
 
 def _resid_post(model, ids, layer, v_hook=None):
-    kept = {}
-
-    def keep(x, hook):
-        kept["post"] = x.detach()[0].clone()
-
-    hooks = [(hook_name("resid_post", layer), keep)]
+    name = hook_name("resid_post", layer)
+    hooks, kept = recorder([name])
     if v_hook is not None:
         hooks.append((hook_name("v", layer), v_hook))
     _run(model, ids, hooks)
-    return kept["post"]
+    return kept[name][0]
 
 
 def _distance(a, b, metric):
@@ -66,15 +62,9 @@ def ref_value_zeroing_per_token(model, ids, layers):
     """Inseq's algorithm: one forward per zeroed token, values zeroed in every layer and each
     layer's output put back to the clean one (so every layer runs from its clean input).
     Returns normalised cosine scores ``[layer, query_pos, key_pos]``."""
-    clean = {}
-
-    def keep(layer):
-        def fn(x, hook):
-            clean[layer] = x.detach().clone()
-
-        return fn
-
-    _run(model, ids, [(hook_name("resid_post", la), keep(la)) for la in layers])
+    record, cache = recorder([hook_name("resid_post", la) for la in layers])
+    _run(model, ids, record)
+    clean = {la: cache[hook_name("resid_post", la)] for la in layers}
     n = len(ids)
     scores = torch.zeros(len(layers), n, n, dtype=clean[layers[0]].dtype)
     for j in range(n):
@@ -112,20 +102,16 @@ def ref_knockout_probability(model, ids, blocked_layers, queries, keys, target_i
 
 def ref_value_zeroing_seq2seq(model, src, tgt, part, layer, heads=None):
     """Encoder–decoder value zeroing of one part and layer: one forward per zeroed token."""
-    from hooklab.mixing.encoder_decoder import seq2seq_hook_name
+    from hooklab.mixing.adapter import seq2seq_hook_name
 
     def run(v_hook=None):
-        kept = {}
-
-        def keep(x, hook):
-            kept["out"] = x.detach()[0].clone()
-
-        hooks = [(seq2seq_hook_name(part, "out", layer), keep)]
+        name = seq2seq_hook_name(part, "out", layer)
+        hooks, kept = recorder([name])
         if v_hook is not None:
             hooks.append((seq2seq_hook_name(part, "v", layer), v_hook))
         with temporary_hooks(model, hooks):
             model(torch.tensor([src]), decoder_input_ids=torch.tensor([tgt]))
-        return kept["out"]
+        return kept[name][0]
 
     clean = run()
     n_keys = len(tgt) if part == "decoder" else len(src)
@@ -147,7 +133,7 @@ def ref_knockout_seq2seq(model, src, tgt, part, layers, queries, keys, target_id
     """Encoder–decoder knockout by hand: each blocked layer's z is recomputed from its pattern
     with the blocked entries zeroed and rows renormalised (layer by layer, since a layer's
     pattern depends on the knockouts below it), and put in through ``hook_z``."""
-    from hooklab.mixing.encoder_decoder import seq2seq_hook_name
+    from hooklab.mixing.adapter import seq2seq_hook_name
 
     q, k = torch.tensor(queries)[:, None], torch.tensor(keys)[None, :]
     fixed = {}
@@ -161,18 +147,12 @@ def ref_knockout_seq2seq(model, src, tgt, part, layers, queries, keys, target_id
             return model(torch.tensor([src]), decoder_input_ids=torch.tensor([tgt]))
 
     for layer in sorted(layers):
-        seen = {}
-
-        def keep(kind, seen=seen):
-            def fn(x, hook):
-                seen[kind] = x.detach().clone()
-
-            return fn
-
-        run([(seq2seq_hook_name(part, kind, layer), keep(kind)) for kind in ("pattern", "v")])
-        pattern = seen["pattern"]
+        names = [seq2seq_hook_name(part, kind, layer) for kind in ("pattern", "v")]
+        hooks, seen = recorder(names)
+        run(hooks)
+        pattern = seen[names[0]].clone()
         pattern[:, :, q, k] = 0
         pattern = pattern / pattern.sum(-1, keepdim=True)
-        fixed[layer] = torch.einsum("bhqk,bkhd->bqhd", pattern, seen["v"])
+        fixed[layer] = torch.einsum("bhqk,bkhd->bqhd", pattern, seen[names[1]])
     logits = run([])
     return torch.softmax(logits[0, -1].double(), -1)[target_id].item()
