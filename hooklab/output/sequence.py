@@ -155,11 +155,15 @@ class SequenceAttribution:
         return replace(self, **changes)
 
     # ---- display (implemented in hooklab.output.render / plot) ------------------------------
-    def show(self, **kwargs: Any) -> None:
-        """Print the table of the scores (see ``render.to_text``; colour on a terminal)."""
+    def to_text(self, **kwargs: Any) -> str:
+        """Return the terminal table of the scores (options: see ``render.to_text``)."""
         from hooklab.output.render import to_text
 
-        print(to_text(self, **kwargs))
+        return to_text(self, **kwargs)
+
+    def show(self, **kwargs: Any) -> None:
+        """Print :meth:`to_text` (coloured only on a terminal without ``NO_COLOR``)."""
+        print(self.to_text(**kwargs))
 
     def to_html(self, **kwargs: Any) -> str:
         """Return an HTML table of the scores."""
@@ -249,9 +253,13 @@ class AttributionOutput:
 
         return attribution_frame(self, reduce)
 
+    def to_text(self, **kwargs: Any) -> str:
+        """Return every sequence's table (see :meth:`SequenceAttribution.to_text`)."""
+        return "\n\n".join(s.to_text(**kwargs) for s in self.sequences)
+
     def show(self, **kwargs: Any) -> None:
-        for s in self.sequences:
-            s.show(**kwargs)
+        """Print :meth:`to_text` (coloured only on a terminal without ``NO_COLOR``)."""
+        print(self.to_text(**kwargs))
 
     def to_html(self, **kwargs: Any) -> str:
         return "\n".join(s.to_html(**kwargs) for s in self.sequences)

@@ -90,7 +90,8 @@ def mixing_frame(out: MixingOutput) -> pd.DataFrame:
         }
     )
     if out.rollout is not None:
-        frame["rollout"] = out.rollout.detach().to("cpu", torch.float64)[:, q, k].reshape(-1)
+        rollout = out.rollout.detach().to("cpu", torch.float64)
+        frame["rollout"] = rollout[:, q, k].reshape(-1).tolist()
     return frame
 
 

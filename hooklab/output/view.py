@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 from torch import Tensor
 
@@ -104,8 +104,12 @@ class ColorScale:
         return (255, 255, 255) if 0.299 * r + 0.587 * g + 0.114 * b < 140 else (0, 0, 0)
 
 
-def use_color(color: bool | None = None, stream: TextIO | None = None) -> bool:
-    """Whether to colour terminal output: ``color`` if given, else a TTY without NO_COLOR."""
+def use_color(color: bool | None = None, stream: Any = None) -> bool:
+    """Whether to colour terminal output: ``color`` if given, else a TTY without NO_COLOR.
+
+    Without ``color``: colour only if ``stream`` (stdout by default) is a terminal and the
+    ``NO_COLOR`` environment variable is unset or empty (https://no-color.org).
+    """
     if color is not None:
         return bool(color)
     if os.environ.get("NO_COLOR"):
