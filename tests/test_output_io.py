@@ -275,6 +275,9 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"bad\.json.*not a hooklab output"):
         load_output(tmp_path / "bad.json")
+    (tmp_path / "mix.json").write_text(json.dumps(mixing().to_dict()))
+    with pytest.raises(ValueError, match=r"mix\.json.*only PECoRe results load from"):
+        load_output(tmp_path / "mix.json")
 
 
 def test_load_of_another_kind_names_both(tmp_path):

@@ -135,8 +135,11 @@ def write_json(path: str | Path, data: dict[str, Any], *, overwrite: bool) -> Pa
 
 
 # ---- reading -------------------------------------------------------------------------------
-def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Return the metadata and tensors of a saved output; check its format version."""
+def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
+    """Return the metadata and tensors (None for a JSON export) of a saved output.
+
+    Checks that it is a hooklab file of :data:`FORMAT_VERSION`.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
@@ -146,7 +149,7 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         start = f.read(64).lstrip()
     if start.startswith(b"{"):  # a JSON export (PECoRe)
         try:
-            meta, tensors = json.loads(path.read_text(encoding="utf-8")), {}
+            meta, tensors = json.loads(path.read_text(encoding="utf-8")), None
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{str(path)!r} is not a hooklab output: {err}") from err
     else:
@@ -195,6 +198,11 @@ def load(path: str | Path, kind: str | None = None) -> Output:
         raise ValueError(
             f"{str(path)!r} holds a {found!r} output, not a {kind!r} output; load it with "
             f"hooklab.output.load_output (which returns the right class)."
+        )
+    if tensors is None and found != "pecore":
+        raise ValueError(
+            f"{str(path)!r} is JSON; only PECoRe results load from their JSON export. Save a "
+            f"{found!r} output with .save() to a safetensors file."
         )
     return _CODECS[found][1](meta, tensors)
 
@@ -338,10 +346,10 @@ def _encode_pecore(out: PecoreResult) -> tuple[dict[str, Tensor], dict[str, Any]
     return tensors, fields
 
 
-def _decode_pecore(meta: dict[str, Any], tensors: dict[str, Tensor]) -> PecoreResult:
+def _decode_pecore(meta: dict[str, Any], tensors: dict[str, Tensor] | None) -> PecoreResult:
     from hooklab.pecore.result import PecoreResult
 
-    if tensors:  # safetensors layout: put the score tensors back into the JSON export
+    if tensors is not None:  # safetensors layout: put the score tensors back into the JSON export
         meta = {**meta, "cti_scores": tensors["cti_scores"].tolist()}
         meta["context_sensitive"] = [
             {**c, "input_context_scores": tensors[f"cci.{k}"].tolist()}
