@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.output.provenance import freeze
-from hooklab.output.render import display_token
-from hooklab.output.sequence import _jsonable
+from hooklab.output.provenance import freeze, thaw
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,11 +33,13 @@ class KnockoutOutput:
         base_probability: P(target) without any knockout.
         probabilities: ``[source, layer]`` P(target) with the edges query ← source blocked in
             each window (sources in ``sources`` order, one column per window).
-        parameters: the options it ran with.
+        parameters: the options it ran with (frozen: a read-only mapping per output).
         key_tokens: the tokens ``sources`` index when they are not ``tokens`` (the source
             text, for cross-attention knockouts in encoder–decoder models).
         model: the model that made it (:func:`~hooklab.output.provenance.describe_model`).
     """
+
+    kind: ClassVar[str] = "knockout"
 
     tokens: tuple[str, ...]
     token_ids: Int[Tensor, "pos"]
@@ -68,11 +72,6 @@ class KnockoutOutput:
         """``(p_knocked - p) / p`` per source set and window."""
         return (self.probabilities - self.base_probability) / self.base_probability
 
-    def _labels(self) -> list[str]:
-        if self.centres is None:
-            return [f"layers {w[0]}-{w[-1]}" for w in self.windows]
-        return [str(c) for c in self.centres]
-
     def table(self) -> list[dict[str, Any]]:
         """One row per (source set, window): the blocked layers, P(target), relative change."""
         change = self.relative_change
@@ -88,9 +87,22 @@ class KnockoutOutput:
             for w in range(len(self.windows))
         ]
 
+    def to_pandas(self) -> pd.DataFrame:
+        """Return a tidy table: one row per (source set, window).
+
+        Columns ``source, window, centre, layers, probability, relative_change``; see
+        :func:`hooklab.output.tidy.knockout_frame`.
+        """
+        from hooklab.output.tidy import knockout_frame
+
+        return knockout_frame(self)
+
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-friendly dict."""
+        """Return a JSON-friendly dict: the saved header, the fields and :meth:`table`."""
+        from hooklab.output.io import header
+
         return {
+            **header(self.kind, self.model, self.parameters),
             "tokens": list(self.tokens),
             "token_ids": self.token_ids.tolist(),
             "target_id": self.target_id,
@@ -99,60 +111,50 @@ class KnockoutOutput:
             "sources": {k: list(v) for k, v in self.sources.items()},
             "windows": [list(w) for w in self.windows],
             "centres": None if self.centres is None else list(self.centres),
-            "base_probability": self.base_probability,
-            "table": self.table(),
-            "parameters": _jsonable(self.parameters),
+            "base_probability": thaw(self.base_probability),
+            "table": thaw(self.table()),
             "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
-            "model": None if self.model is None else _jsonable(self.model),
         }
 
-    def to_text(self, digits: int = 1) -> str:
-        """Return the relative changes (in %) as a table: source sets by centre layer."""
-        labels, change = self._labels(), (100 * self.relative_change).tolist()
-        cells = [[f"{v:+.{digits}f}" for v in row] for row in change]
-        names = list(self.sources)
-        name_w = max(len(n) for n in [*names, "source"])
-        widths = [max(len(lab), *(len(r[j]) for r in cells)) for j, lab in enumerate(labels)]
-        query = ", ".join(display_token(self.tokens[q]) for q in self.queries)
-        lines = [
-            f"attention knockout: P({display_token(self.target_token)!r}) = "
-            f"{self.base_probability:.4f}; relative change (%) when {query} cannot attend to "
-            "the source",
-            "source".ljust(name_w)
-            + " │ "
-            + " ".join(lab.rjust(w) for lab, w in zip(labels, widths)),
-            "─" * name_w + "─┼─" + "─".join("─" * w for w in widths),
-        ]
-        for name, row in zip(names, cells):
-            lines.append(
-                name.ljust(name_w) + " │ " + " ".join(c.rjust(w) for c, w in zip(row, widths))
-            )
-        return "\n".join(lines)
+    # ---- display ---------------------------------------------------------------------------
+    def to_text(self, digits: int = 1, *, color: bool | None = None) -> str:
+        """Return the relative changes (in %) as a table: source sets by centre layer.
+
+        ``color`` None: colour only on a terminal without ``NO_COLOR``.
+        """
+        from hooklab.output.render import knockout_text
+
+        return knockout_text(self, digits=digits, color=color)
 
     def show(self, **kwargs: Any) -> None:
         """Print :meth:`to_text`."""
         print(self.to_text(**kwargs))
 
-    def to_html(self) -> str:
-        """Return the table of relative changes as HTML."""
-        esc = html.escape
-        rows = "".join(
-            f"<tr><th>{esc(name)}</th>"
-            + "".join(f"<td>{100 * v:+.1f}</td>" for v in values)
-            + "</tr>"
-            for name, values in zip(self.sources, self.relative_change.tolist())
-        )
-        head = "".join(f"<th>{esc(lab)}</th>" for lab in self._labels())
-        return (
-            f"<div class='hooklab-knockout'><b>{esc(self.to_text().splitlines()[0])}</b>"
-            f"<table><tr><th>source</th>{head}</tr>{rows}</table></div>"
-        )
+    def to_html(self, digits: int = 1) -> str:
+        """Return the table of relative changes as HTML, with the colour legend."""
+        from hooklab.output.render import knockout_html
+
+        return knockout_html(self, digits=digits)
 
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def plot(self, **kwargs: Any):
+    def plot(self, **kwargs: Any) -> Figure:
         """Return a Figure with the paper's curves (never shown)."""
         from hooklab.mixing.plot import plot_knockout
 
         return plot_knockout(self, **kwargs)
+
+    # ---- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save to exactly ``path`` (see :mod:`hooklab.output.io`); refuse to overwrite."""
+        from hooklab.output.io import save
+
+        return save(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> KnockoutOutput:
+        """Load a knockout output written by :meth:`save`."""
+        from hooklab.output.io import load
+
+        return load(path, cls.kind)

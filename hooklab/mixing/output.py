@@ -3,29 +3,26 @@
 ``scores[l, i, j]`` says how much token ``i`` (query) mixes in token ``j`` (key) at layer
 ``layers[l]``. Query and key tokens are the same sequence for self-attention; for
 cross-attention (encoder–decoder models) the keys are the source tokens (``key_tokens``).
-Saved as one safetensors file: tensors plus JSON metadata with a format version, no pickle.
+Saved through :mod:`hooklab.output.io` (one safetensors file, JSON metadata, no pickle) and
+rendered through :mod:`hooklab.output.render` like every output.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.output.io import read_tensors, write_tensors
-from hooklab.output.provenance import freeze
-from hooklab.output.render import display_token
-from hooklab.output.sequence import _jsonable
+from hooklab.output.provenance import freeze, thaw
 
-FORMAT_VERSION = 1
-_META_KEY = "hooklab_mixing"
-_TENSORS = ("token_ids", "scores", "rollout", "key_token_ids")
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,13 +36,15 @@ class MixingOutput:
         layers: the model layer of each row of ``scores``.
         rollout: optional ``[layer, query_pos, key_pos]`` scores rolled out up to each layer.
         method: the method's name.
-        parameters: the options it ran with (JSON-friendly).
+        parameters: the options it ran with (frozen: a read-only mapping per output).
         target_start: index of the first target (generated or forced) token, if any.
         key_tokens: the key tokens when they differ from ``tokens`` (cross-attention).
         key_token_ids: their ids.
         causal: keys after the query are invisible (blank in tables and plots).
         model: the model that made it (:func:`~hooklab.output.provenance.describe_model`).
     """
+
+    kind: ClassVar[str] = "mixing"
 
     tokens: tuple[str, ...]
     token_ids: Int[Tensor, "query_pos"]
@@ -116,96 +115,58 @@ class MixingOutput:
 
     # ---- conversions -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-friendly dict (tensors as nested lists)."""
-        out: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
+        """Return a JSON-friendly dict: the saved header, fields, tensors as nested lists."""
+        from hooklab.output.io import header
+
+        return {
+            **header(self.kind, self.model, self.parameters),
             "tokens": list(self.tokens),
             "layers": list(self.layers),
             "method": self.method,
-            "parameters": _jsonable(self.parameters),
             "target_start": self.target_start,
             "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
             "causal": self.causal,
-            "model": None if self.model is None else _jsonable(self.model),
+            **{
+                name: thaw(getattr(self, name))
+                for name in ("token_ids", "scores", "rollout", "key_token_ids")
+            },
         }
-        for name in _TENSORS:
-            value = getattr(self, name)
-            out[name] = None if value is None else value.tolist()
-        return out
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Return a tidy table: one row per (layer, query, visible key).
+
+        Columns ``layer, query_pos, query_token, key_pos, key_token, score[, rollout]``; see
+        :func:`hooklab.output.tidy.mixing_frame`.
+        """
+        from hooklab.output.tidy import mixing_frame
+
+        return mixing_frame(self)
 
     # ---- display ---------------------------------------------------------------------------
-    def to_text(
-        self,
-        layer: int | None = None,
-        *,
-        rollout: bool = False,
-        digits: int = 2,
-        color: bool = True,
-    ) -> str:
-        """Return a terminal table of one layer's matrix: query rows, key columns."""
-        grid, mask = self.matrix(layer, rollout=rollout).double(), self.visible()
-        vmax = float(grid[mask].abs().max()) if mask.any() else 0.0
-        rows = [display_token(t) for t in self.tokens]
-        cols = [display_token(t) for t in self.keys]
-        label_w = max(len(r) for r in rows)
-        cells = [
-            [f"{v:.{digits}f}" if m else "" for v, m in zip(row, seen)]
-            for row, seen in zip(grid.tolist(), mask.tolist())
-        ]
-        widths = [max(len(cols[j]), *(len(r[j]) for r in cells)) for j in range(len(cols))]
-        what = "rollout" if rollout else "scores"
-        lines = [f"{self.method} {what}, layer {self.layers[self.layer_index(layer)]}"]
-        lines.append(" " * label_w + " │ " + " ".join(c.rjust(w) for c, w in zip(cols, widths)))
-        lines.append("─" * label_w + "─┼─" + "─".join("─" * w for w in widths))
-        for i, label in enumerate(rows):
-            parts = []
-            for j, w in enumerate(widths):
-                text = cells[i][j].rjust(w)
-                if color and cells[i][j] and vmax > 0:
-                    shade = round(255 * (1 - min(abs(grid[i, j].item()) / vmax, 1.0)))
-                    fg = "255;255;255" if shade < 115 else "0;0;0"
-                    text = f"\x1b[48;2;255;{shade};{shade}m\x1b[38;2;{fg}m{text}\x1b[0m"
-                parts.append(text)
-            lines.append(label.ljust(label_w) + " │ " + " ".join(parts))
-        return "\n".join(line.rstrip() for line in lines)
+    def to_text(self, layer: int | None = None, *, rollout: bool = False, **kwargs: Any) -> str:
+        """Return a terminal table of one layer's matrix: query rows, key columns.
+
+        Options: ``digits``, ``color`` (None: colour only on a terminal without ``NO_COLOR``),
+        ``max_width``; see :func:`hooklab.output.render.mixing_text`.
+        """
+        from hooklab.output.render import mixing_text
+
+        return mixing_text(self, layer, rollout=rollout, **kwargs)
 
     def show(self, layer: int | None = None, *, rollout: bool = False, **kwargs: Any) -> None:
-        """Print one layer's mixing matrix (the last layer when None) as a colour table."""
+        """Print one layer's mixing matrix (the last layer when None) as a table."""
         print(self.to_text(layer, rollout=rollout, **kwargs))
 
     def to_html(self, layer: int | None = None, *, rollout: bool = False, digits: int = 3) -> str:
-        """Return an HTML table of one layer's matrix (inline styles, tokens escaped)."""
-        grid, mask = self.matrix(layer, rollout=rollout).double(), self.visible()
-        vmax = float(grid[mask].abs().max()) if mask.any() else 0.0
-        esc, style = html.escape, "padding:2px 5px;text-align:right;border:1px solid #eee;"
-        title = f"{self.method}, layer {self.layers[self.layer_index(layer)]}"
-        parts = [
-            '<div class="hooklab-mixing" style="font-family:monospace;font-size:12px">',
-            f"<div><b>{esc(title + (' (rollout)' if rollout else ''))}</b></div>",
-            "<table style='border-collapse:collapse'><tr><th></th>",
-            *(f"<th style='white-space:pre'>{esc(display_token(t))}</th>" for t in self.keys),
-            "</tr>",
-        ]
-        for i, token in enumerate(self.tokens):
-            parts.append(f"<tr><th style='white-space:pre;text-align:left'>{esc(token)}</th>")
-            for j in range(len(self.keys)):
-                if not mask[i, j]:
-                    parts.append(f"<td style='{style}'></td>")
-                    continue
-                v = float(grid[i, j])
-                shade = round(255 * (1 - min(abs(v) / vmax, 1.0))) if vmax > 0 else 255
-                parts.append(
-                    f"<td style='{style}background:rgb(255,{shade},{shade})' "
-                    f"title='{v:.6g}'>{v:.{digits}f}</td>"
-                )
-            parts.append("</tr>")
-        parts.append("</table></div>")
-        return "\n".join(parts)
+        """Return an HTML table of one layer's matrix with the colour legend."""
+        from hooklab.output.render import mixing_html
+
+        return mixing_html(self, layer, rollout=rollout, digits=digits)
 
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def plot(self, layer: int | None = None, *, rollout: bool = False, **kwargs: Any):
+    def plot(self, layer: int | None = None, *, rollout: bool = False, **kwargs: Any) -> Figure:
         """Return a Figure: a grid of every layer's heatmap, or one layer's (never shown)."""
         from hooklab.mixing.plot import plot_layers, plot_matrix
 
@@ -215,19 +176,14 @@ class MixingOutput:
 
     # ---- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write to one ``.safetensors`` file (suffix added if missing); refuse to overwrite."""
-        tensors = {n: getattr(self, n) for n in _TENSORS if getattr(self, n) is not None}
-        meta = {k: v for k, v in self.to_dict().items() if k not in _TENSORS}
-        return write_tensors(path, tensors, meta, key=_META_KEY, overwrite=overwrite)
+        """Save to exactly ``path`` (see :mod:`hooklab.output.io`); refuse to overwrite."""
+        from hooklab.output.io import save
+
+        return save(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> MixingOutput:
-        """Read an output written by :meth:`save`."""
-        meta, tensors = read_tensors(
-            path, key=_META_KEY, what="mixing output", version=FORMAT_VERSION
-        )
-        meta.pop("format_version")
-        for name in ("tokens", "layers", "key_tokens"):
-            if meta[name] is not None:
-                meta[name] = tuple(meta[name])
-        return cls(**meta, **{name: tensors.get(name) for name in _TENSORS})
+        """Load a mixing output written by :meth:`save`."""
+        from hooklab.output.io import load
+
+        return load(path, cls.kind)

@@ -1,21 +1,26 @@
 """Figures of context mixing: per-layer heatmaps, rollout, per-token lines, knockout curves.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly, never through pyplot: nothing
-is shown and any backend (Agg included) works. Every function returns the Figure.
+is shown and any backend (Agg included) works. Every function returns the Figure. Heatmaps are
+coloured with :class:`~hooklab.output.view.ColorScale`, the scale of the text and HTML views.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from hooklab.mixing.output import MixingOutput
-from hooklab.output.render import display_token
+from hooklab.output.view import ColorScale, display_token
+
+if TYPE_CHECKING:
+    from hooklab.mixing.knockout_output import KnockoutOutput
+    from hooklab.mixing.output import MixingOutput
 
 _ANNOTATE_MAX = 16  # write values in the cells when the matrix is at most this wide
 
@@ -26,9 +31,11 @@ def _grid(out: MixingOutput, layer: int | None, rollout: bool) -> np.ndarray:
     return grid
 
 
-def _heatmap(ax: Axes, out: MixingOutput, grid: np.ndarray, vmax: float, cmap, labels: bool):
-    colormap = matplotlib.colormaps.get_cmap(cmap).with_extremes(bad=(0, 0, 0, 0))
-    image = ax.imshow(grid, cmap=colormap, vmin=0, vmax=vmax, interpolation="nearest")
+def _heatmap(ax: Axes, out: MixingOutput, grid: np.ndarray, scale: ColorScale, cmap, labels: bool):
+    style = scale.mpl()
+    if cmap is not None:
+        style["cmap"] = matplotlib.colormaps.get_cmap(cmap).with_extremes(bad=(0, 0, 0, 0))
+    image = ax.imshow(grid, interpolation="nearest", **style)
     n_q, n_k = grid.shape
     size = 8 if max(n_q, n_k) <= 20 else 6
     if labels:
@@ -43,18 +50,13 @@ def _heatmap(ax: Axes, out: MixingOutput, grid: np.ndarray, vmax: float, cmap, l
     return image
 
 
-def _vmax(grids: Sequence[np.ndarray]) -> float:
-    peak = max((float(np.nanmax(np.abs(g))) for g in grids if np.isfinite(g).any()), default=0)
-    return peak if peak > 0 else 1.0
-
-
 def plot_matrix(
     out: MixingOutput,
     layer: int | None = None,
     *,
     rollout: bool = False,
     ax: Axes | None = None,
-    cmap: str = "Reds",
+    cmap: str | None = None,
     annotate: bool | None = None,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
@@ -66,6 +68,8 @@ def plot_matrix(
         layer: the model layer (the last computed one when None).
         rollout: plot the rolled-out matrix instead of the layer's own.
         ax: draw into these axes instead of a new figure.
+        cmap: colormap name; by default the scale's (``"Reds"``, or ``"RdBu_r"`` with
+            negative scores).
         annotate: write the values in the cells; by default for matrices up to 16 wide.
     """
     grid = _grid(out, layer, rollout)
@@ -74,8 +78,8 @@ def plot_matrix(
         fig = Figure(figsize=figsize or (side + 1, side), layout="constrained")
         ax = fig.add_subplot()
     fig = ax.figure
-    vmax = _vmax([grid])
-    image = _heatmap(ax, out, grid, vmax, cmap, labels=True)
+    scale = ColorScale.fit(grid)
+    image = _heatmap(ax, out, grid, scale, cmap, labels=True)
     fig.colorbar(image, ax=ax, shrink=0.8)
     shown = out.layers[out.layer_index(layer)]
     default = f"{out.method}{' rollout up to' if rollout else ','} layer {shown}"
@@ -85,8 +89,8 @@ def plot_matrix(
     if annotate if annotate is not None else max(grid.shape) <= _ANNOTATE_MAX:
         for (i, j), v in np.ndenumerate(grid):
             if not math.isnan(v):
-                color = "white" if v / vmax > 0.6 else "black"
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color=color)
+                ink = tuple(c / 255 for c in scale.ink(v))
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color=ink)
     return fig
 
 
@@ -96,7 +100,7 @@ def plot_layers(
     layers: Sequence[int] | None = None,
     rollout: bool = False,
     ncols: int | None = None,
-    cmap: str = "Reds",
+    cmap: str | None = None,
     labels: bool = True,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
@@ -115,10 +119,10 @@ def plot_layers(
     side = min(1.5 + 0.22 * len(out.tokens), 8)
     fig = Figure(figsize=figsize or (ncols * side + 1, nrows * side), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    vmax = _vmax(grids)
+    scale = ColorScale.fit(grids)
     image = None
     for ax, layer, grid in zip(axes, layers, grids):
-        image = _heatmap(ax, out, grid, vmax, cmap, labels)
+        image = _heatmap(ax, out, grid, scale, cmap, labels)
         ax.set_title(f"layer {layer}", fontsize=10)
     for ax in axes[len(layers) :]:
         ax.set_axis_off()
@@ -185,7 +189,7 @@ def plot_token_mixing(
 
 
 def plot_knockout(
-    out,
+    out: KnockoutOutput,
     *,
     ax: Axes | None = None,
     title: str | None = None,

@@ -16,7 +16,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.output.sequence import SequenceAttribution, _jsonable
+from hooklab.output.provenance import thaw
+from hooklab.output.sequence import SequenceAttribution
 from hooklab.registry import unknown_name_error
 
 
@@ -268,7 +269,7 @@ def aggregate(seq: SequenceAttribution, how: str = "words", **kwargs: Any) -> Se
         raise unknown_name_error("aggregation", how, list(GROUPINGS))
     merge_kwargs = {k: kwargs.pop(k) for k in _MERGE_OPTIONS if k in kwargs}
     out = merge_groups(seq, GROUPINGS[how](seq, **kwargs), **merge_kwargs)
-    record = {**out.parameters["aggregation"], "how": how, **_jsonable(kwargs)}
+    record = {**out.parameters["aggregation"], "how": how, **thaw(kwargs)}
     return out.with_(parameters={**out.parameters, "aggregation": record})
 
 

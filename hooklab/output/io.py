@@ -1,140 +1,366 @@
-"""Save and load attribution outputs as one safetensors file with JSON metadata.
+"""Save and load every hooklab output through one file format.
 
-Layout: tensors are named ``{i}.token_ids``, ``{i}.attributions``, ``{i}.step.{name}`` and
-``{i}.extra.{name}`` for sequence ``i``; the safetensors header's ``hooklab`` entry holds the
-JSON metadata (format version, info, tokens, target starts, methods, parameters). Nothing is
-pickled, and loading needs no importable class paths.
+One file per output: a safetensors file whose tensors hold the output's scores and whose
+header entry ``"hooklab"`` holds JSON metadata. The metadata always starts with
+
+- ``format_version``: :data:`FORMAT_VERSION` (loading any other version is an error),
+- ``hooklab_version``: the hooklab that wrote the file,
+- ``kind``: ``"attribution"``, ``"mixing"``, ``"knockout"`` or ``"pecore"`` (see :data:`KINDS`),
+- ``model``: name or path, architecture, config digest and dtype of the model (or null),
+- ``parameters``: the options the computation ran with, defaults included,
+
+followed by the kind's own fields. JSON cannot hold NaN or infinities: they are written as the
+strings ``"nan"``, ``"inf"`` and ``"-inf"`` and read back as floats (the policy of
+:func:`~hooklab.output.provenance.thaw` / :func:`~hooklab.output.provenance.unthaw`), so a
+round trip is exact. Nothing is pickled; loading needs no importable class paths.
+
+A PECoRe result may also be saved as its documented JSON export (a path ending in ``.json``);
+:func:`load` reads both.
+
+Writing is atomic: the file is written under a unique temporary name in the target directory
+(removed on any error), given the permissions of a new file under the user's umask, then moved
+onto ``path`` -- exactly ``path``, no suffix is added. An existing file is kept unless
+``overwrite=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from safetensors import safe_open
+import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from hooklab.output.sequence import (
-    FORMAT_VERSION,
-    AttributionOutput,
-    SequenceAttribution,
-    _jsonable,
-)
+from hooklab.output.provenance import hooklab_version, thaw, unthaw, unthaw_float
 
-_META_KEY = "hooklab"
+if TYPE_CHECKING:
+    from hooklab.mixing.knockout_output import KnockoutOutput
+    from hooklab.mixing.output import MixingOutput
+    from hooklab.output.sequence import AttributionOutput
+    from hooklab.pecore.result import PecoreResult
+
+    Output = AttributionOutput | MixingOutput | KnockoutOutput | PecoreResult
+
+#: The one format version of every saved output (2: one format for all four kinds).
+FORMAT_VERSION = 2
+#: The safetensors header entry holding the JSON metadata.
+META_KEY = "hooklab"
+#: The kinds of output this module saves and loads.
+KINDS = ("attribution", "mixing", "knockout", "pecore")
 
 
-def _with_suffix(path: str | Path) -> Path:
-    path = Path(path)
-    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+def header(kind: str, model: Any, parameters: Any) -> dict[str, Any]:
+    """Return the metadata every saved output (and every ``to_dict``) starts with."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "hooklab_version": hooklab_version(),
+        "kind": kind,
+        "model": None if model is None else thaw(model),
+        "parameters": thaw(parameters),
+    }
 
 
-def write_tensors(
-    path: str | Path,
-    tensors: dict[str, Tensor],
-    meta: dict[str, Any],
-    *,
-    key: str = _META_KEY,
-    overwrite: bool = False,
-) -> Path:
-    """Atomically write tensors + JSON metadata (under header entry ``key``) to one file.
+# ---- writing -------------------------------------------------------------------------------
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc``)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: set and restore at once
+    os.umask(mask)
+    return mask
 
-    ``.safetensors`` is appended to ``path`` if missing; an existing file is kept unless
-    ``overwrite``.
+
+def _exists_error(path: Path) -> FileExistsError:
+    return FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
+
+
+def atomic_write(path: str | Path, writer: Callable[[str], None], *, overwrite: bool) -> Path:
+    """Call ``writer(tmp)`` on a unique temporary file, then move it onto exactly ``path``.
+
+    The file gets mode ``0o666 & ~umask`` (as ``open`` would give it); the temporary file is
+    removed on any error. Without ``overwrite``, an existing ``path`` raises FileExistsError.
     """
-    path = _with_suffix(path)
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory; pass a file path to save to.")
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
+        raise _exists_error(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata={key: json.dumps(meta)})
-        os.replace(tmp, path)
+        writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile: never clobber
+            except FileExistsError:
+                raise _exists_error(path) from None
+            except OSError:  # no hard links on this filesystem
+                os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
     return path
 
 
-def read_tensors(
-    path: str | Path,
-    *,
-    key: str = _META_KEY,
-    what: str = "hooklab output",
-    version: int = FORMAT_VERSION,
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Read a file written by :func:`write_tensors`; check its ``format_version``."""
+def write(
+    path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any], *, overwrite: bool
+) -> Path:
+    """Write ``tensors`` and the JSON ``meta`` as one safetensors file at exactly ``path``."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    text = json.dumps(meta, ensure_ascii=False, allow_nan=False)
+    return atomic_write(
+        path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: text}), overwrite=overwrite
+    )
+
+
+def write_json(path: str | Path, data: dict[str, Any], *, overwrite: bool) -> Path:
+    """Write ``data`` as indented JSON at exactly ``path`` (atomic, like :func:`write`)."""
+    text = json.dumps(data, ensure_ascii=False, indent=2, allow_nan=False) + "\n"
+    return atomic_write(
+        path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), overwrite=overwrite
+    )
+
+
+# ---- reading -------------------------------------------------------------------------------
+def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
+    """Return the metadata and tensors (None for a JSON export) of a saved output.
+
+    Checks that it is a hooklab file of :data:`FORMAT_VERSION`.
+    """
     path = Path(path)
-    if not path.exists() and _with_suffix(path).exists():
-        path = _with_suffix(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No saved {what} at {str(path)!r}.")
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-        if key not in header:
-            raise ValueError(f"{str(path)!r} is a safetensors file but not a {what}.")
-        meta = json.loads(header[key])
-        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    found = meta.get("format_version")
-    if found != version:
+        raise FileNotFoundError(
+            f"No saved hooklab output at {str(path)!r}; expected a file written by .save()."
+        )
+    with path.open("rb") as f:
+        start = f.read(64).lstrip()
+    if start.startswith(b"{"):  # a JSON export (PECoRe)
+        try:
+            meta, tensors = json.loads(path.read_text(encoding="utf-8")), None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{str(path)!r} is not a hooklab output: {err}") from err
+    else:
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                entries = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        except SafetensorError as err:
+            raise ValueError(
+                f"{str(path)!r} is not a hooklab output: not a safetensors file ({err}); "
+                "expected a file written by .save()."
+            ) from err
+        key = META_KEY if META_KEY in entries else next(
+            (k for k in entries if k.startswith(META_KEY)), None
+        )  # fmt: skip
+        if key is None:
+            raise ValueError(
+                f"{str(path)!r} is a safetensors file but not a hooklab output (no "
+                f"{META_KEY!r} metadata entry); expected a file written by .save()."
+            )
+        meta = json.loads(entries[key])
+    found = meta.get("format_version") if isinstance(meta, dict) else None
+    if found != FORMAT_VERSION:
         raise ValueError(
-            f"{str(path)!r} has format version {found!r}; this hooklab reads version "
-            f"{version}. Re-create it with a matching hooklab version."
+            f"{str(path)!r} has hooklab format version {found!r}; this hooklab "
+            f"({hooklab_version()}) reads version {FORMAT_VERSION}. Re-create it with this "
+            "version, or load it with the hooklab that wrote it."
         )
     return meta, tensors
 
 
-def save_output(output: AttributionOutput, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``output`` to ``path`` (``.safetensors`` is appended if missing), atomically."""
-    tensors = {}
+def load(path: str | Path, kind: str | None = None) -> Output:
+    """Load any saved output; return the class its ``kind`` names.
+
+    Args:
+        path: a file written by an output's ``.save()``.
+        kind: if given, the kind expected (one of :data:`KINDS`); another kind is an error.
+    """
+    meta, tensors = read(path)
+    found = meta.get("kind")
+    if found not in _CODECS:
+        raise ValueError(
+            f"{str(path)!r} holds an output of unknown kind {found!r}; expected one of {KINDS}."
+        )
+    if kind is not None and found != kind:
+        raise ValueError(
+            f"{str(path)!r} holds a {found!r} output, not a {kind!r} output; load it with "
+            f"hooklab.output.load_output (which returns the right class)."
+        )
+    if tensors is None and found != "pecore":
+        raise ValueError(
+            f"{str(path)!r} is JSON; only PECoRe results load from their JSON export. Save a "
+            f"{found!r} output with .save() to a safetensors file."
+        )
+    return _CODECS[found][1](meta, tensors)
+
+
+def save(output: Output, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Save any output (see the module docstring for the layout); return ``path``."""
+    kind = output.kind
+    if kind not in _CODECS:
+        raise TypeError(f"Cannot save {type(output).__name__}; savable kinds: {KINDS}.")
+    tensors, fields = _CODECS[kind][0](output)
+    meta = {**header(kind, output.model, output.parameters), **fields}
+    return write(path, tensors, meta, overwrite=overwrite)
+
+
+# ---- the codecs: output -> (tensors, own metadata fields) and back -------------------------
+def _tuple(value: Any) -> Any:
+    return None if value is None else tuple(value)
+
+
+def _model(meta: dict[str, Any]) -> Any:
+    return None if meta.get("model") is None else unthaw(meta["model"])
+
+
+def _encode_attribution(out: AttributionOutput) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors: dict[str, Tensor] = {}
     sequences = []
-    for i, s in enumerate(output.sequences):
+    for i, s in enumerate(out.sequences):
         tensors[f"{i}.token_ids"] = s.token_ids
         if s.attributions is not None:
             tensors[f"{i}.attributions"] = s.attributions
-        for name, value in s.step_scores.items():
-            tensors[f"{i}.step.{name}"] = value
-        for name, value in s.extras.items():
-            tensors[f"{i}.extra.{name}"] = value
+        tensors.update({f"{i}.step.{n}": v for n, v in s.step_scores.items()})
+        tensors.update({f"{i}.extra.{n}": v for n, v in s.extras.items()})
         sequences.append(
             {
                 "tokens": list(s.tokens),
                 "target_start": s.target_start,
                 "method": s.method,
-                "parameters": _jsonable(s.parameters),
+                "parameters": thaw(s.parameters),
                 "step_scores": list(s.step_scores),
                 "extras": list(s.extras),
             }
         )
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "info": _jsonable(output.info),
-        "sequences": sequences,
-    }
-    return write_tensors(path, tensors, meta, overwrite=overwrite)
+    return tensors, {"info": thaw(out.info), "sequences": sequences}
 
 
-def load_output(path: str | Path) -> AttributionOutput:
-    """Read an output written by :func:`save_output`."""
-    meta, tensors = read_tensors(path)
-    sequences = []
-    for i, s in enumerate(meta["sequences"]):
-        sequences.append(
-            SequenceAttribution(
-                tokens=tuple(s["tokens"]),
-                token_ids=tensors[f"{i}.token_ids"],
-                target_start=s["target_start"],
-                attributions=tensors.get(f"{i}.attributions"),
-                step_scores={n: tensors[f"{i}.step.{n}"] for n in s["step_scores"]},
-                method=s["method"],
-                parameters=s["parameters"],
-                extras={n: tensors[f"{i}.extra.{n}"] for n in s["extras"]},
-            )
+def _decode_attribution(meta: dict[str, Any], tensors: dict[str, Tensor]) -> AttributionOutput:
+    from hooklab.output.sequence import AttributionOutput, SequenceAttribution
+
+    sequences = [
+        SequenceAttribution(
+            tokens=tuple(s["tokens"]),
+            token_ids=tensors[f"{i}.token_ids"],
+            target_start=s["target_start"],
+            attributions=tensors.get(f"{i}.attributions"),
+            step_scores={n: tensors[f"{i}.step.{n}"] for n in s["step_scores"]},
+            method=s["method"],
+            parameters=unthaw(s["parameters"]),
+            extras={n: tensors[f"{i}.extra.{n}"] for n in s["extras"]},
         )
-    return AttributionOutput(tuple(sequences), meta["info"])
+        for i, s in enumerate(meta["sequences"])
+    ]
+    return AttributionOutput(tuple(sequences), unthaw(meta["info"]), model=_model(meta))
+
+
+_MIXING_TENSORS = ("token_ids", "scores", "rollout", "key_token_ids")
+
+
+def _encode_mixing(out: MixingOutput) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors = {n: getattr(out, n) for n in _MIXING_TENSORS if getattr(out, n) is not None}
+    fields = {
+        "tokens": list(out.tokens),
+        "layers": list(out.layers),
+        "method": out.method,
+        "target_start": out.target_start,
+        "key_tokens": None if out.key_tokens is None else list(out.key_tokens),
+        "causal": out.causal,
+    }
+    return tensors, fields
+
+
+def _decode_mixing(meta: dict[str, Any], tensors: dict[str, Tensor]) -> MixingOutput:
+    from hooklab.mixing.output import MixingOutput
+
+    return MixingOutput(
+        tokens=tuple(meta["tokens"]),
+        layers=tuple(meta["layers"]),
+        method=meta["method"],
+        parameters=unthaw(meta["parameters"]),
+        target_start=meta["target_start"],
+        key_tokens=_tuple(meta["key_tokens"]),
+        causal=meta["causal"],
+        model=_model(meta),
+        **{n: tensors.get(n) for n in _MIXING_TENSORS},
+    )
+
+
+def _encode_knockout(out: KnockoutOutput) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors = {"token_ids": out.token_ids, "probabilities": out.probabilities}
+    fields = {
+        "tokens": list(out.tokens),
+        "target_id": out.target_id,
+        "target_token": out.target_token,
+        "queries": list(out.queries),
+        "sources": {k: list(v) for k, v in out.sources.items()},
+        "windows": [list(w) for w in out.windows],
+        "centres": None if out.centres is None else list(out.centres),
+        "base_probability": thaw(out.base_probability),
+        "key_tokens": None if out.key_tokens is None else list(out.key_tokens),
+    }
+    return tensors, fields
+
+
+def _decode_knockout(meta: dict[str, Any], tensors: dict[str, Tensor]) -> KnockoutOutput:
+    from hooklab.mixing.knockout_output import KnockoutOutput
+
+    return KnockoutOutput(
+        tokens=tuple(meta["tokens"]),
+        token_ids=tensors["token_ids"],
+        target_id=meta["target_id"],
+        target_token=meta["target_token"],
+        queries=tuple(meta["queries"]),
+        sources={k: tuple(v) for k, v in meta["sources"].items()},
+        windows=tuple(tuple(w) for w in meta["windows"]),
+        centres=_tuple(meta["centres"]),
+        base_probability=unthaw_float(meta["base_probability"]),
+        probabilities=tensors["probabilities"],
+        parameters=unthaw(meta["parameters"]),
+        key_tokens=_tuple(meta["key_tokens"]),
+        model=_model(meta),
+    )
+
+
+def _encode_pecore(out: PecoreResult) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """CTI and CCI scores as float64 tensors (exact); the rest as the JSON export."""
+    fields = out.to_dict()
+    tensors = {"cti_scores": torch.tensor(out.cti_scores, dtype=torch.float64)}
+    fields.pop("cti_scores")
+    for k, (c, entry) in enumerate(zip(out.context_sensitive, fields["context_sensitive"])):
+        tensors[f"cci.{k}"] = torch.tensor(c.input_context_scores, dtype=torch.float64)
+        entry.pop("input_context_scores")
+    return tensors, fields
+
+
+def _decode_pecore(meta: dict[str, Any], tensors: dict[str, Tensor] | None) -> PecoreResult:
+    from hooklab.pecore.result import PecoreResult
+
+    if tensors is not None:  # safetensors layout: put the score tensors back into the JSON export
+        meta = {**meta, "cti_scores": tensors["cti_scores"].tolist()}
+        meta["context_sensitive"] = [
+            {**c, "input_context_scores": tensors[f"cci.{k}"].tolist()}
+            for k, c in enumerate(meta["context_sensitive"])
+        ]
+    return PecoreResult.from_dict(meta)
+
+
+_CODECS: dict[str, tuple[Callable, Callable]] = {
+    "attribution": (_encode_attribution, _decode_attribution),
+    "mixing": (_encode_mixing, _decode_mixing),
+    "knockout": (_encode_knockout, _decode_knockout),
+    "pecore": (_encode_pecore, _decode_pecore),
+}

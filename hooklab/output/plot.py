@@ -7,16 +7,18 @@ nothing is shown, no global figure list grows, and any backend (Agg included) wo
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import matplotlib
-import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
-from hooklab.output.render import display_token
-from hooklab.output.sequence import SequenceAttribution
+from hooklab.output.view import ColorScale, display_token
+
+if TYPE_CHECKING:
+    from hooklab.output.sequence import SequenceAttribution
 
 _ANNOTATE_MAX = 20  # annotate values by default when both grid sides are at most this
 
@@ -36,8 +38,9 @@ def plot_sequence(
 
     Rows are every token up to the last attributed target, columns are the target tokens (one
     per step), as in :func:`hooklab.output.render.to_text`. Cells a step cannot see are blank.
-    With negative scores the colormap is diverging (``"RdBu_r"``) with limits symmetric around
-    0; otherwise sequential (``"Reds"``) from 0. Without attributions, the step scores are
+    Colours follow :class:`~hooklab.output.view.ColorScale` (as the text and HTML views): with
+    negative scores diverging (``"RdBu_r"``) with limits symmetric around 0, otherwise
+    sequential (``"Reds"``) from 0. Without attributions, the step scores are
     plotted per target token instead (one bar panel per score, or lines on ``ax``).
 
     Args:
@@ -61,14 +64,10 @@ def plot_sequence(
     n_rows = seq.target_start + seq.n_steps
     grid = scores[:, :n_rows].T.detach().to("cpu", torch.float64).numpy()  # [source, step]
     n_src, n_steps = grid.shape
-    visible = grid[~np.isnan(grid)]
-    vmax = float(abs(visible).max()) if visible.size else 0.0
-    vmax = vmax if vmax > 0 else 1.0
-    negative = bool((visible < 0).any())
-    if cmap is None:
-        cmap = "RdBu_r" if negative else "Reds"
-    colormap = matplotlib.colormaps.get_cmap(cmap).with_extremes(bad=(0, 0, 0, 0))
-    vmin = -vmax if negative else 0.0
+    scale = ColorScale.fit(grid)
+    style = scale.mpl()
+    if cmap is not None:
+        style["cmap"] = matplotlib.colormaps.get_cmap(cmap).with_extremes(bad=(0, 0, 0, 0))
 
     if ax is None:
         if figsize is None:
@@ -77,9 +76,7 @@ def plot_sequence(
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    image = ax.imshow(
-        grid, cmap=colormap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest"
-    )
+    image = ax.imshow(grid, aspect="auto", interpolation="nearest", **style)
     hidden = seq.attributions is not None and seq.attributions.ndim == 3
     fig.colorbar(
         image,
@@ -104,8 +101,8 @@ def plot_sequence(
                 v = grid[i, j]
                 if math.isnan(v):
                     continue
-                color = "white" if abs(v) / vmax > 0.6 else "black"  # readable on dark cells
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=color)
+                ink = tuple(c / 255 for c in scale.ink(v))  # readable on dark cells
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=ink)
     return fig
 
 

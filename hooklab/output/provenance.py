@@ -38,8 +38,10 @@ def freeze(value: Any) -> Any:
 def thaw(value: Any) -> Any:
     """Return JSON-friendly plain values: mappings -> dicts, sequences -> lists.
 
-    Non-finite floats become the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (JSON has no
-    such numbers; see :func:`unthaw_float`); objects without a JSON form become their ``repr``.
+    NaN/inf policy (one for every hooklab file and dict): JSON has no non-finite numbers, so
+    they become the strings ``"nan"``, ``"inf"`` and ``"-inf"``, and :func:`unthaw` turns
+    those three strings back into floats (a *string* option spelled exactly so reads back as
+    the float). Objects without a JSON form become their ``repr``.
     """
     if isinstance(value, Tensor):
         return thaw(value.tolist())
@@ -52,6 +54,23 @@ def thaw(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return repr(value)
+
+
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def unthaw_float(value: Any) -> Any:
+    """Invert :func:`thaw` for one number: ``"nan"``, ``"inf"``, ``"-inf"`` -> float."""
+    return _NON_FINITE.get(value, value) if isinstance(value, str) else value
+
+
+def unthaw(value: Any) -> Any:
+    """Invert :func:`thaw`'s number policy deeply (lists and dicts stay lists and dicts)."""
+    if isinstance(value, dict):
+        return {k: unthaw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unthaw(v) for v in value]
+    return unthaw_float(value)
 
 
 def config_digest(config: Mapping[str, Any]) -> str:

@@ -1,61 +1,59 @@
-"""Render a :class:`SequenceAttribution` as a terminal table or an HTML table.
+"""Terminal and HTML tables of attribution, mixing and knockout outputs.
 
-Both tables have one row per source token (every token up to the last attributed target) and
-one column per target token (one per step), like Inseq's ``show``; step scores and extras
-follow as extra rows. Cells are coloured red (positive) or blue (negative), with intensity
-proportional to ``|score| / max |score|`` over the visible cells; cells a step cannot see are
-blank.
+Each renderer picks the grid to show and hands it to :mod:`hooklab.output.view`, which colours
+every output with one scale and puts one legend under every HTML table (PECoRe's token views
+are in :mod:`hooklab.pecore.render`, on the same scale).
+
+- Attribution: one row per source token (every token up to the last attributed target), one
+  column per target token (one per step), like Inseq's ``show``; step scores and extras follow
+  as extra rows. Cells a step cannot see are blank.
+- Mixing: one layer's ``[query_pos, key_pos]`` matrix; keys a query cannot see are blank.
+- Knockout: the relative change (%) of P(target) per source set (rows) and window (columns).
 """
 
 from __future__ import annotations
 
-import html
-import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from hooklab.output.sequence import SequenceAttribution
+from hooklab.output.view import ColorScale, display_token, html_grid, text_grid, use_color
 
-_POSITIVE = (214, 39, 40)  # red
-_NEGATIVE = (31, 119, 180)  # blue
+if TYPE_CHECKING:
+    from hooklab.mixing.knockout_output import KnockoutOutput
+    from hooklab.mixing.output import MixingOutput
+    from hooklab.output.sequence import SequenceAttribution
 
-
-def display_token(token: str) -> str:
-    """Return ``token`` made readable: newlines/tabs escaped, leading spaces shown as ``▁``."""
-    token = token.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    stripped = token.lstrip(" ")
-    return "▁" * (len(token) - len(stripped)) + stripped
-
-
-def _colors(value: float, vmax: float) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """Return (background, foreground) RGB for ``value`` on a white -> red / blue scale."""
-    alpha = min(abs(value) / vmax, 1.0) if vmax > 0 else 0.0
-    end = _POSITIVE if value >= 0 else _NEGATIVE
-    r, g, b = (round(255 + (c - 255) * alpha) for c in end)
-    fg = (255, 255, 255) if alpha > 0.55 else (0, 0, 0)  # white text on dark cells
-    return (r, g, b), fg
+__all__ = [
+    "display_token",
+    "knockout_html",
+    "knockout_text",
+    "mixing_html",
+    "mixing_text",
+    "to_html",
+    "to_text",
+]
 
 
-def _table(
+# ---- attribution ---------------------------------------------------------------------------
+def _attribution_grid(
     seq: SequenceAttribution, reduce: str | None, normalize: bool
-) -> tuple[list[str], list[list[float]], float]:
-    """Return source-row labels, the ``[source, step]`` grid (NaN = not visible) and vmax."""
+) -> tuple[list[str], list[list[float]]]:
+    """Return source-row labels and the ``[source, step]`` grid (NaN = not visible)."""
     scores = seq.scores(reduce, normalize=normalize)
     if scores is None:
-        return [], [], 0.0
+        return [], []
     n_rows = seq.target_start + seq.n_steps
     grid = scores[:, :n_rows].T.detach().to("cpu", torch.float64)  # [source, step]
-    visible = grid[~torch.isnan(grid)]
-    vmax = float(visible.abs().max()) if visible.numel() else 0.0
-    return list(seq.tokens[:n_rows]), grid.tolist(), vmax
+    return list(seq.tokens[:n_rows]), grid.tolist()
 
 
-def _score_rows(seq: SequenceAttribution) -> list[tuple[str, list[float]]]:
+def _footer(seq: SequenceAttribution) -> list[tuple[str, list[float]]]:
     rows = [(name, v.tolist()) for name, v in seq.step_scores.items()]
     return rows + [(name, v.tolist()) for name, v in seq.extras.items()]
 
 
-def _header(seq: SequenceAttribution, reduce: str | None, normalize: bool = False) -> str:
+def _attribution_title(seq: SequenceAttribution, reduce: str | None, normalize: bool) -> str:
     head = f"{seq.method}"
     if normalize and seq.attributions is not None:
         head += "  (each step normalised to sum |scores| = 1)"
@@ -66,16 +64,12 @@ def _header(seq: SequenceAttribution, reduce: str | None, normalize: bool = Fals
     return head
 
 
-def _fmt(value: float, digits: int) -> str:
-    return "" if math.isnan(value) else f"{value:.{digits}f}"
-
-
 def to_text(
     seq: SequenceAttribution,
     *,
     reduce: str | None = None,
     normalize: bool = True,
-    color: bool = True,
+    color: bool | None = None,
     digits: int = 2,
     max_width: int | None = None,
 ) -> str:
@@ -85,7 +79,9 @@ def to_text(
         seq: the attribution to render.
         reduce: how to reduce a ``d_model`` dimension (see ``aggregate.reduce_hidden``).
         normalize: show each step's scores as shares of their absolute sum.
-        color: colour cells with 24-bit ANSI backgrounds (red positive, blue negative).
+        color: colour cells with 24-bit ANSI backgrounds on the scale of
+            :class:`~hooklab.output.view.ColorScale`; None: only on a terminal without
+            ``NO_COLOR`` (see :func:`~hooklab.output.view.use_color`).
         digits: decimals shown.
         max_width: if set, split the target columns into blocks whose lines fit in this many
             characters (each block repeats the row labels).
@@ -93,54 +89,24 @@ def to_text(
     Returns:
         The table as one string (no trailing newline).
     """
-    labels, grid, vmax = _table(seq, reduce, normalize)
-    score_rows = _score_rows(seq)
-    targets = [display_token(t) for t in seq.target_tokens]
-    row_labels = [display_token(t) for t in labels] + [name for name, _ in score_rows]
-    label_w = max([len(x) for x in row_labels] + [1])
-    cells = [[_fmt(v, digits) for v in row] for row in grid]
-    score_cells = [[_fmt(v, digits) for v in values] for _, values in score_rows]
-    widths = [
-        max([len(targets[j])] + [len(row[j]) for row in cells + score_cells])
-        for j in range(len(targets))
-    ]
-
-    blocks: list[list[int]] = [[]]
-    used = label_w + 2
-    for j, w in enumerate(widths):
-        if max_width is not None and blocks[-1] and used + w + 1 > max_width:
-            blocks.append([])
-            used = label_w + 2
-        blocks[-1].append(j)
-        used += w + 1
-
-    def cell(text: str, j: int, value: float | None) -> str:
-        padded = text.rjust(widths[j])
-        if not color or value is None or math.isnan(value):
-            return padded
-        (r, g, b), (fr, fg, fb) = _colors(value, vmax)
-        return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;{fr};{fg};{fb}m{padded}\x1b[0m"
-
-    lines = [_header(seq, reduce, normalize)]
+    labels, grid = _attribution_grid(seq, reduce, normalize)
+    title = [_attribution_title(seq, reduce, normalize)]
+    targets = list(seq.target_tokens)
     if not labels or not targets:
-        lines.append("prompt: " + " ".join(display_token(t) for t in seq.prompt_tokens))
+        title.append("prompt: " + " ".join(display_token(t) for t in seq.prompt_tokens))
     if not targets:
-        return "\n".join([*lines, "(no attributed target tokens)"])
-    for cols in blocks:
-        lines.append(" " * label_w + " │ " + " ".join(targets[j].rjust(widths[j]) for j in cols))
-        rule = "─" * label_w + "─┼─" + "─".join("─" * widths[j] for j in cols)
-        lines.append(rule)
-        for i, lab in enumerate(labels):
-            row = " ".join(cell(cells[i][j], j, grid[i][j]) for j in cols)
-            lines.append(display_token(lab).ljust(label_w) + " │ " + row)
-        if labels and score_rows:
-            lines.append(rule)
-        for (name, _), values in zip(score_rows, score_cells):
-            lines.append(
-                name.ljust(label_w) + " │ " + " ".join(cell(values[j], j, None) for j in cols)
-            )
-        lines.append("")
-    return "\n".join(line.rstrip() for line in lines).rstrip("\n")
+        return "\n".join([*title, "(no attributed target tokens)"])
+    return text_grid(
+        labels,
+        targets,
+        grid,
+        scale=ColorScale.fit(grid),
+        color=use_color(color),
+        fmt=lambda v: f"{v:.{digits}f}",
+        title=title,
+        footer=_footer(seq),
+        max_width=max_width,
+    )
 
 
 def to_html(
@@ -150,53 +116,116 @@ def to_html(
     normalize: bool = True,
     digits: int = 3,
 ) -> str:
-    """Return a self-contained HTML ``<div>`` with a ``<table>`` of the scores.
+    """Return a self-contained HTML ``<div>``: the table of :func:`to_text` and a legend."""
+    labels, grid = _attribution_grid(seq, reduce, normalize)
+    return html_grid(
+        labels,
+        seq.target_tokens,
+        grid,
+        scale=ColorScale.fit(grid),
+        fmt=lambda v: f"{v:.{digits}f}",
+        title=_attribution_title(seq, reduce, normalize),
+        kind="attribution",
+        legend="attribution",
+        footer=_footer(seq),
+        rule_before=seq.target_start,
+        notes=() if labels else ["prompt: " + "".join(seq.prompt_tokens)],
+    )
 
-    Same layout and colours as :func:`to_text`; inline styles only, every token escaped.
-    Hovering a cell shows the source and target tokens and the full-precision score.
-    """
-    labels, grid, vmax = _table(seq, reduce, normalize)
-    esc = html.escape
-    targets = [display_token(t) for t in seq.target_tokens]
-    cell_style = "padding:2px 6px;text-align:right;border:1px solid #eee;"
-    head_style = "padding:2px 6px;white-space:pre;font-weight:bold;"
-    parts = [
-        '<div class="hooklab-attribution" style="font-family:monospace;font-size:12px;'
-        'margin:8px 0">',
-        '<div style="font-weight:bold;margin-bottom:4px">'
-        f"{esc(_header(seq, reduce, normalize))}</div>",
-    ]
-    if not labels:
-        prompt = esc("".join(seq.prompt_tokens))
-        parts.append(f'<div style="white-space:pre-wrap;margin-bottom:4px">prompt: {prompt}</div>')
-    parts.append('<table style="border-collapse:collapse">')
-    parts.append("<tr><th></th>")
-    parts.extend(f'<th style="{head_style}text-align:right">{esc(t)}</th>' for t in targets)
-    parts.append("</tr>")
-    for i, lab in enumerate(labels):
-        top = "border-top:2px solid #999;" if i == seq.target_start else ""
-        parts.append(
-            f'<tr style="{top}"><th style="{head_style}text-align:left">'
-            f"{esc(display_token(lab))}</th>"
-        )
-        for j, v in enumerate(grid[i]):
-            if math.isnan(v):
-                parts.append(f'<td style="{cell_style}"></td>')
-                continue
-            (r, g, b), (fr, fg, fb) = _colors(v, vmax)
-            tip = esc(f"{display_token(lab)} → {targets[j]}: {v:.6g}", quote=True)
-            parts.append(
-                f'<td title="{tip}" style="{cell_style}background-color:rgb({r},{g},{b});'
-                f'color:rgb({fr},{fg},{fb})">{_fmt(v, digits)}</td>'
-            )
-        parts.append("</tr>")
-    for k, (name, values) in enumerate(_score_rows(seq)):
-        top = "border-top:2px solid #999;" if k == 0 and labels else ""
-        parts.append(
-            f'<tr style="{top}"><th style="{head_style}text-align:left;font-style:italic">'
-            f"{esc(name)}</th>"
-        )
-        parts.extend(f'<td style="{cell_style}">{_fmt(v, digits)}</td>' for v in values)
-        parts.append("</tr>")
-    parts.append("</table></div>")
-    return "\n".join(parts)
+
+# ---- mixing --------------------------------------------------------------------------------
+def _mixing_grid(out: MixingOutput, layer: int | None, rollout: bool) -> list[list[float]]:
+    grid = out.matrix(layer, rollout=rollout).detach().to("cpu", torch.float64).clone()
+    grid[~out.visible()] = float("nan")
+    return grid.tolist()
+
+
+def _mixing_title(out: MixingOutput, layer: int | None, rollout: bool) -> str:
+    shown = out.layers[out.layer_index(layer)]
+    return f"{out.method} {'rollout' if rollout else 'scores'}, layer {shown}"
+
+
+def mixing_text(
+    out: MixingOutput,
+    layer: int | None = None,
+    *,
+    rollout: bool = False,
+    digits: int = 2,
+    color: bool | None = None,
+    max_width: int | None = None,
+) -> str:
+    """Return a terminal table of one layer's matrix: query rows, key columns."""
+    grid = _mixing_grid(out, layer, rollout)
+    return text_grid(
+        out.tokens,
+        out.keys,
+        grid,
+        scale=ColorScale.fit(grid),
+        color=use_color(color),
+        fmt=lambda v: f"{v:.{digits}f}",
+        title=[_mixing_title(out, layer, rollout)],
+        max_width=max_width,
+    )
+
+
+def mixing_html(
+    out: MixingOutput, layer: int | None = None, *, rollout: bool = False, digits: int = 3
+) -> str:
+    """Return an HTML table of one layer's matrix, with the legend."""
+    grid = _mixing_grid(out, layer, rollout)
+    return html_grid(
+        out.tokens,
+        out.keys,
+        grid,
+        scale=ColorScale.fit(grid),
+        fmt=lambda v: f"{v:.{digits}f}",
+        title=_mixing_title(out, layer, rollout),
+        kind="mixing",
+        legend="rollout" if rollout else "mixing score",
+        rule_before=out.target_start if out.key_tokens is None else None,
+    )
+
+
+# ---- knockout ------------------------------------------------------------------------------
+def _knockout_title(out: KnockoutOutput) -> str:
+    query = ", ".join(display_token(out.tokens[q]) for q in out.queries)
+    return (
+        f"attention knockout: P({display_token(out.target_token)!r}) = "
+        f"{out.base_probability:.4f}; relative change (%) when {query} cannot attend to the "
+        "source"
+    )
+
+
+def _knockout_columns(out: KnockoutOutput) -> list[str]:
+    if out.centres is None:
+        return [f"layers {w[0]}-{w[-1]}" for w in out.windows]
+    return [str(c) for c in out.centres]
+
+
+def knockout_text(out: KnockoutOutput, *, digits: int = 1, color: bool | None = None) -> str:
+    """Return the relative changes (%) as a table: source sets by window (centre layer)."""
+    grid = (100 * out.relative_change).double().tolist()
+    return text_grid(
+        list(out.sources),
+        _knockout_columns(out),
+        grid,
+        scale=ColorScale.fit(grid, signed=True),
+        color=use_color(color),
+        fmt=lambda v: f"{v:+.{digits}f}",
+        title=[_knockout_title(out), "source \\ " + ("centre layer" if out.centres else "window")],
+    )
+
+
+def knockout_html(out: KnockoutOutput, *, digits: int = 1) -> str:
+    """Return the table of relative changes (%) as HTML, with the legend."""
+    grid = (100 * out.relative_change).double().tolist()
+    return html_grid(
+        list(out.sources),
+        _knockout_columns(out),
+        grid,
+        scale=ColorScale.fit(grid, signed=True),
+        fmt=lambda v: f"{v:+.{digits}f}",
+        title=_knockout_title(out),
+        kind="knockout",
+        legend="relative change of P(target) (%)",
+    )

@@ -7,34 +7,20 @@ predicts ``tokens[target_start + t]``); ``pos`` / ``key_pos`` index tokens of th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.output.provenance import freeze
+from hooklab.output.provenance import freeze, thaw
 
-FORMAT_VERSION = 1
-
-
-def _jsonable(value: Any) -> Any:
-    """Convert parameters to JSON-friendly values (tensors to lists, tuples to lists)."""
-    if isinstance(value, Tensor):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +37,7 @@ class SequenceAttribution:
             None for methods that only compute step scores.
         step_scores: named ``[step]`` scores.
         method: the attribution method's name.
-        parameters: the options the method ran with (JSON-friendly).
+        parameters: the options the method ran with (frozen: a read-only mapping per output).
         extras: other named per-step tensors a method returns (e.g. IG's completeness delta).
     """
 
@@ -142,33 +128,42 @@ class SequenceAttribution:
 
     # ---- conversions -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-friendly dict (tensors as nested lists, NaN as None)."""
-
-        def clean(t: Tensor) -> Any:
-            values = t.tolist()
-            return _nan_to_none(values)
-
+        """Return a JSON-friendly dict (tensors as nested lists, NaN as ``"nan"``)."""
         return {
             "tokens": list(self.tokens),
             "token_ids": self.token_ids.tolist(),
             "target_start": self.target_start,
-            "attributions": None if self.attributions is None else clean(self.attributions),
-            "step_scores": {k: clean(v) for k, v in self.step_scores.items()},
-            "extras": {k: clean(v) for k, v in self.extras.items()},
+            "attributions": thaw(self.attributions),
+            "step_scores": thaw(self.step_scores),
+            "extras": thaw(self.extras),
             "method": self.method,
-            "parameters": _jsonable(self.parameters),
+            "parameters": thaw(self.parameters),
         }
+
+    def to_pandas(self, reduce: str | None = None) -> pd.DataFrame:
+        """Return a tidy table: one row per (step, visible source position).
+
+        Columns ``step, target_pos, target_token, pos, token, score`` and one per step score
+        and extra; see :func:`hooklab.output.tidy.sequence_frame`.
+        """
+        from hooklab.output.tidy import sequence_frame
+
+        return sequence_frame(self, reduce)
 
     def with_(self, **changes: Any) -> SequenceAttribution:
         """Return a copy with some fields replaced."""
         return replace(self, **changes)
 
     # ---- display (implemented in hooklab.output.render / plot) ------------------------------
-    def show(self, **kwargs: Any) -> None:
-        """Print a colour table of the scores to the terminal (see ``render.to_text``)."""
+    def to_text(self, **kwargs: Any) -> str:
+        """Return the terminal table of the scores (options: see ``render.to_text``)."""
         from hooklab.output.render import to_text
 
-        print(to_text(self, **kwargs))
+        return to_text(self, **kwargs)
+
+    def show(self, **kwargs: Any) -> None:
+        """Print :meth:`to_text` (coloured only on a terminal without ``NO_COLOR``)."""
+        print(self.to_text(**kwargs))
 
     def to_html(self, **kwargs: Any) -> str:
         """Return an HTML table of the scores."""
@@ -179,7 +174,7 @@ class SequenceAttribution:
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def plot(self, **kwargs: Any):
+    def plot(self, **kwargs: Any) -> Figure:
         """Return a matplotlib Figure with a heatmap of the scores (never shows it)."""
         from hooklab.output.plot import plot_sequence
 
@@ -189,14 +184,6 @@ class SequenceAttribution:
         from hooklab.output.aggregate import difference
 
         return difference(self, other)
-
-
-def _nan_to_none(values: Any) -> Any:
-    if isinstance(values, list):
-        return [_nan_to_none(v) for v in values]
-    if isinstance(values, float) and math.isnan(values):
-        return None
-    return values
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,6 +196,8 @@ class AttributionOutput:
         model: the model that made it (:func:`~hooklab.output.provenance.describe_model`).
     """
 
+    kind: ClassVar[str] = "attribution"
+
     sequences: tuple[SequenceAttribution, ...]
     info: Mapping[str, Any] = field(default_factory=dict)
     model: Mapping[str, Any] | None = None
@@ -220,6 +209,13 @@ class AttributionOutput:
         for s in self.sequences:
             if not isinstance(s, SequenceAttribution):
                 raise TypeError(f"sequences must hold SequenceAttribution, got {type(s)!r}")
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        """The resolved options: ``info["parameters"]`` (else the first sequence's)."""
+        if "parameters" in self.info:
+            return self.info["parameters"]
+        return self.sequences[0].parameters if self.sequences else freeze({})
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -234,18 +230,36 @@ class AttributionOutput:
         if len(self) != len(other):
             raise ValueError(f"Cannot subtract outputs of {len(other)} and {len(self)} sequences.")
         seqs = tuple(a - b for a, b in zip(self, other, strict=True))
-        return AttributionOutput(seqs, {**self.info, "difference_of": [self.info, other.info]})
+        info = {**self.info, "difference_of": [self.info, other.info]}
+        return AttributionOutput(seqs, info, model=self.model)
 
     def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly dict: the saved header, ``info`` and every sequence."""
+        from hooklab.output.io import header
+
         return {
-            "format_version": FORMAT_VERSION,
-            "info": _jsonable(self.info),
+            **header(self.kind, self.model, self.parameters),
+            "info": thaw(self.info),
             "sequences": [s.to_dict() for s in self.sequences],
         }
 
+    def to_pandas(self, reduce: str | None = None) -> pd.DataFrame:
+        """Return a tidy table: one row per (example, step, visible source position).
+
+        Columns ``example, step, target_pos, target_token, pos, token, score`` and one per
+        step score and extra; see :func:`hooklab.output.tidy.sequence_frame`.
+        """
+        from hooklab.output.tidy import attribution_frame
+
+        return attribution_frame(self, reduce)
+
+    def to_text(self, **kwargs: Any) -> str:
+        """Return every sequence's table (see :meth:`SequenceAttribution.to_text`)."""
+        return "\n\n".join(s.to_text(**kwargs) for s in self.sequences)
+
     def show(self, **kwargs: Any) -> None:
-        for s in self.sequences:
-            s.show(**kwargs)
+        """Print :meth:`to_text` (coloured only on a terminal without ``NO_COLOR``)."""
+        print(self.to_text(**kwargs))
 
     def to_html(self, **kwargs: Any) -> str:
         return "\n".join(s.to_html(**kwargs) for s in self.sequences)
@@ -253,7 +267,7 @@ class AttributionOutput:
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def plot(self, index: int = 0, **kwargs: Any):
+    def plot(self, index: int = 0, **kwargs: Any) -> Figure:
         """Return a Figure of sequence ``index``."""
         return self.sequences[index].plot(**kwargs)
 
@@ -261,17 +275,21 @@ class AttributionOutput:
         """Aggregate every sequence (see :func:`hooklab.output.aggregate.aggregate`)."""
         from hooklab.output.aggregate import aggregate
 
-        return AttributionOutput(tuple(aggregate(s, how, **kwargs) for s in self), self.info)
+        seqs = tuple(aggregate(s, how, **kwargs) for s in self)
+        return AttributionOutput(seqs, self.info, model=self.model)
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Save to one ``.safetensors`` file: tensors + JSON metadata (no pickle)."""
-        from hooklab.output.io import save_output
+        """Save to exactly ``path``: one safetensors file with JSON metadata (no pickle).
 
-        return save_output(self, path, overwrite=overwrite)
+        See :mod:`hooklab.output.io`; an existing file is kept unless ``overwrite``.
+        """
+        from hooklab.output.io import save
+
+        return save(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> AttributionOutput:
-        """Load an output written by :meth:`save`."""
-        from hooklab.output.io import load_output
+        """Load an attribution output written by :meth:`save`."""
+        from hooklab.output.io import load
 
-        return load_output(path)
+        return load(path, cls.kind)

@@ -7,33 +7,53 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-from hooklab.pecore.result import PecoreResult
+from hooklab.output.view import ColorScale, ansi, html_legend, html_tokens, use_color
+
+if TYPE_CHECKING:
+    from hooklab.pecore.result import PecoreResult
 
 
 def _fmt(x: float | None) -> str:
     return "None" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
-def _mark(tokens, marks: dict[int, float], left: str, right: str) -> str:
+def _mark(
+    tokens: Sequence[str],
+    marks: dict[int, float],
+    left: str,
+    right: str,
+    scores: Sequence[float] | None = None,
+) -> str:
+    """Join ``tokens``, marking ``marks`` as ``{left}token{right}(score)``; with ``scores``,
+    colour every token on its :class:`~hooklab.output.view.ColorScale`."""
+    scale = None if scores is None else ColorScale.fit(scores)
     out = []
     for i, tok in enumerate(tokens):
-        if i in marks:
-            stripped = tok.lstrip()
-            out.append(f"{tok[: len(tok) - len(stripped)]}{left}{stripped}{right}({marks[i]:.2f})")
-        else:
-            out.append(tok)
+        stripped = tok.lstrip()
+        space = tok[: len(tok) - len(stripped)]
+        text = f"{left}{stripped}{right}({marks[i]:.2f})" if i in marks else stripped
+        if scale is not None and scores is not None:
+            text = ansi(text, scores[i], scale)
+        out.append(space + text)
     return "".join(out)
 
 
-def to_text(result: PecoreResult) -> str:
-    """Inseq-like text: the output with ``{targets}(score)``, the context with ``[cues](score)``."""
+def to_text(result: PecoreResult, *, color: bool | None = None) -> str:
+    """Inseq-like text: the output with ``{targets}(score)``, the context with ``[cues](score)``.
+
+    With colour (``color=True``, or None on a terminal without ``NO_COLOR``), output tokens
+    are coloured by their CTI scores and context tokens by their CCI scores.
+    """
+    color = use_color(color)
     s = result.parameters
     targets = {c.index: c.score for c in result.context_sensitive}
+    cti = result.cti_scores if color else None
     lines = [
         f"Context with [contextual cues] (std λ={s.get('attribution_std_threshold')}, "
         f"top-k={s.get('attribution_topk')}) followed by output sentence with "
@@ -44,70 +64,66 @@ def to_text(result: PecoreResult) -> str:
         "",
         f"Input context:  {result.input_context}",
         f"Input current:  {result.input_current}",
-        f"Output current: {_mark(result.output_current_tokens, targets, '{', '}').strip()}",
+        f"Output current: {_mark(result.output_current_tokens, targets, '{', '}', cti).strip()}",
     ]
     if not result.context_sensitive:
         lines.append("\nNo context-sensitive output token stands out.")
     for c in result.context_sensitive:
         cues = {cue.index: cue.score for cue in c.cues}
         one = {c.index: c.score}
+        cci = c.input_context_scores if color else None
         lines += [
             "",
             f"#{c.index} {c.token.strip()!r} (contextless alternative {c.contextless_token!r}):",
-            f"  Output: {_mark(result.output_current_tokens, one, '{', '}').strip()}",
-            f"  Context: {_mark(c.input_context_tokens, cues, '[', ']').strip()}",
+            f"  Output: {_mark(result.output_current_tokens, one, '{', '}', cti).strip()}",
+            f"  Context: {_mark(c.input_context_tokens, cues, '[', ']', cci).strip()}",
         ]
     return "\n".join(lines)
 
 
-def _spans(tokens, scores, selected: set[int]) -> str:
-    finite = [abs(x) for x in scores if x is not None and math.isfinite(x)]
-    top = max(finite, default=0.0) or 1.0
-    out = []
-    for i, (tok, x) in enumerate(zip(tokens, scores, strict=True)):
-        alpha = 0.0 if x is None or not math.isfinite(x) else min(abs(x) / top, 1.0)
-        style = f"background: rgba(220,40,40,{alpha:.2f});"
-        if i in selected:
-            style += "border-bottom: 2px solid black; font-weight: bold;"
-        title = html.escape(f"{_fmt(x)}")
-        out.append(f'<span style="{style}" title="{title}">{html.escape(tok)}</span>')
-    return "".join(out)
-
-
 def to_html(result: PecoreResult) -> str:
-    """A self-contained HTML page: CTI on the output, CCI on the context per target."""
+    """A self-contained HTML ``<div>``: CTI on the output, CCI on the context per target.
+
+    Tokens are coloured on :class:`~hooklab.output.view.ColorScale` (one scale per row of
+    tokens), each row followed by its legend; selected targets and cues are underlined.
+    """
     targets = {c.index for c in result.context_sensitive}
+    cti = ColorScale.fit(result.cti_scores)
     parts = [
-        "<div style='font-family: sans-serif; line-height: 1.8'>",
+        '<div class="hooklab-pecore" style="font-family:sans-serif;line-height:1.8">',
         f"<p><b>CTI</b> ({html.escape(result.cti_metric)}, threshold "
         f"{html.escape(_fmt(result.cti_threshold))}):</p>",
         f"<p>{html.escape(result.input_current)} "
-        f"{_spans(result.output_current_tokens, result.cti_scores, targets)}</p>",
+        f"{html_tokens(result.output_current_tokens, result.cti_scores, cti, selected=targets)}"
+        "</p>",
+        html_legend(cti, f"CTI ({result.cti_metric})"),
     ]
     for c in result.context_sensitive:
-        parts.append(
-            f"<p><b>CCI</b> for {html.escape(repr(c.token))} (contextless: "
-            f"{html.escape(repr(c.contextless_token))}):<br>"
-            f"{_spans(c.input_context_tokens, c.input_context_scores, {q.index for q in c.cues})}"
-            "</p>"
+        cci = ColorScale.fit(c.input_context_scores)
+        spans = html_tokens(
+            c.input_context_tokens, c.input_context_scores, cci, selected=[q.index for q in c.cues]
         )
+        parts += [
+            f"<p><b>CCI</b> for {html.escape(repr(c.token))} (contextless: "
+            f"{html.escape(repr(c.contextless_token))}):<br>{spans}</p>",
+            html_legend(cci, f"CCI ({result.cci_method})"),
+        ]
     parts.append("</div>")
     return "\n".join(parts)
 
 
-def _token_row(ax, tokens, scores, norm: Normalize, cmap, selected: set, x: float = 0.0) -> float:
-    """Draw tokens as boxes coloured by |score| with the score below; return the end x."""
+def _token_row(ax, tokens, scores, scale: ColorScale, selected: set, x: float = 0.0) -> float:
+    """Draw tokens as boxes coloured by score with the score below; return the end x."""
     for i, (tok, s) in enumerate(zip(tokens, scores, strict=True)):
         width = max(len(tok.strip()), 1) * 0.55 + 0.6
         scored = s is not None and math.isfinite(s)
-        shade = norm(abs(s)) if scored else 0.0
-        face = cmap(shade) if scored else (0.93, 0.93, 0.93, 1.0)
+        face = tuple(c / 255 for c in scale.rgb(s)) if scored else (0.93, 0.93, 0.93)
         box = FancyBboxPatch(
             (x, -0.35), width - 0.15, 0.7, boxstyle="round,pad=0.02", facecolor=face,
             edgecolor="black" if i in selected else "none", linewidth=1.8,
         )  # fmt: skip
         ax.add_patch(box)
-        ink = "white" if shade > 0.6 else ("black" if scored else "0.4")
+        ink = tuple(c / 255 for c in scale.ink(s)) if scored else "0.4"
         ax.text(x + (width - 0.15) / 2, 0, tok.strip() or "␣", ha="center", va="center",
                 fontsize=10, color=ink)  # fmt: skip
         if scored:
@@ -117,29 +133,25 @@ def _token_row(ax, tokens, scores, norm: Normalize, cmap, selected: set, x: floa
     return x
 
 
-def plot(result: PecoreResult, *, target: int = 0, figsize=None, cmap_name: str = "Reds") -> Figure:
+def plot(result: PecoreResult, *, target: int = 0, figsize=None) -> Figure:
     """Paper-ready figure: output tokens coloured by CTI, context tokens by CCI of one target.
 
     The current input is drawn in grey before the output; boxed tokens are the selected
-    context-sensitive targets (top) and the cues of the shown target (bottom).
+    context-sensitive targets (top) and the cues of the shown target (bottom). Colours follow
+    :class:`~hooklab.output.view.ColorScale`, as in the text and HTML views.
 
     Args:
         target: which context-sensitive token's cues to show (index into ``context_sensitive``).
     """
-    import matplotlib
-
     fig = Figure(figsize=figsize or (11, 2.8), constrained_layout=True)
     axes = fig.subplots(2, 1)
-    cmap = matplotlib.colormaps[cmap_name]
-    cti = [abs(x) for x in result.cti_scores if math.isfinite(x)]
     current = [" " + w for w in result.input_current.split()]
     ends = [
         _token_row(
             axes[0],
             [*current, *result.output_current_tokens],
             [None] * len(current) + list(result.cti_scores),
-            Normalize(0, max(cti, default=1) or 1),
-            cmap,
+            ColorScale.fit(result.cti_scores),
             {len(current) + c.index for c in result.context_sensitive},
         )
     ]
@@ -148,11 +160,10 @@ def plot(result: PecoreResult, *, target: int = 0, figsize=None, cmap_name: str 
     )
     if result.context_sensitive:
         c = result.context_sensitive[target]
-        vals = [abs(x) for x in c.input_context_scores if math.isfinite(x)]
-        norm = Normalize(0, max(vals, default=1) or 1)
+        scale = ColorScale.fit(c.input_context_scores)
         cues = {q.index for q in c.cues}
         ends.append(
-            _token_row(axes[1], c.input_context_tokens, c.input_context_scores, norm, cmap, cues)
+            _token_row(axes[1], c.input_context_tokens, c.input_context_scores, scale, cues)
         )
         axes[1].set_title(
             f"CCI ({result.cci_method}, {result.cci_attributed_fn}) of the context for "

@@ -1,7 +1,11 @@
 """The result of one PECoRe run, its JSON schema, and its text / HTML / figure views.
 
-JSON schema (``PecoreResult.to_dict``; ``format_version`` 1)::
+JSON schema (``PecoreResult.to_dict``, one line per example in the dataset mode, and the file
+``save`` writes for a path ending in ``.json``)::
 
+    format_version (2), hooklab_version, kind ("pecore"): as in every saved hooklab output
+    model: name_or_path, architecture, config_digest, dtype of the model (or null)
+    parameters: the selection options used (std thresholds λ and top-k of CTI and CCI)
     input_context, input_current, output_context, output_current: the texts used
     input_context_tokens: tokens of the input context
     output_current_tokens: tokens of the current output (the CTI candidates)
@@ -13,20 +17,27 @@ JSON schema (``PecoreResult.to_dict``; ``format_version`` 1)::
         contextless_token -> the next token the model predicts without context (ỹ*)
         input_context_tokens, input_context_scores -> CCI scores of the context tokens
         cues: [{index (into input_context_tokens), token, score}]
+
+Non-finite numbers are the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (JSON has none; see
+:func:`hooklab.output.provenance.thaw`); :meth:`PecoreResult.from_dict` reads them back. The
+default ``save`` format is the safetensors file of every output (:mod:`hooklab.output.io`),
+with the CTI and CCI scores as float64 tensors.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from hooklab.output.provenance import freeze, thaw
+from hooklab.output.io import FORMAT_VERSION
+from hooklab.output.provenance import freeze, thaw, unthaw, unthaw_float
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class ContextSensitiveToken:
 @dataclass(frozen=True)
 class PecoreResult:
     """CTI scores of every output token and CCI cues of the context-sensitive ones."""
+
+    kind: ClassVar[str] = "pecore"
 
     input_context: str
     input_current: str
@@ -77,66 +90,103 @@ class PecoreResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the documented JSON-friendly dict (see the module docstring)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        from hooklab.output.io import header
+
+        out = header(self.kind, self.model, self.parameters)
+        for f in fields(self):
+            if f.name not in out:
+                out[f.name] = getattr(self, f.name)
         out["context_sensitive"] = [asdict(c) for c in self.context_sensitive]
-        out["parameters"] = thaw(self.parameters)
-        out["model"] = None if self.model is None else thaw(self.model)
-        out["format_version"] = FORMAT_VERSION
-        return _clean(out)
+        return thaw(out)
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
+        """Return :meth:`to_dict` as JSON (``kwargs`` go to ``json.dumps``)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False, **kwargs)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PecoreResult:
-        data = dict(data)
-        version = data.pop("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ValueError(f"PECoRe result format {version!r} is not {FORMAT_VERSION}.")
-        for extra in ("line", "error"):
-            data.pop(extra, None)
+    def from_dict(cls, data: Mapping[str, Any]) -> PecoreResult:
+        """Rebuild a result from :meth:`to_dict` (other keys, e.g. ``line``, are ignored)."""
+        version, kind = data.get("format_version"), data.get("kind", cls.kind)
+        if version != FORMAT_VERSION or kind != cls.kind:
+            raise ValueError(
+                f"Expected a PECoRe result of format version {FORMAT_VERSION} (kind "
+                f"{cls.kind!r}); got version {version!r}, kind {kind!r}."
+            )
+        names = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
         data["context_sensitive"] = tuple(
             ContextSensitiveToken(
                 **{
                     **c,
+                    "score": float(unthaw_float(c["score"])),
                     "input_context_tokens": tuple(c["input_context_tokens"]),
-                    "input_context_scores": tuple(_num(x) for x in c["input_context_scores"]),
-                    "cues": tuple(Cue(**cue) for cue in c["cues"]),
+                    "input_context_scores": tuple(
+                        float(unthaw_float(x)) for x in c["input_context_scores"]
+                    ),
+                    "cues": tuple(
+                        Cue(**{**cue, "score": float(unthaw_float(cue["score"]))})
+                        for cue in c["cues"]
+                    ),
                 }
             )
             for c in data["context_sensitive"]
         )
         for key in ("input_context_tokens", "output_current_tokens"):
             data[key] = tuple(data[key])
-        data["cti_scores"] = tuple(_num(x) for x in data["cti_scores"])
+        data["cti_scores"] = tuple(float(unthaw_float(x)) for x in data["cti_scores"])
+        if data.get("cti_threshold") is not None:
+            data["cti_threshold"] = float(unthaw_float(data["cti_threshold"]))
+        data["parameters"] = unthaw(data.get("parameters", {}))
+        data["model"] = None if data.get("model") is None else unthaw(data["model"])
         return cls(**data)
 
+    def to_pandas(self) -> pd.DataFrame:
+        """Return a tidy table: one CTI row per output token, one CCI row per (selected
+        token, context token).
+
+        Columns ``kind, output_pos, output_token, context_pos, context_token, score,
+        selected``; see :func:`hooklab.output.tidy.pecore_frame`.
+        """
+        from hooklab.output.tidy import pecore_frame
+
+        return pecore_frame(self)
+
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the JSON to ``path``; refuse to overwrite unless asked."""
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json(indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        """Save to exactly ``path``; refuse to overwrite unless asked.
+
+        The format is the safetensors file of every output (:mod:`hooklab.output.io`), or
+        the documented JSON export (:meth:`to_dict`) when ``path`` ends in ``.json``;
+        :meth:`load` reads both.
+        """
+        from hooklab.output import io
+
+        if Path(path).suffix.lower() == ".json":
+            return io.write_json(path, self.to_dict(), overwrite=overwrite)
+        return io.save(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> PecoreResult:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Load a result written by :meth:`save` (either format)."""
+        from hooklab.output.io import load
+
+        return load(path, cls.kind)
 
     # ---- views ------------------------------------------------------------------------------
-    def to_text(self) -> str:
-        """Inseq-style text: targets as ``{token}(score)``, cues as ``[token](score)``."""
+    def to_text(self, *, color: bool | None = None) -> str:
+        """Inseq-style text: targets as ``{token}(score)``, cues as ``[token](score)``.
+
+        ``color`` None: colour tokens by score only on a terminal without ``NO_COLOR``.
+        """
         from hooklab.pecore.render import to_text
 
-        return to_text(self)
+        return to_text(self, color=color)
 
-    def show(self) -> None:
-        print(self.to_text())
+    def show(self, **kwargs: Any) -> None:
+        """Print :meth:`to_text`."""
+        print(self.to_text(**kwargs))
 
     def to_html(self) -> str:
+        """Return HTML: output tokens coloured by CTI, context tokens by CCI, with legends."""
         from hooklab.pecore.render import to_html
 
         return to_html(self)
@@ -144,22 +194,8 @@ class PecoreResult:
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def plot(self, **kwargs: Any):
+    def plot(self, **kwargs: Any) -> Figure:
         """Return a matplotlib Figure: output tokens coloured by CTI, context by CCI."""
         from hooklab.pecore.render import plot
 
         return plot(self, **kwargs)
-
-
-def _num(x: Any) -> float:
-    return math.nan if x is None else float(x)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
