@@ -68,23 +68,23 @@ def test_attr_pos_span_moves_prefix_into_prompt(gpt2):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"inputs": ""}, ValueError, "empty"),
-        ({"inputs": "   "}, ValueError, "empty"),
-        ({"inputs": []}, ValueError, "No inputs"),
+        ({"prompts": ""}, ValueError, "empty"),
+        ({"prompts": "   "}, ValueError, "empty"),
+        ({"prompts": []}, ValueError, "No prompts"),
         ({"targets": ""}, ValueError, "empty"),
         ({"method": "saliencyy"}, KeyError, "dummy"),
         ({"step_scores": ["entropyy"]}, KeyError, "Did you mean 'entropy'"),
-        ({"inputs": "word " * 200}, ValueError, "context window of 64"),
+        ({"prompts": "word " * 200}, ValueError, "context window of 64"),
         ({"targets": " word" * 100}, ValueError, "context window"),
-        ({"inputs": ["a", "b"], "targets": ["x"]}, ValueError, "1 targets for 2 inputs"),
+        ({"prompts": ["a", "b"], "targets": ["x"]}, ValueError, "1 targets for 2 prompts"),
         ({"batch_size": 0}, ValueError, "batch_size"),
-        ({"inputs": 3}, TypeError, "inputs"),
+        ({"prompts": 3}, TypeError, "prompts"),
     ],
 )
 def test_bad_inputs(gpt2, kwargs, error, match):
-    call = {"inputs": "George was", "targets": " sick", **kwargs}
+    call = {"prompts": "George was", "targets": " sick", **kwargs}
     with pytest.raises(error, match=match):
-        hooklab.attribute(gpt2, call.pop("inputs"), call.pop("targets"), **call)
+        hooklab.attribute(gpt2, call.pop("prompts"), call.pop("targets"), **call)
 
 
 def test_contrast_targets_must_align(gpt2):
