@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooklab.generation import generate
 from hooklab.inputs import (
-    Batch,
     as_prompt_ids,
     check_length,
     encode_target,
@@ -25,7 +26,7 @@ from hooklab.inputs import (
     pad_token_id,
     str_tokens,
 )
-from hooklab.methods import METHODS, AttributedFn, MethodResult, MethodSpec
+from hooklab.methods import METHODS, AttributedFn, MethodResult
 from hooklab.output.provenance import describe_model
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.scoring import (
@@ -36,7 +37,8 @@ from hooklab.scoring import (
 )
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from hooklab.inputs import Batch
+    from hooklab.methods import MethodSpec
 
 PromptsArg = str | Sequence[str] | Sequence[Sequence[int]]
 TargetsArg = str | Sequence[str] | Sequence[Sequence[int]] | None
@@ -235,7 +237,9 @@ def run_method(
     return result
 
 
-def _nan_invisible(scores: Tensor, target_start: int) -> Tensor:
+def _nan_invisible(
+    scores: Float[Tensor, "step key_pos *d_model"], target_start: int
+) -> Float[Tensor, "step key_pos *d_model"]:
     """Set the positions step t cannot see (>= target_start + t) to NaN."""
     steps = torch.arange(scores.shape[0], device=scores.device)[:, None]
     cols = torch.arange(scores.shape[1], device=scores.device)[None, :]
@@ -248,7 +252,7 @@ def split(
     model,
     batch: Batch,
     result: MethodResult,
-    step_scores: Mapping[str, Tensor],
+    step_scores: Mapping[str, Float[Tensor, "batch step"]],
     method: str,
     parameters: Mapping[str, Any],
 ) -> list[SequenceAttribution]:

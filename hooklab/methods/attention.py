@@ -8,13 +8,17 @@ method: one forward pass, no per-step loop. Shown averaged over layers and heads
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from hooklab.forward import step_logits
 from hooklab.hooks import hook_name, recorder, temporary_hooks
-from hooklab.inputs import Batch
-from hooklab.methods.base import AttributedFn, MethodResult
+from hooklab.methods.base import MethodResult
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
 def select_indices(value: int | Sequence[int] | range | None, n: int, what: str) -> list[int]:

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from jaxtyping import Float
+from torch import Tensor
+
 from hooklab.output.aggregate import HIDDEN_REDUCTIONS
 from hooklab.registry import Registry, unknown_name_error
 from hooklab.scoring import Contrast, make_step_args, run_step_function
 
 if TYPE_CHECKING:
-    from jaxtyping import Float
-    from torch import Tensor
-
     from hooklab.inputs import Batch
 
 #: What a method computes from (its ``kind``).
@@ -78,7 +78,7 @@ class MethodResult:
         extras: other per-step outputs (e.g. a completeness delta).
     """
 
-    attributions: Float[Tensor, "batch step pos *rest"] | None = None
+    attributions: Float[Tensor, "batch step pos *d_model"] | None = None
     extras: dict[str, Float[Tensor, "batch step"]] = field(default_factory=dict)
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from hooklab.inputs import Batch
-from hooklab.methods.base import AttributedFn, MethodResult
+from typing import TYPE_CHECKING
+
+from hooklab.methods.base import MethodResult
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
 def dummy(model, batch: Batch, *, attributed_fn: AttributedFn) -> MethodResult:

@@ -9,14 +9,19 @@ does not depend on the batch it runs in.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
-from hooklab.methods.base import AttributedFn, MethodResult
+from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
 from hooklab.methods.gradients import gradients_at
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
 def _samples(batch: Batch, x: Tensor, n_samples: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -10,13 +10,17 @@ thread, for a little more memory).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.forward import step_logits
-from hooklab.inputs import Batch
-from hooklab.methods.base import AttributedFn
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 VJP_MODES = ("auto", "loop", "batched")
 

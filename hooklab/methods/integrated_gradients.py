@@ -9,16 +9,21 @@ Riemann sum when F is smooth along the path.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
-from hooklab.methods.base import AttributedFn, MethodResult
+from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
 from hooklab.methods.gradients import attributed_scores, gradients_at
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 QUADRATURES = (
     "gausslegendre",

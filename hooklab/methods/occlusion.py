@@ -7,14 +7,19 @@ occlusion changes nothing there); the occluded copies run batched.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
-from hooklab.methods.base import AttributedFn, MethodResult
+from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
 from hooklab.methods.gradients import attributed_scores
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
 @torch.no_grad()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
-from hooklab.methods.base import AttributedFn, MethodResult
+from hooklab.methods.base import MethodResult
 from hooklab.methods.gradients import gradients_at
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
 def saliency(

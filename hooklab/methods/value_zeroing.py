@@ -11,12 +11,16 @@ sequence, no per-step loop; shown averaged over layers by default.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from hooklab.inputs import Batch
 from hooklab.methods.attention import select_indices
-from hooklab.methods.base import AttributedFn, MethodResult
+from hooklab.methods.base import MethodResult
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
 
