@@ -17,15 +17,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hooklab.generation import generate
-from hooklab.inputs import (
-    as_prompt_ids,
-    check_length,
-    encode_target,
-    make_batch,
-    pad_token_id,
-    str_tokens,
-)
+from hooklab.encoding import Encoded, PromptsArg, TargetsArg, encode
+from hooklab.inputs import make_batch, pad_token_id, str_tokens
 from hooklab.methods import METHODS, AttributedFn, MethodResult
 from hooklab.output.provenance import describe_model
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
@@ -40,9 +33,6 @@ if TYPE_CHECKING:
     from hooklab.inputs import Batch
     from hooklab.methods import MethodSpec
 
-PromptsArg = str | Sequence[str] | Sequence[Sequence[int]]
-TargetsArg = str | Sequence[str] | Sequence[Sequence[int]] | None
-
 
 @dataclass(frozen=True)
 class Request:
@@ -52,23 +42,6 @@ class Request:
     prompts: list[str | Sequence[int]]
     step_scores: list[str]
     options: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Encoded:
-    """Token ids per prompt, split at ``attr_pos_start`` / ``attr_pos_end``.
-
-    Attributes:
-        prefixes: the prompt plus the targets before the attributed span (forced).
-        steps: the attributed target tokens.
-        contrast_prefixes: contrast prompts plus the same forced targets, or None.
-        contrast_steps: an alternative token per attributed step, or None.
-    """
-
-    prefixes: list[list[int]]
-    steps: list[list[int]]
-    contrast_prefixes: list[list[int]] | None = None
-    contrast_steps: list[list[int]] | None = None
 
 
 # ---- validate ---------------------------------------------------------------------------------
@@ -102,94 +75,6 @@ def validate(
     names = [step_scores] if isinstance(step_scores, str) else list(step_scores)
     check_step_functions([*names, attributed_fn], has_contrast)
     return Request(spec, prompt_list, names, spec.resolve(method_options))
-
-
-# ---- encode, generate ---------------------------------------------------------------------------
-def _per_prompt(value, n: int, what: str) -> list | None:
-    if value is None:
-        return None
-    value = [value] if isinstance(value, str) else list(value)
-    if len(value) != n:
-        raise ValueError(f"Got {len(value)} {what} for {n} prompts; pass one per prompt.")
-    return value
-
-
-def encode_targets(model, prompts: list, targets: list, prompt_ids) -> list[list[int]]:
-    """Encode forced targets: text (a continuation, or the prompt + continuation) or ids."""
-    out = []
-    for prompt, target in zip(prompts, targets, strict=True):
-        if isinstance(target, str):
-            # Accept Inseq-style targets that repeat the prompt before the continuation.
-            repeats = isinstance(prompt, str) and target.startswith(prompt)
-            out.append(encode_target(model, target[len(prompt) :] if repeats else target))
-        else:
-            ids = [int(i) for i in target]
-            if not ids:
-                raise ValueError("A target id list is empty; pass at least one token id.")
-            out.append(ids)
-    for p, t in zip(prompt_ids, out, strict=True):
-        check_length(model, len(p) + len(t), "prompt + target")
-    return out
-
-
-def generate_targets(model, prompts: list, prompt_ids, generation_kwargs) -> list[list[int]]:
-    """Greedy (or configured) continuations; ValueError when one is empty."""
-    target_ids = generate(model, prompt_ids, **dict(generation_kwargs or {})).output_ids
-    empty = [p for p, t in zip(prompts, target_ids, strict=True) if not t]
-    if empty:
-        raise ValueError(f"The model generated nothing (EOS at once) for {empty!r}.")
-    return target_ids
-
-
-def _span(n: int, start: int, end: int | None) -> tuple[int, int]:
-    end = n if end is None else end
-    start = start + n if start < 0 else start
-    end = end + n if end < 0 else end
-    if not 0 <= start < end <= n:
-        raise ValueError(
-            f"attr_pos_start={start}, attr_pos_end={end} select no steps of a {n}-token "
-            f"target; use 0 <= start < end <= {n}."
-        )
-    return start, end
-
-
-def encode(
-    model,
-    prompts: list,
-    prompt_ids: list[list[int]],
-    target_ids: list[list[int]],
-    *,
-    contrast_prompts=None,
-    contrast_targets=None,
-    attr_pos_start: int = 0,
-    attr_pos_end: int | None = None,
-) -> Encoded:
-    """Encode contrasts and split every sequence at the attributed span."""
-    n = len(prompts)
-    c_prompts = _per_prompt(contrast_prompts, n, "contrast prompts")
-    c_prompt_ids = None if c_prompts is None else [as_prompt_ids(model, p) for p in c_prompts]
-    c_targets = _per_prompt(contrast_targets, n, "contrast targets")
-    c_target_ids = None
-    if c_targets is not None:
-        c_target_ids = encode_targets(model, prompts, c_targets, prompt_ids)
-        for i, (c, t) in enumerate(zip(c_target_ids, target_ids, strict=True)):
-            if len(c) != len(t):
-                raise ValueError(
-                    f"Contrast target {i} has {len(c)} tokens but the target has {len(t)}; "
-                    "contrast targets must give one alternative token per target token."
-                )
-    # Attribute only target tokens [start, end): earlier ones join the forced prefix.
-    spans = [_span(len(t), attr_pos_start, attr_pos_end) for t in target_ids]
-    return Encoded(
-        prefixes=[p + t[:s] for p, t, (s, _) in zip(prompt_ids, target_ids, spans, strict=True)],
-        steps=[t[s:e] for t, (s, e) in zip(target_ids, spans, strict=True)],
-        contrast_prefixes=None
-        if c_prompt_ids is None
-        else [c + t[:s] for c, t, (s, _) in zip(c_prompt_ids, target_ids, spans, strict=True)],
-        contrast_steps=None
-        if c_target_ids is None
-        else [c[s:e] for c, (s, e) in zip(c_target_ids, spans, strict=True)],
-    )
 
 
 # ---- batch, run, split ------------------------------------------------------------------------
@@ -343,18 +228,10 @@ def attribute(
         has_contrast=contrast_prompts is not None or contrast_targets is not None,
         batch_size=batch_size, method_options=method_options,
     )  # fmt: skip
-    prompt_ids = [as_prompt_ids(model, p) for p in request.prompts]
-    for ids in prompt_ids:
-        check_length(model, len(ids), "prompt")
-    target_list = _per_prompt(targets, len(request.prompts), "targets")
-    if target_list is None:
-        target_ids = generate_targets(model, request.prompts, prompt_ids, generation_kwargs)
-    else:
-        target_ids = encode_targets(model, request.prompts, target_list, prompt_ids)
     encoded = encode(
-        model, request.prompts, prompt_ids, target_ids, contrast_prompts=contrast_prompts,
+        model, request.prompts, targets, contrast_prompts=contrast_prompts,
         contrast_targets=contrast_targets, attr_pos_start=attr_pos_start,
-        attr_pos_end=attr_pos_end,
+        attr_pos_end=attr_pos_end, generation_kwargs=generation_kwargs,
     )  # fmt: skip
     spec = request.spec
     parameters = {
