@@ -15,7 +15,9 @@ method must do, so a method you register gets the same tests as the built-in one
 Example:
     >>> import hooklab
     >>> from hooklab.testing import check_method
-    >>> check_method(hooklab.load("toy"), "attention")
+    >>> out = check_method(hooklab.load("toy"), "attention")  # raises AssertionError if broken
+    >>> len(out)
+    2
 """
 
 from __future__ import annotations

@@ -189,3 +189,20 @@ def test_attention_scores_default_to_mean_over_layers_and_heads(gpt2):
     assert_close(rows[0], torch.tensor(1.0))  # the first step sees only the prompt
     assert "<table" in seq.to_html()
     assert seq.plot().axes
+
+
+# Each built-in method's own reference (or estimator) test; dummy computes no attributions.
+REFERENCE_TESTS = {
+    "saliency": test_saliency,
+    "input_x_gradient": test_input_x_gradient,
+    "integrated_gradients": test_integrated_gradients,
+    "gradient_shap": test_gradient_shap_is_seeded_and_close_to_ig,
+    "occlusion": test_occlusion,
+    "attention": test_attention,
+    "value_zeroing": test_value_zeroing,
+}
+BUILTIN = hooklab.list_methods()
+
+
+def test_every_registered_method_has_a_reference_test():
+    assert set(REFERENCE_TESTS) == set(BUILTIN) - {"dummy"}

@@ -183,7 +183,8 @@ def register_method(
     The method gets a left-padded :class:`~hooklab.inputs.Batch` and an :class:`AttributedFn`
     (the step function to explain) and returns scores in the batch's padded coordinates:
     ``[batch, step, pos, ...]``. Its keyword-only options with defaults are recorded in each
-    output's parameters. See :class:`MethodSpec` for the flags; check a new method with
+    output's parameters. Pass ``needs_gradients=True`` if it takes gradients: other methods run
+    under ``torch.no_grad()``. See :class:`MethodSpec` for the flags; check a new method with
     :func:`hooklab.testing.check_method`. Registering a taken name raises ValueError unless
     ``overwrite``.
     """
