@@ -8,28 +8,36 @@ Example:
     >>> out.show()  # doctest: +SKIP
 """
 
-from hooklab import mixing, pecore
+from hooklab import mixing, pecore, testing
 from hooklab.attribute import attribute
 from hooklab.generation import Generation, generate
 from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.inputs import Batch, encode_prompt, encode_target, make_batch
 from hooklab.loading import load
-from hooklab.methods import MethodResult, Target, list_methods, register_method
+from hooklab.methods import (
+    AttributedFn,
+    MethodResult,
+    MethodSpec,
+    list_methods,
+    method_info,
+    register_method,
+)
 from hooklab.mixing import KnockoutOutput, MixingOutput
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.steps import StepArgs, list_step_functions, register_step_function
 from hooklab.version import __version__
 
 __all__ = [
+    "AttributedFn",
     "AttributionOutput",
     "Batch",
     "Generation",
     "KnockoutOutput",
     "MethodResult",
+    "MethodSpec",
     "MixingOutput",
     "SequenceAttribution",
     "StepArgs",
-    "Target",
     "__version__",
     "attribute",
     "encode_prompt",
@@ -40,9 +48,11 @@ __all__ = [
     "list_step_functions",
     "load",
     "make_batch",
+    "method_info",
     "mixing",
     "pecore",
     "register_method",
     "register_step_function",
     "temporary_hooks",
+    "testing",
 ]

@@ -1,8 +1,8 @@
 """A plain name -> function registry with helpful errors.
 
 Methods and step functions are registered in instances of :class:`Registry`: a dict with
-``register`` (refuses to overwrite unless asked) and ``get`` (unknown names list the valid
-choices, closest match first).
+``register`` (refuses to overwrite unless asked), ``unregister`` and ``get`` (unknown names
+list the valid choices, closest match first).
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ class Registry(Generic[F]):
             )
         self._items[name] = fn
         return fn
+
+    def unregister(self, name: str) -> F:
+        """Remove ``name`` and return what was registered; KeyError with the valid names."""
+        item = self.get(name)
+        del self._items[name]
+        return item
 
     def get(self, name: str) -> F:
         """Return the function registered as ``name``; KeyError with the valid names if absent."""

@@ -68,23 +68,23 @@ def test_attr_pos_span_moves_prefix_into_prompt(gpt2):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"inputs": ""}, ValueError, "empty"),
-        ({"inputs": "   "}, ValueError, "empty"),
-        ({"inputs": []}, ValueError, "No inputs"),
+        ({"prompts": ""}, ValueError, "empty"),
+        ({"prompts": "   "}, ValueError, "empty"),
+        ({"prompts": []}, ValueError, "No prompts"),
         ({"targets": ""}, ValueError, "empty"),
         ({"method": "saliencyy"}, KeyError, "dummy"),
         ({"step_scores": ["entropyy"]}, KeyError, "Did you mean 'entropy'"),
-        ({"inputs": "word " * 200}, ValueError, "context window of 64"),
+        ({"prompts": "word " * 200}, ValueError, "context window of 64"),
         ({"targets": " word" * 100}, ValueError, "context window"),
-        ({"inputs": ["a", "b"], "targets": ["x"]}, ValueError, "1 targets for 2 inputs"),
+        ({"prompts": ["a", "b"], "targets": ["x"]}, ValueError, "1 targets for 2 prompts"),
         ({"batch_size": 0}, ValueError, "batch_size"),
-        ({"inputs": 3}, TypeError, "inputs"),
+        ({"prompts": 3}, TypeError, "prompts"),
     ],
 )
 def test_bad_inputs(gpt2, kwargs, error, match):
-    call = {"inputs": "George was", "targets": " sick", **kwargs}
+    call = {"prompts": "George was", "targets": " sick", **kwargs}
     with pytest.raises(error, match=match):
-        hooklab.attribute(gpt2, call.pop("inputs"), call.pop("targets"), **call)
+        hooklab.attribute(gpt2, call.pop("prompts"), call.pop("targets"), **call)
 
 
 def test_contrast_targets_must_align(gpt2):
@@ -140,3 +140,44 @@ def test_temporary_hooks_removed_after_exception(gpt2):
         temporary_hooks(gpt2, [("blocks.0.attn.hook_vv", zero_v)]),
     ):
         pass
+
+
+def test_parameters_are_resolved_frozen_and_per_sequence(gpt2):
+    out = hooklab.attribute(gpt2, PROMPTS, TARGETS, method="integrated_gradients", n_steps=3)
+    params = out[0].parameters
+    assert params["n_steps"] == 3  # given
+    assert params["rule"] == "gausslegendre" and params["baseline"] == "zeros"  # defaults
+    assert params["reduce"] == "l2" and params["final_step_only"] is False  # from the spec
+    assert params is not out[1].parameters and params is not out.info["parameters"]
+    assert params == out[1].parameters == out.info["parameters"]
+    with pytest.raises(TypeError):
+        params["n_steps"] = 5
+    assert out.model["name_or_path"] == str(gpt2.hooklab_name)
+    assert out.info["method_spec"]["kind"] == "gradient"
+
+
+def test_unknown_method_option_lists_the_valid_ones(gpt2):
+    with pytest.raises(TypeError, match=r"no option 'n_step'.*n_steps"):
+        hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="integrated_gradients", n_step=3)
+
+
+def test_register_method_rules():
+    def noop(model, batch, *, attributed_fn, scale: float = 1.0):
+        return hooklab.MethodResult()
+
+    with pytest.raises(ValueError, match="already registered"):
+        hooklab.register_method("saliency", noop)
+    with pytest.raises(ValueError, match=r"Unknown method kind 'gradients'.*'gradient'"):
+        hooklab.register_method("test_noop", noop, kind="gradients")
+    with pytest.raises(ValueError, match="Unknown reduction"):
+        hooklab.register_method("test_noop", noop, reduce="median")
+    assert "test_noop" not in hooklab.list_methods()
+    spec = hooklab.register_method("test_noop", noop, kind="other")
+    try:
+        assert hooklab.method_info("test_noop") is spec
+        assert dict(spec.defaults) == {"scale": 1.0}
+        assert hooklab.register_method("test_noop", noop, overwrite=True).fn is noop
+    finally:
+        hooklab.methods.METHODS.unregister("test_noop")
+    with pytest.raises(KeyError, match="Did you mean 'saliency'"):
+        hooklab.method_info("salency")

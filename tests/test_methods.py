@@ -1,4 +1,7 @@
-"""Every attribution method against its slow per-step reference, in float64."""
+"""Every attribution method against its slow per-step reference, in float64.
+
+The contract all methods share (shapes, NaN, batching, cleanup, save/load) is in test_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,14 @@ import torch
 from torch.testing import assert_close
 
 import hooklab
-from hooklab.hooks import count_hooks
 from hooklab.methods.integrated_gradients import quadrature
+from hooklab.mixing.value_zeroing import mixing_matrices, n_kv_heads, select_heads
 from tests.reference.attribution import (
     ref_attention,
     ref_gradient,
     ref_integrated_gradients,
     ref_occlusion,
+    ref_value_zeroing,
 )
 
 PROMPTS = ["George was sick yesterday.", "It rained"]
@@ -69,6 +73,38 @@ def test_attention(model64):
     assert out[0].parameters["final_step_only"]
 
 
+@pytest.mark.parametrize(("metric", "normalize"), [("cosine", True), ("euclidean", False)])
+def test_value_zeroing(model64, metric, normalize):
+    out = hooklab.attribute(
+        model64, PROMPTS, TARGETS, method="value_zeroing", metric=metric, normalize=normalize
+    )
+    _check(
+        out, lambda ids, s: ref_value_zeroing(model64, ids, s, metric=metric, normalize=normalize)
+    )
+    assert out[0].default_reduce == "mean"
+
+
+def test_value_zeroing_rows_equal_the_mixing_matrices(toy):
+    """Step t's row is the query position that predicts target t (as for ``attention``)."""
+    prompt = "George was sick yesterday. His colleagues asked him to come"
+    out = hooklab.attribute(toy, prompt, method="value_zeroing", layers=[0, 2], heads={2: [1]})
+    (seq,) = out
+    layers, heads = [0, 2], select_heads({2: [1]}, [0, 2], n_kv_heads(toy))
+    matrices = mixing_matrices(toy, seq.token_ids.tolist(), layers=layers, heads=heads)
+    start = seq.target_start
+    for t in range(seq.n_steps):
+        expected = matrices[:, start + t - 1, : start + t].T  # [key_pos, layer]
+        assert_close(seq.attributions[t, : start + t], expected, atol=1e-6, rtol=0)
+        assert seq.attributions[t, start + t :].isnan().all()
+    assert out[0].parameters["heads"] == {"2": (1,)}
+
+
+def test_value_zeroing_refuses_compatibility_mode(gpt2_dir):
+    model = hooklab.load(gpt2_dir, device="cpu", compatibility_mode=True)
+    with pytest.raises(ValueError, match="compatibility_mode=True"):
+        hooklab.attribute(model, PROMPTS[0], TARGETS[0], method="value_zeroing")
+
+
 def test_contrastive_target_equals_reference(model64):
     """P(ŷ) - P(ỹ) with alternative tokens, from the same forward pass (PECoRe's CCI target)."""
     tok = model64.tokenizer
@@ -120,14 +156,6 @@ def test_ig_completeness_improves_with_steps(model64):
     assert gl < 1e-6
 
 
-@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "occlusion", "attention"])
-def test_batch_equals_one_by_one(gpt2, method):
-    both = hooklab.attribute(gpt2, PROMPTS, TARGETS, method=method)
-    for i in range(2):
-        alone = hooklab.attribute(gpt2, PROMPTS[i], TARGETS[i], method=method)[0]
-        assert_close(alone.attributions, both[i].attributions, atol=1e-5, rtol=1e-4, equal_nan=True)
-
-
 def test_gradient_shap_is_seeded_and_close_to_ig(gpt2):
     a = hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="gradient_shap", seed=1)
     b = hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="gradient_shap", seed=1)
@@ -152,24 +180,6 @@ def test_quadrature_weights():
         quadrature(4, "simpson")
 
 
-@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "occlusion", "attention"])
-def test_hooks_removed_and_model_unchanged_after_exception(gpt2, method):
-    before = count_hooks(gpt2)
-    params = {k: v.clone() for k, v in gpt2.state_dict().items()}
-
-    def explode(args):
-        raise RuntimeError("boom in the target")
-
-    hooklab.register_step_function("test_explode", explode, overwrite=True)
-    with pytest.raises(RuntimeError, match="boom"):
-        hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method=method, attributed_fn="test_explode",
-                          step_scores=["test_explode"])  # fmt: skip
-    assert count_hooks(gpt2) == before
-    assert not gpt2.training
-    for k, v in gpt2.state_dict().items():
-        assert torch.equal(v, params[k]), k
-
-
 def test_attention_scores_default_to_mean_over_layers_and_heads(gpt2):
     seq = hooklab.attribute(gpt2, PROMPTS[0], TARGETS[0], method="attention")[0]
     assert seq.attributions.ndim == 4 and seq.default_reduce == "mean"
@@ -179,3 +189,20 @@ def test_attention_scores_default_to_mean_over_layers_and_heads(gpt2):
     assert_close(rows[0], torch.tensor(1.0))  # the first step sees only the prompt
     assert "<table" in seq.to_html()
     assert seq.plot().axes
+
+
+# Each built-in method's own reference (or estimator) test; dummy computes no attributions.
+REFERENCE_TESTS = {
+    "saliency": test_saliency,
+    "input_x_gradient": test_input_x_gradient,
+    "integrated_gradients": test_integrated_gradients,
+    "gradient_shap": test_gradient_shap_is_seeded_and_close_to_ig,
+    "occlusion": test_occlusion,
+    "attention": test_attention,
+    "value_zeroing": test_value_zeroing,
+}
+BUILTIN = hooklab.list_methods()
+
+
+def test_every_registered_method_has_a_reference_test():
+    assert set(REFERENCE_TESTS) == set(BUILTIN) - {"dummy"}

@@ -8,13 +8,17 @@ method: one forward pass, no per-step loop. Shown averaged over layers and heads
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from hooklab.forward import step_logits
-from hooklab.hooks import hook_name, temporary_hooks
-from hooklab.inputs import Batch
-from hooklab.methods.base import MethodResult, Target
+from hooklab.hooks import hook_name, recorder, temporary_hooks
+from hooklab.methods.base import MethodResult
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
 def select_indices(value: int | Sequence[int] | range | None, n: int, what: str) -> list[int]:
@@ -33,28 +37,22 @@ def attention(
     model,
     batch: Batch,
     *,
-    target: Target,
+    attributed_fn: AttributedFn,
     layers: int | Sequence[int] | None = None,
     heads: int | Sequence[int] | None = None,
 ) -> MethodResult:
     """Attention weights ``[batch, step, pos, layer, head]`` of each step's query position."""
-    del target  # attention weights do not depend on the explained function
+    del attributed_fn  # attention weights do not depend on the explained function
     layer_ids = select_indices(layers, model.cfg.n_layers, "layers")
     head_ids = select_indices(heads, model.cfg.n_heads, "heads")
-    patterns: dict[int, torch.Tensor] = {}
-
-    def keep(layer: int):
-        def fn(pattern, hook):
-            patterns[layer] = pattern.detach()
-
-        return fn
-
-    hooks = [(hook_name("pattern", layer), keep(layer)) for layer in layer_ids]
+    hooks, cache = recorder([hook_name("pattern", layer) for layer in layer_ids])
     with temporary_hooks(model, hooks):
         step_logits(model, batch)
     rows = batch.target_rows  # [batch, step]
-    stacked = torch.stack([patterns[layer][:, head_ids] for layer in layer_ids], dim=1)
+    stacked = torch.stack(
+        [cache[hook_name("pattern", layer)][:, head_ids] for layer in layer_ids], dim=1
+    )
     # stacked: [batch, layer, head, query_pos, key_pos] -> query rows of each step
     index = rows[:, None, None, :, None].expand(-1, *stacked.shape[1:3], -1, stacked.shape[-1])
     picked = stacked.gather(3, index)  # [batch, layer, head, step, key_pos]
-    return MethodResult(picked.permute(0, 3, 4, 1, 2), final_step_only=True, reduce="mean")
+    return MethodResult(picked.permute(0, 3, 4, 1, 2))  # [batch, step, key_pos, layer, head]

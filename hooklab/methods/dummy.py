@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from hooklab.inputs import Batch
-from hooklab.methods.base import MethodResult, Target
+from typing import TYPE_CHECKING
+
+from hooklab.methods.base import MethodResult
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
-def dummy(model, batch: Batch, *, target: Target) -> MethodResult:
+def dummy(model, batch: Batch, *, attributed_fn: AttributedFn) -> MethodResult:
     """Return no attributions; :func:`hooklab.attribute` still computes the step scores."""
-    del model, batch, target
+    del model, batch, attributed_fn
     return MethodResult(attributions=None)

@@ -2,26 +2,48 @@
 
 φ_t(x) ≈ E[(x + ε - x') ∂F_t(x̃) / ∂x] with x̃ = x' + α (x + ε - x'), α ~ U(0, 1), ε ~ N(0, σ²):
 an expectation of input x gradient over random points between a baseline and the (noisy)
-input. ``seed`` makes it reproducible without touching the global RNG.
+input. ``seed`` makes it reproducible without touching the global RNG: every example draws
+its own samples from a generator seeded with ``seed``, over its real tokens only, so its result
+does not depend on the batch it runs in.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
-from hooklab.methods.base import MethodResult, Target
+from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
 from hooklab.methods.gradients import gradients_at
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
+
+
+def _samples(batch: Batch, x: Tensor, n_samples: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Per example: ``n_samples`` path positions α and unit noise on its real tokens.
+
+    Returned sample-major (row ``k * batch + b`` is sample k of example b), noise 0 at padding.
+    """
+    alphas = x.new_zeros(n_samples, batch.size)
+    noise = x.new_zeros(n_samples, *x.shape)  # [n_samples, batch, pos, d_model]
+    for b, pad in enumerate(batch.pad_lengths):
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        alphas[:, b] = torch.rand(n_samples, generator=gen).to(x)
+        real = (n_samples, x.shape[1] - pad, x.shape[2])
+        noise[:, b, pad:] = torch.randn(real, generator=gen).to(x)
+    return alphas.reshape(-1), noise.reshape(-1, *x.shape[1:])
 
 
 def gradient_shap(
     model,
     batch: Batch,
     *,
-    target: Target,
+    attributed_fn: AttributedFn,
     n_samples: int = 8,
     stdevs: float = 0.0,
     baseline: str | int | Tensor = "zeros",
@@ -36,14 +58,13 @@ def gradient_shap(
         raise ValueError(f"stdevs must be >= 0, got {stdevs!r}.")
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    index = torch.arange(batch.size, device=x.device).repeat(n_samples)
-    alphas = torch.rand(n_samples * batch.size, generator=gen).to(x)
-    noise = torch.randn((n_samples * batch.size, *x.shape[1:]), generator=gen).to(x) * stdevs
+    alphas, noise = _samples(batch, x, n_samples, seed)  # [n_samples * batch], [.., pos, d_model]
+    noise = noise * stdevs
+    index = torch.arange(batch.size, device=x.device).repeat(n_samples)  # sample-major copies
     start, end = x0.repeat(n_samples, 1, 1), x.repeat(n_samples, 1, 1) + noise
     points = start + alphas[:, None, None] * (end - start)
     grads, _ = gradients_at(
-        model, batch.take(index), target.take(index), points, vjp=vjp, vjp_chunk=vjp_chunk
+        model, batch.take(index), attributed_fn.take(index), points, vjp=vjp, vjp_chunk=vjp_chunk
     )
     products = grads * (end - start)[:, None]
     return MethodResult(products.reshape(n_samples, batch.size, *grads.shape[1:]).mean(0))

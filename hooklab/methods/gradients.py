@@ -1,7 +1,7 @@
-"""Per-step gradients of a target function with respect to input embeddings.
+"""Per-step gradients of the attributed function with respect to input embeddings.
 
 All steps share one forward pass; each step then needs its own backward pass (its own scalar
-target). ``vjp="loop"`` runs them one after another on the retained graph; ``vjp="batched"``
+function value). ``vjp="loop"`` runs them one after another on the retained graph; ``vjp="batched"``
 runs them as one batched vector-Jacobian product (``torch.autograd.grad(...,
 is_grads_batched=True)``), in chunks of ``vjp_chunk`` steps; ``"auto"`` picks batched (it reads the
 weights once for all steps: 1.5-1.9x faster than the loop on a GPT-2-small-sized model on one CPU
@@ -10,22 +10,26 @@ thread, for a little more memory).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.forward import step_logits
-from hooklab.inputs import Batch
-from hooklab.methods.base import Target
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 VJP_MODES = ("auto", "loop", "batched")
 
 
-def target_scores(
-    model, batch: Batch, target: Target, embeds: Tensor | None = None
+def attributed_scores(
+    model, batch: Batch, attributed_fn: AttributedFn, embeds: Tensor | None = None
 ) -> Float[Tensor, "batch step"]:
-    """The target function of every step from one forward pass (NaN at padded steps)."""
-    return target(model, batch, step_logits(model, batch, embeds))
+    """The attributed function of every step from one forward pass (NaN at padded steps)."""
+    return attributed_fn(model, batch, step_logits(model, batch, embeds))
 
 
 def step_gradients(
@@ -76,15 +80,15 @@ def step_gradients(
 def gradients_at(
     model,
     batch: Batch,
-    target: Target,
+    attributed_fn: AttributedFn,
     embeds: Float[Tensor, "batch pos d_model"],
     *,
     vjp: str = "auto",
     vjp_chunk: int = 16,
 ) -> tuple[Float[Tensor, "batch step pos d_model"], Float[Tensor, "batch step"]]:
-    """Per-step gradients of the target at ``embeds``, and the target values there."""
+    """Per-step gradients of ``attributed_fn`` at ``embeds``, and its values there."""
     leaf = embeds.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        scores = target_scores(model, batch, target, leaf)
+        scores = attributed_scores(model, batch, attributed_fn, leaf)
         grads = step_gradients(scores, leaf, vjp=vjp, vjp_chunk=vjp_chunk)
     return grads, scores.detach()

@@ -9,16 +9,21 @@ Riemann sum when F is smooth along the path.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
-from hooklab.methods.base import MethodResult, Target
+from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import gradients_at, target_scores
+from hooklab.methods.gradients import attributed_scores, gradients_at
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 QUADRATURES = (
     "gausslegendre",
@@ -55,7 +60,7 @@ def integrated_gradients(
     model,
     batch: Batch,
     *,
-    target: Target,
+    attributed_fn: AttributedFn,
     n_steps: int = 16,
     rule: str = "gausslegendre",
     baseline: str | int | Tensor = "zeros",
@@ -63,7 +68,7 @@ def integrated_gradients(
     vjp: str = "auto",
     vjp_chunk: int = 16,
 ) -> MethodResult:
-    """Integrated gradients of each step's target with respect to the input embeddings.
+    """Integrated gradients of each step's attributed function with respect to the input embeddings.
 
     Args:
         n_steps: quadrature points along the straight path from the baseline to the input.
@@ -91,7 +96,12 @@ def integrated_gradients(
             x - x0
         ).repeat(k, 1, 1)
         grads, _ = gradients_at(
-            model, batch.take(index), target.take(index), points, vjp=vjp, vjp_chunk=vjp_chunk
+            model,
+            batch.take(index),
+            attributed_fn.take(index),
+            points,
+            vjp=vjp,
+            vjp_chunk=vjp_chunk,
         )
         weighted = (grads * w.repeat_interleave(batch.size)[:, None, None, None]).reshape(
             k, batch.size, *grads.shape[1:]
@@ -99,6 +109,8 @@ def integrated_gradients(
         total = weighted.sum(0) if total is None else total + weighted.sum(0)
     attributions = total * (x - x0)[:, None]
     with torch.no_grad():
-        gap = target_scores(model, batch, target, x) - target_scores(model, batch, target, x0)
+        gap = attributed_scores(model, batch, attributed_fn, x) - attributed_scores(
+            model, batch, attributed_fn, x0
+        )
     delta = attributions.sum(dim=(-1, -2)) - gap
     return MethodResult(attributions, {"completeness_delta": delta})

@@ -7,14 +7,19 @@ occlusion changes nothing there); the occluded copies run batched.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
-from hooklab.methods.base import MethodResult, Target
+from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import target_scores
+from hooklab.methods.gradients import attributed_scores
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
 @torch.no_grad()
@@ -22,16 +27,16 @@ def occlusion(
     model,
     batch: Batch,
     *,
-    target: Target,
+    attributed_fn: AttributedFn,
     baseline: str | int | Tensor = "zeros",
     internal_batch_size: int = 32,
 ) -> MethodResult:
-    """Occlusion scores ``[batch, step, pos]``: the drop of each step's target per token."""
+    """Occlusion scores ``[batch, step, pos]``: each token's drop of each step's function."""
     if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
         raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
-    clean = target_scores(model, batch, target, x)
+    clean = attributed_scores(model, batch, attributed_fn, x)
     width = batch.tokens.shape[1]
     # every real token that some step can see (the last token predicts nothing)
     pairs = [(b, j) for b in range(batch.size) for j in range(batch.pad_lengths[b], width - 1)]
@@ -44,7 +49,7 @@ def occlusion(
         copies = torch.arange(len(chunk), device=x.device)
         embeds = x[rows].clone()
         embeds[copies, cols] = x0[rows, cols]
-        scores = target_scores(model, batch.take(rows), target.take(rows), embeds)
+        scores = attributed_scores(model, batch.take(rows), attributed_fn.take(rows), embeds)
         steps = scores.shape[1]  # the chunk's longest target
         out[rows, :steps, cols] = clean[rows, :steps] - scores
     return MethodResult(out)

@@ -2,31 +2,42 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
-from hooklab.methods.base import MethodResult, Target
+from hooklab.methods.base import MethodResult
 from hooklab.methods.gradients import gradients_at
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
 
 
 def saliency(
-    model, batch: Batch, *, target: Target, abs: bool = True, vjp: str = "auto", vjp_chunk: int = 16
+    model,
+    batch: Batch,
+    *,
+    attributed_fn: AttributedFn,
+    abs: bool = True,
+    vjp: str = "auto",
+    vjp_chunk: int = 16,
 ) -> MethodResult:
-    """Gradient of each step's target with respect to every input token embedding.
+    """Gradient of each step's attributed function with respect to every input token embedding.
 
     Returns ``[batch, step, pos, d_model]`` gradients (their absolute value when ``abs``); the
     hidden dimension is reduced when shown (L2 norm by default). One forward pass for all steps,
     one backward pass per step.
     """
     grads, _ = gradients_at(
-        model, batch, target, token_embeddings(model, batch), vjp=vjp, vjp_chunk=vjp_chunk
+        model, batch, attributed_fn, token_embeddings(model, batch), vjp=vjp, vjp_chunk=vjp_chunk
     )
     return MethodResult(grads.abs() if abs else grads)
 
 
 def input_x_gradient(
-    model, batch: Batch, *, target: Target, vjp: str = "auto", vjp_chunk: int = 16
+    model, batch: Batch, *, attributed_fn: AttributedFn, vjp: str = "auto", vjp_chunk: int = 16
 ) -> MethodResult:
     """Gradient times input embedding, per step and token: ``[batch, step, pos, d_model]``."""
     embeds = token_embeddings(model, batch)
-    grads, _ = gradients_at(model, batch, target, embeds, vjp=vjp, vjp_chunk=vjp_chunk)
+    grads, _ = gradients_at(model, batch, attributed_fn, embeds, vjp=vjp, vjp_chunk=vjp_chunk)
     return MethodResult(grads * embeds[:, None])

@@ -113,3 +113,17 @@ def ref_attention(model, ids, n_prompt):
             pattern = cache[hook_name("pattern", layer)][0, :, -1]  # [head, key_pos]
             out[t, : len(prefix), layer] = pattern.T.double()
     return out
+
+
+def ref_value_zeroing(model, ids, n_prompt, **options):
+    """Step t: the last row of each layer's value-zeroing matrix on the prefix before target t
+    (one forward pass per zeroed token), ``[step, pos, layer]``."""
+    from tests.reference.mixing import ref_value_zeroing as ref_layer
+
+    n_steps, layers = len(ids) - n_prompt, model.cfg.n_layers
+    out = torch.full((n_steps, len(ids), layers), math.nan, dtype=torch.float64)
+    for t in range(n_steps):
+        prefix = ids[: n_prompt + t]
+        for layer in range(layers):
+            out[t, : len(prefix), layer] = ref_layer(model, prefix, layer, **options)[-1].double()
+    return out

@@ -1,0 +1,83 @@
+"""Value zeroing (Mohebbi et al., EACL 2023) as an attribution method.
+
+For step t (predicting ``tokens[target_start + t]``), the row of each layer's value-zeroing
+mixing matrix at the query position that predicts it (``target_start + t - 1``, as for the
+``attention`` method): how much that token's layer output mixes in each earlier token.
+``[batch, step, pos, layer]``, equal to the rows of
+:func:`hooklab.mixing.value_zeroing.mixing_matrices`. A final-step method: one computation per
+sequence, no per-step loop; shown averaged over layers by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from hooklab.methods.attention import select_indices
+from hooklab.methods.base import MethodResult
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
+
+HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
+
+
+def check_raw_mode(model) -> None:
+    """Raise ValueError for a model in TransformerLens' compatibility mode."""
+    if getattr(model, "compatibility_mode", False):
+        raise ValueError(
+            "Value zeroing needs the model's true value vectors, but this model was loaded with "
+            "compatibility_mode=True, which folds the value bias into other weights. Load it "
+            "with hooklab.load(..., compatibility_mode=False) (the default)."
+        )
+
+
+@torch.no_grad()
+def value_zeroing(
+    model,
+    batch: Batch,
+    *,
+    attributed_fn: AttributedFn,
+    layers: int | range | Sequence[int] | None = None,
+    heads: HeadsArg = None,
+    metric: str = "cosine",
+    normalize: bool = True,
+    chunk_size: int = 2048,
+) -> MethodResult:
+    """Value-zeroing rows ``[batch, step, pos, layer]`` of each step's query position.
+
+    Args:
+        layers: layers to score (an int, a range, a list; negative counts from the end).
+        heads: key/value heads whose values are zeroed: an int, a range, a list, or a
+            ``{layer: heads}`` dict; all when None.
+        metric: ``"cosine"`` (as in the paper) or ``"euclidean"``.
+        normalize: rows sum to 1.
+        chunk_size: (query, key) pairs recomputed per batched call (bounds the memory).
+    """
+    # imported here: hooklab.mixing.value_zeroing imports hooklab.methods (a cycle at import time)
+    from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, n_kv_heads, select_heads
+
+    del attributed_fn  # mixing does not depend on the explained function
+    check_raw_mode(model)
+    metric_fn(metric)  # validate before any model work
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    layer_ids = select_indices(layers, model.cfg.n_layers, "layers")
+    head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
+    rows = []  # per example: [step, key_pos, layer] over its real tokens
+    for i in range(batch.size):
+        start, steps = batch.prompt_lengths[i], batch.target_lengths[i]
+        scores = mixing_matrices(
+            model, batch.sequence(i).tolist(), layers=layer_ids, heads=head_ids, metric=metric,
+            normalize=normalize, chunk_size=chunk_size,
+        )  # fmt: skip
+        # scores: [layer, query_pos, key_pos]; step t reads query row start - 1 + t
+        rows.append(scores[:, start - 1 : start - 1 + steps].permute(1, 2, 0))
+    width = batch.tokens.shape[1]
+    out = rows[0].new_full((batch.size, batch.n_steps, width, len(layer_ids)), torch.nan)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0], batch.pad_lengths[i] :] = r
+    return MethodResult(out)
