@@ -17,6 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooklab.architecture import refuse_encoder_decoder
 from hooklab.encoding import Encoded, PromptsArg, TargetsArg, encode
 from hooklab.inputs import make_batch, pad_token_id, str_tokens
 from hooklab.methods import METHODS, AttributedFn, MethodResult
@@ -67,11 +68,8 @@ def validate(
         raise ValueError("No prompts given: pass a prompt or a list of prompts.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if hasattr(model, "encoder_blocks") and not spec.encoder_decoder:
-        raise TypeError(
-            f"Method {method!r} does not support encoder-decoder models yet; for one, use "
-            "hooklab.mixing (encoder_decoder_value_zeroing, encoder_decoder_attention_knockout)."
-        )
+    if not spec.encoder_decoder:
+        refuse_encoder_decoder(model, f"hooklab.attribute(method={method!r})")
     names = [step_scores] if isinstance(step_scores, str) else list(step_scores)
     check_step_functions([*names, attributed_fn], has_contrast)
     return Request(spec, prompt_list, names, spec.resolve(method_options))

@@ -9,6 +9,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooklab.architecture import refuse_encoder_decoder
 from hooklab.forward import step_logits
 from hooklab.inputs import Batch, make_batch, pad_token_id
 from hooklab.steps import CONTRASTIVE, STEP_FUNCTIONS, StepArgs
@@ -135,6 +136,7 @@ def compute_step_scores(
             :func:`contrast_step_logits`); computed here otherwise.
         step_scores_kwargs: per step function name, extra keyword arguments.
     """
+    refuse_encoder_decoder(model, "Step scores")
     names = list(names)
     check_step_functions(names, contrast is not None)
     if not names:

@@ -10,8 +10,9 @@ import torch
 from torch.testing import assert_close
 
 import hooklab
+from hooklab.architecture import n_kv_heads
 from hooklab.methods.integrated_gradients import quadrature
-from hooklab.mixing.value_zeroing import mixing_matrices, n_kv_heads, select_heads
+from hooklab.mixing.value_zeroing import mixing_matrices, select_heads
 from tests.reference.attribution import (
     ref_attention,
     ref_gradient,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from hooklab.architecture import select_indices
 from hooklab.forward import step_logits
 from hooklab.hooks import hook_name, recorder, temporary_hooks
 from hooklab.methods.base import MethodResult
@@ -19,17 +20,6 @@ from hooklab.methods.base import MethodResult
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
     from hooklab.methods.base import AttributedFn
-
-
-def select_indices(value: int | Sequence[int] | range | None, n: int, what: str) -> list[int]:
-    """Turn ``None`` (all), an int, a range or a list into sorted valid indices below ``n``."""
-    if value is None:
-        return list(range(n))
-    items = [value] if isinstance(value, int) else list(value)
-    bad = [i for i in items if not isinstance(i, int) or not -n <= i < n]
-    if bad or not items:
-        raise ValueError(f"Invalid {what} {value!r}: choose from 0..{n - 1} (or negative).")
-    return sorted({i % n for i in items})
 
 
 @torch.no_grad()

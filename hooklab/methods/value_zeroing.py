@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from hooklab.methods.attention import select_indices
+from hooklab.architecture import n_kv_heads, select_indices
 from hooklab.methods.base import MethodResult
+from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, select_heads
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -57,9 +58,6 @@ def value_zeroing(
         normalize: rows sum to 1.
         chunk_size: (query, key) pairs recomputed per batched call (bounds the memory).
     """
-    # imported here: hooklab.mixing.value_zeroing imports hooklab.methods (a cycle at import time)
-    from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, n_kv_heads, select_heads
-
     del attributed_fn  # mixing does not depend on the explained function
     check_raw_mode(model)
     metric_fn(metric)  # validate before any model work

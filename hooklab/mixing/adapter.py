@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.architecture import is_encoder_decoder
 from hooklab.forward import forward
 from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.inputs import make_batch, str_tokens
@@ -50,11 +51,6 @@ class Example:
     ids: tuple[int, ...]
     decoder_ids: tuple[int, ...] | None = None
     target_start: int | None = None
-
-
-def is_encoder_decoder(model) -> bool:
-    """Whether the bridge wraps an encoder–decoder model (it has encoder and decoder blocks)."""
-    return hasattr(model, "encoder_blocks") and hasattr(model, "decoder_blocks")
 
 
 def seq2seq_hook_name(part: str, kind: str, layer: int) -> str:
@@ -221,7 +217,6 @@ __all__ = [
     "EncoderDecoder",
     "Example",
     "encode_pair",
-    "is_encoder_decoder",
     "model_adapter",
     "seq2seq_hook_name",
     "side_tokens",

@@ -26,9 +26,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.architecture import select_indices
 from hooklab.hooks import recorder
 from hooklab.inputs import encode_target, str_tokens
-from hooklab.methods.attention import select_indices
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.sequences import PositionsArg, as_texts, per_prompt, token_positions

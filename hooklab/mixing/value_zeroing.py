@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.architecture import n_kv_heads, select_indices
 from hooklab.forward import forward
 from hooklab.hooks import hook_name, recorder
 from hooklab.inputs import make_batch
-from hooklab.methods.attention import select_indices
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.encoder_decoder import part_scores
 from hooklab.mixing.output import MixingOutput
@@ -75,11 +75,6 @@ METRICS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "cosine": cosine_distance,
     "euclidean": euclidean_distance,
 }
-
-
-def n_kv_heads(model) -> int:
-    """Return the number of key/value heads (the number of heads without grouped KV heads)."""
-    return int(getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads)
 
 
 def select_heads(heads: HeadsArg, layers: list[int], n_heads: int) -> dict[int, list[int]]:

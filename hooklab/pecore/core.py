@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hooklab.architecture import refuse_encoder_decoder
 from hooklab.attribute import attribute
 from hooklab.forward import step_logits
 from hooklab.generation import generate
@@ -352,6 +353,7 @@ def pecore_batch(
             ``output_context_text`` and ``output_current_text`` (the arguments of :func:`pecore`).
         options: a :class:`PecoreOptions`; ``**option_overrides`` change single fields.
     """
+    refuse_encoder_decoder(model, "PECoRe (hooklab.pecore)")
     options = (options or PecoreOptions()).replace(**option_overrides)
     examples = [dict(ex) for ex in examples]
     if not examples:
