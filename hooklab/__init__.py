@@ -23,6 +23,7 @@ from hooklab.methods import (
     register_method,
 )
 from hooklab.mixing import KnockoutOutput, MixingOutput
+from hooklab.output.io import load as load_output
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.steps import StepArgs, list_step_functions, register_step_function
 from hooklab.version import __version__
@@ -47,6 +48,7 @@ __all__ = [
     "list_methods",
     "list_step_functions",
     "load",
+    "load_output",
     "make_batch",
     "method_info",
     "mixing",

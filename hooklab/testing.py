@@ -130,6 +130,8 @@ def check_round_trip(name: str, out: AttributionOutput) -> None:
     """Save -> load gives back the same sequences and parameters."""
     with tempfile.TemporaryDirectory() as tmp:
         loaded = AttributionOutput.load(out.save(Path(tmp) / "out.safetensors"))
+    if thaw(loaded.model) != thaw(out.model) or thaw(loaded.info) != thaw(out.info):
+        raise _fail(name, "the model description or info changed in a save -> load round trip.")
     for i, (a, b) in enumerate(zip(out, loaded, strict=True)):
         same = (a.tokens, a.target_start, a.method) == (b.tokens, b.target_start, b.method)
         same &= thaw(a.parameters) == thaw(b.parameters) and _equal(a.token_ids, b.token_ids)

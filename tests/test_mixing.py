@@ -120,11 +120,20 @@ def test_model_unchanged_and_hooks_removed(gpt2, monkeypatch):
     monkeypatch.setattr(vz_module, "_post_attention", boom)
     with pytest.raises(RuntimeError, match="boom"):
         value_zeroing(gpt2, PROMPT, targets=TARGET)
-    # ...and inside a hook, while the hooks are attached.
-    monkeypatch.setattr(vz_module, "make_batch", lambda *a, **k: boom())
-    with pytest.raises(RuntimeError, match="boom"):
-        value_zeroing(gpt2, PROMPT, targets=TARGET)
     monkeypatch.undo()
+    # ...and inside a hook, during the method's own hooked forward pass: a hook of the caller
+    # on the last block raises while value zeroing's recording hooks are attached.
+    fired = []
+
+    def explode(x, hook):
+        fired.append(count_hooks(gpt2))
+        raise RuntimeError("boom in a hook")
+
+    with temporary_hooks(gpt2, [(hook_name("resid_post", 1), explode)]):
+        with pytest.raises(RuntimeError, match="boom in a hook"):
+            value_zeroing(gpt2, PROMPT, targets=TARGET)
+        assert fired and fired[0] > hooks + 1  # the method's hooks were attached then
+        assert count_hooks(gpt2) == hooks + 1  # only the caller's own hook is left
     assert count_hooks(gpt2) == hooks
     after = _weights(gpt2)
     assert all(torch.equal(before[k], after[k]) for k in before)
