@@ -26,3 +26,13 @@ def test_ci_runs_the_readme_test_command():
     assert test_command.startswith("python -m pytest")
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert ci[-1] == test_command
+
+
+def test_architecture_section_names_real_modules():
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"hooklab/[\w/]*\.py|hooklab/\w+/", section))
+    named |= {f"hooklab/{m}" for m in re.findall(r"\s(\w+\.py)", section)}
+    assert len(named) >= 15
+    missing = [p for p in sorted(named) if not (README.parent / p).exists()]
+    assert not missing, f"the README's architecture names modules that do not exist: {missing}"
