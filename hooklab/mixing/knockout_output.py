@@ -99,24 +99,10 @@ class KnockoutOutput:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly dict: the saved header, the fields and :meth:`table`."""
-        from hooklab.output.io import header
+        from hooklab.output.io import as_dict
 
-        return {
-            **header(self.kind, self.model, self.parameters),
-            "tokens": list(self.tokens),
-            "token_ids": self.token_ids.tolist(),
-            "target_id": self.target_id,
-            "target_token": self.target_token,
-            "queries": list(self.queries),
-            "sources": {k: list(v) for k, v in self.sources.items()},
-            "windows": [list(w) for w in self.windows],
-            "centres": None if self.centres is None else list(self.centres),
-            "base_probability": thaw(self.base_probability),
-            "table": thaw(self.table()),
-            "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
-        }
+        return {**as_dict(self), "table": thaw(self.table())}
 
-    # ---- display ---------------------------------------------------------------------------
     def to_text(self, digits: int = 1, *, color: bool | None = None) -> str:
         """Return the relative changes (in %) as a table: source sets by centre layer.
 

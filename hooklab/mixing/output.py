@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.output.provenance import freeze, thaw
+from hooklab.output.provenance import freeze
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,21 +116,9 @@ class MixingOutput:
     # ---- conversions -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly dict: the saved header, fields, tensors as nested lists."""
-        from hooklab.output.io import header
+        from hooklab.output.io import as_dict
 
-        return {
-            **header(self.kind, self.model, self.parameters),
-            "tokens": list(self.tokens),
-            "layers": list(self.layers),
-            "method": self.method,
-            "target_start": self.target_start,
-            "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
-            "causal": self.causal,
-            **{
-                name: thaw(getattr(self, name))
-                for name in ("token_ids", "scores", "rollout", "key_token_ids")
-            },
-        }
+        return as_dict(self)
 
     def to_pandas(self) -> pd.DataFrame:
         """Return a tidy table: one row per (layer, query, visible key).

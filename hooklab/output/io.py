@@ -358,6 +358,19 @@ def _decode_pecore(meta: dict[str, Any], tensors: dict[str, Tensor] | None) -> P
     return PecoreResult.from_dict(meta)
 
 
+def as_dict(output: Output) -> dict[str, Any]:
+    """The saved form as one JSON-friendly dict: header, fields, tensors as nested lists.
+
+    Tensors the output does not have (e.g. a mixing output without rollout) are left out.
+    """
+    tensors, fields = _CODECS[output.kind][0](output)
+    return {
+        **header(output.kind, output.model, output.parameters),
+        **fields,
+        **{name: thaw(value) for name, value in tensors.items()},
+    }
+
+
 _CODECS: dict[str, tuple[Callable, Callable]] = {
     "attribution": (_encode_attribution, _decode_attribution),
     "mixing": (_encode_mixing, _decode_mixing),
