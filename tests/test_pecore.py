@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -272,3 +273,107 @@ def test_result_records_model_and_resolved_options(toy):
     with pytest.raises(TypeError):
         res.parameters["attribution_method"] = "attention"
     assert res.model["name_or_path"] == "toy" and len(res.model["config_digest"]) == 16
+
+
+def test_output_context_cci_equals_explicit_autograd(gpt2):
+    """Decoder-only output context: CCI scores its tokens too, and cues span both contexts."""
+    out_ctx = "Mary was hungry at noon."
+    res = pecore(
+        gpt2, CONTEXT, CURRENT, output_context_text=out_ctx, output_current_text=OUTPUT,
+        output_template="{context} {current}", context_sensitivity_topk=1,
+        context_sensitivity_std_threshold=None, attribution_std_threshold=None,
+        attribution_topk=3,
+    )  # fmt: skip
+    (entry,) = res.context_sensitive
+    n_in, n_out = len(encode_target(gpt2, CONTEXT)), len(entry.output_context_tokens)
+    assert len(entry.input_context_scores) == n_in and len(entry.output_context_scores) == n_out
+    # the separator may be a token of its own (this tokenizer: ' ', 'Mary'); it is not context
+    assert "".join(entry.output_context_tokens).strip() == out_ctx
+    sep_tokens = len(encode_target(gpt2, " " + out_ctx)) - n_out
+    assert res.output_context_tokens == entry.output_context_tokens
+    # the contextual input: BOS, input context + current, separator + output context, output
+    ctx = encode_prompt(gpt2, f"{CONTEXT} {CURRENT}") + encode_target(gpt2, " " + out_ctx)
+    noctx = encode_prompt(gpt2, CURRENT)
+    out = encode_target(gpt2, " " + OUTPUT)
+    t = entry.index
+    alt = int(_logits(gpt2, noctx + out)[len(noctx) + t - 1].argmax())
+    ids = ctx + out[:t]
+    emb = gpt2.embed(torch.tensor([ids]))[0].detach().requires_grad_(True)
+    with temporary_hooks(gpt2, [(hook_name("embed"), lambda x, hook, e=emb: e[None])]):
+        probs = torch.softmax(gpt2(torch.tensor([ids]), prepend_bos=False)[0, -1], -1)
+    if alt != out[t]:
+        target = probs[out[t]] - probs[alt]
+    else:
+        target = probs[out[t]] - torch.softmax(_logits(gpt2, noctx + out[:t])[-1], -1)[out[t]]
+    (g,) = torch.autograd.grad(target, emb)
+    norms = g.norm(dim=-1)
+    first_out = len(encode_prompt(gpt2, f"{CONTEXT} {CURRENT}")) + sep_tokens
+    assert_close(torch.tensor(entry.input_context_scores), norms[1 : 1 + n_in].float(),
+                 atol=1e-6, rtol=1e-4)  # fmt: skip
+    assert_close(torch.tensor(entry.output_context_scores),
+                 norms[first_out : first_out + n_out].float(), atol=1e-6, rtol=1e-4)  # fmt: skip
+    # cues: top 3 by |score| over both contexts together, each with its side
+    both = [("input", i, s) for i, s in enumerate(entry.input_context_scores)]
+    both += [("output", i, s) for i, s in enumerate(entry.output_context_scores)]
+    top = sorted(both, key=lambda x: -abs(x[2]))[:3]
+    assert sorted((q.side, q.index) for q in entry.cues) == sorted((s, i) for s, i, _ in top)
+    assert PecoreResult.from_dict(res.to_dict()) == res
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "inseq_attribute_context.json"
+
+
+def _same_shape(ours, theirs, where="") -> list[str]:
+    """Differences in keys and JSON types between two Inseq-schema values (None matches all)."""
+    if ours is None or theirs is None:
+        return []
+    if isinstance(theirs, dict):
+        if not isinstance(ours, dict):
+            return [f"{where}: dict expected, got {type(ours).__name__}"]
+        missing = [f"{where}.{k}: missing" for k in theirs if k not in ours]
+        extra = [f"{where}.{k}: not in Inseq's schema" for k in ours if k not in theirs]
+        nested = [
+            d for k in theirs if k in ours for d in _same_shape(ours[k], theirs[k], f"{where}.{k}")
+        ]
+        return missing + extra + nested
+    if isinstance(theirs, list):
+        if not isinstance(ours, list):
+            return [f"{where}: list expected, got {type(ours).__name__}"]
+        return (
+            [d for x in ours[:1] for d in _same_shape(x, theirs[0], f"{where}[0]")]
+            if theirs
+            else []
+        )
+    number = (int, float)
+    kind_ok = isinstance(ours, number) if isinstance(theirs, number) else type(ours) is type(theirs)
+    return [] if kind_ok else [f"{where}: {type(theirs).__name__} expected, got {ours!r}"]
+
+
+def test_inseq_export_matches_inseq_schema(toy):
+    """`to_inseq()` has Inseq's AttributeContextOutput fields, field by field, and types."""
+    fixture = json.loads(FIXTURE.read_text())
+    res = pecore(toy, "George was sick yesterday.", "His colleagues asked him to come")
+    ours = res.to_inseq()
+    assert _same_shape(ours, fixture) == []
+    assert json.loads(json.dumps(ours)) == ours  # plain JSON values
+    (entry,) = ours["cci_scores"]
+    assert entry["cti_token"] == " hospital" and entry["cti_idx"] == 2
+    assert entry["contextual_output"] == "to the hospital"
+    assert entry["contextless_output"] == "to the" + entry["contrast_token"]
+    assert entry["input_context_scores"] == list(res.context_sensitive[0].input_context_scores)
+    assert entry["output_context_scores"] is None and ours["output_context_tokens"] is None
+    assert ours["info"]["model_name_or_path"] == "toy"
+    # with an output context both score lists are there
+    with_out = pecore(
+        toy, "George was sick yesterday.", "His colleagues asked him to come",
+        output_context_text="He stayed home.", output_current_text="to the hospital.",
+        output_template="{context} {current}", context_sensitivity_topk=1,
+    )  # fmt: skip
+    entry = with_out.to_inseq()["cci_scores"][0]
+    assert len(entry["output_context_scores"]) == len(with_out.output_context_tokens) > 0
+    assert entry["contextual_output"].startswith("He stayed home. ")
+    inseq = pytest.importorskip("inseq")  # only where Inseq happens to be installed
+    from inseq.commands.attribute_context.attribute_context_helpers import AttributeContextOutput
+
+    loaded = AttributeContextOutput.from_dict(ours)
+    assert loaded.cti_scores == ours["cti_scores"] and inseq

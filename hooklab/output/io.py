@@ -342,7 +342,9 @@ def _encode_pecore(out: PecoreResult) -> tuple[dict[str, Tensor], dict[str, Any]
     fields.pop("cti_scores")
     for k, (c, entry) in enumerate(zip(out.context_sensitive, fields["context_sensitive"])):
         tensors[f"cci.{k}"] = torch.tensor(c.input_context_scores, dtype=torch.float64)
+        tensors[f"cci_output.{k}"] = torch.tensor(c.output_context_scores, dtype=torch.float64)
         entry.pop("input_context_scores")
+        entry.pop("output_context_scores")
     return tensors, fields
 
 
@@ -352,7 +354,11 @@ def _decode_pecore(meta: dict[str, Any], tensors: dict[str, Tensor] | None) -> P
     if tensors is not None:  # safetensors layout: put the score tensors back into the JSON export
         meta = {**meta, "cti_scores": tensors["cti_scores"].tolist()}
         meta["context_sensitive"] = [
-            {**c, "input_context_scores": tensors[f"cci.{k}"].tolist()}
+            {
+                **c,
+                "input_context_scores": tensors[f"cci.{k}"].tolist(),
+                "output_context_scores": tensors[f"cci_output.{k}"].tolist(),
+            }
             for k, c in enumerate(meta["context_sensitive"])
         ]
     return PecoreResult.from_dict(meta)

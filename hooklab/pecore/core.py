@@ -18,7 +18,6 @@ and the current text; the output (forced, or generated greedily) follows it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -27,20 +26,16 @@ from hooklab.attribute import attribute
 from hooklab.forward import step_logits
 from hooklab.generation import generate
 from hooklab.inputs import (
-    check_length,
-    encode_prompt,
-    encode_target,
     make_batch,
     pad_token_id,
     str_tokens,
 )
 from hooklab.output.aggregate import reduce_hidden
 from hooklab.output.provenance import describe_model
+from hooklab.pecore.encode import Example, contextual_prompt, encode_example
 from hooklab.pecore.options import (
     RELATIVE_CONTEXT_SALIENCY,
     PecoreOptions,
-    check_texts,
-    fill,
 )
 from hooklab.pecore.result import ContextSensitiveToken, Cue, PecoreResult
 from hooklab.pecore.select import select, selection_threshold
@@ -54,110 +49,6 @@ _TOKEN_CONTRASTS = {
     "contrast_prob",
     "contrast_logits",
 }
-
-
-@dataclass(frozen=True)
-class Example:
-    """One PECoRe example, encoded."""
-
-    input_context: str
-    input_current: str
-    output_context: str | None
-    output_current: str
-    ctx_prompt: list[int]  # BOS + contextual input (+ output context): the forced prefix
-    noctx_prompt: list[int]  # BOS + contextless input (+ its output prefix)
-    output_ids: list[int]  # current output tokens: the CTI candidates
-    context_positions: list[int]  # positions of context tokens in ctx_prompt
-
-
-def _context_positions(model, text: str, span: tuple[int, int] | None) -> list[int]:
-    if span is None or span[0] == span[1]:
-        return []
-    enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    offset = len(encode_prompt(model, text)) - len(enc["input_ids"])  # BOS, if any
-    return [
-        offset + k
-        for k, (a, b) in enumerate(enc["offset_mapping"])
-        if a < span[1] and b > span[0] and b > a
-    ]
-
-
-def _output_prefix(template: str, context: str | None) -> tuple[str, str]:
-    """Split an output template into (text before the current output, joiner)."""
-    head = template.split("{current}")[0]
-    if "{context}" not in head:
-        return head, ""
-    before, after = head.split("{context}", 1)
-    return before + (context or ""), after
-
-
-def encode_example(
-    model,
-    opts: PecoreOptions,
-    *,
-    input_context_text: str,
-    input_current_text: str,
-    output_context_text: str | None = None,
-    output_current_text: str | None = None,
-    generated: list[int] | None = None,
-) -> Example:
-    """Format, tokenise and (if needed) generate the output of one example.
-
-    Args:
-        generated: output ids already generated from :func:`contextual_prompt` (used when
-            ``output_current_text`` is None; generated here if not given).
-    """
-    check_texts(opts.input_template, input_context_text, input_current_text, "input")
-    ctx_text, span = fill(
-        opts.input_template, context=input_context_text, current=input_current_text
-    )
-    noctx_text, _ = fill(
-        opts.contextless_input_current_text, context=None, current=input_current_text
-    )
-    sep = opts.decoder_input_output_separator
-    out_template = opts.output_template or (
-        "{context} {current}" if output_context_text else "{current}"
-    )
-    if output_context_text:
-        check_texts(out_template, output_context_text, "x", "output")
-    head, joiner = _output_prefix(out_template, output_context_text)
-    ctx_prompt = encode_prompt(model, ctx_text)
-    if head + joiner:
-        ctx_prompt += encode_target(model, sep + head)
-    noctx_prompt = encode_prompt(model, noctx_text)
-    lead = joiner if head or joiner else sep  # text between the prefix and the current output
-    if output_current_text is None:
-        if generated is None:
-            generated = generate(model, [ctx_prompt], **dict(opts.generation_kwargs)).output_ids[0]
-        output_ids = list(generated)
-        if not output_ids:
-            raise ValueError(f"The model generated no output for {ctx_text!r}.")
-        output_current_text = model.tokenizer.decode(output_ids)
-        if lead and output_current_text.startswith(lead):
-            output_current_text = output_current_text[len(lead) :]
-    else:
-        check_texts("{current}", None, output_current_text, "output")
-        output_ids = encode_target(model, lead + output_current_text)
-    nc_head = opts.contextless_output_current_text.split("{current}")[0]
-    if nc_head:
-        noctx_prompt += encode_target(model, sep + nc_head)
-    check_length(model, len(ctx_prompt) + len(output_ids), "input + output")
-    check_length(model, len(noctx_prompt) + len(output_ids), "contextless input + output")
-    return Example(
-        input_context_text,
-        input_current_text,
-        output_context_text,
-        output_current_text,
-        ctx_prompt,
-        noctx_prompt,
-        output_ids,
-        _context_positions(model, ctx_text, span),
-    )
-
-
-def contextual_prompt(model, opts: PecoreOptions, **texts) -> list[int]:
-    """The forced prefix the output follows (input with context, plus any output context)."""
-    return encode_example(model, opts, **{**texts, "output_current_text": "x"}).ctx_prompt
 
 
 def cti_scores(
@@ -212,8 +103,13 @@ def _candidates(model, ids: list[int], keep: tuple[str, ...]) -> torch.Tensor:
     return torch.tensor([i not in special or i in keep_ids for i in ids], dtype=torch.bool)
 
 
-def cci(model, jobs: list[tuple[Example, int, int]], opts: PecoreOptions) -> list[torch.Tensor]:
-    """Attribute each (example, step t, ỹ*_t) to its context tokens; one call per contrast kind."""
+def cci(
+    model, jobs: list[tuple[Example, int, int]], opts: PecoreOptions
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Attribute each (example, step t, ỹ*_t) to its context tokens; one call per contrast kind.
+
+    Returns per job the scores of the input-context and of the output-context tokens.
+    """
     if not jobs:
         return []
     fn = opts.attributed_fn
@@ -221,7 +117,7 @@ def cci(model, jobs: list[tuple[Example, int, int]], opts: PecoreOptions) -> lis
     for k, (e, t, alt) in enumerate(jobs):
         by_token = fn in _TOKEN_CONTRASTS and alt != e.output_ids[t]
         groups["token" if by_token else "prompt"].append(k)
-    results: list[torch.Tensor | None] = [None] * len(jobs)
+    results: list = [None] * len(jobs)
     for kind, members in groups.items():
         if not members:
             continue
@@ -242,7 +138,8 @@ def cci(model, jobs: list[tuple[Example, int, int]], opts: PecoreOptions) -> lis
             **kwargs,
         )
         for k, (e, _, _), seq in zip(members, sel, out, strict=True):
-            results[k] = seq.scores()[0, e.context_positions]  # the method's own reduction
+            row = seq.scores()[0]  # the method's own reduction of trailing dims
+            results[k] = (row[e.context_positions], row[e.output_context_positions])
     return results
 
 
@@ -310,28 +207,42 @@ def _select_tokens(
     return chosen, threshold
 
 
-def _context_tokens(model, example: Example) -> tuple[str, ...]:
-    """The input context tokens as text (the tokens CCI scores)."""
-    return tuple(str_tokens(model, [example.ctx_prompt[p] for p in example.context_positions]))
+def _context_tokens(model, example: Example, side: str = "input") -> tuple[str, ...]:
+    """The input (or output) context tokens as text: the tokens CCI scores."""
+    positions = example.context_positions if side == "input" else example.output_context_positions
+    return tuple(str_tokens(model, [example.ctx_prompt[p] for p in positions]))
 
 
 def _sensitive_token(
     model, example: Example, t: int, score: float, alternative: int, cue_scores, options
 ) -> ContextSensitiveToken:
-    """One selected output token with its CCI scores and selected cues."""
-    ctx_tokens = tuple(
-        str_tokens(model, [example.ctx_prompt[p] for p in example.context_positions])
+    """One selected output token with its CCI scores and its cues.
+
+    Cues are selected with the same rule over the input- and output-context scores together.
+    """
+    tokens = {side: _context_tokens(model, example, side) for side in ("input", "output")}
+    scores = {side: c.double() for side, c in zip(("input", "output"), cue_scores, strict=True)}
+    both = torch.cat([scores["input"], scores["output"]])
+    chosen = select(
+        both, std_threshold=options.attribution_std_threshold, topk=options.attribution_topk
     )
-    c = cue_scores.double()
-    cues = select(c, std_threshold=options.attribution_std_threshold, topk=options.attribution_topk)
+    n_in = len(tokens["input"])
+    cues = tuple(
+        Cue(j, tokens["input"][j], float(both[j]), "input")
+        if j < n_in
+        else Cue(j - n_in, tokens["output"][j - n_in], float(both[j]), "output")
+        for j in chosen
+    )
     return ContextSensitiveToken(
         index=t,
         token=str_tokens(model, [example.output_ids[t]])[0],
         score=score,
         contextless_token=str_tokens(model, [alternative])[0],
-        input_context_tokens=ctx_tokens,
-        input_context_scores=tuple(c.tolist()),
-        cues=tuple(Cue(j, ctx_tokens[j], float(c[j])) for j in cues),
+        input_context_tokens=tokens["input"],
+        input_context_scores=tuple(scores["input"].tolist()),
+        cues=cues,
+        output_context_tokens=tokens["output"],
+        output_context_scores=tuple(scores["output"].tolist()),
     )
 
 
@@ -385,6 +296,7 @@ def pecore_batch(
             input_current=e.input_current,
             output_current=e.output_current,
             input_context_tokens=_context_tokens(model, e),
+            output_context_tokens=_context_tokens(model, e, "output"),
             output_current_tokens=tuple(str_tokens(model, e.output_ids)),
             cti_metric=options.context_sensitivity_metric,
             cti_scores=tuple(float(x) for x in s),

@@ -68,16 +68,22 @@ def to_text(result: PecoreResult, *, color: bool | None = None) -> str:
     ]
     if not result.context_sensitive:
         lines.append("\nNo context-sensitive output token stands out.")
+    if result.output_context is not None:
+        lines.insert(5, f"Output context: {result.output_context}")
     for c in result.context_sensitive:
-        cues = {cue.index: cue.score for cue in c.cues}
         one = {c.index: c.score}
-        cci = c.input_context_scores if color else None
         lines += [
             "",
             f"#{c.index} {c.token.strip()!r} (contextless alternative {c.contextless_token!r}):",
             f"  Output: {_mark(result.output_current_tokens, one, '{', '}', cti).strip()}",
-            f"  Context: {_mark(c.input_context_tokens, cues, '[', ']', cci).strip()}",
         ]
+        for side, label in (("input", "Context"), ("output", "Output context")):
+            tokens = getattr(c, f"{side}_context_tokens")
+            if not tokens:
+                continue
+            cues = {q.index: q.score for q in c.cues if q.side == side}
+            cci = getattr(c, f"{side}_context_scores") if color else None
+            lines.append(f"  {label}: {_mark(tokens, cues, '[', ']', cci).strip()}")
     return "\n".join(lines)
 
 
@@ -99,13 +105,17 @@ def to_html(result: PecoreResult) -> str:
         html_legend(cti, f"CTI ({result.cti_metric})"),
     ]
     for c in result.context_sensitive:
-        cci = ColorScale.fit(c.input_context_scores)
-        spans = html_tokens(
-            c.input_context_tokens, c.input_context_scores, cci, selected=[q.index for q in c.cues]
-        )
+        cci = ColorScale.fit([*c.input_context_scores, *c.output_context_scores])
+        rows = []
+        for side in ("input", "output"):
+            tokens = getattr(c, f"{side}_context_tokens")
+            if tokens:
+                chosen = [q.index for q in c.cues if q.side == side]
+                scores = getattr(c, f"{side}_context_scores")
+                rows.append(f"{side} context: {html_tokens(tokens, scores, cci, selected=chosen)}")
         parts += [
             f"<p><b>CCI</b> for {html.escape(repr(c.token))} (contextless: "
-            f"{html.escape(repr(c.contextless_token))}):<br>{spans}</p>",
+            f"{html.escape(repr(c.contextless_token))}):<br>{'<br>'.join(rows)}</p>",
             html_legend(cci, f"CCI ({result.cci_method})"),
         ]
     parts.append("</div>")

@@ -42,13 +42,21 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Cue:
+    """A selected context token: ``index`` into the input or output context tokens (``side``)."""
+
     index: int
     token: str
     score: float
+    side: str = "input"
 
 
 @dataclass(frozen=True)
 class ContextSensitiveToken:
+    """A context-sensitive output token, its CCI scores over both contexts and its cues.
+
+    Cues are selected over the input and output context scores together (the same rule).
+    """
+
     index: int
     token: str
     score: float
@@ -56,6 +64,18 @@ class ContextSensitiveToken:
     input_context_tokens: tuple[str, ...]
     input_context_scores: tuple[float, ...]
     cues: tuple[Cue, ...]
+    output_context_tokens: tuple[str, ...] = ()
+    output_context_scores: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        for side in ("input", "output"):
+            tokens = getattr(self, f"{side}_context_tokens")
+            scores = getattr(self, f"{side}_context_scores")
+            if len(tokens) != len(scores):
+                raise ValueError(
+                    f"{len(scores)} {side} context scores for {len(tokens)} {side} context "
+                    "tokens; they must match one to one."
+                )
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,7 @@ class PecoreResult:
     cti_threshold: float | None
     context_sensitive: tuple[ContextSensitiveToken, ...]
     output_context: str | None = None
+    output_context_tokens: tuple[str, ...] = ()
     cci_method: str = "saliency"
     cci_attributed_fn: str = "contrast_prob_diff"
     parameters: Mapping[str, Any] = field(default_factory=dict)
@@ -99,6 +120,12 @@ class PecoreResult:
         out["context_sensitive"] = [asdict(c) for c in self.context_sensitive]
         return thaw(out)
 
+    def to_inseq(self) -> dict[str, Any]:
+        """Return Inseq's ``attribute-context`` JSON dict (mapping: :mod:`hooklab.pecore.inseq`)."""
+        from hooklab.pecore.inseq import to_inseq
+
+        return to_inseq(self)
+
     def to_json(self, **kwargs: Any) -> str:
         """Return :meth:`to_dict` as JSON (``kwargs`` go to ``json.dumps``)."""
         return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=False, **kwargs)
@@ -123,6 +150,10 @@ class PecoreResult:
                     "input_context_scores": tuple(
                         float(unthaw_float(x)) for x in c["input_context_scores"]
                     ),
+                    "output_context_tokens": tuple(c.get("output_context_tokens", ())),
+                    "output_context_scores": tuple(
+                        float(unthaw_float(x)) for x in c.get("output_context_scores", ())
+                    ),
                     "cues": tuple(
                         Cue(**{**cue, "score": float(unthaw_float(cue["score"]))})
                         for cue in c["cues"]
@@ -131,8 +162,8 @@ class PecoreResult:
             )
             for c in data["context_sensitive"]
         )
-        for key in ("input_context_tokens", "output_current_tokens"):
-            data[key] = tuple(data[key])
+        for key in ("input_context_tokens", "output_current_tokens", "output_context_tokens"):
+            data[key] = tuple(data.get(key, ()))
         data["cti_scores"] = tuple(float(unthaw_float(x)) for x in data["cti_scores"])
         if data.get("cti_threshold") is not None:
             data["cti_threshold"] = float(unthaw_float(data["cti_threshold"]))
