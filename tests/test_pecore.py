@@ -372,8 +372,16 @@ def test_inseq_export_matches_inseq_schema(toy):
     entry = with_out.to_inseq()["cci_scores"][0]
     assert len(entry["output_context_scores"]) == len(with_out.output_context_tokens) > 0
     assert entry["contextual_output"].startswith("He stayed home. ")
-    inseq = pytest.importorskip("inseq")  # only where Inseq happens to be installed
+
+
+def test_inseq_export_loads_in_inseq_when_installed(toy):
+    """Only where Inseq happens to be installed (nothing is installed for this test)."""
+    pytest.importorskip("inseq")
     from inseq.commands.attribute_context.attribute_context_helpers import AttributeContextOutput
 
+    ours = pecore(toy, "George was sick yesterday.", "His colleagues asked him to come").to_inseq()
     loaded = AttributeContextOutput.from_dict(ours)
-    assert loaded.cti_scores == ours["cti_scores"] and inseq
+    assert loaded.cti_scores == ours["cti_scores"]
+    assert (
+        loaded.cci_scores[0].input_context_scores == ours["cci_scores"][0]["input_context_scores"]
+    )
