@@ -65,6 +65,30 @@ def _boot(source, *, device, dtype, tokenizer=None, hf_model=None, **kwargs):
     )
 
 
+def _check_checkpoint_files(path: Path) -> None:
+    """Raise ValueError naming the file if config.json or a safetensors file is unreadable."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{str(path / 'config.json')!r} is not valid JSON ({err}); the checkpoint is "
+            "damaged. Save it again with model.save_pretrained(dir)."
+        ) from None
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise ValueError(
+                f"{str(weights)!r} is not a readable safetensors file ({err}); it is truncated "
+                "or damaged. Save the checkpoint again with model.save_pretrained(dir)."
+            ) from None
+
+
 def _load_local(path: Path, *, device, dtype, **kwargs):
     if not path.is_dir():
         raise FileNotFoundError(
@@ -76,6 +100,7 @@ def _load_local(path: Path, *, device, dtype, **kwargs):
             f"Local model directory {str(path)!r} has no config.json; save the model with "
             "model.save_pretrained(dir) and tokenizer.save_pretrained(dir)."
         )
+    _check_checkpoint_files(path)
     if kwargs.get("tokenizer") is None:
         kwargs["tokenizer"] = _local_tokenizer(path)
     return _boot(str(path), device=device, dtype=dtype, **kwargs)

@@ -90,6 +90,49 @@ def test_checkpoint_without_tokenizer_is_refused(gpt2_dir, tmp_path):
     assert len(model.tokenizer) == model.cfg.d_vocab
 
 
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda b: b[: len(b) // 2], "model.safetensors' is not a readable safetensors file"),
+        (lambda b: b"", "truncated or damaged"),
+        (lambda b: b"not a safetensors file", "model.safetensors"),
+    ],
+)
+def test_damaged_weights_are_named(gpt2_dir, tmp_path, damage, match):
+    import shutil
+
+    for f in gpt2_dir.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(damage(weights.read_bytes()))
+    raises_clearly(None, ValueError, match, hooklab.load, tmp_path)
+
+
+def test_damaged_config_is_named(gpt2_dir, tmp_path):
+    import shutil
+
+    for f in gpt2_dir.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "config.json").write_text("{not json")
+    raises_clearly(None, ValueError, "config.json' is not valid JSON", hooklab.load, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("context", "current", "exc", "match"),
+    [
+        # TypeError naming the argument (test-time jaxtyping checks raise a TypeError subclass
+        # that names it first; users get hooklab's own "... must be a string, got int: 5.")
+        (5, CURRENT, TypeError, "input_context_text"),
+        (CONTEXT, ["a list"], TypeError, "input_current_text"),
+        (CONTEXT, "", ValueError, "input_current_text is empty"),
+        (CONTEXT, "   ", ValueError, "input_current_text is empty"),
+        ("", CURRENT, ValueError, "expects a context"),
+    ],
+)
+def test_pecore_texts(gpt2, context, current, exc, match):
+    raises_clearly(gpt2, exc, match, pecore, gpt2, context, current)
+
+
 # ---- dataset mode ----------------------------------------------------------------------------
 def _good(**changes):
     return {

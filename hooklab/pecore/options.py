@@ -175,7 +175,10 @@ def fill(template: str, *, context: str | None, current: str) -> tuple[str, tupl
 
 
 def check_texts(template: str, context: str | None, current: str | None, what: str) -> None:
-    """Raise ValueError for an empty current text or a context the template cannot hold."""
+    """Raise for a non-string or empty current text, or a context the template cannot hold."""
+    for name, value in ((f"{what}_context_text", context), (f"{what}_current_text", current)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, got {type(value).__name__}: {value!r}.")
     if current is None or not str(current).strip():
         raise ValueError(f"{what}_current_text is empty ({current!r}); pass some text.")
     has_slot = "{context}" in template
