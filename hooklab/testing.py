@@ -29,11 +29,13 @@ from typing import Any
 
 import torch
 
+from hooklab.architecture import is_encoder_decoder
 from hooklab.attribute import attribute
 from hooklab.hooks import count_hooks, hook_name, temporary_hooks
 from hooklab.methods import METHODS
 from hooklab.output.provenance import thaw
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
+from hooklab.seq2seq import embedding_modules, last_block_hook
 
 PROMPTS = ("George was sick yesterday. His colleagues", "It rained")
 TARGETS = (" asked him to come", " all morning.")
@@ -109,7 +111,10 @@ def check_cleanup_after_exception(model, name: str, prompts, targets, options) -
         raise HookFired("raised inside a hook by hooklab.testing")
 
     before = count_hooks(model)
-    last = hook_name("resid_post", model.cfg.n_layers - 1)
+    if is_encoder_decoder(model):
+        last = last_block_hook(model)
+    else:
+        last = hook_name("resid_post", model.cfg.n_layers - 1)
     try:
         with temporary_hooks(model, [(last, explode)]):
             attribute(
