@@ -125,7 +125,7 @@ def seq2seq_forward(
     *,
     hooks: Sequence[tuple[str, object]] = (),
     embeds: Float[Tensor, "batch pos d_model"] | None = None,
-) -> Float[Tensor, "batch pos d_vocab"]:
+) -> Float[Tensor, "batch target_pos d_vocab"]:
     """Logits of every decoder position: encoder on the source (with its mask), decoder on
     ``batch.tokens``; ``embeds`` (``[batch, input position, d_model]``) replace both stacks'
     token embeddings."""
