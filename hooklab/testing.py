@@ -129,6 +129,8 @@ def check_cleanup_after_exception(model, name: str, prompts, targets, options) -
         raise _fail(name, "no forward pass ran through the model's hook points.")
     if count_hooks(model) != before:
         raise _fail(name, f"{count_hooks(model) - before} hooks left after an exception.")
+    if is_encoder_decoder(model) and any(m._forward_hooks for m in embedding_modules(model)):
+        raise _fail(name, "an embedding replacement hook was left after an exception.")
 
 
 def check_round_trip(name: str, out: AttributionOutput) -> None:

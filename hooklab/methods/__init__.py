@@ -1,7 +1,8 @@
 """The attribution-method registry.
 
 A method is a function ``fn(model, batch, *, attributed_fn, **options) -> MethodResult``: it gets
-a :class:`~hooklab.inputs.Batch` (left-padded; encoder–decoder: with a right-padded source) and an :class:`~hooklab.methods.base.AttributedFn`
+a :class:`~hooklab.inputs.Batch` (left-padded; on encoder–decoder models with a
+right-padded source) and an :class:`~hooklab.methods.base.AttributedFn`
 (the step function to explain) and returns scores in the batch's padded coordinates. Each lives
 in its own module under ``hooklab/methods/`` and is registered below with a
 :class:`~hooklab.methods.base.MethodSpec` (its kind and what it supports); add your own with
