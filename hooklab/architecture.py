@@ -36,13 +36,13 @@ def select_indices(value: int | Sequence[int] | range | None, n: int, what: str)
 def refuse_encoder_decoder(model, what: str) -> None:
     """Raise NotImplementedError if ``model`` is encoder–decoder and ``what`` is decoder-only.
 
-    Used by :func:`hooklab.attribute`, the step scores and PECoRe until their encoder–decoder
-    support lands; context mixing (:mod:`hooklab.mixing`) already runs on such models.
+    Used by :func:`hooklab.attribute` for methods registered without ``encoder_decoder=True``
+    and by PECoRe; the built-in methods, step scores, generation and context mixing
+    (:mod:`hooklab.mixing`) run on such models.
     """
     if is_encoder_decoder(model):
         raise NotImplementedError(
-            f"{what} does not support encoder-decoder models (Marian, BART, T5) yet: it would "
-            "feed the joined source and target to both encoder and decoder. For these models use "
-            "hooklab.mixing.value_zeroing(model, prompts, part=...) or "
-            "hooklab.mixing.attention_knockout(model, prompts, part=...)."
+            f"{what} does not support encoder-decoder models (Marian, BART, T5) yet. Built-in "
+            "attribution methods do (hooklab.list_methods()); a method registered with "
+            "encoder_decoder=True gets a batch with source_ids (see hooklab.seq2seq)."
         )

@@ -79,21 +79,26 @@ def validate(
 def batches(
     model, encoded: Encoded, batch_size: int, attributed_fn: str, kwargs: Mapping[str, Any]
 ) -> Iterator[tuple[Batch, AttributedFn]]:
-    """Left-padded batches and the attributed function (with its contrast) of each."""
+    """Padded batches and the attributed function (with its contrast) of each."""
     n = len(encoded.prefixes)
+
+    def rows(values: list | None, part: slice) -> list | None:
+        return None if values is None else values[part]
+
     for lo in range(0, n, batch_size):
         part = slice(lo, lo + batch_size)
         steps = encoded.steps[part]
         batch = make_batch(
-            encoded.prefixes[part], steps, pad_id=pad_token_id(model), device=model.cfg.device
-        )
-        c_prefixes, c_steps = encoded.contrast_prefixes, encoded.contrast_steps
+            encoded.prefixes[part], steps, sources=rows(encoded.sources, part),
+            pad_id=pad_token_id(model), device=model.cfg.device,
+        )  # fmt: skip
         contrast = make_contrast(
             model,
             batch,
             steps,
-            contrast_prompts=None if c_prefixes is None else c_prefixes[part],
-            contrast_targets=None if c_steps is None else c_steps[part],
+            contrast_prompts=rows(encoded.contrast_prefixes, part),
+            contrast_targets=rows(encoded.contrast_steps, part),
+            contrast_sources=rows(encoded.contrast_sources, part),
         )
         logits = contrast_step_logits(model, contrast)  # the contrast forward runs once
         yield batch, AttributedFn(attributed_fn, dict(kwargs), contrast, logits)
@@ -111,7 +116,7 @@ def run_method(
             "hooklab.MethodResult."
         )
     attr = result.attributions
-    expected = (batch.size, batch.n_steps, batch.tokens.shape[1])
+    expected = (batch.size, batch.n_steps, batch.input_width)
     if attr is not None and (attr.ndim < 3 or tuple(attr.shape[:3]) != expected):
         raise ValueError(
             f"Method {spec.name!r} returned attributions of shape {tuple(attr.shape)}; expected "
@@ -141,14 +146,20 @@ def split(
 ) -> list[SequenceAttribution]:
     """One :class:`SequenceAttribution` per example, on its real (unpadded) tokens."""
     seqs = []
+    specials = special_tokens(model)
     for i in range(batch.size):
-        pad, n_steps = batch.pad_lengths[i], batch.target_lengths[i]
+        n_steps = batch.target_lengths[i]
         ids = batch.sequence(i).detach().cpu()
         start = batch.prompt_lengths[i]
-        attr = None
+        source = batch.source(i)
+        attr = source_attr = None
         if result.attributions is not None:
-            attr = result.attributions[i, :n_steps, pad:].detach().float().cpu()
-            attr = _nan_invisible(attr, start)
+            # input positions: the source's (encoder-decoder), then the sequence's
+            full = result.attributions[i, :n_steps].detach().float().cpu()
+            first = batch.source_width + batch.pad_lengths[i]
+            attr = _nan_invisible(full[:, first : first + len(ids)], start)
+            if source is not None:
+                source_attr = full[:, : len(source)]
         seqs.append(
             SequenceAttribution(
                 tokens=tuple(str_tokens(model, ids)),
@@ -159,9 +170,18 @@ def split(
                 method=method,
                 parameters=parameters,  # frozen (copied) by SequenceAttribution
                 extras={k: v[i, :n_steps].float().cpu() for k, v in result.extras.items()},
+                source_tokens=None if source is None else tuple(str_tokens(model, source)),
+                source_token_ids=None if source is None else source.detach().cpu(),
+                source_attributions=source_attr,
+                special_tokens=specials if source is not None else (),
             )
         )
     return seqs
+
+
+def special_tokens(model) -> tuple[str, ...]:
+    """The tokenizer's special tokens as text (what views hide with ``hide_special``)."""
+    return tuple(sorted(set(getattr(model.tokenizer, "all_special_tokens", ()))))
 
 
 # ---- the entry point ----------------------------------------------------------------------------
@@ -185,6 +205,11 @@ def attribute(
     **method_options: Any,
 ) -> AttributionOutput:
     """Attribute each target token of each prompt to the tokens before it.
+
+    On encoder–decoder models (Marian, BART, T5) prompts are the sources: each step is
+    attributed to the source tokens (``source_attributions``, ``[step, source_pos, ...]``) and
+    to the decoder input before it (``attributions``, ``[step, target_pos, ...]``; ``tokens``
+    are the decoder start token, then the targets), as Inseq's source / target attributions.
 
     Args:
         model: a ``TransformerBridge`` from :func:`hooklab.load`.

@@ -2,7 +2,9 @@
 
 Prompts get BOS once (see :mod:`hooklab.inputs`); text targets that repeat their prompt have it
 stripped (as in Inseq); each sequence is then split at the attributed span: targets before
-``attr_pos_start`` join the forced prefix.
+``attr_pos_start`` join the forced prefix. On encoder–decoder models prompts are sources
+(tokenised with the tokenizer's special tokens, :func:`hooklab.seq2seq.encode_source`) and the
+forced prefix starts with the decoder start token.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hooklab import seq2seq
+from hooklab.architecture import is_encoder_decoder
 from hooklab.generation import generate
 from hooklab.inputs import as_prompt_ids, check_length, encode_target
 
@@ -25,14 +29,20 @@ class Encoded:
     Attributes:
         prefixes: the prompt plus the targets before the attributed span (forced).
         steps: the attributed target tokens.
-        contrast_prefixes: contrast prompts plus the same forced targets, or None.
+        contrast_prefixes: contrast prompts plus the same forced targets, or None
+            (encoder–decoder: the same decoder prefixes as ``prefixes``).
         contrast_steps: an alternative token per attributed step, or None.
+        sources: encoder–decoder only: the source ids (``prefixes`` are then the decoder
+            prefixes: the decoder start token and the forced targets).
+        contrast_sources: encoder–decoder only: the contrast source ids, or None.
     """
 
     prefixes: list[list[int]]
     steps: list[list[int]]
     contrast_prefixes: list[list[int]] | None = None
     contrast_steps: list[list[int]] | None = None
+    sources: list[list[int]] | None = None
+    contrast_sources: list[list[int]] | None = None
 
 
 def _per_prompt(value, n: int, what: str) -> list | None:
@@ -46,11 +56,12 @@ def _per_prompt(value, n: int, what: str) -> list | None:
 
 def encode_targets(model, prompts: list, targets: list, prompt_ids) -> list[list[int]]:
     """Encode forced targets: text (a continuation, or the prompt + continuation) or ids."""
+    encoder_decoder = is_encoder_decoder(model)
     out = []
     for prompt, target in zip(prompts, targets, strict=True):
         if isinstance(target, str):
             # Accept Inseq-style targets that repeat the prompt before the continuation.
-            repeats = isinstance(prompt, str) and target.startswith(prompt)
+            repeats = not encoder_decoder and isinstance(prompt, str) and target.startswith(prompt)
             out.append(encode_target(model, target[len(prompt) :] if repeats else target))
         else:
             ids = [int(i) for i in target]
@@ -58,7 +69,10 @@ def encode_targets(model, prompts: list, targets: list, prompt_ids) -> list[list
                 raise ValueError("A target id list is empty; pass at least one token id.")
             out.append(ids)
     for p, t in zip(prompt_ids, out, strict=True):
-        check_length(model, len(p) + len(t), "prompt + target")
+        if encoder_decoder:
+            seq2seq.check_decoder_length(model, len(t))
+        else:
+            check_length(model, len(p) + len(t), "prompt + target")
     return out
 
 
@@ -110,16 +124,18 @@ def encode(
     generation_kwargs: Mapping[str, Any] | None = None,
 ) -> Encoded:
     """Encode prompts, targets (generated when None) and contrasts; split at the span."""
-    prompt_ids = [as_prompt_ids(model, p) for p in prompts]
+    encoder_decoder = is_encoder_decoder(model)
+    as_ids = seq2seq.encode_source if encoder_decoder else as_prompt_ids
+    prompt_ids = [as_ids(model, p) for p in prompts]
     for ids in prompt_ids:
-        check_length(model, len(ids), "prompt")
+        check_length(model, len(ids), "source" if encoder_decoder else "prompt")
     target_list = _per_prompt(targets, len(prompts), "targets")
     if target_list is None:
         target_ids = generate_targets(model, prompts, prompt_ids, generation_kwargs)
     else:
         target_ids = encode_targets(model, prompts, target_list, prompt_ids)
     c_prompts = _per_prompt(contrast_prompts, len(prompts), "contrast prompts")
-    c_prompt_ids = None if c_prompts is None else [as_prompt_ids(model, p) for p in c_prompts]
+    c_prompt_ids = None if c_prompts is None else [as_ids(model, p) for p in c_prompts]
     c_target_ids = encode_contrast_targets(model, prompts, contrast_targets, prompt_ids, target_ids)
     # Attribute only target tokens [start, end): earlier ones join the forced prefix.
     spans = [_span(len(t), attr_pos_start, attr_pos_end) for t in target_ids]
@@ -130,6 +146,16 @@ def encode(
     def steps(ids: list[list[int]]) -> list[list[int]]:
         return [t[s:e] for t, (s, e) in zip(ids, spans, strict=True)]
 
+    if encoder_decoder:  # the decoder input starts with the decoder start token
+        starts = [[seq2seq.decoder_start_id(model)] for _ in prompts]
+        return Encoded(
+            prefixes=prefixes(starts),
+            steps=steps(target_ids),
+            contrast_prefixes=None if c_prompt_ids is None else prefixes(starts),
+            contrast_steps=None if c_target_ids is None else steps(c_target_ids),
+            sources=prompt_ids,
+            contrast_sources=c_prompt_ids,
+        )
     return Encoded(
         prefixes=prefixes(prompt_ids),
         steps=steps(target_ids),

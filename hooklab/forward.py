@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab import seq2seq
 from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.inputs import Batch
 
@@ -70,10 +71,19 @@ def gather_steps(
     return logits.gather(1, index)
 
 
-def token_embeddings(model, batch: Batch) -> Float[Tensor, "batch pos d_model"]:
-    """Return the token embeddings the model computes for ``batch`` (no gradient)."""
+def token_embeddings(
+    model, batch: Batch, *, token_id: int | None = None
+) -> Float[Tensor, "batch pos d_model"]:
+    """Return the token embeddings the model computes for ``batch`` (no gradient).
+
+    On encoder–decoder batches: every input position, the source's then the decoder's (see
+    :mod:`hooklab.seq2seq`). With ``token_id``: that token's embedding at every position.
+    """
+    if batch.encoder_decoder:
+        return seq2seq.input_embeddings(model, batch, token_id=token_id)
+    ids = batch.tokens if token_id is None else torch.full_like(batch.tokens, token_id)
     with torch.no_grad():
-        return model.embed(batch.tokens).detach()
+        return model.embed(ids).detach()
 
 
 def _rows(batch: Batch) -> tuple[Tensor, Tensor]:
@@ -95,7 +105,11 @@ def step_logits(
         batch: left-padded prompt + target sequences.
         embeds: token embeddings to use instead of the model's (e.g. a leaf tensor that
             requires grad, or a perturbed copy); positional embeddings are added as usual.
+            On encoder–decoder batches: one per input position (source, then decoder).
     """
+    if batch.encoder_decoder:
+        logits = seq2seq.seq2seq_forward(model, batch, embeds=embeds)
+        return gather_steps(logits, batch)
     keep, rel = _rows(batch)
     hooks = [] if embeds is None else [(hook_name("embed"), lambda x, hook: embeds)]
     logits = forward(model, batch, hooks=hooks, logits_to_keep=keep)

@@ -5,6 +5,11 @@ positions count real tokens only, and finished examples stop contributing (their
 are dropped). The KV-cached loop feeds one token per step through the bridge with the
 Hugging Face cache (``return_type="logits_and_cache"``); ``use_cache=False`` reruns the whole
 sequence each step and serves as the reference in tests.
+
+Encoder–decoder models (Marian, BART, T5): the sources (right-padded, masked) run through the
+encoder once; the decoder starts from the decoder start token and, with the cache, feeds one
+token per step (self- and cross-attention keys/values cached), as Hugging Face's greedy
+``generate`` does.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from hooklab import seq2seq
+from hooklab.architecture import is_encoder_decoder
 from hooklab.forward import forward, padding_guard_hooks
 from hooklab.hooks import temporary_hooks
 from hooklab.inputs import (
@@ -63,6 +70,27 @@ def _next_logits(model, tokens, mask, past, use_cache: bool) -> tuple[Tensor, ob
     return logits[:, -1], past
 
 
+def _seq2seq_stepper(model, sources: list[list[int]], use_cache: bool):
+    """Start tokens and a ``step(tokens, mask, past) -> (next logits, past)`` for an encoder–
+    decoder model: the encoder runs once here, on the right-padded, masked sources."""
+    hf = model.original_model
+    start = [[seq2seq.decoder_start_id(model)] for _ in sources]
+    batch = make_batch(start, sources=sources, pad_id=pad_token_id(model), device=model.cfg.device)
+    encoded = hf.get_encoder()(input_ids=batch.source_ids, attention_mask=batch.source_mask)
+
+    def step(tokens, mask, past):
+        out = hf(
+            encoder_outputs=encoded,
+            attention_mask=batch.source_mask,
+            decoder_input_ids=tokens if past is None else tokens[:, -1:],
+            past_key_values=past,
+            use_cache=use_cache,
+        )
+        return out.logits[:, -1], out.past_key_values if use_cache else None
+
+    return batch.tokens, step
+
+
 @torch.no_grad()
 def _generate_batch(
     model,
@@ -73,17 +101,25 @@ def _generate_batch(
     use_cache: bool,
     keep_logits: bool,
 ) -> tuple[list[list[int]], list[Tensor] | None]:
-    batch = make_batch(prompts, pad_id=pad_token_id(model), device=model.cfg.device)
-    tokens, mask = batch.tokens, batch.attention_mask
+    if is_encoder_decoder(model):
+        tokens, step = _seq2seq_stepper(model, prompts, use_cache)
+        mask, guard = torch.ones_like(tokens), []
+    else:
+        batch = make_batch(prompts, pad_id=pad_token_id(model), device=model.cfg.device)
+        tokens, mask, guard = batch.tokens, batch.attention_mask, padding_guard_hooks(model, batch)
+
+        def step(tokens, mask, past):
+            return _next_logits(model, tokens, mask, past, use_cache)
+
     eos = getattr(model.tokenizer, "eos_token_id", None)
     n = len(prompts)
     outputs: list[list[int]] = [[] for _ in range(n)]
     logits_out: list[list[Tensor]] = [[] for _ in range(n)]
     done = [False] * n
     past = None
-    with temporary_hooks(model, padding_guard_hooks(model, batch)):
+    with temporary_hooks(model, guard):
         for _ in range(max_new_tokens):
-            logits, past = _next_logits(model, tokens, mask, past, use_cache)
+            logits, past = step(tokens, mask, past)
             next_ids = logits.argmax(-1)
             for i, token in enumerate(next_ids.tolist()):
                 if done[i]:
@@ -118,7 +154,9 @@ def generate(
     Args:
         model: a ``TransformerBridge`` (see :func:`hooklab.load`).
         prompts: one prompt or a list; BOS is prepended once when the model has one. Token
-            id lists are used as given.
+            id lists are used as given. Encoder–decoder models: the sources, tokenised with
+            the tokenizer's special tokens (:func:`hooklab.seq2seq.encode_source`); the
+            outputs are the decoder's tokens after the decoder start token.
         max_new_tokens: at most this many tokens per prompt.
         stop_at_eos: stop an example at its EOS token (not included in the output).
         use_cache: reuse keys/values across steps (same tokens and logits as without).
@@ -142,17 +180,22 @@ def generate(
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    encoded = [as_prompt_ids(model, p) for p in prompts]
+    encoder_decoder = is_encoder_decoder(model)
+    as_ids = seq2seq.encode_source if encoder_decoder else as_prompt_ids
+    encoded = [as_ids(model, p) for p in prompts]
     if not encoded:
         raise ValueError("No prompts given.")
     for ids in encoded:
-        check_length(model, len(ids), "prompt")
+        check_length(model, len(ids), "source" if encoder_decoder else "prompt")
     outputs: list[list[int]] = []
     logits: list[Tensor] = []
     starts = range(0, len(encoded), batch_size)
     for start in tqdm(starts, desc="generate", disable=not show_progress):
         chunk = encoded[start : start + batch_size]
-        room = context_window(model) - max(len(p) for p in chunk)
+        if encoder_decoder:
+            room = seq2seq.decoder_room(model)
+        else:
+            room = context_window(model) - max(len(p) for p in chunk)
         out, lg = _generate_batch(
             model,
             chunk,

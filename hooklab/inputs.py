@@ -8,6 +8,12 @@ prompt exactly once (never doubled if the prompt already starts with it); target
 Sequences in a batch are left-padded, so every example ends at the last position. Positions
 follow the real tokens (``position_ids`` count from the first non-pad token), so a padded
 example computes the same logits as the example alone.
+
+Encoder–decoder batches (Marian, BART, T5) also hold the source (encoder) ids. These models
+compute positions from the index, so both sides are right-padded: the source with its attention
+mask, the decoder input (decoder start token, forced prefix, targets) under the causal mask,
+where real positions never see the padding after them. Methods see one *input* sequence per
+example: the source positions, then the decoder positions (``Batch.input_width``).
 """
 
 from __future__ import annotations
@@ -89,19 +95,25 @@ def check_length(model, n_tokens: int, what: str = "sequence") -> None:
 
 @dataclass(frozen=True)
 class Batch:
-    """Left-padded prompt+target sequences, the unit every method runs on.
+    """Prompt+target sequences, the unit every method runs on.
 
     Attributes:
-        tokens: token ids, left-padded with the pad id.
+        tokens: token ids, left-padded with the pad id (encoder–decoder: the decoder input,
+            right-padded).
         attention_mask: 1 for real tokens, 0 for padding.
-        prompt_lengths: real prompt tokens (BOS included) of each example.
+        prompt_lengths: real prompt tokens (BOS included) of each example (encoder–decoder:
+            the decoder start token and the forced target prefix).
         target_lengths: target tokens of each example (0 when there are none yet).
+        source_ids: encoder–decoder only: the source (encoder) ids, right-padded.
+        source_mask: encoder–decoder only: 1 for real source tokens, 0 for padding.
     """
 
     tokens: Int[Tensor, "batch pos"]
     attention_mask: Int[Tensor, "batch pos"]
     prompt_lengths: tuple[int, ...]
     target_lengths: tuple[int, ...]
+    source_ids: Int[Tensor, "batch source_pos"] | None = None
+    source_mask: Int[Tensor, "batch source_pos"] | None = None
 
     def __post_init__(self) -> None:
         b, p = self.tokens.shape
@@ -111,6 +123,65 @@ class Batch:
             )
         if len(self.prompt_lengths) != b or len(self.target_lengths) != b:
             raise ValueError("prompt_lengths and target_lengths need one entry per example.")
+        if (self.source_ids is None) != (self.source_mask is None) or (
+            self.source_ids is not None
+            and (self.source_ids.shape[0] != b or self.source_mask.shape != self.source_ids.shape)
+        ):
+            raise ValueError("source_ids and source_mask go together, one row per example.")
+
+    @property
+    def encoder_decoder(self) -> bool:
+        """Whether the batch holds encoder–decoder inputs (a source side)."""
+        return self.source_ids is not None
+
+    @property
+    def source_width(self) -> int:
+        """Padded source length (0 for decoder-only batches)."""
+        return 0 if self.source_ids is None else self.source_ids.shape[1]
+
+    @property
+    def source_lengths(self) -> tuple[int, ...]:
+        """Real source tokens of each example (0 for decoder-only batches)."""
+        if self.source_mask is None:
+            return (0,) * self.size
+        return tuple(int(n) for n in self.source_mask.sum(-1).tolist())
+
+    @property
+    def input_width(self) -> int:
+        """Width of the input positions methods attribute to: source, then decoder positions."""
+        return self.source_width + self.tokens.shape[1]
+
+    @property
+    def input_ids(self) -> Int[Tensor, "batch pos"]:
+        """Ids at every input position (the source ids, then ``tokens``)."""
+        if self.source_ids is None:
+            return self.tokens
+        return torch.cat([self.source_ids, self.tokens], dim=1)
+
+    def real_positions(self, i: int) -> Int[Tensor, "pos"]:
+        """Input positions of example ``i``'s real (unpadded) tokens, source side first."""
+        device = self.tokens.device
+        own = len(self.sequence(i))
+        decoder = torch.arange(own, device=device) + self.pad_lengths[i] + self.source_width
+        source = torch.arange(self.source_lengths[i], device=device)
+        return torch.cat([source, decoder])
+
+    @property
+    def visible(self) -> Bool[Tensor, "batch step pos"]:
+        """Input positions each real step can see: real source tokens, and the decoder-side
+        (or prompt + target) tokens before the token it predicts."""
+        device = self.tokens.device
+        cols = torch.arange(self.tokens.shape[1], device=device)
+        pads = torch.tensor(self.pad_lengths, device=device)
+        starts = torch.tensor([self.target_start(i) for i in range(self.size)], device=device)
+        steps = torch.arange(self.n_steps, device=device)
+        ends = starts[:, None] + steps[None, :]  # [batch, step]: one past the last visible
+        own = (cols[None, None, :] >= pads[:, None, None]) & (cols[None, None, :] < ends[..., None])
+        own &= self.step_mask[..., None]
+        if self.source_mask is None:
+            return own
+        source = self.source_mask.bool()[:, None, :] & self.step_mask[..., None]
+        return torch.cat([source, own], dim=-1)
 
     @property
     def size(self) -> int:
@@ -123,6 +194,9 @@ class Batch:
 
     @property
     def pad_lengths(self) -> tuple[int, ...]:
+        """Left padding of each example (0 in right-padded encoder–decoder batches)."""
+        if self.source_ids is not None:
+            return (0,) * self.size
         width = self.tokens.shape[1]
         return tuple(
             width - p - t for p, t in zip(self.prompt_lengths, self.target_lengths, strict=True)
@@ -159,8 +233,15 @@ class Batch:
         return torch.where(self.step_mask, ids, torch.zeros_like(ids))
 
     def sequence(self, i: int) -> Int[Tensor, "pos"]:
-        """The real (unpadded) token ids of example ``i``."""
-        return self.tokens[i, self.pad_lengths[i] :]
+        """The real (unpadded) token ids of example ``i`` (the decoder side, if encoder–decoder)."""
+        pad = self.pad_lengths[i]
+        return self.tokens[i, pad : pad + self.prompt_lengths[i] + self.target_lengths[i]]
+
+    def source(self, i: int) -> Int[Tensor, "source_pos"] | None:
+        """The real source ids of example ``i`` (None for decoder-only batches)."""
+        if self.source_ids is None:
+            return None
+        return self.source_ids[i, : self.source_lengths[i]]
 
     def take(self, index: Sequence[int] | Tensor) -> Batch:
         """Return the examples at ``index`` (repeats allowed) as a new batch."""
@@ -171,6 +252,8 @@ class Batch:
             self.attention_mask[idx],
             tuple(self.prompt_lengths[i] for i in rows),
             tuple(self.target_lengths[i] for i in rows),
+            None if self.source_ids is None else self.source_ids[idx],
+            None if self.source_mask is None else self.source_mask[idx],
         )
 
     def to(self, device) -> Batch:
@@ -179,35 +262,56 @@ class Batch:
             self.attention_mask.to(device),
             self.prompt_lengths,
             self.target_lengths,
+            None if self.source_ids is None else self.source_ids.to(device),
+            None if self.source_mask is None else self.source_mask.to(device),
         )
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[Tensor, Tensor]:
+    """Pad id lists to one width: ``(ids, mask)``, padding on the left or on the right."""
+    width = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        if seq:
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            tokens[i, cols] = torch.tensor(list(seq), dtype=torch.long)
+            mask[i, cols] = 1
+    return tokens, mask
 
 
 def make_batch(
     prompts: Sequence[Sequence[int]],
     targets: Sequence[Sequence[int]] | None = None,
     *,
+    sources: Sequence[Sequence[int]] | None = None,
     pad_id: int = 0,
     device: torch.device | str = "cpu",
 ) -> Batch:
-    """Left-pad ``prompt + target`` id lists into a :class:`Batch`."""
+    """Pad ``prompt + target`` id lists into a :class:`Batch`.
+
+    Decoder-only: left-padded. With ``sources`` (encoder–decoder: ``prompts`` are then the
+    decoder prefixes, decoder start token first): sources and decoder inputs right-padded.
+    """
     if not prompts:
         raise ValueError("No inputs given: pass at least one prompt.")
     targets = targets if targets is not None else [[] for _ in prompts]
     if len(targets) != len(prompts):
         raise ValueError(f"Got {len(prompts)} prompts but {len(targets)} targets; pass one each.")
+    if sources is not None and len(sources) != len(prompts):
+        raise ValueError(f"Got {len(sources)} sources for {len(prompts)} decoder inputs.")
     seqs = [list(p) + list(t) for p, t in zip(prompts, targets, strict=True)]
-    width = max(len(s) for s in seqs)
-    tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, seq in enumerate(seqs):
-        if seq:
-            tokens[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[i, width - len(seq) :] = 1
+    tokens, mask = _pad(seqs, pad_id, left=sources is None)
+    source_ids = source_mask = None
+    if sources is not None:
+        source_ids, source_mask = (x.to(device) for x in _pad(sources, pad_id, left=False))
     return Batch(
         tokens.to(device),
         mask.to(device),
         tuple(len(p) for p in prompts),
         tuple(len(t) for t in targets),
+        source_ids,
+        source_mask,
     )
 
 

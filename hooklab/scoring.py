@@ -9,7 +9,6 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.architecture import refuse_encoder_decoder
 from hooklab.forward import step_logits
 from hooklab.inputs import Batch, make_batch, pad_token_id
 from hooklab.steps import CONTRASTIVE, STEP_FUNCTIONS, StepArgs
@@ -36,8 +35,13 @@ def make_contrast(
     *,
     contrast_prompts: Sequence[Sequence[int]] | None = None,
     contrast_targets: Sequence[Sequence[int]] | None = None,
+    contrast_sources: Sequence[Sequence[int]] | None = None,
 ) -> Contrast | None:
-    """Build a :class:`Contrast` from encoded contrast prompts and/or contrast target ids."""
+    """Build a :class:`Contrast` from encoded contrast prompts and/or contrast target ids.
+
+    On encoder–decoder models ``contrast_sources`` are the contrast's sources and
+    ``contrast_prompts`` its decoder prefixes (the regular ones).
+    """
     if contrast_prompts is None and contrast_targets is None:
         return None
     c_batch = None
@@ -48,8 +52,9 @@ def make_contrast(
                 "pass one per input."
             )
         c_batch = make_batch(
-            contrast_prompts, targets, pad_id=pad_token_id(model), device=batch.tokens.device
-        )
+            contrast_prompts, targets, sources=contrast_sources, pad_id=pad_token_id(model),
+            device=batch.tokens.device,
+        )  # fmt: skip
     c_ids = None
     if contrast_targets is not None:
         if len(contrast_targets) != batch.size:
@@ -136,7 +141,6 @@ def compute_step_scores(
             :func:`contrast_step_logits`); computed here otherwise.
         step_scores_kwargs: per step function name, extra keyword arguments.
     """
-    refuse_encoder_decoder(model, "Step scores")
     names = list(names)
     check_step_functions(names, contrast is not None)
     if not names:

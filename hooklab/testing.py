@@ -29,11 +29,13 @@ from typing import Any
 
 import torch
 
+from hooklab.architecture import is_encoder_decoder
 from hooklab.attribute import attribute
 from hooklab.hooks import count_hooks, hook_name, temporary_hooks
 from hooklab.methods import METHODS
 from hooklab.output.provenance import thaw
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
+from hooklab.seq2seq import embedding_modules, last_block_hook
 
 PROMPTS = ("George was sick yesterday. His colleagues", "It rained")
 TARGETS = (" asked him to come", " all morning.")
@@ -109,7 +111,10 @@ def check_cleanup_after_exception(model, name: str, prompts, targets, options) -
         raise HookFired("raised inside a hook by hooklab.testing")
 
     before = count_hooks(model)
-    last = hook_name("resid_post", model.cfg.n_layers - 1)
+    if is_encoder_decoder(model):
+        last = last_block_hook(model)
+    else:
+        last = hook_name("resid_post", model.cfg.n_layers - 1)
     try:
         with temporary_hooks(model, [(last, explode)]):
             attribute(
@@ -124,6 +129,8 @@ def check_cleanup_after_exception(model, name: str, prompts, targets, options) -
         raise _fail(name, "no forward pass ran through the model's hook points.")
     if count_hooks(model) != before:
         raise _fail(name, f"{count_hooks(model) - before} hooks left after an exception.")
+    if is_encoder_decoder(model) and any(m._forward_hooks for m in embedding_modules(model)):
+        raise _fail(name, "an embedding replacement hook was left after an exception.")
 
 
 def check_round_trip(name: str, out: AttributionOutput) -> None:

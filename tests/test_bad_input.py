@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -222,7 +223,7 @@ def test_dataset_bad_gold_annotations(gpt2, tmp_path, gold, match):
     assert error["line"] == 2 and match in error["error"]
 
 
-# ---- encoder-decoder models: refused until supported (not silently wrong) --------------------
+# ---- encoder-decoder models: bad sources and targets, PECoRe refused ------------------------
 @pytest.fixture(scope="module", params=["marian", "t5"])
 def seq2seq(request, tmp_path_factory):
     from tests.test_mixing_encoder_decoder import build_seq2seq
@@ -231,17 +232,17 @@ def seq2seq(request, tmp_path_factory):
     return hooklab.load(path, device="cpu")
 
 
-@pytest.mark.parametrize("method", ["saliency", "attention", "occlusion", "dummy"])
-def test_attribute_refuses_encoder_decoder(seq2seq, method):
-    raises_clearly(seq2seq, NotImplementedError, "encoder-decoder", hooklab.attribute,
-                   seq2seq, "George was sick .", "Georg war krank .", method=method)  # fmt: skip
+def test_encoder_decoder_bad_sources_and_targets(seq2seq):
+    window = seq2seq.cfg.n_ctx
+    raises_clearly(seq2seq, ValueError, "Source text is empty", hooklab.attribute,
+                   seq2seq, "  ", "Georg war krank .")  # fmt: skip
+    long_source = list(range(5, 5 + window + 1))
+    raises_clearly(seq2seq, ValueError, re.escape(f"source (encoder input) is {window + 1} tokens"),
+                   hooklab.attribute, seq2seq, [long_source], [[5, 6]])  # fmt: skip
+    what = f"decoder input (decoder start token + target) is {window + 2} tokens"
+    raises_clearly(seq2seq, ValueError, re.escape(what), hooklab.attribute, seq2seq,
+                   "George was sick .", [list(range(5, 5 + window + 1))])  # fmt: skip
 
 
-def test_step_scores_and_pecore_refuse_encoder_decoder(seq2seq):
-    from hooklab.inputs import make_batch
-    from hooklab.scoring import compute_step_scores
-
-    batch = make_batch([[1, 2, 3]], [[4, 5]])
-    raises_clearly(seq2seq, NotImplementedError, "Step scores", compute_step_scores,
-                   seq2seq, batch, ["probability"])  # fmt: skip
+def test_pecore_refuses_encoder_decoder(seq2seq):
     raises_clearly(seq2seq, NotImplementedError, "PECoRe", pecore, seq2seq, CONTEXT, CURRENT)

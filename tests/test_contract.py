@@ -50,7 +50,7 @@ def test_every_spec_says_what_it_is():
     for name in BUILTIN:
         spec = hooklab.method_info(name)
         assert spec.name == name and spec.kind in hooklab.methods.KINDS
-        assert not spec.encoder_decoder  # none supports encoder-decoder models yet
+        assert spec.encoder_decoder  # every built-in method runs on encoder-decoder models
         assert spec.needs_gradients == (spec.kind == "gradient")
     assert hooklab.method_info("attention").final_step_only
     assert hooklab.method_info("value_zeroing").final_step_only

@@ -1,7 +1,8 @@
 """The attribution-method registry.
 
 A method is a function ``fn(model, batch, *, attributed_fn, **options) -> MethodResult``: it gets
-a left-padded :class:`~hooklab.inputs.Batch` and an :class:`~hooklab.methods.base.AttributedFn`
+a :class:`~hooklab.inputs.Batch` (left-padded; on encoder–decoder models with a
+right-padded source) and an :class:`~hooklab.methods.base.AttributedFn`
 (the step function to explain) and returns scores in the batch's padded coordinates. Each lives
 in its own module under ``hooklab/methods/`` and is registered below with a
 :class:`~hooklab.methods.base.MethodSpec` (its kind and what it supports); add your own with
@@ -28,14 +29,20 @@ from hooklab.methods.occlusion import occlusion
 from hooklab.methods.saliency import input_x_gradient, saliency
 from hooklab.methods.value_zeroing import value_zeroing
 
-register_method("dummy", dummy, kind="step_scores")
+register_method("dummy", dummy, kind="step_scores", encoder_decoder=True)
 for _method in (saliency, input_x_gradient, integrated_gradients, gradient_shap):
-    register_method(_method.__name__, _method, kind="gradient", needs_gradients=True)
-register_method("occlusion", occlusion, kind="perturbation")
-register_method("attention", attention, kind="attention", final_step_only=True, reduce="mean")
+    register_method(
+        _method.__name__, _method, kind="gradient", needs_gradients=True, encoder_decoder=True
+    )
+register_method("occlusion", occlusion, kind="perturbation", encoder_decoder=True)
 register_method(
-    "value_zeroing", value_zeroing, kind="context_mixing", final_step_only=True, reduce="mean"
-)
+    "attention", attention, kind="attention", final_step_only=True, reduce="mean",
+    encoder_decoder=True,
+)  # fmt: skip
+register_method(
+    "value_zeroing", value_zeroing, kind="context_mixing", final_step_only=True, reduce="mean",
+    encoder_decoder=True,
+)  # fmt: skip
 
 __all__ = [
     "KINDS",

@@ -6,6 +6,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.forward import token_embeddings
 from hooklab.inputs import Batch
 
 BASELINE_NAMES = ("zeros", "pad", "eos", "unk", "bos")
@@ -22,7 +23,7 @@ def baseline_embeddings(
     Args:
         baseline: ``"zeros"`` (default), a special-token name (``"pad"``, ``"eos"``, ``"unk"``,
             ``"bos"``) or a token id (its embedding at every position), or a tensor that
-            broadcasts to ``[batch, pos, d_model]``.
+            broadcasts to ``[batch, pos, d_model]`` (encoder–decoder: every input position).
     """
     if isinstance(baseline, Tensor):
         try:
@@ -44,9 +45,7 @@ def baseline_embeddings(
     if isinstance(baseline, int) and not isinstance(baseline, bool):
         if not 0 <= baseline < model.cfg.d_vocab:
             raise ValueError(f"Baseline token id {baseline} is outside 0..{model.cfg.d_vocab - 1}.")
-        ids = torch.full_like(batch.tokens, baseline)
-        with torch.no_grad():
-            return model.embed(ids).to(embeds)
+        return token_embeddings(model, batch, token_id=baseline).to(embeds)
     raise TypeError(
         f"baseline must be a name {BASELINE_NAMES}, a token id or a tensor; got {baseline!r}."
     )

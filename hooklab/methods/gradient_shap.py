@@ -31,11 +31,11 @@ def _samples(batch: Batch, x: Tensor, n_samples: int, seed: int) -> tuple[Tensor
     """
     alphas = x.new_zeros(n_samples, batch.size)
     noise = x.new_zeros(n_samples, *x.shape)  # [n_samples, batch, pos, d_model]
-    for b, pad in enumerate(batch.pad_lengths):
+    for b in range(batch.size):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         alphas[:, b] = torch.rand(n_samples, generator=gen).to(x)
-        real = (n_samples, x.shape[1] - pad, x.shape[2])
-        noise[:, b, pad:] = torch.randn(real, generator=gen).to(x)
+        real = batch.real_positions(b)
+        noise[:, b, real] = torch.randn((n_samples, len(real), x.shape[2]), generator=gen).to(x)
     return alphas.reshape(-1), noise.reshape(-1, *x.shape[1:])
 
 

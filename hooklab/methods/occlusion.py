@@ -2,7 +2,8 @@
 
 Score of token j for step t: F_t(x) - F_t(x with token j's embedding replaced). One forward
 pass per occluded token serves every step (a step cannot see tokens after it, so their
-occlusion changes nothing there); the occluded copies run batched.
+occlusion changes nothing there); the occluded copies run batched. On encoder–decoder models
+the occluded tokens are the source tokens and the decoder-input tokens.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ def occlusion(
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
     clean = attributed_scores(model, batch, attributed_fn, x)
-    width = batch.tokens.shape[1]
+    width = batch.input_width  # encoder-decoder: source positions, then decoder positions
     # every real token that some step can see (the last token predicts nothing)
-    pairs = [(b, j) for b in range(batch.size) for j in range(batch.pad_lengths[b], width - 1)]
+    pairs = [tuple(p) for p in batch.visible.any(1).nonzero().tolist()]
     out = torch.full((batch.size, batch.n_steps, width), torch.nan, dtype=clean.dtype)
     out = out.to(clean.device)
     for lo in range(0, len(pairs), internal_batch_size):

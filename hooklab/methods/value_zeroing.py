@@ -6,6 +6,10 @@ mixing matrix at the query position that predicts it (``target_start + t - 1``, 
 ``[batch, step, pos, layer]``, equal to the rows of
 :func:`hooklab.mixing.value_zeroing.mixing_matrices`. A final-step method: one computation per
 sequence, no per-step loop; shown averaged over layers by default.
+
+On encoder–decoder models the source positions hold the rows of the cross-attention's matrix
+(``part="cross"`` of :func:`hooklab.mixing.value_zeroing`) and the decoder positions those of
+the decoder self-attention's (``part="decoder"``), each normalised on its own.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ import torch
 
 from hooklab.architecture import n_kv_heads, select_indices
 from hooklab.methods.base import MethodResult
-from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, select_heads
+from hooklab.mixing.adapter import EncoderDecoder, Example
+from hooklab.mixing.encoder_decoder import part_scores
+from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, normalize_rows, select_heads
+from hooklab.seq2seq import n_decoder_layers
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -63,19 +70,36 @@ def value_zeroing(
     metric_fn(metric)  # validate before any model work
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
-    layer_ids = select_indices(layers, model.cfg.n_layers, "layers")
+    n_layers = n_decoder_layers(model) if batch.encoder_decoder else model.cfg.n_layers
+    layer_ids = select_indices(layers, n_layers, "layers")
     head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
-    rows = []  # per example: [step, key_pos, layer] over its real tokens
+    out = None
     for i in range(batch.size):
         start, steps = batch.prompt_lengths[i], batch.target_lengths[i]
-        scores = mixing_matrices(
-            model, batch.sequence(i).tolist(), layers=layer_ids, heads=head_ids, metric=metric,
+        # scores: [layer, query_pos, key_pos] over the input positions of example i
+        scores = _matrices(model, batch, i, head_ids, metric, normalize, chunk_size)
+        if out is None:
+            shape = (batch.size, batch.n_steps, batch.input_width, len(layer_ids))
+            out = scores.new_full(shape, torch.nan)
+        # step t reads query row start - 1 + t
+        rows = scores[:, start - 1 : start - 1 + steps].permute(1, 2, 0)
+        out[i, :steps, batch.real_positions(i)] = rows
+    return MethodResult(out)
+
+
+def _matrices(model, batch: Batch, i: int, heads, metric, normalize, chunk_size):
+    """Value-zeroing matrices of example ``i``: decoder-only, the self-attention's; encoder–
+    decoder, the cross-attention's (keys: the source) and the decoder's side by side."""
+    if not batch.encoder_decoder:
+        return mixing_matrices(
+            model, batch.sequence(i).tolist(), layers=list(heads), heads=heads, metric=metric,
             normalize=normalize, chunk_size=chunk_size,
         )  # fmt: skip
-        # scores: [layer, query_pos, key_pos]; step t reads query row start - 1 + t
-        rows.append(scores[:, start - 1 : start - 1 + steps].permute(1, 2, 0))
-    width = batch.tokens.shape[1]
-    out = rows[0].new_full((batch.size, batch.n_steps, width, len(layer_ids)), torch.nan)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0], batch.pad_lengths[i] :] = r
-    return MethodResult(out)
+    example = Example(tuple(batch.source(i).tolist()), tuple(batch.sequence(i).tolist()))
+    sides = []
+    for part in ("cross", "decoder"):
+        scores = part_scores(EncoderDecoder(model, part), example, heads, metric_fn(metric),
+                             chunk_size)  # fmt: skip
+        scores = scores.tril() if part == "decoder" else scores
+        sides.append(normalize_rows(scores) if normalize else scores)
+    return torch.cat(sides, dim=-1)

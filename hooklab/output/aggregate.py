@@ -113,8 +113,13 @@ def merge_groups(
     source_reduce: str = "sum",
     target_reduce: str = "mean",
     step_reduce: dict[str, str] | None = None,
+    source_groups: Sequence[Sequence[int]] | None = None,
 ) -> SequenceAttribution:
     """Merge groups of contiguous tokens into single tokens.
+
+    On encoder–decoder outputs ``groups`` cover ``tokens`` (the decoder side) and
+    ``source_groups`` (default: every source token alone) the source tokens, whose columns
+    merge with ``source_reduce`` and rows with ``target_reduce`` likewise.
 
     A merged token's text is its members' texts joined, and its id is the id of its first
     member. Scores become ``[step, key_pos]`` first (``reduce`` of :func:`reduce_hidden`);
@@ -154,11 +159,26 @@ def merge_groups(
     step_spans = [(s - start, min(e - start, n_steps)) for s, e in spans[first_target:]]
     step_spans = [(s, e) for s, e in step_spans if s < e]
 
-    attributions = None
+    attributions = source_attributions = None
     if seq.attributions is not None:
         scores = seq.scores(reduce)  # [step, key_pos]
         merged = _per_group(scores, spans, source_reduce, dim=1)  # [step, group]
         attributions = _per_group(merged, step_spans, target_reduce)  # [merged step, group]
+    source_fields = {}
+    if seq.source_tokens is not None:
+        n_src = len(seq.source_tokens)
+        source_groups = [[i] for i in range(n_src)] if source_groups is None else source_groups
+        _check_groups(source_groups, n_src, n_src)
+        src_spans = [(g[0], g[-1] + 1) for g in source_groups]
+        if seq.attributions is not None:
+            merged = _per_group(seq.scores(reduce, side="source"), src_spans, source_reduce, 1)
+            source_attributions = _per_group(merged, step_spans, target_reduce)
+        source_fields = {
+            "source_tokens": tuple("".join(seq.source_tokens[s:e]) for s, e in src_spans),
+            "source_token_ids": seq.source_token_ids[[s for s, _ in src_spans]],
+            "source_attributions": source_attributions,
+            "special_tokens": seq.special_tokens,
+        }
     how_steps = {k: step_reduce.get(k, DEFAULT_STEP_REDUCE.get(k, "mean")) for k in seq.step_scores}
     step_scores = {k: _per_group(v, step_spans, how_steps[k]) for k, v in seq.step_scores.items()}
     extras = {k: _per_group(v, step_spans, "sum") for k, v in seq.extras.items()}
@@ -181,6 +201,7 @@ def merge_groups(
         method=seq.method,
         parameters={**seq.parameters, "aggregation": record},
         extras=extras,
+        **source_fields,
     )
 
 
@@ -217,14 +238,23 @@ def word_groups(seq: SequenceAttribution) -> list[list[int]]:
     ``<|endoftext|>``, or only punctuation, symbols and whitespace), and at ``target_start``.
     """
     t = seq.tokens
+    return _word_split(t, seq.target_start)
+
+
+def _word_split(t: Sequence[str], boundary: int | None) -> list[list[int]]:
     joins = {
         i
         for i in range(1, len(t))
-        if i != seq.target_start
+        if i != boundary
         and not (t[i][:1].isspace() or t[i][:1] in _SPACE_MARKERS)
         and not (_is_separator(t[i]) or _is_separator(t[i - 1]))
     }
     return _split(len(t), joins)
+
+
+def source_word_groups(seq: SequenceAttribution) -> list[list[int]] | None:
+    """Word groups of an encoder–decoder output's source tokens (None for decoder-only)."""
+    return None if seq.source_tokens is None else _word_split(seq.source_tokens, None)
 
 
 def span_groups(
@@ -268,6 +298,8 @@ def aggregate(seq: SequenceAttribution, how: str = "words", **kwargs: Any) -> Se
     if how not in GROUPINGS:
         raise unknown_name_error("aggregation", how, list(GROUPINGS))
     merge_kwargs = {k: kwargs.pop(k) for k in _MERGE_OPTIONS if k in kwargs}
+    if how == "words":  # encoder-decoder: the source side into words too
+        merge_kwargs.setdefault("source_groups", source_word_groups(seq))
     out = merge_groups(seq, GROUPINGS[how](seq, **kwargs), **merge_kwargs)
     record = {**out.parameters["aggregation"], "how": how, **thaw(kwargs)}
     return out.with_(parameters={**out.parameters, "aggregation": record})

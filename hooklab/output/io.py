@@ -235,16 +235,21 @@ def _encode_attribution(out: AttributionOutput) -> tuple[dict[str, Tensor], dict
             tensors[f"{i}.attributions"] = s.attributions
         tensors.update({f"{i}.step.{n}": v for n, v in s.step_scores.items()})
         tensors.update({f"{i}.extra.{n}": v for n, v in s.extras.items()})
-        sequences.append(
-            {
-                "tokens": list(s.tokens),
-                "target_start": s.target_start,
-                "method": s.method,
-                "parameters": thaw(s.parameters),
-                "step_scores": list(s.step_scores),
-                "extras": list(s.extras),
-            }
-        )
+        entry = {
+            "tokens": list(s.tokens),
+            "target_start": s.target_start,
+            "method": s.method,
+            "parameters": thaw(s.parameters),
+            "step_scores": list(s.step_scores),
+            "extras": list(s.extras),
+        }
+        if s.source_tokens is not None:  # encoder-decoder: the source side too
+            tensors[f"{i}.source_token_ids"] = s.source_token_ids
+            if s.source_attributions is not None:
+                tensors[f"{i}.source_attributions"] = s.source_attributions
+            entry["source_tokens"] = list(s.source_tokens)
+            entry["special_tokens"] = list(s.special_tokens)
+        sequences.append(entry)
     return tensors, {"info": thaw(out.info), "sequences": sequences}
 
 
@@ -261,6 +266,10 @@ def _decode_attribution(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Att
             method=s["method"],
             parameters=unthaw(s["parameters"]),
             extras={n: tensors[f"{i}.extra.{n}"] for n in s["extras"]},
+            source_tokens=_tuple(s.get("source_tokens")),
+            source_token_ids=tensors.get(f"{i}.source_token_ids"),
+            source_attributions=tensors.get(f"{i}.source_attributions"),
+            special_tokens=tuple(s.get("special_tokens", ())),
         )
         for i, s in enumerate(meta["sequences"])
     ]

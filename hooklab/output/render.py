@@ -37,15 +37,23 @@ __all__ = [
 
 # ---- attribution ---------------------------------------------------------------------------
 def _attribution_grid(
-    seq: SequenceAttribution, reduce: str | None, normalize: bool
-) -> tuple[list[str], list[list[float]]]:
-    """Return source-row labels and the ``[source, step]`` grid (NaN = not visible)."""
-    scores = seq.scores(reduce, normalize=normalize)
+    seq: SequenceAttribution, reduce: str | None, normalize: bool, hide_special: bool = False
+) -> tuple[list[str], list[list[float]], int]:
+    """Return row labels, the ``[row, step]`` grid (NaN = not visible) and the number of
+    source-side rows (encoder–decoder: the source tokens, above the decoder tokens; 0 for
+    decoder-only). ``hide_special`` drops the rows of ``seq.special_tokens``."""
+    side = "both" if seq.encoder_decoder else "target"
+    scores = seq.scores(reduce, normalize=normalize, side=side)
     if scores is None:
-        return [], []
+        return [], [], 0
     n_rows = seq.target_start + seq.n_steps
-    grid = scores[:, :n_rows].T.detach().to("cpu", torch.float64)  # [source, step]
-    return list(seq.tokens[:n_rows]), grid.tolist()
+    source = list(seq.source_tokens or ())
+    labels = source + list(seq.tokens[:n_rows])
+    grid = scores[:, : len(source) + n_rows].T.detach().to("cpu", torch.float64).tolist()
+    hidden = set(seq.special_tokens) if hide_special else set()
+    keep = [i for i, t in enumerate(labels) if t not in hidden]
+    n_source = sum(1 for i in keep if i < len(source))
+    return [labels[i] for i in keep], [grid[i] for i in keep], n_source
 
 
 def _footer(seq: SequenceAttribution) -> list[tuple[str, list[float]]]:
@@ -72,6 +80,7 @@ def to_text(
     color: bool | None = None,
     digits: int = 2,
     max_width: int | None = None,
+    hide_special: bool = False,
 ) -> str:
     """Return a terminal table of the scores (what ``seq.show()`` prints).
 
@@ -85,11 +94,18 @@ def to_text(
         digits: decimals shown.
         max_width: if set, split the target columns into blocks whose lines fit in this many
             characters (each block repeats the row labels).
+        hide_special: leave out the rows of special tokens (``seq.special_tokens``, e.g.
+            ``</s>`` and the decoder start token); the stored scores are unchanged.
+
+    Encoder–decoder outputs show the source rows first, then a rule, then the decoder-side rows.
 
     Returns:
         The table as one string (no trailing newline).
     """
-    labels, grid = _attribution_grid(seq, reduce, normalize)
+    labels, grid, n_source = _attribution_grid(seq, reduce, normalize, hide_special)
+    if n_source:  # a rule row between the source and the target side
+        labels.insert(n_source, "─" * 3)
+        grid.insert(n_source, [float("nan")] * seq.n_steps)
     title = [_attribution_title(seq, reduce, normalize)]
     targets = list(seq.target_tokens)
     if not labels or not targets:
@@ -115,9 +131,10 @@ def to_html(
     reduce: str | None = None,
     normalize: bool = True,
     digits: int = 3,
+    hide_special: bool = False,
 ) -> str:
     """Return a self-contained HTML ``<div>``: the table of :func:`to_text` and a legend."""
-    labels, grid = _attribution_grid(seq, reduce, normalize)
+    labels, grid, n_source = _attribution_grid(seq, reduce, normalize, hide_special)
     return html_grid(
         labels,
         seq.target_tokens,
@@ -128,7 +145,7 @@ def to_html(
         kind="attribution",
         legend="attribution",
         footer=_footer(seq),
-        rule_before=seq.target_start,
+        rule_before=n_source if seq.encoder_decoder else seq.target_start,
         notes=() if labels else ["prompt: " + "".join(seq.prompt_tokens)],
     )
 

@@ -2,7 +2,8 @@
 
 Dimension names (used across hooklab): ``step`` indexes attributed target tokens (step t
 predicts ``tokens[target_start + t]``); ``pos`` / ``key_pos`` index tokens of the sequence
-(BOS included); ``d_model`` is the hidden size.
+(BOS included); ``source_pos`` the source tokens of an encoder–decoder output; ``d_model`` is
+the hidden size.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ class SequenceAttribution:
         method: the attribution method's name.
         parameters: the options the method ran with (frozen: a read-only mapping per output).
         extras: other named per-step tensors a method returns (e.g. IG's completeness delta).
+        source_tokens: encoder–decoder only: the source (encoder input) tokens as the model
+            sees them (special tokens such as ``</s>`` included); None for decoder-only models.
+            ``tokens`` are then the decoder input: the decoder start token, then the targets
+            (``target_start`` = 1 unless a forced prefix is not attributed).
+        source_token_ids: their ids.
+        source_attributions: ``[step, source_pos, ...]``, the score of each source token for
+            each step (every step sees every source token); trailing dims as ``attributions``.
+        special_tokens: the tokenizer's special tokens, which views can hide
+            (``hide_special=True``) without changing the stored scores.
     """
 
     tokens: tuple[str, ...]
@@ -49,10 +59,16 @@ class SequenceAttribution:
     method: str = "dummy"
     parameters: Mapping[str, Any] = field(default_factory=dict)
     extras: dict[str, Float[Tensor, "step"]] = field(default_factory=dict)
+    source_tokens: tuple[str, ...] | None = None
+    source_token_ids: Int[Tensor, "source_pos"] | None = None
+    source_attributions: Float[Tensor, "step source_pos *d_model"] | None = None
+    special_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", tuple(self.tokens))
         object.__setattr__(self, "parameters", freeze(self.parameters))
+        object.__setattr__(self, "special_tokens", tuple(self.special_tokens))
+        self._check_source()
         n = len(self.tokens)
         if tuple(self.token_ids.shape) != (n,):
             raise ValueError(f"token_ids has shape {tuple(self.token_ids.shape)}; expected ({n},)")
@@ -77,7 +93,34 @@ class SequenceAttribution:
                         f"{kind} {name!r} has shape {tuple(value.shape)}; expected ({steps},)"
                     )
 
+    def _check_source(self) -> None:
+        if self.source_tokens is None:
+            if self.source_token_ids is not None or self.source_attributions is not None:
+                raise ValueError("source_token_ids / source_attributions need source_tokens.")
+            return
+        object.__setattr__(self, "source_tokens", tuple(self.source_tokens))
+        n = len(self.source_tokens)
+        ids = self.source_token_ids
+        if ids is None or tuple(ids.shape) != (n,):
+            shape = None if ids is None else tuple(ids.shape)
+            raise ValueError(f"source_token_ids has shape {shape}; expected ({n},)")
+        if (self.source_attributions is None) != (self.attributions is None):
+            raise ValueError("source_attributions and attributions go together (both or none).")
+        if self.source_attributions is not None:
+            got, target = tuple(self.source_attributions.shape), tuple(self.attributions.shape)
+            expected = (target[0], n, *target[2:])
+            if got != expected:
+                raise ValueError(
+                    f"source_attributions has shape {got}; expected {expected} = "
+                    "(step, source_pos, ...) with the trailing dims of attributions"
+                )
+
     # ---- shape helpers ---------------------------------------------------------------------
+    @property
+    def encoder_decoder(self) -> bool:
+        """Whether this is an encoder–decoder output (it has source tokens)."""
+        return self.source_tokens is not None
+
     @property
     def n_steps(self) -> int:
         if self.attributions is not None:
@@ -100,7 +143,7 @@ class SequenceAttribution:
         return str(self.parameters.get("reduce", "l2"))
 
     def scores(
-        self, reduce: str | None = None, *, normalize: bool = False
+        self, reduce: str | None = None, *, normalize: bool = False, side: str = "target"
     ) -> Float[Tensor, "step key_pos"] | None:
         """Return ``[step, key_pos]`` scores, reducing kept trailing dims with ``reduce``.
 
@@ -108,17 +151,32 @@ class SequenceAttribution:
             reduce: ``None`` uses the method's default (L2 norm over the hidden size for
                 gradient methods, the mean over layers and heads for attention).
             normalize: divide each step's scores by the sum of their absolute values, so each
-                row shows shares of the step's total (as Inseq displays attributions).
+                row shows shares of the step's total (as Inseq displays attributions); on
+                encoder–decoder outputs the total covers the source and the target side.
+            side: encoder–decoder outputs: ``"target"`` (``[step, target_pos]``, the decoder
+                input), ``"source"`` (``[step, source_pos]``) or ``"both"`` (the source
+                positions, then the target positions). Decoder-only outputs: ``"target"``.
         """
         from hooklab.output.aggregate import reduce_hidden
 
+        if side not in ("target", "source", "both"):
+            raise ValueError(f"side={side!r}; use 'target', 'source' or 'both'.")
+        if side != "target" and not self.encoder_decoder:
+            raise ValueError(f"side={side!r} needs an encoder-decoder output; use 'target'.")
         if self.attributions is None:
             return None
-        scores = reduce_hidden(self.attributions, reduce or self.default_reduce)
+        how = reduce or self.default_reduce
+        parts = [reduce_hidden(self.attributions, how)]
+        if self.source_attributions is not None:
+            parts.insert(0, reduce_hidden(self.source_attributions, how))
+        scores = torch.cat(parts, dim=1)  # [step, source_pos + target_pos]
         if normalize:
             total = scores.abs().nansum(dim=-1, keepdim=True)
             scores = scores / torch.where(total > 0, total, torch.ones_like(total))
-        return scores
+        n_source = len(self.source_tokens or ())
+        return {"target": scores[:, n_source:], "source": scores[:, :n_source], "both": scores}[
+            side
+        ]
 
     def aggregate(self, how: str = "words", **kwargs: Any) -> SequenceAttribution:
         """Merge tokens into words or spans (see :func:`hooklab.output.aggregate.aggregate`)."""
@@ -138,6 +196,18 @@ class SequenceAttribution:
             "extras": thaw(self.extras),
             "method": self.method,
             "parameters": thaw(self.parameters),
+            **self._source_dict(),
+        }
+
+    def _source_dict(self) -> dict[str, Any]:
+        """The source side's fields (encoder–decoder outputs only)."""
+        if self.source_tokens is None:
+            return {}
+        return {
+            "source_tokens": list(self.source_tokens),
+            "source_token_ids": thaw(self.source_token_ids),
+            "source_attributions": thaw(self.source_attributions),
+            "special_tokens": list(self.special_tokens),
         }
 
     def to_pandas(self, reduce: str | None = None) -> pd.DataFrame:

@@ -27,29 +27,42 @@ def sequence_frame(seq: SequenceAttribution, reduce: str | None = None) -> pd.Da
     trailing dims reduced with ``reduce``, not normalised); then one column per step score and
     extra (repeated on every row of the step). Positions a step cannot see (NaN) are left
     out. Without attributions: one row per step, ``pos`` and ``token`` missing, ``score`` NaN.
+
+    Encoder–decoder outputs have a column ``side`` after ``score``: ``"source"`` rows (``pos``
+    and ``token`` index the source tokens) come first, then ``"target"`` rows (the decoder
+    input).
     """
     import pandas as pd
 
-    scores = seq.scores(reduce)
-    if scores is None:
-        cells = [(t, None, float("nan")) for t in range(seq.n_steps)]
-    else:
+    sides = [("target", seq.tokens, seq.scores(reduce))]
+    if seq.encoder_decoder and seq.attributions is not None:
+        sides.insert(0, ("source", seq.source_tokens, seq.scores(reduce, side="source")))
+    cells = []  # (side, step, pos, score, token)
+    for side, tokens, scores in sides:
+        if scores is None:
+            cells += [(side, t, None, float("nan"), None) for t in range(seq.n_steps)]
+            break
         grid = scores.detach().to("cpu", torch.float64)
-        cells = [(t, k, grid[t, k].item()) for t, k in (~grid.isnan()).nonzero().tolist()]
+        cells += [
+            (side, t, k, grid[t, k].item(), tokens[k])
+            for t, k in (~grid.isnan()).nonzero().tolist()
+        ]
     start = seq.target_start
     frame = pd.DataFrame(
         {
-            "step": [t for t, _, _ in cells],
-            "target_pos": [start + t for t, _, _ in cells],
-            "target_token": [seq.tokens[start + t] for t, _, _ in cells],
-            "pos": pd.array([k for _, k, _ in cells], dtype="Int64"),
-            "token": [None if k is None else seq.tokens[k] for _, k, _ in cells],
-            "score": [v for _, _, v in cells],
+            "step": [c[1] for c in cells],
+            "target_pos": [start + c[1] for c in cells],
+            "target_token": [seq.tokens[start + c[1]] for c in cells],
+            "pos": pd.array([c[2] for c in cells], dtype="Int64"),
+            "token": [c[4] for c in cells],
+            "score": [c[3] for c in cells],
         }
     )
+    if seq.encoder_decoder:
+        frame["side"] = [c[0] for c in cells]
     for name, values in {**seq.step_scores, **seq.extras}.items():
         per_step = values.detach().to("cpu", torch.float64).tolist()
-        frame[name] = [per_step[t] for t, _, _ in cells]
+        frame[name] = [per_step[c[1]] for c in cells]
     return frame
 
 
