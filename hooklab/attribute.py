@@ -200,6 +200,7 @@ def attribute(
     attributed_fn_kwargs: Mapping[str, Any] | None = None,
     step_scores_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     generation_kwargs: Mapping[str, Any] | None = None,
+    contrast_forced: Sequence[Sequence[int]] | None = None,
     batch_size: int = 8,
     show_progress: bool = False,
     **method_options: Any,
@@ -228,6 +229,9 @@ def attribute(
         attr_pos_start: first target token to attribute (0 = the first target token; negative
             counts from the end). Earlier targets become part of the forced prefix.
         attr_pos_end: one past the last target token to attribute (None = all).
+        contrast_forced: per prompt, token ids forced after the contrast prompt in place of the
+            targets before ``attr_pos_start`` (default: the same targets), e.g. a contextless
+            contrast without the output context (encoder–decoder PECoRe).
         attributed_fn_kwargs: extra keyword arguments of ``attributed_fn``.
         step_scores_kwargs: per step score name, extra keyword arguments.
         batch_size: prompts per forward pass.
@@ -255,6 +259,7 @@ def attribute(
         model, request.prompts, targets, contrast_prompts=contrast_prompts,
         contrast_targets=contrast_targets, attr_pos_start=attr_pos_start,
         attr_pos_end=attr_pos_end, generation_kwargs=generation_kwargs,
+        contrast_forced=contrast_forced,
     )  # fmt: skip
     spec = request.spec
     parameters = {

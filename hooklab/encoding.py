@@ -122,8 +122,13 @@ def encode(
     attr_pos_start: int = 0,
     attr_pos_end: int | None = None,
     generation_kwargs: Mapping[str, Any] | None = None,
+    contrast_forced: Sequence[Sequence[int]] | None = None,
 ) -> Encoded:
-    """Encode prompts, targets (generated when None) and contrasts; split at the span."""
+    """Encode prompts, targets (generated when None) and contrasts; split at the span.
+
+    ``contrast_forced`` (token ids per prompt) replaces the forced targets before the span in
+    the contrast (default: the same ones), e.g. to drop an output context from it.
+    """
     encoder_decoder = is_encoder_decoder(model)
     as_ids = seq2seq.encode_source if encoder_decoder else as_prompt_ids
     prompt_ids = [as_ids(model, p) for p in prompts]
@@ -140,8 +145,13 @@ def encode(
     # Attribute only target tokens [start, end): earlier ones join the forced prefix.
     spans = [_span(len(t), attr_pos_start, attr_pos_end) for t in target_ids]
 
-    def prefixes(starts: list[list[int]]) -> list[list[int]]:
-        return [a + t[:s] for a, t, (s, _) in zip(starts, target_ids, spans, strict=True)]
+    def prefixes(starts: list[list[int]], forced=None) -> list[list[int]]:
+        forced = forced or [t[:s] for t, (s, _) in zip(target_ids, spans, strict=True)]
+        return [a + list(f) for a, f in zip(starts, forced, strict=True)]
+
+    c_forced = _per_prompt(contrast_forced, len(prompts), "contrast forced prefixes")
+    if c_forced is not None and c_prompt_ids is None:
+        raise ValueError("contrast_forced changes the contrast prompts' prefix: pass them too.")
 
     def steps(ids: list[list[int]]) -> list[list[int]]:
         return [t[s:e] for t, (s, e) in zip(ids, spans, strict=True)]
@@ -151,7 +161,7 @@ def encode(
         return Encoded(
             prefixes=prefixes(starts),
             steps=steps(target_ids),
-            contrast_prefixes=None if c_prompt_ids is None else prefixes(starts),
+            contrast_prefixes=None if c_prompt_ids is None else prefixes(starts, c_forced),
             contrast_steps=None if c_target_ids is None else steps(c_target_ids),
             sources=prompt_ids,
             contrast_sources=c_prompt_ids,
@@ -159,6 +169,6 @@ def encode(
     return Encoded(
         prefixes=prefixes(prompt_ids),
         steps=steps(target_ids),
-        contrast_prefixes=None if c_prompt_ids is None else prefixes(c_prompt_ids),
+        contrast_prefixes=None if c_prompt_ids is None else prefixes(c_prompt_ids, c_forced),
         contrast_steps=None if c_target_ids is None else steps(c_target_ids),
     )

@@ -70,11 +70,13 @@ def _next_logits(model, tokens, mask, past, use_cache: bool) -> tuple[Tensor, ob
     return logits[:, -1], past
 
 
-def _seq2seq_stepper(model, sources: list[list[int]], use_cache: bool):
+def _seq2seq_stepper(model, sources: list[list[int]], use_cache: bool, prefixes=None):
     """Start tokens and a ``step(tokens, mask, past) -> (next logits, past)`` for an encoder–
-    decoder model: the encoder runs once here, on the right-padded, masked sources."""
+    decoder model: the encoder runs once here, on the right-padded, masked sources. The decoder
+    starts from its start token and the forced ``prefixes`` (all of one length)."""
     hf = model.original_model
-    start = [[seq2seq.decoder_start_id(model)] for _ in sources]
+    prefixes = prefixes or [[] for _ in sources]
+    start = [[seq2seq.decoder_start_id(model), *p] for p in prefixes]
     batch = make_batch(start, sources=sources, pad_id=pad_token_id(model), device=model.cfg.device)
     encoded = hf.get_encoder()(input_ids=batch.source_ids, attention_mask=batch.source_mask)
 
@@ -100,9 +102,10 @@ def _generate_batch(
     stop_at_eos: bool,
     use_cache: bool,
     keep_logits: bool,
+    decoder_prefixes: list[list[int]] | None = None,
 ) -> tuple[list[list[int]], list[Tensor] | None]:
     if is_encoder_decoder(model):
-        tokens, step = _seq2seq_stepper(model, prompts, use_cache)
+        tokens, step = _seq2seq_stepper(model, prompts, use_cache, decoder_prefixes)
         mask, guard = torch.ones_like(tokens), []
     else:
         batch = make_batch(prompts, pad_id=pad_token_id(model), device=model.cfg.device)
@@ -138,6 +141,33 @@ def _generate_batch(
     return outputs, kept
 
 
+def _decoder_prefixes(prefixes, encoded: list, encoder_decoder: bool) -> list[list[int]]:
+    """Validated decoder prefixes, one per prompt (empty when none are given)."""
+    if prefixes is None:
+        return [[] for _ in encoded]
+    if not encoder_decoder:
+        raise ValueError(
+            "decoder_prefixes is for encoder-decoder models; on a decoder-only model append "
+            "the forced text to the prompt instead."
+        )
+    prefixes = [list(p) for p in prefixes]
+    if len(prefixes) != len(encoded):
+        raise ValueError(f"Got {len(prefixes)} decoder prefixes for {len(encoded)} prompts.")
+    return prefixes
+
+
+def _chunks(prefixes: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Indices in batches of at most ``batch_size`` whose decoder prefixes have one length."""
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prefixes):
+        by_length.setdefault(len(p), []).append(i)
+    return [
+        group[lo : lo + batch_size]
+        for group in by_length.values()
+        for lo in range(0, len(group), batch_size)
+    ]
+
+
 def generate(
     model,
     prompts: str | Sequence[str] | Sequence[Sequence[int]],
@@ -148,6 +178,7 @@ def generate(
     batch_size: int = 16,
     keep_logits: bool = False,
     show_progress: bool = False,
+    decoder_prefixes: Sequence[Sequence[int]] | None = None,
 ) -> Generation:
     """Greedily continue each prompt.
 
@@ -163,6 +194,9 @@ def generate(
         batch_size: prompts per forward pass.
         keep_logits: also return the logits of each step.
         show_progress: show a progress bar over batches.
+        decoder_prefixes: encoder–decoder models only: per prompt, token ids forced after the
+            decoder start token before generating (e.g. an output context); not part of the
+            outputs.
 
     Returns:
         A :class:`Generation` with prompt and output ids per example.
@@ -187,24 +221,26 @@ def generate(
         raise ValueError("No prompts given.")
     for ids in encoded:
         check_length(model, len(ids), "source" if encoder_decoder else "prompt")
-    outputs: list[list[int]] = []
-    logits: list[Tensor] = []
-    starts = range(0, len(encoded), batch_size)
-    for start in tqdm(starts, desc="generate", disable=not show_progress):
-        chunk = encoded[start : start + batch_size]
+    prefixes = _decoder_prefixes(decoder_prefixes, encoded, encoder_decoder)
+    outputs: list[list[int]] = [[] for _ in encoded]
+    logits: list[Tensor] = [torch.empty(0) for _ in encoded]
+    for chunk in tqdm(_chunks(prefixes, batch_size), desc="generate", disable=not show_progress):
+        sources = [encoded[i] for i in chunk]
         if encoder_decoder:
-            room = seq2seq.decoder_room(model)
+            room = seq2seq.decoder_room(model, len(prefixes[chunk[0]]))
         else:
-            room = context_window(model) - max(len(p) for p in chunk)
+            room = context_window(model) - max(len(p) for p in sources)
         out, lg = _generate_batch(
             model,
-            chunk,
+            sources,
             max_new_tokens=min(max_new_tokens, room),
             stop_at_eos=stop_at_eos,
             use_cache=use_cache,
             keep_logits=keep_logits,
+            decoder_prefixes=[prefixes[i] for i in chunk] if encoder_decoder else None,
         )
-        outputs.extend(out)
-        if lg is not None:
-            logits.extend(lg)
+        for k, i in enumerate(chunk):
+            outputs[i] = out[k]
+            if lg is not None:
+                logits[i] = lg[k]
     return Generation(encoded, outputs, logits if keep_logits else None)

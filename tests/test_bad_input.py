@@ -244,5 +244,11 @@ def test_encoder_decoder_bad_sources_and_targets(seq2seq):
                    "George was sick .", [list(range(5, 5 + window + 1))])  # fmt: skip
 
 
-def test_pecore_refuses_encoder_decoder(seq2seq):
-    raises_clearly(seq2seq, NotImplementedError, "PECoRe", pecore, seq2seq, CONTEXT, CURRENT)
+def test_pecore_encoder_decoder_bad_input(seq2seq):
+    raises_clearly(seq2seq, ValueError, "input_current_text is empty", pecore, seq2seq,
+                   CONTEXT, " ")  # fmt: skip
+    too_long = r"source \(encoder input\) is \d+ tokens long"
+    raises_clearly(seq2seq, ValueError, too_long, pecore, seq2seq, "a " * seq2seq.cfg.n_ctx,
+                   CURRENT, output_current_text=OUTPUT)  # fmt: skip
+    raises_clearly(seq2seq, ValueError, "contextless_input_current_text", pecore, seq2seq,
+                   CONTEXT, CURRENT, contextless_input_current_text="no placeholder")  # fmt: skip

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from hooklab.architecture import refuse_encoder_decoder
 from hooklab.attribute import attribute
 from hooklab.forward import step_logits
 from hooklab.generation import generate
@@ -30,9 +29,8 @@ from hooklab.inputs import (
     pad_token_id,
     str_tokens,
 )
-from hooklab.output.aggregate import reduce_hidden
 from hooklab.output.provenance import describe_model
-from hooklab.pecore.encode import Example, contextual_prompt, encode_example
+from hooklab.pecore.encode import Example, encode_example, generation_input
 from hooklab.pecore.options import (
     RELATIVE_CONTEXT_SALIENCY,
     PecoreOptions,
@@ -51,6 +49,51 @@ _TOKEN_CONTRASTS = {
 }
 
 
+def _job(e: Example, steps: int) -> tuple[list[int], list[int], int]:
+    """(prompt, targets, forced) to attribute output steps ``[0, steps)`` of ``e``: on
+    encoder–decoder models the prompt is the source and the first ``forced`` targets are the
+    decoder prefix (the output context), not attributed."""
+    if e.source is None:
+        return e.ctx_prompt, e.output_ids[:steps], 0
+    prefix = e.ctx_prompt[1:]
+    return e.source, prefix + e.output_ids[:steps], len(prefix)
+
+
+def _context_columns(e: Example) -> tuple[list[int], list[int]]:
+    """Columns of the input- and output-context tokens in a row of ``seq.scores(side=...)``."""
+    offset = 0 if e.source is None else len(e.source)
+    return e.context_positions, [offset + p for p in e.output_context_positions]
+
+
+def _side(e: Example) -> str:
+    return "target" if e.source is None else "both"
+
+
+def _batch(model, prompts, targets, sources):
+    return make_batch(
+        prompts, targets, sources=sources, pad_id=pad_token_id(model), device=model.cfg.device
+    )
+
+
+def _relative_context_saliency(model, examples: list[Example]) -> list[torch.Tensor]:
+    """Share of each step's saliency (L2 over the hidden size) on the context tokens."""
+    groups: dict[int, list[int]] = {}
+    jobs = [_job(e, len(e.output_ids)) for e in examples]
+    for i, (_, _, forced) in enumerate(jobs):
+        groups.setdefault(forced, []).append(i)
+    scores: list = [None] * len(examples)
+    for forced, members in groups.items():
+        out = attribute(
+            model, [jobs[i][0] for i in members], [jobs[i][1] for i in members],
+            method="saliency", attr_pos_start=forced, batch_size=len(members),
+        )  # fmt: skip
+        for i, seq in zip(members, out, strict=True):
+            s = seq.scores("l2", side=_side(examples[i])).nan_to_num()
+            cols = [c for part in _context_columns(examples[i]) for c in part]
+            scores[i] = s[:, cols].sum(-1) / s.sum(-1)
+    return scores
+
+
 def cti_scores(
     model, examples: list[Example], opts: PecoreOptions
 ) -> tuple[list[torch.Tensor], list[list[int]]]:
@@ -61,22 +104,20 @@ def cti_scores(
     """
     metric = opts.context_sensitivity_metric
     targets = [e.output_ids for e in examples]
-    pad = pad_token_id(model)
-    device = model.cfg.device
-    noctx = make_batch([e.noctx_prompt for e in examples], targets, pad_id=pad, device=device)
+    seq2seq = examples[0].source is not None
+    noctx = _batch(
+        model, [e.noctx_prompt for e in examples], targets,
+        [e.noctx_source for e in examples] if seq2seq else None,
+    )  # fmt: skip
     if metric == RELATIVE_CONTEXT_SALIENCY:
-        out = attribute(
-            model, [e.ctx_prompt for e in examples], targets, method="saliency",
-            batch_size=len(examples),
-        )  # fmt: skip
-        scores = []
-        for e, seq in zip(examples, out, strict=True):
-            s = reduce_hidden(seq.attributions, "l2").nan_to_num()
-            scores.append(s[:, e.context_positions].sum(-1) / s.sum(-1))
+        scores = _relative_context_saliency(model, examples)
         with torch.no_grad():
             c_logits = step_logits(model, noctx)
     else:
-        batch = make_batch([e.ctx_prompt for e in examples], targets, pad_id=pad, device=device)
+        batch = _batch(
+            model, [e.ctx_prompt for e in examples], targets,
+            [e.source for e in examples] if seq2seq else None,
+        )  # fmt: skip
         contrast = Contrast(batch=noctx)
         c_logits = contrast_step_logits(model, contrast)
         batched = compute_step_scores(
@@ -122,15 +163,24 @@ def cci(
         if not members:
             continue
         sel = [jobs[k] for k in members]
+        inputs = [_job(e, t + 1) for e, t, _ in sel]
         kwargs = dict(opts.attribution_kwargs)
         if kind == "token":
-            kwargs["contrast_targets"] = [[*e.output_ids[:t], alt] for e, t, alt in sel]
-        elif fn in CONTRASTIVE:
-            kwargs["contrast_prompts"] = [e.noctx_prompt for e, _, _ in sel]
+            kwargs["contrast_targets"] = [
+                [*tg[:-1], alt] for (_, tg, _), (_, _, alt) in zip(inputs, sel, strict=True)
+            ]
+        elif fn in CONTRASTIVE:  # the contextless input, followed by the same current output
+            kwargs["contrast_prompts"] = [
+                e.noctx_prompt if e.source is None else e.noctx_source for e, _, _ in sel
+            ]
+            kwargs["contrast_forced"] = [
+                (e.noctx_prompt[1:] if e.source is not None else []) + e.output_ids[:t]
+                for e, t, _ in sel
+            ]
         out = attribute(
             model,
-            [e.ctx_prompt for e, _, _ in sel],
-            [e.output_ids[: t + 1] for e, t, _ in sel],
+            [p for p, _, _ in inputs],
+            [tg for _, tg, _ in inputs],
             method=opts.attribution_method,
             attributed_fn=fn,
             attr_pos_start=-1,
@@ -138,8 +188,9 @@ def cci(
             **kwargs,
         )
         for k, (e, _, _), seq in zip(members, sel, out, strict=True):
-            row = seq.scores()[0]  # the method's own reduction of trailing dims
-            results[k] = (row[e.context_positions], row[e.output_context_positions])
+            row = seq.scores(side=_side(e))[0]  # the method's own reduction of trailing dims
+            inputs_cols, output_cols = _context_columns(e)
+            results[k] = (row[inputs_cols], row[output_cols])
     return results
 
 
@@ -185,8 +236,11 @@ def _generate_missing(model, examples: list[dict], options: PecoreOptions) -> li
     todo = [i for i, ex in enumerate(examples) if ex.get("output_current_text") is None]
     generated: list[list | None] = [None] * len(examples)
     if todo:
-        prompts = [contextual_prompt(model, options, **examples[i]) for i in todo]
-        outputs = generate(model, prompts, **dict(options.generation_kwargs)).output_ids
+        inputs = [generation_input(model, options, **examples[i]) for i in todo]
+        kwargs = dict(options.generation_kwargs)
+        if inputs[0][1] is not None:  # encoder–decoder: the output context is forced first
+            kwargs["decoder_prefixes"] = [prefix for _, prefix in inputs]
+        outputs = generate(model, [p for p, _ in inputs], **kwargs).output_ids
         for i, ids in zip(todo, outputs, strict=True):
             generated[i] = ids
     return generated
@@ -209,8 +263,12 @@ def _select_tokens(
 
 def _context_tokens(model, example: Example, side: str = "input") -> tuple[str, ...]:
     """The input (or output) context tokens as text: the tokens CCI scores."""
-    positions = example.context_positions if side == "input" else example.output_context_positions
-    return tuple(str_tokens(model, [example.ctx_prompt[p] for p in positions]))
+    if side == "output":
+        ids = [example.ctx_prompt[p] for p in example.output_context_positions]
+    else:  # the input context is in the prompt, or in the source of an encoder–decoder model
+        ids = example.ctx_prompt if example.source is None else example.source
+        ids = [ids[p] for p in example.context_positions]
+    return tuple(str_tokens(model, ids))
 
 
 def _sensitive_token(
@@ -264,7 +322,6 @@ def pecore_batch(
             ``output_context_text`` and ``output_current_text`` (the arguments of :func:`pecore`).
         options: a :class:`PecoreOptions`; ``**option_overrides`` change single fields.
     """
-    refuse_encoder_decoder(model, "PECoRe (hooklab.pecore)")
     options = (options or PecoreOptions()).replace(**option_overrides)
     examples = [dict(ex) for ex in examples]
     if not examples:
