@@ -150,8 +150,9 @@ def test_positions_sources_and_depth_window():
 
 def test_attribute_context_default_reproduces_the_example(tmp_path, capsys):
     figure = tmp_path / "pecore.pdf"
-    assert main(["attribute-context", "--contextless_input_current_text", "{current}",
-                 "--figure_path", str(figure), "--save_path", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    argv = ["attribute-context", "--contextless_input_current_text", "{current}",
+            "--figure_path", str(figure), "--save_path", str(tmp_path / "r.json")]  # fmt: skip
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "{hospital}" in out and "[sick]" in out
     result = hooklab.pecore.PecoreResult.load(tmp_path / "r.json")

@@ -27,7 +27,6 @@ from hooklab.cli.checks import (
     toy_examples,
 )
 
-
 DEFAULT_PROMPT = "George was sick yesterday. His colleagues asked him to come"
 
 

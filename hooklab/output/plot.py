@@ -35,8 +35,8 @@ _ANNOTATE_MAX = 20  # annotate values by default when both grid sides are at mos
 
 
 def _size(n_cols: int, n_rows: int) -> tuple[float, float]:
-    """Single column up to 12 targets, double column beyond; rows 0.16 in each (max 9 in)."""
-    w = SINGLE_COLUMN if n_cols <= 12 else DOUBLE_COLUMN
+    """Single column up to 8 targets, double column beyond; rows 0.16 in each (max 9 in)."""
+    w = SINGLE_COLUMN if n_cols <= 8 else DOUBLE_COLUMN
     return w, min(max(1.6, 0.9 + 0.16 * n_rows), 9.0)
 
 
@@ -72,7 +72,7 @@ def plot_sequence(
     otherwise sequential (``"Reds"``) from 0; the colour bar names the method, the explained
     function and the normalisation. Without attributions, the step scores are plotted per
     target token instead (one bar panel per score, or lines on ``ax``). The style is
-    :mod:`hooklab.output.style`'s: single-column width (3.3 in) up to 12 targets, else
+    :mod:`hooklab.output.style`'s: single-column width (3.3 in) up to 8 targets, else
     double-column (6.9 in); TrueType fonts in PDF.
 
     Args:

@@ -126,11 +126,15 @@ def label_size(n: int, length_in: float, largest: float = FONT_SIZE) -> float:
 
 
 def rotate_ticks(ax, labels: Sequence[str], size: float) -> None:
-    """Horizontal x labels when they fit their cells, else 45° (never 90°)."""
-    cell_pt = 72 * ax.figure.get_figwidth() * ax.get_position().width / max(len(labels), 1)
+    """Horizontal x labels when they fit their cells, else 45° (never 90°).
+
+    At 45° neighbouring labels are ``pitch · sin 45°`` apart, so the font shrinks to fit that.
+    """
+    pitch = 72 * ax.figure.get_figwidth() * ax.get_position().width / max(len(labels), 1)
     longest = max((len(x) for x in labels), default=0)
-    if longest * 0.6 * size > cell_pt:
-        ax.tick_params(axis="x", labelrotation=45)
+    if longest * 0.6 * size > pitch:
+        fit = min(size, max(3.5, 0.7 * pitch / 1.25))
+        ax.tick_params(axis="x", labelrotation=45, labelsize=fit)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
@@ -150,7 +154,7 @@ def colorbar(fig: Figure, image, ax, label: str, **kwargs: Any):
     return bar
 
 
-def value_format(values: Sequence[float], significant: int = 2) -> str:
+def value_format(values: Any, significant: int = 2) -> str:
     """A format spec (``".2f"``) that shows the largest ``|value|`` with ``significant`` digits.
 
     Fixed-point decimals chosen from the magnitude, so a row of small scores reads ``0.019``

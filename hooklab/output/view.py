@@ -38,7 +38,7 @@ def decimals(values: Any, significant: int = 2, most: int = 8) -> int:
     """Decimals that show the largest ``|value|`` of ``values`` with ``significant`` digits.
 
     Text views use it so that small scores stay readable: a peak of 0.44 gives 2 decimals,
-    0.0188 gives 3 (``0.019``), 6e-6 gives 6; a peak of 28 gives 0. At most ``most``.
+    0.0188 gives 3 (``0.019``), 6e-6 gives 7; a peak of 28 gives 0. At most ``most``.
     """
     peak = max((abs(v) for v in _finite(values)), default=0.0)
     if peak == 0:
