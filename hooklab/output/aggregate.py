@@ -306,23 +306,40 @@ def aggregate(seq: SequenceAttribution, how: str = "words", **kwargs: Any) -> Se
 
 
 def difference(
-    a: SequenceAttribution, b: SequenceAttribution, *, reduce: str | None = None
+    a: SequenceAttribution,
+    b: SequenceAttribution,
+    *,
+    reduce: str | None = None,
+    normalize: bool = False,
 ) -> SequenceAttribution:
-    """Return ``a - b`` for two attributions of the same tokens.
+    """Return ``a - b`` for two attributions of the same tokens: a signed ``[step, key_pos]`` map.
 
-    Attributions subtract (both reduced to ``[step, key_pos]`` with ``reduce`` if their shapes
-    differ); step scores present in both subtract; extras are dropped.
+    Each side is reduced to ``[step, key_pos]`` first (``reduce``, or each side's own default
+    reduction, e.g. the L2 norm of a saliency vector), then they subtract. Subtracting the raw
+    hidden vectors first and reducing after (the L2 norm of ``x - y``) would turn every cell
+    positive and hide which method scores a token higher. Step scores present in both
+    subtract; extras are dropped.
+
+    Args:
+        a, b: attributions of the same tokens and steps.
+        reduce: the reduction of trailing dims for both sides (see :func:`reduce_hidden`).
+        normalize: divide each side's steps by their ``Σ|score|`` before subtracting, so that
+            methods on different scales compare as shares.
     """
     for what in ("tokens", "target_start", "n_steps", "token_ids"):
         x, y = getattr(a, what), getattr(b, what)
         x, y = (x.tolist(), y.tolist()) if what == "token_ids" else (x, y)
         if x != y:
             raise ValueError(f"Cannot subtract attributions with different {what}: {x} vs {y}")
-    x, y = a.attributions, b.attributions
-    if (x is None) != (y is None):
+    if (a.attributions is None) != (b.attributions is None):
         raise ValueError("Cannot subtract: only one of the two attributions has scores")
-    if x is not None and y is not None and x.shape != y.shape:
-        x, y = a.scores(reduce), b.scores(reduce)
+    x, y = a.scores(reduce, normalize=normalize), b.scores(reduce, normalize=normalize)
+    record = {
+        "a": a.parameters,
+        "b": b.parameters,
+        "reduce": [reduce or a.default_reduce, reduce or b.default_reduce],
+        "normalize": normalize,
+    }
     return SequenceAttribution(
         tokens=a.tokens,
         token_ids=a.token_ids,
@@ -332,5 +349,5 @@ def difference(
             k: v - b.step_scores[k] for k, v in a.step_scores.items() if k in b.step_scores
         },
         method=f"{a.method}-{b.method}",
-        parameters={"difference": {"a": a.parameters, "b": b.parameters}},
+        parameters={"difference": record},
     )

@@ -15,12 +15,40 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
-from hooklab.output.view import ColorScale, display_token
+from hooklab.output.style import (
+    DOUBLE_COLUMN,
+    SINGLE_COLUMN,
+    colorbar,
+    label_size,
+    new_figure,
+    paper_style,
+    rotate_ticks,
+    token_labels,
+    value_format,
+)
+from hooklab.output.view import ColorScale
 
 if TYPE_CHECKING:
     from hooklab.output.sequence import SequenceAttribution
 
 _ANNOTATE_MAX = 20  # annotate values by default when both grid sides are at most this
+
+
+def _size(n_cols: int, n_rows: int) -> tuple[float, float]:
+    """Single column up to 8 targets, double column beyond; rows 0.16 in each (max 9 in)."""
+    w = SINGLE_COLUMN if n_cols <= 8 else DOUBLE_COLUMN
+    return w, min(max(1.6, 0.9 + 0.16 * n_rows), 9.0)
+
+
+def _colorbar_label(seq: SequenceAttribution, reduce: str | None, normalize: bool) -> str:
+    parts = []
+    if seq.attributions is not None and seq.attributions.ndim == 3:
+        parts.append(f"{reduce or seq.default_reduce} over hidden dims")
+    if normalize:
+        parts.append("per step, Σ|score| = 1")
+    attributed = seq.parameters.get("attributed_fn")
+    name = f"{seq.method} of {attributed}" if isinstance(attributed, str) else seq.method
+    return f"{name}" + (f"\n({'; '.join(parts)})" if parts else "")
 
 
 def plot_sequence(
@@ -33,15 +61,19 @@ def plot_sequence(
     annotate: bool | None = None,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    spaces: str = "thin",
 ) -> Figure:
     """Return a Figure with a heatmap of the scores: source tokens (y) by target tokens (x).
 
     Rows are every token up to the last attributed target, columns are the target tokens (one
     per step), as in :func:`hooklab.output.render.to_text`. Cells a step cannot see are blank.
     Colours follow :class:`~hooklab.output.view.ColorScale` (as the text and HTML views): with
-    negative scores diverging (``"RdBu_r"``) with limits symmetric around 0, otherwise
-    sequential (``"Reds"``) from 0. Without attributions, the step scores are
-    plotted per target token instead (one bar panel per score, or lines on ``ax``).
+    negative scores (e.g. a difference ``a - b``) diverging (``"RdBu_r"``) centred at 0,
+    otherwise sequential (``"Reds"``) from 0; the colour bar names the method, the explained
+    function and the normalisation. Without attributions, the step scores are plotted per
+    target token instead (one bar panel per score, or lines on ``ax``). The style is
+    :mod:`hooklab.output.style`'s: single-column width (3.3 in) up to 8 targets, else
+    double-column (6.9 in); TrueType fonts in PDF.
 
     Args:
         seq: the attribution to plot.
@@ -51,16 +83,22 @@ def plot_sequence(
         cmap: colormap name or object; by default chosen from the sign of the scores.
         annotate: write the values in the cells; by default when the grid is at most 20x20.
         title: axes title; the method name by default.
-        figsize: size of a new figure in inches; by default grows with the number of tokens.
+        figsize: size of a new figure in inches; by default from the number of tokens.
+        spaces: how leading-space markers show (``"thin"``, ``"strip"``, ``"raw"``; see
+            :func:`~hooklab.output.style.token_label`).
 
     Returns:
         The :class:`~matplotlib.figure.Figure` (never shown; save it with ``fig.savefig``).
     """
     title = seq.method if title is None else title
     scores = seq.scores(reduce, normalize=normalize)
-    if scores is None or seq.n_steps == 0:
-        return _plot_step_scores(seq, ax=ax, title=title, figsize=figsize)
+    with paper_style():
+        if scores is None or seq.n_steps == 0:
+            return _plot_step_scores(seq, ax=ax, title=title, figsize=figsize, spaces=spaces)
+        return _heatmap(seq, scores, reduce, normalize, ax, cmap, annotate, title, figsize, spaces)
 
+
+def _heatmap(seq, scores, reduce, normalize, ax, cmap, annotate, title, figsize, spaces):
     n_rows = seq.target_start + seq.n_steps
     grid = scores[:, :n_rows].T.detach().to("cpu", torch.float64).numpy()  # [source, step]
     n_src, n_steps = grid.shape
@@ -70,39 +108,38 @@ def plot_sequence(
         style["cmap"] = matplotlib.colormaps.get_cmap(cmap).with_extremes(bad=(0, 0, 0, 0))
 
     if ax is None:
-        if figsize is None:
-            figsize = (min(2.5 + 0.55 * n_steps, 40), min(1.5 + 0.3 * n_src, 40))
-        fig = Figure(figsize=figsize, layout="constrained")
+        fig = new_figure(figsize or _size(n_steps, n_src))
         ax = fig.add_subplot()
     else:
         fig = ax.figure
     image = ax.imshow(grid, aspect="auto", interpolation="nearest", **style)
-    hidden = seq.attributions is not None and seq.attributions.ndim == 3
-    fig.colorbar(
-        image,
-        ax=ax,
-        label=f"attribution ({reduce or seq.default_reduce} over trailing dims)"
-        if hidden
-        else None,
-    )
-    ax.set_xticks(range(n_steps), [display_token(t) for t in seq.target_tokens], rotation=90)
-    ax.set_yticks(range(n_src), [display_token(t) for t in seq.tokens[:n_rows]])
-    ax.set_xlabel("target")
+    colorbar(fig, image, ax, _colorbar_label(seq, reduce, normalize), shrink=0.9, pad=0.02)
+    w_in, h_in = fig.get_size_inches()
+    x_size = label_size(n_steps, 0.8 * w_in)
+    y_size = label_size(n_src, 0.85 * h_in)
+    xlabels = token_labels(seq.target_tokens, spaces)
+    ax.set_xticks(range(n_steps), xlabels, fontsize=x_size)
+    ax.set_yticks(range(n_src), token_labels(seq.tokens[:n_rows], spaces), fontsize=y_size)
+    rotate_ticks(ax, xlabels, x_size)
+    ax.set_xlabel("target (generated or forced)")
     ax.set_ylabel("source")
     if seq.target_start < n_src:
-        ax.axhline(seq.target_start - 0.5, color="0.5", linewidth=0.8)
+        ax.axhline(seq.target_start - 0.5, color="0.5", linewidth=0.6)
     ax.set_title(title)
 
     if annotate is None:
         annotate = n_src <= _ANNOTATE_MAX and n_steps <= _ANNOTATE_MAX
     if annotate:
+        spec = value_format(grid, 2)
+        cell_pt = min(72 * 0.8 * w_in / n_steps, 72 * 0.85 * h_in / n_src)
+        size = max(3.5, min(6.0, cell_pt / 3.2))
         for i in range(n_src):
             for j in range(n_steps):
                 v = grid[i, j]
                 if math.isnan(v):
                     continue
                 ink = tuple(c / 255 for c in scale.ink(v))  # readable on dark cells
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color=ink)
+                ax.text(j, i, f"{v:{spec}}", ha="center", va="center", fontsize=size, color=ink)
     return fig
 
 
@@ -112,10 +149,11 @@ def _plot_step_scores(
     ax: Axes | None,
     title: str,
     figsize: tuple[float, float] | None,
+    spaces: str = "thin",
 ) -> Figure:
     """Plot each step score per target token: bar panels, or lines on a given ``ax``."""
     scores = {**seq.step_scores, **seq.extras}
-    labels = [display_token(t) for t in seq.target_tokens]
+    labels = token_labels(seq.target_tokens, spaces)
     x = range(len(labels))
     if ax is not None:
         fig = ax.figure
@@ -126,15 +164,16 @@ def _plot_step_scores(
         axes = [ax]
     else:
         k = max(len(scores), 1)
-        if figsize is None:
-            figsize = (min(2.5 + 0.55 * len(labels), 40), 1.2 + 1.8 * k)
-        fig = Figure(figsize=figsize, layout="constrained")
+        w = SINGLE_COLUMN if len(labels) <= 12 else DOUBLE_COLUMN
+        fig = new_figure(figsize or (w, 0.6 + 0.8 * k))
         axes = list(fig.subplots(k, 1, sharex=True, squeeze=False)[:, 0])
         for a, (name, values) in zip(axes, scores.items()):
             a.bar(x, values.detach().cpu().double().numpy(), color="tab:red")
             a.set_ylabel(name)
     if not scores or not labels:
         axes[0].text(0.5, 0.5, "no scores", ha="center", va="center", transform=axes[0].transAxes)
-    axes[-1].set_xticks(x, labels, rotation=90)
+    size = label_size(len(labels), 0.85 * fig.get_figwidth())
+    axes[-1].set_xticks(x, labels, fontsize=size)
+    rotate_ticks(axes[-1], labels, size)
     axes[0].set_title(title)
     return fig

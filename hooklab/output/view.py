@@ -34,6 +34,24 @@ def display_token(token: str) -> str:
     return "▁" * (len(token) - len(stripped)) + stripped
 
 
+def decimals(values: Any, significant: int = 2, most: int = 8) -> int:
+    """Decimals that show the largest ``|value|`` of ``values`` with ``significant`` digits.
+
+    Text views use it so that small scores stay readable: a peak of 0.44 gives 2 decimals,
+    0.0188 gives 3 (``0.019``), 6e-6 gives 7; a peak of 28 gives 0. At most ``most``.
+    """
+    peak = max((abs(v) for v in _finite(values)), default=0.0)
+    if peak == 0:
+        return significant
+    return min(max(significant - 1 - math.floor(math.log10(peak)), 0), most)
+
+
+def number_format(values: Any, significant: int = 2) -> Callable[[float], str]:
+    """A formatter with the :func:`decimals` of ``values`` (for ``text_grid``'s ``fmt``)."""
+    places = decimals(values, significant)
+    return lambda v: f"{v:.{places}f}"
+
+
 def _finite(values: Any) -> list[float]:
     """Every finite number in a tensor, array or nested sequence (None and NaN skipped)."""
     if isinstance(values, Tensor) or hasattr(values, "tolist"):
@@ -168,7 +186,7 @@ def text_grid(
     *,
     scale: ColorScale,
     color: bool,
-    fmt: Callable[[float], str],
+    fmt: Callable[[float], str] | None = None,
     title: Iterable[str] = (),
     footer: Footer = (),
     max_width: int | None = None,
@@ -177,8 +195,10 @@ def text_grid(
 
     NaN cells are blank; coloured cells use :func:`ansi`. ``footer`` rows (e.g. step scores)
     follow a rule, uncoloured. With ``max_width``, columns are split into blocks whose lines
-    fit (each block repeats the row labels).
+    fit (each block repeats the row labels). ``fmt`` None: decimals chosen from the grid's
+    largest value (:func:`number_format`), so small scores do not all read ``0.00``.
     """
+    fmt = fmt or number_format(grid)
     rows, cols = [display_token(r) for r in rows], [display_token(c) for c in cols]
     cells = [["" if math.isnan(v) else fmt(v) for v in row] for row in grid]
     foot = [["" if math.isnan(v) else fmt(v) for v in values] for _, values in footer]

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
+from matplotlib.ticker import MaxNLocator
 
-from hooklab.output.view import ColorScale, ansi, html_legend, html_tokens, use_color
+from hooklab.output.view import ColorScale, ansi, decimals, html_legend, html_tokens, use_color
 
 if TYPE_CHECKING:
     from hooklab.pecore.result import PecoreResult
@@ -122,68 +126,160 @@ def to_html(result: PecoreResult) -> str:
     return "\n".join(parts)
 
 
-def _token_row(ax, tokens, scores, scale: ColorScale, selected: set, x: float = 0.0) -> float:
-    """Draw tokens as boxes coloured by score with the score below; return the end x."""
-    for i, (tok, s) in enumerate(zip(tokens, scores, strict=True)):
-        width = max(len(tok.strip()), 1) * 0.55 + 0.6
-        scored = s is not None and math.isfinite(s)
-        face = tuple(c / 255 for c in scale.rgb(s)) if scored else (0.93, 0.93, 0.93)
-        box = FancyBboxPatch(
-            (x, -0.35), width - 0.15, 0.7, boxstyle="round,pad=0.02", facecolor=face,
-            edgecolor="black" if i in selected else "none", linewidth=1.8,
-        )  # fmt: skip
-        ax.add_patch(box)
-        ink = tuple(c / 255 for c in scale.ink(s)) if scored else "0.4"
-        ax.text(x + (width - 0.15) / 2, 0, tok.strip() or "␣", ha="center", va="center",
-                fontsize=10, color=ink)  # fmt: skip
-        if scored:
-            ax.text(x + (width - 0.15) / 2, -0.55, f"{s:.3g}", ha="center", va="center",
-                    fontsize=7, color="0.3")  # fmt: skip
-        x += width
-    return x
+# ---- figure --------------------------------------------------------------------------------
+_TOKEN_PT = 7.0  # token text size
+_SCORE_PT = 5.5  # score under each token
+_TITLE_PT = 7.5
+_BOX_H, _SCORE_H, _LINE_GAP, _TITLE_H = 0.2, 0.13, 0.07, 0.22  # inches
+_BAR_SPACE = 1.0  # inches on the right for the colour bars
 
 
-def plot(result: PecoreResult, *, target: int = 0, figsize=None) -> Figure:
+def _wrap(text: str, width: float) -> list[str]:
+    """``text`` wrapped to lines of ``width`` inches at the title size."""
+    return textwrap.wrap(text, max(int(width / _text_width("x", _TITLE_PT)), 20)) or [""]
+
+
+def _text_width(text: str, points: float) -> float:
+    """Approximate width in inches of ``text`` in DejaVu Sans at ``points``."""
+    return 0.6 * points / 72 * max(len(text), 1)
+
+
+def _layout(labels, scores, spec: str, width: float) -> list[list[tuple[float, float]]]:
+    """Wrap token boxes into lines of ``width`` inches; ``(x, box width)`` per token per line."""
+    lines: list[list[tuple[float, float]]] = [[]]
+    x = 0.0
+    for label, s in zip(labels, scores, strict=True):
+        text_w = _text_width(label, _TOKEN_PT)
+        if s is not None and math.isfinite(s):
+            text_w = max(text_w, _text_width(f"{s:{spec}}", _SCORE_PT))
+        w = text_w + 0.08
+        if x + w > width and lines[-1]:
+            lines.append([])
+            x = 0.0
+        lines[-1].append((x, w))
+        x += w + 0.03
+    return lines
+
+
+def _token_rows(ax, y: float, labels, scores, scale, selected, spec, width) -> float:
+    """Draw tokens as boxes coloured by score (score below), wrapped; return the y below."""
+    lines = _layout(labels, scores, spec, width)
+    i = 0
+    for line in lines:
+        for x, w in line:
+            s = scores[i]
+            scored = s is not None and math.isfinite(s)
+            face = tuple(c / 255 for c in scale.rgb(s)) if scored else (0.93, 0.93, 0.93)
+            ax.add_patch(FancyBboxPatch(
+                (x, y), w, _BOX_H, boxstyle="round,pad=0,rounding_size=0.03", facecolor=face,
+                edgecolor="black" if i in selected else "none", linewidth=1.2,
+            ))  # fmt: skip
+            ink = tuple(c / 255 for c in scale.ink(s)) if scored else "0.35"
+            ax.text(x + w / 2, y + _BOX_H / 2, labels[i], ha="center", va="center",
+                    fontsize=_TOKEN_PT, color=ink)  # fmt: skip
+            if scored:
+                ax.text(x + w / 2, y + _BOX_H + _SCORE_H / 2, f"{s:{spec}}", ha="center",
+                        va="center", fontsize=_SCORE_PT, color="0.3")  # fmt: skip
+            i += 1
+        y += _BOX_H + _SCORE_H + _LINE_GAP
+    return y
+
+
+def _section(ax, fig, y, title, labels, scores, selected, bar_label, size, threshold=None):
+    """A title, the wrapped token boxes and a labelled colour bar on the right; return y below."""
+    from hooklab.output.style import colorbar, value_format
+
+    finite = [s for s in scores if s is not None and math.isfinite(s)]
+    scale = ColorScale.fit(finite)
+    spec = value_format(finite, 2)
+    lines = _wrap(title, size[0] - _BAR_SPACE)
+    ax.text(0, y + _TITLE_H * len(lines) / 2, "\n".join(lines), ha="left", va="center",
+            fontsize=_TITLE_PT, linespacing=1.1)  # fmt: skip
+    top = y + _TITLE_H * len(lines)
+    bottom = _token_rows(ax, top, labels, scores, scale, selected, spec, size[0] - _BAR_SPACE)
+    h = max(bottom - top - _LINE_GAP, 0.45)
+    cax = fig.add_axes([
+        (size[0] - _BAR_SPACE + 0.15) / size[0], 1 - (top + h) / size[1], 0.08 / size[0],
+        h / size[1],
+    ])  # fmt: skip
+    mappable = ScalarMappable(Normalize(scale.vmin, scale.vmax), scale.colormap())
+    bar = colorbar(fig, mappable, None, bar_label, cax=cax)
+    bar.ax.yaxis.label.set_size(5.5)
+    bar.ax.tick_params(labelsize=5)
+    ticks = MaxNLocator(3).tick_values(scale.vmin, scale.vmax)
+    ticks = [t for t in ticks if scale.vmin <= t <= scale.vmax]
+    labels = [f"{t:.3g}" for t in ticks]
+    if threshold is not None and math.isfinite(threshold):  # the CTI selection threshold
+        at = min(max(threshold, scale.vmin), scale.vmax)
+        bar.ax.axhline(at, color="black", linewidth=1.2)
+        near = [i for i, t in enumerate(ticks) if abs(t - at) < 0.12 * (scale.vmax - scale.vmin)]
+        ticks = [t for i, t in enumerate(ticks) if i not in near] + [at]
+        labels = [x for i, x in enumerate(labels) if i not in near] + [f"λ {threshold:.3g}"]
+    bar.set_ticks(ticks, labels=labels)
+    return max(bottom, top + h + _LINE_GAP)
+
+
+def plot(result: PecoreResult, *, target: int = 0, figsize=None, size="double") -> Figure:
     """Paper-ready figure: output tokens coloured by CTI, context tokens by CCI of one target.
 
     The current input is drawn in grey before the output; boxed tokens are the selected
     context-sensitive targets (top) and the cues of the shown target (bottom). Colours follow
-    :class:`~hooklab.output.view.ColorScale`, as in the text and HTML views.
+    :class:`~hooklab.output.view.ColorScale`, as in the text and HTML views; each row of tokens
+    has a colour bar naming its score, and the CTI bar marks the selection threshold. Tokens
+    wrap onto more lines instead of shrinking, so long contexts stay readable; scores print
+    with decimals chosen from the row's largest. The style is :mod:`hooklab.output.style`'s.
 
     Args:
         target: which context-sensitive token's cues to show (index into ``context_sensitive``).
+        figsize: ``(width, height)`` in inches; the height is computed when None or 0.
+        size: the width when ``figsize`` is None: ``"single"`` (3.3 in), ``"double"`` (6.9 in)
+            or inches.
     """
-    fig = Figure(figsize=figsize or (11, 2.8), constrained_layout=True)
-    axes = fig.subplots(2, 1)
-    current = [" " + w for w in result.input_current.split()]
-    ends = [
-        _token_row(
-            axes[0],
-            [*current, *result.output_current_tokens],
-            [None] * len(current) + list(result.cti_scores),
-            ColorScale.fit(result.cti_scores),
-            {len(current) + c.index for c in result.context_sensitive},
-        )
-    ]
-    axes[0].set_title(
-        f"CTI ({result.cti_metric}) of the output tokens; boxed: context-sensitive", fontsize=10
-    )
+    from hooklab.output.style import new_figure, paper_style, token_label
+    from hooklab.output.style import width as paper_width
+
+    w = figsize[0] if figsize else paper_width(size)
+    current = [" " + x for x in result.input_current.split()]
+    cti_labels = [token_label(t, "strip") for t in [*current, *result.output_current_tokens]]
+    cti_scores = [None] * len(current) + list(result.cti_scores)
+    sections = [(
+        f"CTI ({result.cti_metric}) of the output tokens; boxed: context-sensitive "
+        "(above the threshold λ)",
+        cti_labels, cti_scores, {len(current) + c.index for c in result.context_sensitive},
+        f"CTI\n{result.cti_metric}", result.cti_threshold,
+    )]  # fmt: skip
     if result.context_sensitive:
         c = result.context_sensitive[target]
-        scale = ColorScale.fit(c.input_context_scores)
-        cues = {q.index for q in c.cues}
-        ends.append(
-            _token_row(axes[1], c.input_context_tokens, c.input_context_scores, scale, cues)
-        )
-        axes[1].set_title(
-            f"CCI ({result.cci_method}, {result.cci_attributed_fn}) of the context for "
+        sections.append((
+            f"CCI ({result.cci_method} of {result.cci_attributed_fn}) of the context for "
             f"{c.token.strip()!r} vs {c.contextless_token.strip()!r}; boxed: cues",
-            fontsize=10,
+            [token_label(t, "strip") for t in c.input_context_tokens],
+            list(c.input_context_scores), {q.index for q in c.cues},
+            f"CCI\n{result.cci_method}", None,
+        ))  # fmt: skip
+    text_w = w - _BAR_SPACE
+
+    def height(title, labels, scores) -> float:
+        finite = [s for s in scores if s is not None and math.isfinite(s)]
+        n = len(_layout(labels, scores, f".{decimals(finite, 2)}f", text_w))
+        return _TITLE_H * len(_wrap(title, text_w)) + max(
+            n * (_BOX_H + _SCORE_H + _LINE_GAP), 0.45 + _LINE_GAP
         )
-    else:
-        axes[1].set_title("No context-sensitive token selected", fontsize=10)
-    for ax in axes:
-        ax.set_xlim(-0.2, max(ends) + 0.2)
-        ax.set_ylim(-0.75, 0.45)
+
+    h = (figsize[1] if figsize and figsize[1] else 0) or sum(height(*s[:3]) for s in sections)
+    if not result.context_sensitive:
+        h += _TITLE_H
+    with paper_style():
+        fig = new_figure((w, h), layout=None)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)  # inches, downwards
         ax.axis("off")
+        y = 0.0
+        for title, labels, scores, selected, bar_label, threshold in sections:
+            y = _section(ax, fig, y, title, labels, scores, selected, bar_label, (w, h),
+                         threshold)  # fmt: skip
+        if not result.context_sensitive:
+            ax.text(0, y + _TITLE_H / 2, "No context-sensitive token selected", fontsize=7.5,
+                    va="center")  # fmt: skip
     return fig

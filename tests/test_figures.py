@@ -1,0 +1,214 @@
+"""Every plot function: paper style (TrueType fonts in PDF), readable tokens, labelled scales."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+
+import matplotlib
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from hooklab.mixing.knockout_output import KnockoutOutput
+from hooklab.mixing.output import MixingOutput
+from hooklab.mixing.plot import (
+    attention_name,
+    plot_knockout,
+    plot_layers,
+    plot_matrix,
+    plot_query_layers,
+    plot_token_mixing,
+)
+from hooklab.output.sequence import SequenceAttribution
+from hooklab.output.style import DOUBLE_COLUMN, SINGLE_COLUMN, token_label
+from hooklab.output.view import decimals, number_format
+from hooklab.pecore.result import ContextSensitiveToken, Cue, PecoreResult
+
+WORDS = [" the", " cat", " sat", " on", " a", " mat", "."]
+
+
+def tokens(n: int) -> tuple[str, ...]:
+    return ("<|endoftext|>", *(WORDS[i % len(WORDS)] for i in range(n - 1)))
+
+
+def sequence(n: int = 12, steps: int = 4, signed: bool = False) -> SequenceAttribution:
+    g = torch.Generator().manual_seed(0)
+    attr = torch.rand(steps, n, generator=g) * (2 if signed else 1) - (1 if signed else 0)
+    for t in range(steps):
+        attr[t, n - steps + t :] = float("nan")
+    return SequenceAttribution(
+        tokens=tokens(n),
+        token_ids=torch.arange(n),
+        target_start=n - steps,
+        attributions=attr,
+        step_scores={"probability": torch.rand(steps, generator=g)},
+        method="saliency",
+        parameters={"attributed_fn": "probability"},
+    )
+
+
+def mixing(n: int = 10, layers: int = 4, part: str = "decoder", model=None) -> MixingOutput:
+    scores = torch.rand(layers, n, n, generator=torch.Generator().manual_seed(1)).tril()
+    scores = scores / scores.sum(-1, keepdim=True)
+    return MixingOutput(
+        tokens=tokens(n), token_ids=torch.arange(n), scores=scores, layers=tuple(range(layers)),
+        rollout=scores, parameters={"part": part, "metric": "cosine", "normalize": True},
+        target_start=n - 3, model=model,
+    )  # fmt: skip
+
+
+def knockout(layers: int = 4) -> KnockoutOutput:
+    n = 12
+    probs = torch.full((3, layers), 0.5, dtype=torch.float64)
+    probs[0, 0] = 0.1
+    return KnockoutOutput(
+        tokens=tokens(n), token_ids=torch.arange(n), target_id=3, target_token=" mat",
+        queries=(n - 1,), sources={"cue": (2,), "context": (1, 3, 4), "last": (n - 1,)},
+        windows=tuple((c,) for c in range(layers)), centres=tuple(range(layers)),
+        base_probability=0.5, probabilities=probs, parameters={"window": 1, "part": "decoder"},
+    )  # fmt: skip
+
+
+def pecore(n_context: int = 23) -> PecoreResult:
+    context = tokens(n_context)[1:]
+    scores = tuple(float(x) for x in torch.linspace(1e-6, 0.02, len(context)))
+    target = ContextSensitiveToken(
+        index=2, token=" mat", score=2.08, contextless_token=" rug",
+        input_context_tokens=context, input_context_scores=scores,
+        cues=(Cue(index=len(context) - 1, token=context[-1], score=scores[-1]),),
+    )  # fmt: skip
+    return PecoreResult(
+        input_context="".join(context), input_current="The cat sat on the",
+        output_current=" a big mat.", input_context_tokens=context,
+        output_current_tokens=(" a", " big", " mat", "."), cti_metric="kl_divergence",
+        cti_scores=(6.12e-06, 1.6e-05, 2.08, 5e-06), cti_threshold=1.42,
+        context_sensitive=(target,),
+    )  # fmt: skip
+
+
+FIGURES = {
+    "plot_sequence": lambda: sequence().plot(),
+    "plot_sequence_signed_40": lambda: sequence(40, 12, signed=True).plot(),
+    "step_scores": lambda: sequence().with_(attributions=None).plot(),
+    "plot_matrix": lambda: plot_matrix(mixing()),
+    "plot_layers": lambda: plot_layers(mixing()),
+    "plot_query_layers": lambda: plot_query_layers(mixing(layers=80)),
+    "plot_token_mixing": lambda: plot_token_mixing(mixing(), -1),
+    "plot_knockout": lambda: plot_knockout(knockout()),
+    "pecore": lambda: pecore().plot(),
+}
+
+
+def fonts(pdf: bytes) -> set[str]:
+    """The ``/Subtype`` of every font dictionary in a PDF (matplotlib writes them uncompressed)."""
+    return set(re.findall(rb"/Type\s*/Font\b.*?/Subtype\s*/(\w+)", pdf, re.S)) | set(
+        re.findall(rb"/Subtype\s*/(\w+)\s*/Type\s*/Font\b", pdf, re.S)
+    )
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_pdf_has_truetype_fonts_not_type3(name):
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"pdf.fonttype": 3}):  # a global setting does not leak in
+        FIGURES[name]().savefig(buffer, format="pdf")
+    found = fonts(buffer.getvalue())
+    assert found and b"Type3" not in found, found
+    assert matplotlib.rcParams["pdf.fonttype"] == 3  # nothing changed globally
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_paper_width(name):
+    width = FIGURES[name]().get_figwidth()
+    assert width in (SINGLE_COLUMN, DOUBLE_COLUMN), width
+
+
+def _overlaps(fig, texts) -> int:
+    """Pairs of texts whose boxes overlap (rotated 45°: closer than their font height)."""
+    fig.canvas.draw()
+    texts = [t for t in texts if t.get_text()]
+    if texts and texts[0].get_rotation() == 45:  # neighbours are pitch * sin 45° apart
+        xs = sorted(t.get_window_extent().x1 for t in texts)
+        gaps = [(b - a) * 0.7071 * 72 / fig.dpi for a, b in itertools.pairwise(xs)]
+        return sum(g < texts[0].get_fontsize() for g in gaps)
+    boxes = [t.get_window_extent() for t in texts]
+    return sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_no_overlapping_labels_at_40_tokens():
+    fig = sequence(40, 12, signed=True).plot()
+    ax = fig.axes[0]
+    assert _overlaps(fig, ax.get_yticklabels()) == 0
+    assert _overlaps(fig, ax.get_xticklabels()) == 0
+    assert not any(t.get_rotation() == 90 for t in ax.get_xticklabels())
+    wide = sequence(41, 40).plot()  # 40 target tokens: rotated 45°, small enough not to touch
+    assert _overlaps(wide, wide.axes[0].get_xticklabels()) == 0
+    page = pecore(40).plot()
+    assert _overlaps(page, page.axes[0].texts) == 0
+
+
+def test_colour_bars_are_labelled_and_signed_maps_centred():
+    fig = sequence(signed=True).plot()
+    image = fig.axes[0].images[0]
+    low, high = image.get_clim()
+    assert low == -high and image.get_cmap().name.startswith("RdBu_r")
+    assert "saliency of probability" in fig.axes[1].get_ylabel()
+    assert "Σ|score| = 1" in fig.axes[1].get_ylabel()
+    for fig in (plot_matrix(mixing()), plot_layers(mixing()), plot_matrix(mixing(), rollout=True)):
+        assert "value zeroing (cosine distance)" in fig.axes[-1].get_ylabel()
+
+
+def test_pecore_figure_draws_the_threshold_and_readable_scores():
+    fig = pecore().plot()
+    bars = [ax for ax in fig.axes[1:]]
+    assert [ax.get_ylabel().split("\n")[0] for ax in bars] == ["CTI", "CCI"]
+    assert any(t.get_text() == "λ 1.42" for t in bars[0].get_yticklabels())
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "2.1" in texts and not any("e-0" in t for t in texts)
+
+
+def test_layer_views_scale_to_deep_models():
+    deep = mixing(layers=80)
+    fig = plot_layers(deep)
+    assert len([ax for ax in fig.axes if ax.get_title().startswith("layer")]) == 12
+    assert "12 of 80" in fig._suptitle.get_text()
+    assert len(plot_layers(deep, layers=[0, 40, 79]).axes) == 3 + 1  # 3 panels, the colour bar
+    assert plot_query_layers(deep).axes[0].images[0].get_array().shape == (80, 10)
+    assert len(plot_layers(mixing(layers=2)).axes) == 3
+
+
+def test_knockout_legend_names_the_blocked_tokens():
+    fig = plot_knockout(knockout())
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[0] == "cue: cat" and legend[-1].startswith("last:")
+
+
+def test_titles_say_which_attention():
+    model = {"architecture": "MarianMTModel"}
+    assert attention_name("cross", model) == "cross-attention (decoder → encoder)"
+    assert attention_name("encoder", model) == "encoder self-attention"
+    assert attention_name("decoder", model) == "decoder self-attention"
+    assert attention_name("decoder", {"architecture": "GPT2LMHeadModel"}) == ""
+    title = plot_matrix(mixing(part="encoder", model=model)).axes[0].get_title()
+    assert "encoder self-attention" in title
+
+
+def test_tokens_and_digits():
+    assert token_label(" was") == "\u2009was" and token_label("Ġwas", "strip") == "was"
+    assert token_label("▁was", "raw") == "▁was" and token_label("  ") == "␣␣"
+    assert token_label("a\n") == "a\\n"
+    assert [decimals([x]) for x in (0.44, 0.0188, 6e-6, 28.0)] == [2, 3, 7, 0]
+    assert number_format([0.0188, 0.001])(0.0188) == "0.019"
+
+
+def test_difference_is_a_signed_map_of_reduced_scores():
+    a = sequence()
+    hidden = torch.stack([a.attributions, a.attributions], -1)  # L2 = sqrt(2) * scores
+    a = a.with_(attributions=hidden)
+    b = a.with_(attributions=hidden * 2)
+    d = a - b
+    expected = a.scores() - b.scores()
+    torch.testing.assert_close(d.attributions, expected, equal_nan=True)
+    assert (d.attributions.nan_to_num() <= 0).all() and (d.attributions < 0).any()
