@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 TOY_NAME = "toy"
+TOY_MT_NAME = "toy-mt"
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -178,6 +179,7 @@ def load(
 
     Args:
         name_or_path: ``"toy"`` (the small context LM shipped with hooklab; works offline),
+            ``"toy-mt"`` (the small context-aware translation model, a Marian; offline too),
             a local Hugging Face checkpoint directory, a hub name such as ``"gpt2"`` (needs the
             network or a cached copy), or an in-memory ``transformers`` model (then pass
             ``tokenizer``).
@@ -215,10 +217,12 @@ def load(
         name = os.fspath(name_or_path)
         if not name.strip():
             raise ValueError("Model name is empty; pass 'toy', a local directory or a hub name.")
-        if name == TOY_NAME:
+        if name in (TOY_NAME, TOY_MT_NAME):
             from hooklab.toy import TOY_DIR
+            from hooklab.toy_mt import TOY_MT_DIR
 
-            model = _load_local(TOY_DIR, device=device, dtype=dtype, tokenizer=tokenizer, **kwargs)
+            path = TOY_DIR if name == TOY_NAME else TOY_MT_DIR
+            model = _load_local(path, device=device, dtype=dtype, tokenizer=tokenizer, **kwargs)
         elif Path(name).expanduser().exists():
             path = Path(name).expanduser()
             model = _load_local(path, device=device, dtype=dtype, tokenizer=tokenizer, **kwargs)
