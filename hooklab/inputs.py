@@ -315,7 +315,23 @@ def make_batch(
     )
 
 
+_WORD_START = "▁"  # SentencePiece's word-boundary marker
+
+
 def str_tokens(model, ids: Sequence[int] | Tensor) -> list[str]:
-    """Decode each id to its text piece (special tokens kept)."""
+    """Decode each id to its text piece (special tokens kept).
+
+    A SentencePiece-style piece that starts a word (``"▁Er"``) decodes alone without its space
+    (``"Er"``); the space is put back (``" Er"``), as byte-level BPE pieces keep theirs, so that
+    joining the pieces gives the text.
+    """
     ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
-    return [model.tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+    tokenizer = model.tokenizer
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    out = []
+    for i, piece in zip(ids, pieces, strict=True):
+        text = tokenizer.decode([i], skip_special_tokens=False)
+        if isinstance(piece, str) and piece.startswith(_WORD_START) and not text.startswith(" "):
+            text = " " + text
+        out.append(text)
+    return out

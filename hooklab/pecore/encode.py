@@ -70,13 +70,20 @@ def _span_positions(
 
 
 def _output_prefix(template: str, context: str | None) -> tuple[str, str, tuple[int, int] | None]:
-    """Split an output template into (text before the current output, joiner, context span)."""
+    """Split an output template into (text before the current output, lead, context span).
+
+    The lead is the whitespace right before ``{current}``: it is tokenised with the current
+    output (a word-initial token carries its space); any other joiner, such as ``" <brk> "``'s
+    ``" <brk>"``, belongs to the forced prefix, never to the CTI candidates.
+    """
     head = template.split("{current}")[0]
+    lead = head[len(head.rstrip()) :]
+    head = head[: len(head) - len(lead)]
     if "{context}" not in head:
-        return head, "", None
+        return head, lead, None
     before, after = head.split("{context}", 1)
     context = context or ""
-    return before + context, after, (len(before), len(before) + len(context))
+    return before + context + after, lead, (len(before), len(before) + len(context))
 
 
 def encode_example(
@@ -114,18 +121,18 @@ def encode_example(
     )
     if output_context_text:
         check_texts(out_template, output_context_text, "x", "output")
-    head, joiner, out_span = _output_prefix(out_template, output_context_text)
+    head, lead, out_span = _output_prefix(out_template, output_context_text)
     ctx_prompt = encode_prompt(model, ctx_text)
     input_ids = model.tokenizer(ctx_text, add_special_tokens=False)["input_ids"]
     context_positions = _span_positions(model, ctx_text, span, len(ctx_prompt) - len(input_ids))
     output_context_positions = []
-    if head + joiner:
+    if head:
         if out_span is not None:
             out_span = (out_span[0] + len(sep), out_span[1] + len(sep))
             output_context_positions = _span_positions(model, sep + head, out_span, len(ctx_prompt))
         ctx_prompt += encode_target(model, sep + head)
     noctx_prompt = encode_prompt(model, noctx_text)
-    lead = joiner if head or joiner else sep  # text between the prefix and the current output
+    lead = lead if head else sep  # text between the prefix and the current output
     output_ids, output_current_text = _output_ids(
         model, opts, output_current_text, lead, generated, (ctx_prompt, None), ctx_text
     )
@@ -192,7 +199,7 @@ def _encode_seq2seq(
     )
     if output_context_text:
         check_texts(out_template, output_context_text, "x", "output")
-    head, joiner, out_span = _output_prefix(out_template, output_context_text)
+    head, lead, out_span = _output_prefix(out_template, output_context_text)
     start = seq2seq.decoder_start_id(model)
     source, noctx_source = (
         seq2seq.encode_source(model, ctx_text),
@@ -202,7 +209,7 @@ def _encode_seq2seq(
     nc_head = opts.contextless_output_current_text.split("{current}")[0]
     noctx_prompt = [start, *(encode_target(model, nc_head) if nc_head else [])]
     output_ids, output_current_text = _output_ids(
-        model, opts, output_current_text, joiner if head else "", generated,
+        model, opts, output_current_text, lead if head else "", generated,
         (source, ctx_prompt[1:]), ctx_text,
     )  # fmt: skip
     for what, ids in (("source", source), ("contextless source", noctx_source)):

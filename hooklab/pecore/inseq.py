@@ -68,7 +68,8 @@ def _output_context_prefix(result: PecoreResult) -> str:
     if result.output_context is None:
         return ""
     template = result.parameters.get("output_template") or "{context} {current}"
-    return template.split("{current}")[0].replace("{context}", result.output_context)
+    head = template.split("{current}")[0].rstrip()  # the lead space is the current tokens'
+    return head.replace("{context}", result.output_context)
 
 
 def _cci_entry(result: PecoreResult, c: ContextSensitiveToken) -> dict[str, Any]:
