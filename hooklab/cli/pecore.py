@@ -12,29 +12,30 @@ from pathlib import Path
 from typing import Any
 
 from hooklab.cli.args import UsageError
-from hooklab.cli.checks import check_outputs, toy_examples
+from hooklab.cli.checks import check_outputs
 
-DEFAULT_CONTEXT = "George was sick yesterday."
-DEFAULT_CURRENT = "His colleagues asked him to come"
+OUTPUT_FORMATS = ("auto", "json", "safetensors", "inseq")
 
 
-def pecore_options(options: dict[str, Any]):
-    """:class:`PecoreOptions` from the flags (validated: unknown metric, method, NaN λ ...)."""
+def pecore_options(options: dict[str, Any], defaults: dict[str, Any] | None = None):
+    """:class:`PecoreOptions` from the flags over ``defaults`` (validated: unknown metric,
+    method, NaN λ ...)."""
     from hooklab.pecore import PecoreOptions
 
     try:
-        return PecoreOptions().replace(**options)
+        return PecoreOptions().replace(**{**(defaults or {}), **options})
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(str(err.args[0]) if err.args else str(err)) from None
 
 
 def attribute_context(
     model_name_or_path: str = "toy",
-    input_context_text: str = DEFAULT_CONTEXT,
-    input_current_text: str = DEFAULT_CURRENT,
+    input_context_text: str | None = None,
+    input_current_text: str | None = None,
     output_context_text: str | None = None,
     output_current_text: str | None = None,
     save_path: str | None = None,
+    output_format: str = "auto",
     viz_path: str | None = None,
     figure_path: str | None = None,
     figure_size: float | str = "double",
@@ -48,15 +49,20 @@ def attribute_context(
 
     Prints the output with {context-sensitive targets}(score) and the context with
     [cues](score). With no option: the release example on the toy model (" hospital" is
-    selected, with the cue "sick").
+    selected, with the cue "sick"); with --model_name_or_path toy-mt and no other option, the
+    translation example ("The table was old. <brk> It was broken." -> "Er", cues "table" and
+    "Tisch"), with that model's <brk> templates.
 
     Args:
-        model_name_or_path: "toy" (the embedded model), a checkpoint directory or a hub name.
-        input_context_text: the context PECoRe contrasts with.
-        input_current_text: the current input.
+        model_name_or_path: "toy" (the embedded LM), "toy-mt" (the embedded translation
+            model), a checkpoint directory or a hub name.
+        input_context_text: the context PECoRe contrasts with (default: the release example).
+        input_current_text: the current input (default: the release example).
         output_context_text: the output's context (forced), if any.
         output_current_text: the current output, forced; None generates it.
-        save_path: write the result: JSON for a .json path, else the common safetensors format.
+        save_path: write the result to this file (see --output_format).
+        output_format: "auto" (JSON for a .json path, else the common safetensors format),
+            "json", "safetensors", or "inseq" (the JSON of Inseq's attribute-context).
         viz_path: write an HTML page of the result.
         figure_path: write the figure; PNG or PDF by the extension.
         figure_size: figure width: "single" (3.3 in), "double" (6.9 in) or inches.
@@ -65,7 +71,19 @@ def attribute_context(
         device: torch device (default: CUDA if available, else CPU).
         dtype: torch dtype, e.g. "float32".
     """
-    opts = pecore_options(options)
+    from hooklab.pecore.examples import release_example
+
+    example = release_example(model_name_or_path)
+    if input_context_text is None and input_current_text is None:
+        input_context_text = example["input_context_text"]
+        input_current_text = example["input_current_text"]
+        if output_context_text is None:
+            output_context_text = example["output_context_text"]
+    elif input_context_text is None or input_current_text is None:
+        raise UsageError("Give both --input_context_text and --input_current_text (or neither).")
+    opts = pecore_options(options, example["options"])
+    if output_format not in OUTPUT_FORMATS:
+        raise UsageError(f"--output_format {output_format!r}; choose from {OUTPUT_FORMATS}.")
     check_outputs([save_path, viz_path, figure_path], overwrite)
     if figure_path and Path(figure_path).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--figure_path {figure_path!r} should end in .png, .pdf or .svg.")
@@ -91,7 +109,7 @@ def attribute_context(
     if show_viz:
         result.show()
     if save_path:
-        print(f"saved {result.save(save_path, overwrite=overwrite)}")
+        print(f"saved {save_result(result, save_path, output_format, overwrite)}")
     if viz_path:
         path = Path(viz_path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +122,17 @@ def attribute_context(
         path = Path(figure_path)
         (written,) = save(fig, path, formats=(path.suffix.lstrip(".").lower(),))
         print(f"saved {written}")
+
+
+def save_result(result, path: str, output_format: str, overwrite: bool) -> Path:
+    """Write ``result`` in ``output_format`` (see :func:`attribute_context`)."""
+    from hooklab.output.io import write_json
+
+    if output_format == "inseq":
+        return write_json(path, result.to_inseq(), overwrite=overwrite)
+    if output_format == "json" or (output_format == "auto" and path.endswith(".json")):
+        return write_json(path, result.to_dict(), overwrite=overwrite)
+    return result.save(path, overwrite=overwrite)
 
 
 def dataset(
@@ -159,30 +188,33 @@ def dataset(
     print(json.dumps(summary, indent=2))
 
 
-def toy_dataset(output: str, n: int = 60, forced: bool = False, overwrite: bool = False) -> None:
-    """Write a PECoRe JSONL with gold annotations from the toy model's eval examples.
+def toy_dataset(
+    output: str,
+    n: int = 60,
+    forced: bool = False,
+    overwrite: bool = False,
+    model_name_or_path: str = "toy",
+) -> None:
+    """Write a PECoRe JSONL with gold annotations from an embedded model's eval examples.
 
     Args:
         output: the JSONL file to write.
-        n: how many examples (1 to the number of toy eval examples).
+        n: how many examples (1 to the number of eval examples: 100 for toy, 120 for toy-mt).
         forced: include each example's output text (forced decoding instead of generation).
         overwrite: replace an existing output file.
+        model_name_or_path: "toy" or "toy-mt" (its lines carry the <brk> templates and the
+            output context, with gold output-context cues).
     """
-    lines = toy_examples()
-    if not 1 <= n <= len(lines):
-        raise UsageError(f"--n must be in 1..{len(lines)} (toy eval examples), got {n!r}.")
+    from hooklab.pecore.examples import dataset_records
+
+    if model_name_or_path not in ("toy", "toy-mt"):
+        raise UsageError(f"--model_name_or_path {model_name_or_path!r}: use 'toy' or 'toy-mt'.")
+    try:
+        records = dataset_records(model_name_or_path, n, forced=forced)
+    except ValueError as err:
+        raise UsageError(f"--n: {err}") from None
     check_outputs([output], overwrite)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
-        for ex in lines[:n]:
-            record = {
-                "id": f"{ex['family']}-{len(ex['input_context_text'])}",
-                "input_context_text": ex["input_context_text"],
-                "input_current_text": ex["input_current_text"],
-                "gold_context_sensitive_words": [ex["dependent_word"]],
-                "gold_cue_words": [ex["cue_word"]],
-            }
-            if forced:
-                record["output_current_text"] = ex["output_current_text"].lstrip()
-            f.write(json.dumps(record) + "\n")
+        f.writelines(json.dumps(record) + "\n" for record in records)
     print(f"wrote {n} examples to {output}")

@@ -43,6 +43,8 @@ GOLD_KEYS = (
     "gold_context_sensitive_words",
     "gold_cues",
     "gold_cue_words",
+    "gold_output_cues",
+    "gold_output_cue_words",
 )
 META_KEYS = ("id",)
 
@@ -143,7 +145,11 @@ def _gold(
 
 
 def gold_metrics(result: PecoreResult, ex: dict[str, Any]) -> dict[str, Any] | None:
-    """Per-example CTI/CCI plausibility: macro-F1 of selections, AUPRC of scores, top-1."""
+    """Per-example CTI/CCI plausibility: macro-F1 of selections, AUPRC of scores, top-1.
+
+    CCI is judged on the selected tokens that are gold context-sensitive, separately for the
+    input context (``cci_*``) and the output context (``cci_output_*``).
+    """
     gold_t = _gold(
         ex,
         "gold_context_sensitive",
@@ -151,20 +157,35 @@ def gold_metrics(result: PecoreResult, ex: dict[str, Any]) -> dict[str, Any] | N
         result.output_current_tokens,
         "output_current",
     )
-    gold_c = _gold(ex, "gold_cues", "gold_cue_words", result.input_context_tokens, "input_context")
-    if gold_t is None and gold_c is None:
+    gold_cues = {
+        "input": _gold(
+            ex, "gold_cues", "gold_cue_words", result.input_context_tokens, "input_context"
+        ),
+        "output": _gold(
+            ex,
+            "gold_output_cues",
+            "gold_output_cue_words",
+            result.output_context_tokens,
+            "output_context",
+        ),
+    }
+    if gold_t is None and all(g is None for g in gold_cues.values()):
         return None
     out: dict[str, Any] = {}
     if gold_t is not None:
         selected = [c.index for c in result.context_sensitive]
         out["cti_f1"] = f1(selected, gold_t)
         out["cti_auprc"] = auprc(result.cti_scores, gold_t)
-    if gold_c is not None:
-        # CCI is judged on the selected targets that are gold context-sensitive tokens
-        judged = [c for c in result.context_sensitive if gold_t is None or c.index in gold_t]
-        out["cci_f1"] = mean([f1([q.index for q in c.cues], gold_c) for c in judged])
-        out["cci_auprc"] = mean([auprc(c.input_context_scores, gold_c) for c in judged])
-        out["cci_top1"] = mean([top1(c.input_context_scores, gold_c) for c in judged])
+    judged = [c for c in result.context_sensitive if gold_t is None or c.index in gold_t]
+    for side, gold in gold_cues.items():
+        if gold is None:
+            continue
+        name = "cci" if side == "input" else "cci_output"
+        scores = [getattr(c, f"{side}_context_scores") for c in judged]
+        cues = [[q.index for q in c.cues if q.side == side] for c in judged]
+        out[f"{name}_f1"] = mean([f1(chosen, gold) for chosen in cues])
+        out[f"{name}_auprc"] = mean([auprc(s, gold) for s in scores])
+        out[f"{name}_top1"] = mean([top1(s, gold) for s in scores])
     return out
 
 
