@@ -161,7 +161,7 @@ def reagent(
         return out.to(dev)
 
     def draw_tokens(b: int, steps: bool) -> Tensor:
-        """Replacement tokens [probe, (step,) pos] for example b (original ones before ``first``)."""
+        """Replacement tokens [probe, (step,) pos] of example b (originals before ``first``)."""
         u = draw(b, steps)
         out = tokens[b].expand(*u.shape).clone()
         out[..., first[b] :] = sample(cdfs[b, first[b] :], u[..., first[b] :])
