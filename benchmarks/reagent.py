@@ -131,7 +131,6 @@ def main(repeats: int = 1, skip_inseq: bool = False, seed: int = 0) -> None:
         ratio = inseq["seconds"] / seconds
         print(f"{'Inseq 0.7.1 measured (uniform POS table)':44s} {inseq['seconds']:8.2f} "
               f"{inseq['calls']:6d} {inseq['tokens']:9d} {ratio:8.2f}")  # fmt: skip
-        print(f"Inseq NaN scores: {inseq['nan']}")
     else:
         print(f"Inseq not measured: {why}")
     print(f"{'Inseq 0.7.1 quoted in the issue':44s} {INSEQ_QUOTED:8.2f} {'':6s} {'':9s} "

@@ -181,9 +181,11 @@ def reagent(
         # 1. one randomly replaced copy per (example, probe) serves all its active steps
         rb, rp = active.any(-1).nonzero(as_tuple=True)
         replaced = (u_mask[rb, rp] < replacing_ratio) & (pos >= starts[rb, None])
-        rows = batch.take(rb)
-        rows = dataclasses.replace(rows, tokens=torch.where(replaced, alt[rb, rp], rows.tokens))
-        f_rows = attributed_fn.take(rb)(model, rows, step_logits(model, rows))
+        rows = batch.take(rb)  # scored against the original targets, on the replaced tokens
+        perturbed = dataclasses.replace(
+            rows, tokens=torch.where(replaced, alt[rb, rp], rows.tokens)
+        )
+        f_rows = attributed_fn.take(rb)(model, rows, step_logits(model, perturbed))
         n = f_rows.shape[1]  # the rows' longest target
         delta = (f_clean[rb, :n] - f_rows).nan_to_num().clamp(-1, 1)
         old = logits[rb, rp, :n]
