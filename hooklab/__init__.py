@@ -10,6 +10,7 @@ Example:
 
 from hooklab import mixing, pecore, testing
 from hooklab.attribute import attribute
+from hooklab.faithfulness import evaluate_faithfulness
 from hooklab.generation import Generation, generate
 from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.inputs import Batch, encode_prompt, encode_target, make_batch
@@ -43,6 +44,7 @@ __all__ = [
     "attribute",
     "encode_prompt",
     "encode_target",
+    "evaluate_faithfulness",
     "generate",
     "hook_name",
     "list_methods",

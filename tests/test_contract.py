@@ -40,8 +40,6 @@ def test_to_pandas(gpt2, name):
         gpt2, list(PROMPTS), list(TARGETS), method=name, step_scores=["probability"],
         **FAST.get(name, {}),
     )  # fmt: skip
-    if not hasattr(out, "to_pandas"):
-        pytest.skip("AttributionOutput.to_pandas() is not in this branch yet")
     frame = out.to_pandas()
     assert len(frame) > 0
 
@@ -50,7 +48,9 @@ def test_every_spec_says_what_it_is():
     for name in BUILTIN:
         spec = hooklab.method_info(name)
         assert spec.name == name and spec.kind in hooklab.methods.KINDS
-        assert spec.encoder_decoder  # every built-in method runs on encoder-decoder models
+        # every built-in method runs on encoder-decoder models, except ReAGent (not yet: it
+        # refuses them with NotImplementedError, see tests/test_bad_input.py)
+        assert spec.encoder_decoder == (name != "reagent")
         assert spec.needs_gradients == (spec.kind == "gradient")
     assert hooklab.method_info("attention").final_step_only
     assert hooklab.method_info("value_zeroing").final_step_only

@@ -20,6 +20,7 @@ from tests.reference.attribution import (
     ref_occlusion,
     ref_value_zeroing,
 )
+from tests.test_reagent import test_reagent_matches_the_slow_reference
 
 PROMPTS = ["George was sick yesterday.", "It rained"]
 TARGETS = [" His colleagues asked", " all morning. She took"]
@@ -201,6 +202,7 @@ REFERENCE_TESTS = {
     "occlusion": test_occlusion,
     "attention": test_attention,
     "value_zeroing": test_value_zeroing,
+    "reagent": test_reagent_matches_the_slow_reference,
 }
 BUILTIN = hooklab.list_methods()
 

@@ -26,6 +26,7 @@ from hooklab.methods.dummy import dummy
 from hooklab.methods.gradient_shap import gradient_shap
 from hooklab.methods.integrated_gradients import integrated_gradients
 from hooklab.methods.occlusion import occlusion
+from hooklab.methods.reagent import reagent
 from hooklab.methods.saliency import input_x_gradient, saliency
 from hooklab.methods.value_zeroing import value_zeroing
 
@@ -35,6 +36,7 @@ for _method in (saliency, input_x_gradient, integrated_gradients, gradient_shap)
         _method.__name__, _method, kind="gradient", needs_gradients=True, encoder_decoder=True
     )
 register_method("occlusion", occlusion, kind="perturbation", encoder_decoder=True)
+register_method("reagent", reagent, kind="perturbation")
 register_method(
     "attention", attention, kind="attention", final_step_only=True, reduce="mean",
     encoder_decoder=True,

@@ -1,0 +1,220 @@
+"""ReAGent (Zhao & Shan, 2024): recursive attribution by replacing tokens with plausible ones.
+
+"ReAGent: A Model-agnostic Feature Attribution Method for Generative Language Models"
+(arXiv:2402.00794). For each step t, ``num_probes`` probes each hold importance logits s over
+the tokens step t sees, starting from U(0, 1). A probe step:
+
+1. replace a random ``replacing_ratio`` of the tokens (set R) by plausible alternatives
+   (:mod:`hooklab.methods.replacements`) and measure Δ = F_t(x) - F_t(x with R replaced);
+2. update s_j += logit(0.5 + 0.5·Δ) for j in R and s_j += logit(0.5 - 0.5·Δ) for the kept j
+   (raise what hurt when replaced, lower what was kept);
+3. keep the ``keep_top_n`` tokens of highest s (or the top ``keep_ratio``), replace all others
+   (``invert_keep``: replace the top ones), and stop the probe once the target token is in the
+   model's top ``stopping_condition_top_k`` predictions. (A forced target that the model ranks
+   below k on the whole input stops once it regains that rank: the kept tokens then predict it
+   as well as the whole input does. Inseq would probe until ``max_probe_steps``.)
+
+The importance of a probe is softmax(s) over the tokens the step sees; the result is the mean
+over the probes that stopped, or over all probes (with a warning) where none did. BOS is never
+replaced and scores 0. F_t is the attributed function (ReAGent uses the target probability;
+Δ is clipped to (-1, 1)).
+
+Batching: every (example, probe, step) runs at once, and a stopped one is no longer computed.
+A step sees only its prefix, so one randomly replaced copy of the whole sequence per probe
+serves step 1 of every step's probe (restricted to its prefix it is a random replacement of that
+prefix); the stopping check differs per step and runs one prefix per active (probe, step).
+Random draws come from a ``torch.Generator`` per example seeded with ``seed`` and have fixed
+sizes per example, so results do not depend on the other examples of the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from hooklab.forward import step_logits
+from hooklab.inputs import bos_token_id, make_batch, pad_token_id
+from hooklab.methods.base import MethodResult
+from hooklab.methods.replacements import replacement_probs, sample
+
+if TYPE_CHECKING:
+    from hooklab.inputs import Batch
+    from hooklab.methods.base import AttributedFn
+
+EPS = 1e-6
+
+
+def update_logits(
+    logits: Float[Tensor, "*batch pos"],
+    replaced: Bool[Tensor, "*batch pos"],
+    delta: Float[Tensor, "*batch"],
+) -> Float[Tensor, "*batch pos"]:
+    """ReAGent's update: s + logit(0.5 ± 0.5·Δ), + for replaced tokens, - for kept ones."""
+    signed = torch.where(replaced, delta[..., None], -delta[..., None])
+    return logits + torch.logit((0.5 + 0.5 * signed).clamp(EPS, 1 - EPS))
+
+
+def target_rank(
+    logits: Float[Tensor, "batch step d_vocab"], targets: Int[Tensor, "batch step"]
+) -> Int[Tensor, "batch step"]:
+    """Rank of each target among the predictions (1 = top)."""
+    target = logits.gather(-1, targets[..., None])
+    return (logits > target).sum(-1) + 1
+
+
+def _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio, steps, probes):
+    ints = {"keep_top_n": keep_top_n, "stopping_condition_top_k": stopping_condition_top_k}
+    ints |= {"max_probe_steps": steps, "num_probes": probes}
+    for name, value in ints.items():
+        if not isinstance(value, int) or value < (0 if name == "keep_top_n" else 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if keep_ratio is not None and not 0 < keep_ratio <= 1:
+        raise ValueError(f"keep_ratio must be in (0, 1] or None, got {keep_ratio!r}.")
+    if not 0 < replacing_ratio < 1:
+        raise ValueError(f"replacing_ratio must be in (0, 1), got {replacing_ratio!r}.")
+
+
+def _prefix_batch(model, batch: Batch, tokens, b, t) -> Batch:
+    """Rows ending at target token ``t[i]`` of example ``b[i]`` (prefix = ``tokens[i]``)."""
+    starts = [batch.target_start(i) for i in range(batch.size)]
+    b_l, t_l, rows = b.tolist(), t.tolist(), tokens.tolist()
+    prompts = [row[batch.pad_lengths[i] : starts[i] + s] for row, i, s in zip(rows, b_l, t_l)]
+    targets = [[int(batch.tokens[i, starts[i] + s])] for i, s in zip(b_l, t_l)]
+    return make_batch(prompts, targets, pad_id=pad_token_id(model), device=tokens.device)
+
+
+@torch.no_grad()
+def reagent(
+    model,
+    batch: Batch,
+    *,
+    attributed_fn: AttributedFn,
+    keep_top_n: int = 5,
+    keep_ratio: float | None = None,
+    invert_keep: bool = False,
+    stopping_condition_top_k: int = 3,
+    replacing_ratio: float = 0.3,
+    max_probe_steps: int = 3000,
+    num_probes: int = 16,
+    replacements: object = "model",
+    seed: int = 0,
+) -> MethodResult:
+    """ReAGent importance ``[batch, step, pos]`` (rows sum to 1 over the tokens a step sees).
+
+    Args:
+        keep_top_n: tokens kept (not replaced) in the stopping check.
+        keep_ratio: when set, keep this fraction of the tokens instead (rounded up).
+        invert_keep: replace the top tokens and keep the others in the stopping check.
+        stopping_condition_top_k: a probe stops once the target is in the top k predictions.
+        replacing_ratio: fraction of tokens replaced at random in each probe step.
+        max_probe_steps: probe steps at most.
+        num_probes: probes per step; the result is their mean.
+        replacements: ``"model"`` (the attributed model's predictions), ``"uniform"``, or a
+            hooklab model with the same tokenizer (causal or masked LM).
+        seed: seed of the random draws.
+
+    The extra ``reagent_converged`` holds the fraction of probes that stopped, per step.
+    """
+    _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio,
+           max_probe_steps, num_probes)  # fmt: skip
+    B, W = batch.tokens.shape
+    T, P, dev = batch.n_steps, num_probes, batch.tokens.device
+    tokens, targets = batch.tokens, batch.target_ids
+    bos = bos_token_id(model)
+    first = [p + int(bos is not None and int(tokens[b, p]) == bos)
+             for b, p in enumerate(batch.pad_lengths)]  # fmt: skip
+    lengths = [W - f for f in first]  # replaceable real positions of each example
+    pos = torch.arange(W, device=dev)
+    ends = torch.tensor([batch.target_start(b) for b in range(B)], device=dev)[:, None]
+    ends = ends + torch.arange(T, device=dev)  # [batch, step]: step t sees positions < end
+    starts = torch.tensor(first, device=dev)
+    sees = (pos >= starts[:, None, None]) & (pos < ends[..., None]) & batch.step_mask[..., None]
+    n_sees = sees.sum(-1)  # [batch, step]
+    n_keep = n_sees.clamp(max=keep_top_n)
+    if keep_ratio is not None:
+        n_keep = (n_sees * keep_ratio).ceil().long()
+
+    cdfs = replacement_probs(model, batch, replacements).cumsum(-1)  # [batch, pos, d_vocab]
+    clean = step_logits(model, batch)
+    f_clean = attributed_fn(model, batch, clean)  # [batch, step]
+    # a probe stops once the kept tokens rank the target within the top k; a forced target the
+    # model ranks lower on the whole input needs only reach that rank again
+    need = torch.maximum(target_rank(clean, targets), torch.tensor(stopping_condition_top_k))
+    gens = [torch.Generator().manual_seed(seed) for _ in range(B)]
+
+    def draw(b: int, steps: bool) -> Tensor:
+        """U(0, 1) draws [probe, (step,) pos] of example b: its own sizes, padded to the batch's."""
+        if steps:
+            out = torch.zeros(P, T, W)
+            out[:, : batch.target_lengths[b], first[b] :] = torch.rand(
+                P, batch.target_lengths[b], lengths[b], generator=gens[b]
+            )
+        else:
+            out = torch.zeros(P, W)
+            out[:, first[b] :] = torch.rand(P, lengths[b], generator=gens[b])
+        return out.to(dev)
+
+    def draw_tokens(b: int, steps: bool) -> Tensor:
+        """Replacement tokens [probe, (step,) pos] of example b (originals before ``first``)."""
+        u = draw(b, steps)
+        out = tokens[b].expand(*u.shape).clone()
+        out[..., first[b] :] = sample(cdfs[b, first[b] :], u[..., first[b] :])
+        return out
+
+    logits = torch.stack([draw(b, True) for b in range(B)])  # [batch, probe, step, pos]
+    stopped = torch.zeros(B, P, T, dtype=torch.bool, device=dev)
+    done = (n_sees == 0)[:, None, :].expand(B, P, T).clone()
+    for _ in range(max_probe_steps):
+        active = ~(done | stopped)
+        if not active.any():
+            break
+        # fixed-size draws per example, whatever is still active: [batch, probe, (step,) pos]
+        u_mask = torch.stack([draw(b, False) for b in range(B)])
+        alt = torch.stack([draw_tokens(b, False) for b in range(B)])
+        alt_stop = torch.stack([draw_tokens(b, True) for b in range(B)])
+        # 1. one randomly replaced copy per (example, probe) serves all its active steps
+        rb, rp = active.any(-1).nonzero(as_tuple=True)
+        replaced = (u_mask[rb, rp] < replacing_ratio) & (pos >= starts[rb, None])
+        rows = batch.take(rb)  # scored against the original targets, on the replaced tokens
+        perturbed = dataclasses.replace(
+            rows, tokens=torch.where(replaced, alt[rb, rp], rows.tokens)
+        )
+        f_rows = attributed_fn.take(rb)(model, rows, step_logits(model, perturbed))
+        n = f_rows.shape[1]  # the rows' longest target
+        delta = (f_clean[rb, :n] - f_rows).nan_to_num().clamp(-1, 1)
+        old = logits[rb, rp, :n]
+        upd = update_logits(old, replaced[:, None].expand_as(old), delta)
+        apply = active[rb, rp, :n, None] & sees[rb, :n]
+        logits[rb, rp, :n] = torch.where(apply, upd, old)
+        # 2. stopping check: keep the top tokens of each active (example, probe, step)
+        sb, sp, st = active.nonzero(as_tuple=True)
+        score = logits[sb, sp, st].masked_fill(~sees[sb, st], -math.inf)
+        rank = score.argsort(-1, descending=True).argsort(-1)
+        top = (rank < n_keep[sb, st, None]) & sees[sb, st]
+        swap = sees[sb, st] & (top if invert_keep else ~top)
+        probe = torch.where(swap, alt_stop[sb, sp, st], tokens[sb])
+        check = _prefix_batch(model, batch, probe, sb, st)
+        rank = target_rank(step_logits(model, check), targets[sb, st, None])[:, 0]
+        stopped[sb, sp, st] = rank <= need[sb, st]
+
+    importance = logits.masked_fill(~sees[:, None], -math.inf).softmax(-1).nan_to_num()
+    converged = stopped.sum(1)  # [batch, step]
+    weights = torch.where(converged[:, None] > 0, stopped, torch.ones_like(stopped)).float()
+    mean = (importance * weights[..., None]).sum(1) / weights.sum(1)[..., None]
+    failed = (converged == 0) & (n_sees > 0) & batch.step_mask
+    if failed.any():
+        warnings.warn(
+            f"ReAGent: no probe stopped within max_probe_steps={max_probe_steps} for "
+            f"{int(failed.sum())} (example, step) pairs (the target never reached the top "
+            f"{stopping_condition_top_k} with the top tokens kept); their scores are the mean "
+            "over all probes. Raise max_probe_steps or stopping_condition_top_k.",
+            stacklevel=2,
+        )
+    extras = {"reagent_converged": converged.float() / P}
+    return MethodResult(mean.masked_fill(~sees, 0.0), extras)

@@ -1,0 +1,142 @@
+"""ReAGent: the update rule by hand, determinism, the toy model's cue, no NaN without convergence.
+
+The contract (shapes, NaN pattern, batch == one by one, cleanup, save/load) is checked for every
+registered method in tests/test_contract.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+import hooklab
+from hooklab.inputs import make_batch
+from hooklab.methods.reagent import target_rank, update_logits
+from hooklab.methods.replacements import replacement_probs, sample, special_ids
+from hooklab.toy import EVAL_EXAMPLES
+
+PROMPT, TARGET = "George was sick yesterday. His colleagues asked him to come", " to the hospital."
+FAST = {"num_probes": 4, "max_probe_steps": 20}
+
+
+def test_update_rule_by_hand():
+    s = torch.tensor([0.2, 0.5, 0.1])
+    replaced = torch.tensor([True, False, True])
+    delta = torch.tensor(0.4)  # p(target | x) - p(target | x with R replaced)
+    up = math.log(0.7 / 0.3)  # logit(0.5 + 0.5 * 0.4)
+    expected = torch.tensor([0.2 + up, 0.5 - up, 0.1 + up])
+    torch.testing.assert_close(update_logits(s, replaced, delta), expected)
+    # a replacement that raised the probability (delta < 0) lowers the replaced tokens
+    torch.testing.assert_close(update_logits(s, replaced, -delta)[0], torch.tensor(0.2 - up))
+
+
+def test_target_rank():
+    logits = torch.tensor([[[0.1, 3.0, 2.0, -1.0]]])
+    assert target_rank(logits, torch.tensor([[2]])).item() == 2
+    assert target_rank(logits, torch.tensor([[1]])).item() == 1
+
+
+def test_seed_makes_it_deterministic(toy):
+    a = hooklab.attribute(toy, PROMPT, TARGET, method="reagent", seed=3, **FAST)[0]
+    b = hooklab.attribute(toy, PROMPT, TARGET, method="reagent", seed=3, **FAST)[0]
+    c = hooklab.attribute(toy, PROMPT, TARGET, method="reagent", seed=4, **FAST)[0]
+    torch.testing.assert_close(a.attributions, b.attributions, equal_nan=True, rtol=0, atol=0)
+    assert not torch.allclose(a.attributions.nan_to_num(), c.attributions.nan_to_num())
+
+
+def test_rows_are_distributions_and_bos_is_zero(toy):
+    seq = hooklab.attribute(toy, PROMPT, TARGET, method="reagent", **FAST)[0]
+    attr = seq.attributions
+    assert (attr[:, 0] == 0).all()  # BOS is never replaced
+    torch.testing.assert_close(attr.nansum(-1), torch.ones(seq.n_steps))
+    assert (attr.nan_to_num() >= 0).all()
+
+
+def _examples(cues):
+    rows = [json.loads(line) for line in EVAL_EXAMPLES.read_text().splitlines()]
+    picked = {}
+    for r in rows:
+        if r["kind"] == "contextual" and r["cue_word"] in cues and r["cue_word"] not in picked:
+            picked[r["cue_word"]] = r
+    return list(picked.values())
+
+
+def test_toy_cue_ranks_first_among_the_context(toy):
+    # Probes that never stop (every token replaced in the check) average 60 updates each; with
+    # the probability of the dependent word, the word just before it ("the", "some") is the most
+    # important token overall, so the claim is about the context tokens (as in PECoRe).
+    rows = _examples({"sick", "photographer", "busy", "evening"})
+    prompts = [f"{r['input_context_text']} {r['input_current_text']}" for r in rows]
+    targets = [r["output_current_text"] for r in rows]
+    opts = {"num_probes": 8, "max_probe_steps": 60, "keep_top_n": 0, "stopping_condition_top_k": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = hooklab.attribute(toy, prompts, targets, method="reagent", keep_ratio=None, **opts)
+    for r, seq in zip(rows, out, strict=True):
+        words = [t.strip() for t in seq.tokens]
+        step = words.index(r["dependent_word"], seq.target_start) - seq.target_start
+        n_context = 1 + len(toy.tokenizer(r["input_context_text"])["input_ids"])
+        best = int(seq.attributions[step, :n_context].argmax())
+        assert words[best] == r["cue_word"], (r["cue_word"], words[best])
+
+
+def test_no_probe_stops_gives_the_mean_and_a_warning(toy):
+    # every token replaced in the check and the target needed at rank 1: no probe stops in 2 steps
+    opts = {"num_probes": 3, "max_probe_steps": 2, "keep_top_n": 0, "stopping_condition_top_k": 1}
+    with pytest.warns(UserWarning, match="no probe stopped"):
+        seq = hooklab.attribute(toy, PROMPT, TARGET, method="reagent", **opts)[0]
+    visible = ~seq.attributions.isnan()
+    assert visible.sum() > 0 and torch.isfinite(seq.attributions[visible]).all()
+    assert (seq.extras["reagent_converged"] == 0).any()  # those steps: the mean of all probes
+    torch.testing.assert_close(seq.attributions.nansum(-1), torch.ones(seq.n_steps))
+
+
+def test_replacement_sources(toy, gpt2):
+    ids = toy.tokenizer(PROMPT)["input_ids"]
+    batch = make_batch([[toy.tokenizer.bos_token_id, *ids]])
+    for source in ("model", "uniform", toy):
+        probs = replacement_probs(toy, batch, source)
+        assert probs.gather(-1, batch.tokens[..., None]).eq(0).all()  # never the original
+        assert probs[..., special_ids(toy)].eq(0).all()
+        torch.testing.assert_close(probs.sum(-1), torch.ones(batch.tokens.shape))
+    torch.testing.assert_close(
+        replacement_probs(toy, batch, toy), replacement_probs(toy, batch, "model")
+    )
+    with pytest.raises(ValueError, match="tokenizer differs"):
+        replacement_probs(toy, batch, gpt2)
+    with pytest.raises(ValueError, match="not one of"):
+        replacement_probs(toy, batch, "nltk")
+
+
+def test_sample_inverts_the_cdf():
+    cdf = torch.tensor([[0.0, 0.5, 0.5, 1.0]])  # tokens 1 and 3, half each; 0 and 2 never
+    u = torch.tensor([[0.0], [0.49], [0.5], [0.99]])[None, ..., 0].T  # [n=4, pos=1]
+    assert sample(cdf, u).flatten().tolist() == [1, 1, 3, 3]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "match"),
+    [("num_probes", 0, "num_probes"), ("replacing_ratio", 1.0, "replacing_ratio"),
+     ("keep_ratio", 2.0, "keep_ratio")],
+)  # fmt: skip
+def test_bad_options(toy, option, value, match):
+    with pytest.raises(Exception, match=match):
+        hooklab.attribute(toy, PROMPT, TARGET, method="reagent", **{option: value})
+
+
+@pytest.mark.parametrize("model_name", ["gpt2", "toy"])
+def test_reagent_matches_the_slow_reference(request, model_name):
+    from tests.reference.reagent import ref_reagent
+
+    model = request.getfixturevalue(model_name)
+    opts = {"num_probes": 3, "max_probe_steps": 4, "keep_top_n": 2, "seed": 5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq = hooklab.attribute(model, PROMPT, TARGET, method="reagent", **opts)[0]
+    ids = seq.token_ids.tolist()
+    ref = ref_reagent(model, ids, seq.target_start, keep_top_n=2, probes=3, steps=4, seed=5)
+    torch.testing.assert_close(seq.attributions, ref, atol=1e-5, rtol=1e-4, equal_nan=True)
