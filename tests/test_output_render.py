@@ -186,7 +186,7 @@ def test_difference():
 # ---- rendering -------------------------------------------------------------------------------
 def test_to_text_plain_and_colour():
     seq = _seq()
-    text = to_text(seq, color=False, normalize=False)
+    text = to_text(seq, color=False, normalize=False, digits=2)
     assert "saliency" in text.splitlines()[0]
     assert "<|endoftext|>" in text and "▁His" in text and "leagues" in text
     assert "17.00" in text and "28.00" in text and "nan" not in text
@@ -195,7 +195,7 @@ def test_to_text_plain_and_colour():
     assert row.split("│")[1].split() == ["3.00", "13.00", "23.00"]
     assert any(line.startswith("probability") and "0.40" in line for line in text.splitlines())
     assert "\x1b[48;2;" in to_text(seq, color=True, normalize=False)
-    narrow = to_text(seq, color=False, max_width=30, normalize=False)
+    narrow = to_text(seq, color=False, max_width=30, normalize=False, digits=2)
     assert max(len(line) for line in narrow.splitlines()[1:]) <= 30
     assert "28.00" in narrow
     no_attr = to_text(seq.with_(attributions=None), color=False, digits=3)
@@ -204,15 +204,39 @@ def test_to_text_plain_and_colour():
 
 
 def test_to_html_escapes_and_colours():
-    out = to_html(_seq(hidden=True), normalize=False)
+    out = to_html(_seq(hidden=True), normalize=False, digits=3)
     assert out.startswith("<div") and "<table" in out and out.endswith("</div>")
     assert "&lt;|endoftext|&gt;" in out and "<|endoftext|>" not in out
     assert "background-color:rgb(" in out and "28.000" in out and "crossentropy" in out
 
 
 def test_show_prints(capsys):
-    _seq().show(color=False, normalize=False)
+    _seq().show(color=False, normalize=False, digits=2)
     assert "13.00" in capsys.readouterr().out
+
+
+def _cells(text: str, label: str) -> list[str]:
+    return next(line for line in text.splitlines() if line.startswith(label)).split("│")[1].split()
+
+
+def test_digits_follow_the_scores_magnitude():
+    seq = _seq()
+    small = seq.with_(attributions=seq.attributions * 1e-5, step_scores={}, extras={})  # 1e-5..3e-4
+    text = to_text(small, color=False, normalize=False)
+    assert _cells(text, "orge") == ["0.00003", "0.00013", "0.00023"]
+    assert all(float(c) > 0 for c in _cells(text, "<|endoftext|>"))
+    assert _cells(to_text(small, color=False, normalize=False, digits=2), "orge") == ["0.00"] * 3
+    page = to_html(small, normalize=False)
+    assert ">0.000280<" in page and ">0.00<" not in to_html(small, normalize=False, digits=3)
+    # large raw scores: no decimals needed for them, but the step scores keep theirs
+    text = to_text(seq, color=False, normalize=False)
+    assert _cells(text, "orge") == ["3.00", "13.00", "23.00"]
+    assert "0.40" in _cells(text, "probability")
+    bare = seq.with_(step_scores={}, extras={})
+    assert _cells(to_text(bare, color=False, normalize=False), "orge") == ["3", "13", "23"]
+    assert _cells(to_text(seq, color=False), "orge")[0] == "0.14"  # shares: 3 / 21
+    with pytest.raises(ValueError, match="digits must be None"):
+        to_text(seq, digits=-1)
 
 
 # ---- plotting --------------------------------------------------------------------------------
