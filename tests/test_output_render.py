@@ -171,12 +171,19 @@ def test_aggregate_without_attributions():
 def test_difference():
     a = _seq()
     b = a.with_(attributions=a.attributions * 0.25, method="grad")
-    d = a - b
+    d = difference(a, b)  # raw scores
     assert d.method == "saliency-grad"
     torch.testing.assert_close(d.attributions, a.attributions * 0.75, equal_nan=True)
     torch.testing.assert_close(d.step_scores["logit"], torch.zeros(3))
     mixed = difference(_seq(hidden=True), b)  # hidden dims are reduced (L2) first
     torch.testing.assert_close(mixed.attributions, d.attributions, equal_nan=True)
+    # a - b compares shares: same shares on another scale give 0, whatever the scales.
+    shares = a - b
+    assert shares.parameters["difference"]["normalize"] is True
+    torch.testing.assert_close(shares.attributions, d.attributions * 0, equal_nan=True)
+    flat = a.with_(attributions=torch.where(a.attributions.isnan(), NAN, 1.0))
+    expected = a.scores(normalize=True) - flat.scores(normalize=True)
+    torch.testing.assert_close((a - flat).attributions, expected, equal_nan=True)
     with pytest.raises(ValueError, match="tokens"):
         difference(a, a.with_(tokens=("x", *TOKENS[1:])))
     with pytest.raises(ValueError, match="target_start"):
