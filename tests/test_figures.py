@@ -204,11 +204,30 @@ def test_tokens_and_digits():
 
 
 def test_difference_is_a_signed_map_of_reduced_scores():
+    from hooklab.output.aggregate import difference
+
     a = sequence()
     hidden = torch.stack([a.attributions, a.attributions], -1)  # L2 = sqrt(2) * scores
     a = a.with_(attributions=hidden)
     b = a.with_(attributions=hidden * 2)
-    d = a - b
+    d = difference(a, b)  # raw: reduced first, then subtracted
     expected = a.scores() - b.scores()
     torch.testing.assert_close(d.attributions, expected, equal_nan=True)
     assert (d.attributions.nan_to_num() <= 0).all() and (d.attributions < 0).any()
+    same_shares = (a - b).attributions  # a - b compares shares: equal here
+    torch.testing.assert_close(same_shares, expected * 0, equal_nan=True)
+
+
+def test_ixg_minus_saliency_compares_shares(toy):
+    import hooklab
+
+    prompt, targets = "George was sick yesterday. His colleagues asked him to", " come"
+    (ixg,) = hooklab.attribute(toy, prompt, targets, method="input_x_gradient")
+    (sal,) = hooklab.attribute(toy, prompt, targets, method="saliency")
+    d = (ixg - sal).attributions
+    visible = d[~d.isnan()]
+    assert (visible > 0).any() and (visible < 0).any()
+    assert visible.abs().max() <= 1
+    # shares on both sides: each row sums to 0, and a raw difference would be all negative
+    torch.testing.assert_close(d.nansum(-1), torch.zeros(d.shape[0]), atol=1e-5, rtol=0)
+    assert (ixg.scores() - sal.scores()).nan_to_num().max() <= 0

@@ -66,7 +66,7 @@ def test_batching_and_measured_tokens(gpt2):
     assert_close(a.probabilities, b.probabilities, atol=1e-6, rtol=1e-5)
     (c,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, measured_token=7, window=None)
     assert c.target_id == 7 and c.centres is None and c.windows == ((0, 1),)
-    (d,) = attention_knockout(gpt2, PROMPT, measured_token=" the", layers=[1])
+    (d,) = attention_knockout(gpt2, PROMPT, measured_token=" the", layers=[1], window=2)
     assert d.target_token == " the" and d.centres == (1,) and d.windows == ((0, 1),)
     assert list(d.sources) == ["last", "other"]
     (e,) = attention_knockout(gpt2, PROMPT, sources=SOURCES, query=[-2, -1], window=None)
@@ -75,6 +75,7 @@ def test_batching_and_measured_tokens(gpt2):
 
 def test_window_layers():
     window_layers = ko_module.window_layers
+    assert [ko_module.auto_window(n) for n in (1, 2, 4, 12, 48, 80)] == [1, 1, 1, 3, 12, 20]
     assert window_layers(5, 9, 12) == tuple(range(1, 10))
     assert window_layers(0, 9, 12) == tuple(range(0, 5))
     assert window_layers(11, 9, 12) == tuple(range(7, 12))
@@ -107,6 +108,7 @@ def test_model_unchanged(gpt2):
     ("options", "error", "match"),
     [
         ({"window": 0}, ValueError, "window must be a positive int"),
+        ({"window": "all"}, ValueError, r"'auto' \(a quarter of the layers\) or None"),
         ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
         ({"part": "cross"}, ValueError, "decoder-only model has no 'cross' attention"),
         ({"measured_token": 10**6}, ValueError, "not a token id"),
@@ -152,6 +154,21 @@ def test_toy_cue_knockout_drops_the_dependent_word(toy):
     assert out.relative_change[0, 0] < -0.5
 
 
+def test_default_window_suits_the_depth(toy):
+    # The 4-layer toy model: "auto" blocks 1 layer per centre, so the centres differ (a
+    # window of 9 blocked every layer at every centre: identical values across the sweep).
+    prompt = "George was sick yesterday. His colleagues asked him to come to the"
+    sources = {"cue": "sick", "last": -1}
+    (out,) = attention_knockout(toy, prompt, sources=sources, measured_token=" hospital")
+    assert out.windows == ((0,), (1,), (2,), (3,)) and out.centres == (0, 1, 2, 3)
+    assert out.parameters["window"] == 1 and out.parameters["window_rule"] == "auto"
+    for row in out.probabilities:
+        assert len(set(row.tolist())) == len(row)  # every centre gives its own value
+    (given,) = attention_knockout(toy, prompt, sources=sources, window=3)
+    assert given.parameters["window"] == 3 and given.parameters["window_rule"] is None
+    assert given.windows[0] == (0, 1)
+
+
 def test_forced_targets_extend_the_sequence(gpt2):
     short = PROMPT.rsplit(" ", 2)[0]
     rest = PROMPT[len(short) :]
@@ -168,6 +185,7 @@ def test_provenance_and_resolved_parameters(gpt2):
     out = outs[0]
     assert out.model["name_or_path"] and out.model["architecture"]
     p = out.parameters
-    assert p["window"] == 9 and p["batch_size"] == 16 and p["part"] == "decoder"
+    assert p["window"] == 1 and p["window_rule"] == "auto"  # 2 layers: a quarter, at least 1
+    assert p["batch_size"] == 16 and p["part"] == "decoder"
     assert p["measured_token"] == "predicted" and p["targets"] == "" and p["layers"] == (0, 1)
     assert p["query"] == out.queries and "dtype minimum" in p["intervention"]

@@ -219,7 +219,7 @@ def test_knockout_lists_validation_and_provenance(marian):
     assert isinstance(outs, list) and len(outs) == 2
     assert outs[1].tokens[0] == "<pad>" and list(outs[0].sources) == ["last", "other"]
     p = outs[0].parameters
-    assert p["window"] == 9 and p["batch_size"] == 16 and p["part"] == "decoder"
+    assert p["window"] == 1 and p["batch_size"] == 16 and p["part"] == "decoder"
     assert outs[0].model["architecture"] == "MarianMTModel"
     for bad, match in [
         ({"window": 0}, "window must be a positive int"),

@@ -171,12 +171,19 @@ def test_aggregate_without_attributions():
 def test_difference():
     a = _seq()
     b = a.with_(attributions=a.attributions * 0.25, method="grad")
-    d = a - b
+    d = difference(a, b)  # raw scores
     assert d.method == "saliency-grad"
     torch.testing.assert_close(d.attributions, a.attributions * 0.75, equal_nan=True)
     torch.testing.assert_close(d.step_scores["logit"], torch.zeros(3))
     mixed = difference(_seq(hidden=True), b)  # hidden dims are reduced (L2) first
     torch.testing.assert_close(mixed.attributions, d.attributions, equal_nan=True)
+    # a - b compares shares: same shares on another scale give 0, whatever the scales.
+    shares = a - b
+    assert shares.parameters["difference"]["normalize"] is True
+    torch.testing.assert_close(shares.attributions, d.attributions * 0, equal_nan=True)
+    flat = a.with_(attributions=torch.where(a.attributions.isnan(), NAN, 1.0))
+    expected = a.scores(normalize=True) - flat.scores(normalize=True)
+    torch.testing.assert_close((a - flat).attributions, expected, equal_nan=True)
     with pytest.raises(ValueError, match="tokens"):
         difference(a, a.with_(tokens=("x", *TOKENS[1:])))
     with pytest.raises(ValueError, match="target_start"):
@@ -186,7 +193,7 @@ def test_difference():
 # ---- rendering -------------------------------------------------------------------------------
 def test_to_text_plain_and_colour():
     seq = _seq()
-    text = to_text(seq, color=False, normalize=False)
+    text = to_text(seq, color=False, normalize=False, digits=2)
     assert "saliency" in text.splitlines()[0]
     assert "<|endoftext|>" in text and "▁His" in text and "leagues" in text
     assert "17.00" in text and "28.00" in text and "nan" not in text
@@ -195,7 +202,7 @@ def test_to_text_plain_and_colour():
     assert row.split("│")[1].split() == ["3.00", "13.00", "23.00"]
     assert any(line.startswith("probability") and "0.40" in line for line in text.splitlines())
     assert "\x1b[48;2;" in to_text(seq, color=True, normalize=False)
-    narrow = to_text(seq, color=False, max_width=30, normalize=False)
+    narrow = to_text(seq, color=False, max_width=30, normalize=False, digits=2)
     assert max(len(line) for line in narrow.splitlines()[1:]) <= 30
     assert "28.00" in narrow
     no_attr = to_text(seq.with_(attributions=None), color=False, digits=3)
@@ -204,15 +211,39 @@ def test_to_text_plain_and_colour():
 
 
 def test_to_html_escapes_and_colours():
-    out = to_html(_seq(hidden=True), normalize=False)
+    out = to_html(_seq(hidden=True), normalize=False, digits=3)
     assert out.startswith("<div") and "<table" in out and out.endswith("</div>")
     assert "&lt;|endoftext|&gt;" in out and "<|endoftext|>" not in out
     assert "background-color:rgb(" in out and "28.000" in out and "crossentropy" in out
 
 
 def test_show_prints(capsys):
-    _seq().show(color=False, normalize=False)
+    _seq().show(color=False, normalize=False, digits=2)
     assert "13.00" in capsys.readouterr().out
+
+
+def _cells(text: str, label: str) -> list[str]:
+    return next(line for line in text.splitlines() if line.startswith(label)).split("│")[1].split()
+
+
+def test_digits_follow_the_scores_magnitude():
+    seq = _seq()
+    small = seq.with_(attributions=seq.attributions * 1e-5, step_scores={}, extras={})  # 1e-5..3e-4
+    text = to_text(small, color=False, normalize=False)
+    assert _cells(text, "orge") == ["0.00003", "0.00013", "0.00023"]
+    assert all(float(c) > 0 for c in _cells(text, "<|endoftext|>"))
+    assert _cells(to_text(small, color=False, normalize=False, digits=2), "orge") == ["0.00"] * 3
+    page = to_html(small, normalize=False)
+    assert ">0.000280<" in page and ">0.00<" not in to_html(small, normalize=False, digits=3)
+    # large raw scores: no decimals needed for them, but the step scores keep theirs
+    text = to_text(seq, color=False, normalize=False)
+    assert _cells(text, "orge") == ["3.00", "13.00", "23.00"]
+    assert "0.40" in _cells(text, "probability")
+    bare = seq.with_(step_scores={}, extras={})
+    assert _cells(to_text(bare, color=False, normalize=False), "orge") == ["3", "13", "23"]
+    assert _cells(to_text(seq, color=False), "orge")[0] == "0.14"  # shares: 3 / 21
+    with pytest.raises(ValueError, match="digits must be None"):
+        to_text(seq, digits=-1)
 
 
 # ---- plotting --------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import math
 import re
 
 import matplotlib
@@ -15,6 +17,7 @@ from test_output_io import BUILDERS
 
 from hooklab.output import view
 from hooklab.output.view import ColorScale, html_legend, use_color
+from hooklab.pecore.result import Cue
 
 ANSI = "\x1b["
 
@@ -116,6 +119,35 @@ def test_pecore_text_and_html_colours():
     assert page.count('class="hooklab-legend"') == 2  # CTI and one CCI row
     cci = ColorScale.fit(res.context_sensitive[0].input_context_scores)
     assert "background-color:rgb({},{},{})".format(*cci.rgb(0.9)) in page
+
+
+def test_pecore_text_shows_small_scores_with_two_significant_digits():
+    # CCI scores of a translation example (0.0018 and 0.0004) used to read "(0.00)".
+    res = BUILDERS["pecore"]()
+    (cs,) = res.context_sensitive
+    cs = dataclasses.replace(
+        cs,
+        score=2.08,
+        input_context_scores=(0.0004, math.nan, 0.0018),
+        cues=(Cue(0, "George", 0.0004), Cue(2, " sick", 0.0018)),
+    )
+    res = dataclasses.replace(res, context_sensitive=(cs,), cti_threshold=1.42)
+    text = res.to_text(color=False)
+    assert "[George](0.0004) was [sick](0.0018)" in text
+    assert "{come}(2.1)" in text and "CTI threshold = 1.4)" in text
+    assert "(0.00)" not in text
+
+
+def test_mixing_text_digits_follow_the_scores():
+    out = BUILDERS["mixing"]()
+    small = dataclasses.replace(out, scores=out.scores * 1e-4, rollout=None)
+    first = next(line for line in small.to_text(color=False).splitlines() if line[:3] == "<s>")
+    value = small.scores[-1, 0, 0].item()
+    assert first.split("│")[1].split() == [f"{value:.{view.decimals(small.scores[-1])}f}"]
+    assert float(first.split("│")[1]) > 0
+    fixed = next(line for line in small.to_text(color=False, digits=2).splitlines()
+                 if line[:3] == "<s>")  # fmt: skip
+    assert fixed.split("│")[1].split() == ["0.00"]
 
 
 @pytest.mark.parametrize("kind", list(BUILDERS))

@@ -123,7 +123,9 @@ def layer_list(spec: int | str | None, flag: str = "--layers") -> list[int] | No
 def depth_window(window: int | str, n_layers: int) -> int | None:
     """The knockout window: ``"auto"`` (a quarter of the layers, at least 1), ``"all"`` or k."""
     if window == "auto":
-        return max(1, round(n_layers / 4))
+        from hooklab.mixing.knockout import auto_window
+
+        return auto_window(n_layers)
     if window == "all":
         return None
     return int(window)

@@ -48,12 +48,27 @@ def window_layers(centre: int, window: int, n_layers: int) -> tuple[int, ...]:
     return tuple(range(max(0, centre - window // 2), min(n_layers, centre - (-window // 2))))
 
 
+def auto_window(n_layers: int) -> int:
+    """The default knockout window: a quarter of the model's layers, at least 1.
+
+    ``max(1, round(n_layers / 4))``: 1 for the 4-layer toy model, 3 for GPT-2 small (12),
+    12 for 48 layers. A fixed window such as 9 (Geva et al.'s for the 48-layer GPT-2 XL)
+    covers every layer at every centre of a small model, so every centre gives the same row.
+    The command line's ``--window auto`` uses this rule too.
+    """
+    return max(1, round(n_layers / 4))
+
+
 def check_options(window: Any, batch_size: Any) -> None:
-    """Raise ValueError for a window or batch size that is not a positive int."""
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
-        raise ValueError(f"window must be a positive int or None (all layers), got {window!r}.")
-    if window is not None and window < 1:
-        raise ValueError(f"window must be a positive int or None (all layers), got {window!r}.")
+    """Raise ValueError for a window that is not a positive int, "auto" or None, or a batch
+    size that is not a positive int."""
+    if window is None or window == "auto":
+        pass
+    elif isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(
+            f"window must be a positive int, 'auto' (a quarter of the layers) or None (all "
+            f"layers at once), got {window!r}."
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
 
@@ -164,7 +179,7 @@ def attention_knockout(
     targets: str | Sequence[str] = "",
     part: str | None = None,
     query: PositionsArg = -1,
-    window: int | None = 9,
+    window: int | str | None = "auto",
     layers: int | range | Sequence[int] | None = None,
     batch_size: int = 16,
 ) -> list[KnockoutOutput]:
@@ -185,8 +200,11 @@ def attention_knockout(
         part: the attention whose edges are blocked: on encoder–decoder models ``"cross"``
             (default), ``"decoder"`` or ``"encoder"``; on decoder-only models ``"decoder"``.
         query: the query positions whose edges are blocked (default: the last token).
-        window: layers blocked around each centre layer (clipped at the model's ends); None
-            blocks all layers at once (one point per source set).
+        window: layers blocked around each centre layer (clipped at the model's ends);
+            ``"auto"`` (default): :func:`auto_window`, a quarter of the model's layers (at
+            least 1); None blocks all layers at once (one point per source set). The
+            parameters record the resolved int as ``window`` and ``window_rule="auto"`` when
+            it came from the rule (``window_rule`` None otherwise).
         layers: centre layers to sweep (all when None).
         batch_size: knockouts per batched forward pass.
 
@@ -214,6 +232,9 @@ def attention_knockout(
     if sources is not None and (not isinstance(sources, Mapping) or not sources):
         raise ValueError(f"sources must be a non-empty {{name: positions}} dict, got {sources!r}.")
     n_layers = adapter.n_layers
+    rule = "auto" if window == "auto" else None
+    if window == "auto":
+        window = auto_window(n_layers)
     centres = None if window is None else tuple(select_indices(layers, n_layers, "layers"))
     windows = (
         (tuple(range(n_layers)),)
@@ -241,6 +262,7 @@ def attention_knockout(
             "targets": target,
             "query": queries,
             "window": window,
+            "window_rule": rule,
             "layers": centres,
             "batch_size": batch_size,
             "intervention": INTERVENTION,

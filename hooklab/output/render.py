@@ -13,11 +13,19 @@ are in :mod:`hooklab.pecore.render`, on the same scale).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from hooklab.output.view import ColorScale, display_token, html_grid, text_grid, use_color
+from hooklab.output.view import (
+    ColorScale,
+    decimals,
+    display_token,
+    html_grid,
+    text_grid,
+    use_color,
+)
 
 if TYPE_CHECKING:
     from hooklab.mixing.knockout_output import KnockoutOutput
@@ -33,6 +41,19 @@ __all__ = [
     "to_html",
     "to_text",
 ]
+
+
+def _number_format(digits: int | None, *rows: Any, significant: int = 2) -> Callable[[float], str]:
+    """A formatter with ``digits`` decimals; None: the most that any of ``rows`` needs to show
+    its largest ``|value|`` with ``significant`` digits (:func:`~hooklab.output.view.decimals`).
+    """
+    if digits is None:
+        digits = max((decimals(row, significant) for row in rows), default=significant)
+    elif isinstance(digits, bool) or not isinstance(digits, int) or digits < 0:
+        raise ValueError(
+            f"digits must be None (chosen from the values shown) or an int >= 0, got {digits!r}."
+        )
+    return lambda v: f"{v:.{digits}f}"
 
 
 # ---- attribution ---------------------------------------------------------------------------
@@ -78,7 +99,7 @@ def to_text(
     reduce: str | None = None,
     normalize: bool = True,
     color: bool | None = None,
-    digits: int = 2,
+    digits: int | None = None,
     max_width: int | None = None,
     hide_special: bool = False,
 ) -> str:
@@ -91,7 +112,9 @@ def to_text(
         color: colour cells with 24-bit ANSI backgrounds on the scale of
             :class:`~hooklab.output.view.ColorScale`; None: only on a terminal without
             ``NO_COLOR`` (see :func:`~hooklab.output.view.use_color`).
-        digits: decimals shown.
+        digits: decimals shown; None: chosen from the values shown, enough for the largest
+            ``|score|`` and each step-score row's largest to show two significant digits
+            (so a table of 1e-4 scores does not read ``0.00``).
         max_width: if set, split the target columns into blocks whose lines fit in this many
             characters (each block repeats the row labels).
         hide_special: leave out the rows of special tokens (``seq.special_tokens``, e.g.
@@ -112,15 +135,16 @@ def to_text(
         title.append("prompt: " + " ".join(display_token(t) for t in seq.prompt_tokens))
     if not targets:
         return "\n".join([*title, "(no attributed target tokens)"])
+    footer = _footer(seq)
     return text_grid(
         labels,
         targets,
         grid,
         scale=ColorScale.fit(grid),
         color=use_color(color),
-        fmt=lambda v: f"{v:.{digits}f}",
+        fmt=_number_format(digits, grid, *(values for _, values in footer)),
         title=title,
-        footer=_footer(seq),
+        footer=footer,
         max_width=max_width,
     )
 
@@ -130,21 +154,27 @@ def to_html(
     *,
     reduce: str | None = None,
     normalize: bool = True,
-    digits: int = 3,
+    digits: int | None = None,
     hide_special: bool = False,
 ) -> str:
-    """Return a self-contained HTML ``<div>``: the table of :func:`to_text` and a legend."""
+    """Return a self-contained HTML ``<div>``: the table of :func:`to_text` and a legend.
+
+    ``digits`` None: chosen as in :func:`to_text` but with three significant digits; each
+    cell's tooltip holds the full-precision value.
+    """
     labels, grid, n_source = _attribution_grid(seq, reduce, normalize, hide_special)
+    footer = _footer(seq)
+    rows = (grid, *(values for _, values in footer))
     return html_grid(
         labels,
         seq.target_tokens,
         grid,
         scale=ColorScale.fit(grid),
-        fmt=lambda v: f"{v:.{digits}f}",
+        fmt=_number_format(digits, *rows, significant=3),
         title=_attribution_title(seq, reduce, normalize),
         kind="attribution",
         legend="attribution",
-        footer=_footer(seq),
+        footer=footer,
         rule_before=n_source if seq.encoder_decoder else seq.target_start,
         notes=() if labels else ["prompt: " + "".join(seq.prompt_tokens)],
     )
@@ -167,11 +197,14 @@ def mixing_text(
     layer: int | None = None,
     *,
     rollout: bool = False,
-    digits: int = 2,
+    digits: int | None = None,
     color: bool | None = None,
     max_width: int | None = None,
 ) -> str:
-    """Return a terminal table of one layer's matrix: query rows, key columns."""
+    """Return a terminal table of one layer's matrix: query rows, key columns.
+
+    ``digits`` None: decimals chosen from the matrix (two significant digits at its largest).
+    """
     grid = _mixing_grid(out, layer, rollout)
     return text_grid(
         out.tokens,
@@ -179,23 +212,26 @@ def mixing_text(
         grid,
         scale=ColorScale.fit(grid),
         color=use_color(color),
-        fmt=lambda v: f"{v:.{digits}f}",
+        fmt=_number_format(digits, grid),
         title=[_mixing_title(out, layer, rollout)],
         max_width=max_width,
     )
 
 
 def mixing_html(
-    out: MixingOutput, layer: int | None = None, *, rollout: bool = False, digits: int = 3
+    out: MixingOutput, layer: int | None = None, *, rollout: bool = False, digits: int | None = None
 ) -> str:
-    """Return an HTML table of one layer's matrix, with the legend."""
+    """Return an HTML table of one layer's matrix, with the legend.
+
+    ``digits`` None: decimals chosen from the matrix (three significant digits at its largest).
+    """
     grid = _mixing_grid(out, layer, rollout)
     return html_grid(
         out.tokens,
         out.keys,
         grid,
         scale=ColorScale.fit(grid),
-        fmt=lambda v: f"{v:.{digits}f}",
+        fmt=_number_format(digits, grid, significant=3),
         title=_mixing_title(out, layer, rollout),
         kind="mixing",
         legend="rollout" if rollout else "mixing score",

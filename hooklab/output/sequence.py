@@ -251,9 +251,18 @@ class SequenceAttribution:
         return plot_sequence(self, **kwargs)
 
     def __sub__(self, other: SequenceAttribution) -> SequenceAttribution:
+        """Return ``self - other`` as shares: a signed ``[step, key_pos]`` map in [-1, 1].
+
+        Each side is reduced to ``[step, key_pos]`` (its default reduction) and each step
+        normalised to ``Σ|score| = 1`` before subtracting, so methods on different scales
+        compare (the L2 norm of input x gradient is far smaller than saliency's; a raw
+        difference would be saliency's map with the sign flipped). Positive cells: ``self``
+        gives the token a larger share. For the raw difference use
+        ``hooklab.output.aggregate.difference(a, b)``.
+        """
         from hooklab.output.aggregate import difference
 
-        return difference(self, other)
+        return difference(self, other, normalize=True)
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,8 +23,11 @@ if TYPE_CHECKING:
     from hooklab.pecore.result import PecoreResult
 
 
-def _fmt(x: float | None) -> str:
-    return "None" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+def _fmt(x: float | None, places: int | None = None) -> str:
+    """``x`` with ``places`` decimals; None: two significant digits (0.0018, 0.019, 2.1)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "None"
+    return f"{x:.{decimals([x]) if places is None else places}f}"
 
 
 def _mark(
@@ -35,13 +38,19 @@ def _mark(
     scores: Sequence[float] | None = None,
 ) -> str:
     """Join ``tokens``, marking ``marks`` as ``{left}token{right}(score)``; with ``scores``,
-    colour every token on its :class:`~hooklab.output.view.ColorScale`."""
+    colour every token on its :class:`~hooklab.output.view.ColorScale`.
+
+    The marked scores share one number of decimals: two significant digits for the largest
+    (:func:`~hooklab.output.view.decimals`), so a cue of 0.0018 reads ``(0.0018)``, not
+    ``(0.00)``, and a CTI score of 2.08 reads ``(2.1)``.
+    """
     scale = None if scores is None else ColorScale.fit(scores)
+    places = decimals(list(marks.values()))
     out = []
     for i, tok in enumerate(tokens):
         stripped = tok.lstrip()
         space = tok[: len(tok) - len(stripped)]
-        text = f"{left}{stripped}{right}({marks[i]:.2f})" if i in marks else stripped
+        text = f"{left}{stripped}{right}({_fmt(marks[i], places)})" if i in marks else stripped
         if scale is not None and scores is not None:
             text = ansi(text, scores[i], scale)
         out.append(space + text)
@@ -52,7 +61,9 @@ def to_text(result: PecoreResult, *, color: bool | None = None) -> str:
     """Inseq-like text: the output with ``{targets}(score)``, the context with ``[cues](score)``.
 
     With colour (``color=True``, or None on a terminal without ``NO_COLOR``), output tokens
-    are coloured by their CTI scores and context tokens by their CCI scores.
+    are coloured by their CTI scores and context tokens by their CCI scores. Scores print
+    with two significant digits (the marks of one line share their decimals): ``(2.1)``,
+    ``(0.019)``, ``(0.0018)``.
     """
     color = use_color(color)
     s = result.parameters
