@@ -36,7 +36,7 @@ for _method in (saliency, input_x_gradient, integrated_gradients, gradient_shap)
         _method.__name__, _method, kind="gradient", needs_gradients=True, encoder_decoder=True
     )
 register_method("occlusion", occlusion, kind="perturbation", encoder_decoder=True)
-register_method("reagent", reagent, kind="perturbation")
+register_method("reagent", reagent, kind="perturbation", encoder_decoder=True)
 register_method(
     "attention", attention, kind="attention", final_step_only=True, reduce="mean",
     encoder_decoder=True,

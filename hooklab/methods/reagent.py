@@ -19,8 +19,16 @@ over the probes that stopped, or over all probes (with a warning) where none did
 replaced and scores 0. F_t is the attributed function (ReAGent uses the target probability;
 Δ is clipped to (-1, 1)).
 
+Encoder–decoder models (Marian, BART, T5): the tokens a step sees are the source tokens and the
+decoder-input tokens before its target; probes replace both, except the source's special tokens
+(``</s>``...) and the decoder start token, which score 0, so each step's scores over
+``source_attributions`` and ``attributions`` together sum to 1. With ``replacements="model"``
+the decoder side draws from the model's own next-token predictions and the source side, which
+the decoder cannot predict, uniformly from the non-special tokens
+(:mod:`hooklab.methods.reagent_inputs`).
+
 Batching: every (example, probe, step) runs at once, and a stopped one is no longer computed.
-A step sees only its prefix, so one randomly replaced copy of the whole sequence per probe
+A step sees only its prefix, so one randomly replaced copy of the whole input per probe
 serves step 1 of every step's probe (restricted to its prefix it is a random replacement of that
 prefix); the stopping check differs per step and runs one prefix per active (probe, step).
 Random draws come from a ``torch.Generator`` per example seeded with ``seed`` and have fixed
@@ -29,7 +37,6 @@ sizes per example, so results do not depend on the other examples of the batch.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from typing import TYPE_CHECKING
@@ -39,9 +46,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from hooklab.forward import step_logits
-from hooklab.inputs import bos_token_id, make_batch, pad_token_id
+from hooklab.inputs import make_batch, pad_token_id
 from hooklab.methods.base import MethodResult
-from hooklab.methods.replacements import replacement_probs, sample
+from hooklab.methods.reagent_inputs import input_replacement_probs, replaceable, with_input_ids
+from hooklab.methods.replacements import sample
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -89,6 +97,18 @@ def _prefix_batch(model, batch: Batch, tokens, b, t) -> Batch:
     return make_batch(prompts, targets, pad_id=pad_token_id(model), device=tokens.device)
 
 
+def _check_logits(model, batch: Batch, ids, b, t) -> Float[Tensor, "batch 1 d_vocab"]:
+    """Logits predicting target token ``t[i]`` of example ``b[i]`` from input ids ``ids[i]``.
+
+    Decoder-only: one prefix per row. Encoder–decoder: the whole (right-padded) decoder input,
+    whose causal mask hides the tokens after the step, and the step's row of the logits.
+    """
+    if not batch.encoder_decoder:
+        return step_logits(model, _prefix_batch(model, batch, ids, b, t))
+    logits = step_logits(model, with_input_ids(batch.take(b), ids))
+    return logits[torch.arange(len(b), device=ids.device), t][:, None]
+
+
 @torch.no_grad()
 def reagent(
     model,
@@ -105,7 +125,8 @@ def reagent(
     replacements: object = "model",
     seed: int = 0,
 ) -> MethodResult:
-    """ReAGent importance ``[batch, step, pos]`` (rows sum to 1 over the tokens a step sees).
+    """ReAGent importance ``[batch, step, pos]`` (rows sum to 1 over the tokens a step sees;
+    encoder–decoder: over the input positions, source then decoder).
 
     Args:
         keep_top_n: tokens kept (not replaced) in the stopping check.
@@ -116,31 +137,28 @@ def reagent(
         max_probe_steps: probe steps at most.
         num_probes: probes per step; the result is their mean.
         replacements: ``"model"`` (the attributed model's predictions), ``"uniform"``, or a
-            hooklab model with the same tokenizer (causal or masked LM).
+            hooklab model with the same tokenizer (causal or masked LM; on encoder–decoder
+            models an encoder–decoder one). Source tokens of encoder–decoder models are always
+            drawn uniformly from the non-special tokens
+            (:func:`~hooklab.methods.reagent_inputs.input_replacement_probs`).
         seed: seed of the random draws.
 
     The extra ``reagent_converged`` holds the fraction of probes that stopped, per step.
     """
     _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio,
            max_probe_steps, num_probes)  # fmt: skip
-    B, W = batch.tokens.shape
+    B, W = batch.size, batch.input_width  # input positions (encoder-decoder: source first)
     T, P, dev = batch.n_steps, num_probes, batch.tokens.device
-    tokens, targets = batch.tokens, batch.target_ids
-    bos = bos_token_id(model)
-    first = [p + int(bos is not None and int(tokens[b, p]) == bos)
-             for b, p in enumerate(batch.pad_lengths)]  # fmt: skip
-    lengths = [W - f for f in first]  # replaceable real positions of each example
-    pos = torch.arange(W, device=dev)
-    ends = torch.tensor([batch.target_start(b) for b in range(B)], device=dev)[:, None]
-    ends = ends + torch.arange(T, device=dev)  # [batch, step]: step t sees positions < end
-    starts = torch.tensor(first, device=dev)
-    sees = (pos >= starts[:, None, None]) & (pos < ends[..., None]) & batch.step_mask[..., None]
+    ids, targets = batch.input_ids, batch.target_ids
+    slots = replaceable(model, batch)  # [batch, pos]
+    idx = [slots[b].nonzero()[:, 0] for b in range(B)]  # replaceable positions of each example
+    sees = batch.visible & slots[:, None]  # [batch, step, pos]
     n_sees = sees.sum(-1)  # [batch, step]
     n_keep = n_sees.clamp(max=keep_top_n)
     if keep_ratio is not None:
         n_keep = (n_sees * keep_ratio).ceil().long()
 
-    cdfs = replacement_probs(model, batch, replacements).cumsum(-1)  # [batch, pos, d_vocab]
+    cdfs = input_replacement_probs(model, batch, replacements).cumsum(-1)  # [batch, pos, d_vocab]
     clean = step_logits(model, batch)
     f_clean = attributed_fn(model, batch, clean)  # [batch, step]
     # a probe stops once the kept tokens rank the target within the top k; a forced target the
@@ -150,21 +168,21 @@ def reagent(
 
     def draw(b: int, steps: bool) -> Tensor:
         """U(0, 1) draws [probe, (step,) pos] of example b: its own sizes, padded to the batch's."""
+        n = len(idx[b])
         if steps:
             out = torch.zeros(P, T, W)
-            out[:, : batch.target_lengths[b], first[b] :] = torch.rand(
-                P, batch.target_lengths[b], lengths[b], generator=gens[b]
-            )
+            T_b = batch.target_lengths[b]
+            out[:, :T_b, idx[b].cpu()] = torch.rand(P, T_b, n, generator=gens[b])
         else:
             out = torch.zeros(P, W)
-            out[:, first[b] :] = torch.rand(P, lengths[b], generator=gens[b])
+            out[:, idx[b].cpu()] = torch.rand(P, n, generator=gens[b])
         return out.to(dev)
 
     def draw_tokens(b: int, steps: bool) -> Tensor:
-        """Replacement tokens [probe, (step,) pos] of example b (originals before ``first``)."""
+        """Replacement tokens [probe, (step,) pos] of example b (originals where not replaced)."""
         u = draw(b, steps)
-        out = tokens[b].expand(*u.shape).clone()
-        out[..., first[b] :] = sample(cdfs[b, first[b] :], u[..., first[b] :])
+        out = ids[b].expand(*u.shape).clone()
+        out[..., idx[b]] = sample(cdfs[b, idx[b]], u[..., idx[b]])
         return out
 
     logits = torch.stack([draw(b, True) for b in range(B)])  # [batch, probe, step, pos]
@@ -180,14 +198,12 @@ def reagent(
         alt_stop = torch.stack([draw_tokens(b, True) for b in range(B)])
         # 1. one randomly replaced copy per (example, probe) serves all its active steps
         rb, rp = active.any(-1).nonzero(as_tuple=True)
-        replaced = (u_mask[rb, rp] < replacing_ratio) & (pos >= starts[rb, None])
+        replaced = (u_mask[rb, rp] < replacing_ratio) & slots[rb]
         rows = batch.take(rb)  # scored against the original targets, on the replaced tokens
-        perturbed = dataclasses.replace(
-            rows, tokens=torch.where(replaced, alt[rb, rp], rows.tokens)
-        )
+        perturbed = with_input_ids(rows, torch.where(replaced, alt[rb, rp], rows.input_ids))
         f_rows = attributed_fn.take(rb)(model, rows, step_logits(model, perturbed))
         n = f_rows.shape[1]  # the rows' longest target
-        delta = (f_clean[rb, :n] - f_rows).nan_to_num().clamp(-1, 1)
+        delta = (f_clean[rb, :n] - f_rows).nan_to_num().clamp(-1, 1).to(logits.dtype)
         old = logits[rb, rp, :n]
         upd = update_logits(old, replaced[:, None].expand_as(old), delta)
         apply = active[rb, rp, :n, None] & sees[rb, :n]
@@ -198,9 +214,9 @@ def reagent(
         rank = score.argsort(-1, descending=True).argsort(-1)
         top = (rank < n_keep[sb, st, None]) & sees[sb, st]
         swap = sees[sb, st] & (top if invert_keep else ~top)
-        probe = torch.where(swap, alt_stop[sb, sp, st], tokens[sb])
-        check = _prefix_batch(model, batch, probe, sb, st)
-        rank = target_rank(step_logits(model, check), targets[sb, st, None])[:, 0]
+        probe = torch.where(swap, alt_stop[sb, sp, st], ids[sb])
+        rank = target_rank(_check_logits(model, batch, probe, sb, st), targets[sb, st, None])
+        rank = rank[:, 0]
         stopped[sb, sp, st] = rank <= need[sb, st]
 
     importance = logits.masked_fill(~sees[:, None], -math.inf).softmax(-1).nan_to_num()
