@@ -244,11 +244,6 @@ def test_encoder_decoder_bad_sources_and_targets(seq2seq):
                    "George was sick .", [list(range(5, 5 + window + 1))])  # fmt: skip
 
 
-def test_reagent_refuses_encoder_decoder(seq2seq):
-    raises_clearly(seq2seq, NotImplementedError, "reagent", hooklab.attribute, seq2seq,
-                   "George was sick .", "Georg war krank .", method="reagent")  # fmt: skip
-
-
 def test_pecore_encoder_decoder_bad_input(seq2seq):
     raises_clearly(seq2seq, ValueError, "input_current_text is empty", pecore, seq2seq,
                    CONTEXT, " ")  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 import warnings
 
 import pytest
@@ -140,3 +141,85 @@ def test_reagent_matches_the_slow_reference(request, model_name):
     ids = seq.token_ids.tolist()
     ref = ref_reagent(model, ids, seq.target_start, keep_top_n=2, probes=3, steps=4, seed=5)
     torch.testing.assert_close(seq.attributions, ref, atol=1e-5, rtol=1e-4, equal_nan=True)
+
+
+# ---- encoder-decoder models: probes on the source and on the decoder input ---------------------
+SOURCES, TARGETS = ["George was sick yesterday.", "It rained"], [" His colleagues asked", " all"]
+
+
+@pytest.fixture(scope="module", params=["marian", "t5"])
+def seq2seq(request, tmp_path_factory):
+    from tests.test_mixing_encoder_decoder import build_seq2seq
+
+    path = build_seq2seq(tmp_path_factory.mktemp(request.param), request.param)
+    return hooklab.load(path, device="cpu", dtype="float64")
+
+
+def test_seq2seq_contract(seq2seq):
+    from hooklab.testing import check_method
+
+    check_method(seq2seq, "reagent", prompts=SOURCES, targets=TARGETS, atol=1e-6, rtol=1e-5)
+
+
+def test_seq2seq_replacements_skip_specials_and_the_start_token(seq2seq):
+    from hooklab.methods.reagent_inputs import input_replacement_probs, replaceable
+    from hooklab.seq2seq import decoder_start_id, encode_source
+
+    src = encode_source(seq2seq, SOURCES[0])
+    tgt = seq2seq.tokenizer(TARGETS[0], add_special_tokens=False)["input_ids"]
+    batch = make_batch([[decoder_start_id(seq2seq)]], [tgt], sources=[src])
+    slots = replaceable(seq2seq, batch)[0]
+    specials = special_ids(seq2seq)
+    assert slots[: len(src)].tolist() == [i not in specials for i in src]
+    assert slots[len(src) :].tolist() == [False] + [True] * len(tgt)  # never the start token
+    for source in ("model", "uniform"):
+        probs = input_replacement_probs(seq2seq, batch, source)
+        assert probs.gather(-1, batch.input_ids[..., None]).eq(0).all()
+        assert probs[..., specials].eq(0).all()
+        torch.testing.assert_close(probs.sum(-1), torch.ones(batch.input_ids.shape))
+    # source side: uniform over the non-special tokens other than the original, with "model" too
+    row = input_replacement_probs(seq2seq, batch, "model")[0, 1]
+    assert row[row > 0].unique().numel() == 1
+    causal_lm = types.SimpleNamespace(tokenizer=seq2seq.tokenizer, cfg=seq2seq.cfg)
+    with pytest.raises(ValueError, match="encoder-decoder model"):
+        input_replacement_probs(seq2seq, batch, causal_lm)
+
+
+def test_seq2seq_matches_the_slow_reference(seq2seq):
+    from tests.reference.reagent import ref_reagent_seq2seq
+
+    opts = {"num_probes": 3, "max_probe_steps": 4, "keep_top_n": 2, "seed": 5}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = hooklab.attribute(seq2seq, SOURCES, TARGETS, method="reagent", **opts)
+    for seq in out:
+        src, dec = seq.source_token_ids.tolist(), seq.token_ids.tolist()
+        source, target = ref_reagent_seq2seq(seq2seq, src, dec, seq.target_start, keep_top_n=2,
+                                             probes=3, steps=4, seed=5)  # fmt: skip
+        tol = {"atol": 1e-5, "rtol": 1e-4, "equal_nan": True}
+        torch.testing.assert_close(seq.source_attributions, source, **tol)
+        torch.testing.assert_close(seq.attributions, target, **tol)
+
+
+def test_toy_mt_release_example():
+    from hooklab.toy_mt import RELEASE_EXAMPLE as ex
+
+    mt = hooklab.load("toy-mt", device="cpu")
+    source = f"{ex['input_context_text']} <brk> {ex['input_current_text']}"
+    target = f"{ex['output_context_text']} <brk> {ex['output_current_text']}"
+    runs = [hooklab.attribute(mt, source, target, method="reagent", seed=s, **FAST)[0]
+            for s in (1, 1, 2)]  # fmt: skip
+    seq = runs[0]
+    step = seq.tokens.index(" Er") - seq.target_start
+    src, tgt = seq.source_attributions[step], seq.attributions[step]
+    seen = tgt[: seq.target_start + step]
+    assert not src.isnan().any() and not seen.isnan().any() and tgt[len(seen) :].isnan().all()
+    # each step's scores over the source and the decoder input sum to 1; specials and the
+    # decoder start token are never replaced and score 0
+    torch.testing.assert_close(src.sum() + seen.sum(), torch.tensor(1.0))
+    specials = special_ids(mt)
+    assert all(src[j] == 0 for j, i in enumerate(seq.source_token_ids.tolist()) if i in specials)
+    assert seen[0] == 0
+    for other, same in ((runs[1], True), (runs[2], False)):
+        equal = torch.equal(other.source_attributions, seq.source_attributions)
+        assert equal == same
