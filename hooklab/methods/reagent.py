@@ -97,8 +97,9 @@ def _prefix_batch(model, batch: Batch, tokens, b, t) -> Batch:
     return make_batch(prompts, targets, pad_id=pad_token_id(model), device=tokens.device)
 
 
-def _check_logits(model, batch: Batch, ids, b, t) -> Float[Tensor, "batch 1 d_vocab"]:
-    """Logits predicting target token ``t[i]`` of example ``b[i]`` from input ids ``ids[i]``.
+def _check_logits(model, batch: Batch, ids, b, t) -> Float[Tensor, "batch step d_vocab"]:
+    """Logits predicting target token ``t[i]`` of example ``b[i]`` from input ids ``ids[i]``
+    (one step per row).
 
     Decoder-only: one prefix per row. Encoder–decoder: the whole (right-padded) decoder input,
     whose causal mask hides the tokens after the step, and the step's row of the logits.
