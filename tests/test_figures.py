@@ -7,6 +7,7 @@ import itertools
 import re
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -231,3 +232,95 @@ def test_ixg_minus_saliency_compares_shares(toy):
     # shares on both sides: each row sums to 0, and a raw difference would be all negative
     torch.testing.assert_close(d.nansum(-1), torch.zeros(d.shape[0]), atol=1e-5, rtol=0)
     assert (ixg.scores() - sal.scores()).nan_to_num().max() <= 0
+
+
+# ---- encoder-decoder figures ---------------------------------------------------------------
+MT_SOURCE, MT_TARGET = (
+    "The table was old. <brk> It was broken.",
+    "Der Tisch war alt. <brk> Er war kaputt.",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_marian(tmp_path_factory):
+    import hooklab
+    from tests.test_mixing_encoder_decoder import build_seq2seq
+
+    model = hooklab.load(build_seq2seq(tmp_path_factory.mktemp("marian")), device="cpu")
+    (seq,) = hooklab.attribute(model, "the cat sat", " a cat", method="saliency")
+    return seq
+
+
+@pytest.fixture(scope="module")
+def toy_mt():
+    import hooklab
+
+    return hooklab.load("toy-mt", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def mt_attribution(toy_mt):
+    import hooklab
+
+    (seq,) = hooklab.attribute(toy_mt, MT_SOURCE, MT_TARGET, method="input_x_gradient")
+    return seq
+
+
+def _pdf_fonts(fig) -> set[bytes]:
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"pdf.fonttype": 3}):
+        fig.savefig(buffer, format="pdf")
+    return fonts(buffer.getvalue())
+
+
+def _check_source_and_target_blocks(seq, hide_special: bool) -> None:
+    before = seq.scores(side="both").clone()
+    fig = seq.plot(hide_special=hide_special)
+    ax = fig.axes[0]
+    hidden = set(seq.special_tokens) if hide_special else set()
+    source = [t for t in seq.source_tokens if t not in hidden]
+    target = [t for t in seq.tokens[: seq.target_start + seq.n_steps] if t not in hidden]
+    expected = [token_label(t) for t in [*source, *target]]
+    assert [t.get_text() for t in ax.get_yticklabels()] == expected
+    assert len(fig.axes) == 2 and len(ax.images) == 1  # one heatmap, one colour bar
+    rules = [line.get_ydata()[0] for line in ax.lines]
+    assert len(source) - 0.5 in rules  # the rule between the source and the target block
+    blocks = {t.get_text(): t.xy[1] for t in ax.texts if t.get_text() in ("source", "target")}
+    assert blocks == {
+        "source": (len(source) - 1) / 2,
+        "target": len(source) + (len(target) - 1) / 2,
+    }
+    assert ax.get_ylabel() == ""  # the block labels replace the decoder-only "source"
+    image = ax.images[0].get_array()
+    assert image.shape == (len(expected), seq.n_steps)
+    low, high = ax.images[0].get_clim()  # one image, one colour scale, fitted to both blocks
+    shown = np.abs(np.ma.filled(image.astype(float), np.nan))
+    assert (low, high) == (0.0, pytest.approx(np.nanmax(shown)))
+    if hide_special:
+        assert not hidden & {t.get_text() for t in ax.get_yticklabels()}
+    torch.testing.assert_close(seq.scores(side="both"), before, equal_nan=True)  # data unchanged
+    assert b"Type3" not in _pdf_fonts(fig)
+    assert "over source + target" in fig.axes[1].get_ylabel()
+
+
+@pytest.mark.parametrize("hide_special", [False, True])
+def test_encoder_decoder_heatmap_on_tiny_marian(tiny_marian, hide_special):
+    assert {"</s>", "<pad>"} <= set(tiny_marian.special_tokens)
+    _check_source_and_target_blocks(tiny_marian, hide_special)
+    shown = [
+        t.get_text() for t in tiny_marian.plot(hide_special=hide_special).axes[0].get_yticklabels()
+    ]
+    assert ("</s>" in shown) != hide_special and ("<pad>" in shown) != hide_special
+
+
+@pytest.mark.parametrize("hide_special", [False, True])
+def test_encoder_decoder_heatmap_on_toy_mt(mt_attribution, hide_special):
+    _check_source_and_target_blocks(mt_attribution, hide_special)
+    fig = mt_attribution.plot(hide_special=hide_special)
+    assert fig.get_figwidth() == DOUBLE_COLUMN  # 11 target columns
+    assert _overlaps(fig, fig.axes[0].get_yticklabels()) == 0
+
+
+def test_decoder_only_heatmap_keeps_its_source_label():
+    ax = sequence().plot().axes[0]
+    assert ax.get_ylabel() == "source" and not [t for t in ax.texts if t.get_text() == "target"]
