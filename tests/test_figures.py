@@ -324,3 +324,97 @@ def test_encoder_decoder_heatmap_on_toy_mt(mt_attribution, hide_special):
 def test_decoder_only_heatmap_keeps_its_source_label():
     ax = sequence().plot().axes[0]
     assert ax.get_ylabel() == "source" and not [t for t in ax.texts if t.get_text() == "target"]
+
+
+def pecore_mt(selected: int = 1) -> PecoreResult:
+    """A translation-like result: an input and an output context, the cue on the output side."""
+    src, out = (" The", " table", " was", " old", "."), (" Der", " Tisch", " war", " alt", ".")
+    targets = tuple(
+        ContextSensitiveToken(
+            index=i,
+            token=tok,
+            score=0.9,
+            contextless_token=" Sie",
+            input_context_tokens=src,
+            input_context_scores=(0.0018, 0.0014, 7e-4, 7e-4, 4e-4),
+            output_context_tokens=out,
+            output_context_scores=(0.0031, 0.0011, 7e-4, 4e-4, 2e-4),
+            cues=(Cue(index=0, token=" Der", score=0.0031, side="output"),),
+        )
+        for i, tok in zip(range(selected), (" Er", " war"))
+    )
+    return PecoreResult(
+        input_context="The table was old.", input_current="It was broken.",
+        output_current=" Er war kaputt.", input_context_tokens=src,
+        output_current_tokens=(" Er", " war", " kaputt", "."), cti_metric="kl_divergence",
+        cti_scores=(0.93, 0.001, 0.001, 0.001), cti_threshold=0.64, context_sensitive=targets,
+        output_context="Der Tisch war alt.",
+    )  # fmt: skip
+
+
+def _boxed(fig) -> list[str]:
+    """The token texts of the boxed (selected) tokens, top to bottom."""
+    from matplotlib.patches import FancyBboxPatch
+
+    ax = fig.axes[0]
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch) and p.get_linewidth() > 0
+             and p.get_edgecolor()[3] > 0]  # fmt: skip
+    out = []
+    for p in boxes:
+        cx, cy = p.get_x() + p.get_width() / 2, p.get_y() + p.get_height() / 2
+        out += [t.get_text() for t in ax.texts if t.get_position() == (cx, cy)]
+    return out
+
+
+@pytest.mark.parametrize("size", ["single", "double"])
+def test_pecore_figure_shows_input_and_output_context(size):
+    fig = pecore_mt().plot(size=size)
+    texts = {t.get_text(): t.get_position()[1] for t in fig.axes[0].texts}
+    assert "input context" in texts and "output context" in texts
+    assert texts["input context"] < texts["output context"]  # y grows downwards
+    assert any("input and output context" in t for t in texts)
+    assert _boxed(fig) == ["Er", "Der"]  # the output-side cue is boxed in the output row
+    cue_y = [t.get_position()[1] for t in fig.axes[0].texts if t.get_text() == "Der"]
+    assert cue_y[0] > texts["output context"]
+    bars = fig.axes[1:]  # one colour bar (one scale) for CTI, one for both contexts
+    assert [ax.get_ylabel().split("\n")[0] for ax in bars] == ["CTI", "CCI"]
+    assert bars[1].get_ylim()[1] == pytest.approx(0.0031)  # the scale covers the output side
+    assert _overlaps(fig, fig.axes[0].texts) == 0
+    assert b"Type3" not in _pdf_fonts(fig)
+
+
+def test_pecore_figure_has_a_cci_section_per_selected_token():
+    result = pecore_mt(selected=2)
+    assert [ax.get_ylabel().split("\n")[0] for ax in result.plot().axes[1:]] == [
+        "CTI",
+        "CCI",
+        "CCI",
+    ]
+    assert len(result.plot(target=1).axes) == 1 + 2
+    assert _boxed(result.plot(target=1))[:2] == ["Er", "war"]
+
+
+def test_pecore_figure_without_output_context_has_no_row_headings():
+    texts = [t.get_text() for t in pecore().plot().axes[0].texts]
+    assert "input context" not in texts and "output context" not in texts
+
+
+@pytest.mark.parametrize("name", ["toy", "toy-mt"])
+def test_pecore_default_example_figures(name, toy_mt, toy):
+    from hooklab.pecore import pecore as run_pecore
+    from hooklab.pecore.examples import release_example
+
+    ex = release_example(name)
+    result = run_pecore(
+        toy_mt if name == "toy-mt" else toy, ex["input_context_text"], ex["input_current_text"],
+        output_context_text=ex["output_context_text"], **ex["options"],
+    )  # fmt: skip
+    for size, width in (("single", SINGLE_COLUMN), ("double", DOUBLE_COLUMN)):
+        fig = result.plot(size=size)
+        assert fig.get_figwidth() == width
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert ("output context" in texts) == (name == "toy-mt")
+        assert _overlaps(fig, fig.axes[0].texts) == 0
+        assert b"Type3" not in _pdf_fonts(fig)
+    if name == "toy-mt":
+        assert "Er" in _boxed(fig) and "Der" in _boxed(fig)  # target; its output-side cue
