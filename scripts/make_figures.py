@@ -1,10 +1,13 @@
 """Rebuild every figure in ``figures/`` and the gallery ``figures/README.md``.
 
-    python scripts/make_figures.py
+    python scripts/make_figures.py                   # every figure
+    python scripts/make_figures.py pecore_toy_mt     # only the entries writing pecore_toy_mt*
 
 Each figure is made by one ``hooklab`` command (run in this process through
-:func:`hooklab.cli.main`, with ``--overwrite``) on the embedded toy model, offline; the gallery
-shows each PNG under the command that made it.
+:func:`hooklab.cli.main`, with ``--overwrite``) on an embedded toy model (``toy`` or
+``toy-mt``), offline; the gallery shows each PNG under the command that made it. Names given on
+the command line select the entries whose figures start with one of them (the gallery is
+always rewritten in full), so one figure can be remade without touching the others.
 """
 
 import pathlib
@@ -20,6 +23,8 @@ LONG_CONTEXT = (
     "George was sick yesterday and stayed in bed all day. His sister Mary said that he had a "
     "bad cough and a fever."
 )
+MT_SOURCE = "The table was old. <brk> It was broken."  # toy-mt's default example, both sides
+MT_TARGET = "Der Tisch war alt. <brk> Er war kaputt."
 
 #: (title, command, figures it writes, what to look at)
 GALLERY = [
@@ -53,9 +58,37 @@ GALLERY = [
     (
         "PECoRe with a long context, single column",
         f"attribute-context --input_context_text {shlex.quote(LONG_CONTEXT)} "
+        "--input_current_text 'His colleagues asked him to come' "
         "--figure_path figures/pecore_long_context.png --figure_size single --noshow_viz",
         ["pecore_long_context.png"],
         "Tokens wrap onto more lines instead of overlapping.",
+    ),
+    (
+        "PECoRe on the translation model: input and output context (single column)",
+        "attribute-context --model_name_or_path toy-mt --figure_path figures/pecore_toy_mt.png "
+        "--figure_size single --noshow_viz",
+        ["pecore_toy_mt.png"],
+        f"The default toy-mt example (`{MT_SOURCE}` → `{MT_TARGET}`). CTI selects ' Er'; its "
+        "CCI scores cover the input context and the output context on one colour scale, and "
+        "the cue is on the output side ('Der', boxed).",
+    ),
+    (
+        "PECoRe on the translation model, as PDF",
+        "attribute-context --model_name_or_path toy-mt --figure_path figures/pecore_toy_mt.pdf "
+        "--figure_size single --noshow_viz",
+        ["pecore_toy_mt.pdf"],
+        "",
+    ),
+    (
+        "Input x gradient on the translation model: source and target side",
+        f"attribute --model_name_or_path toy-mt --prompt {shlex.quote(MT_SOURCE)} "
+        f"--target {shlex.quote(MT_TARGET)} --method input_x_gradient "
+        "--figure_path figures/attribution_toy_mt.png --noshow",
+        ["attribution_toy_mt.png"],
+        "Rows: the encoder tokens (source, above the rule), then the decoder prefix (target); "
+        "one colour scale, each step's shares sum to 1 over both sides. The German words lean "
+        "on their English source words (Der, Tisch ← table; alt ← old; Er ← It). In Python, "
+        "`out[0].plot(hide_special=True)` drops the `</s>`, `<pad>` and `<brk>` rows.",
     ),
     (
         "Value zeroing: per-layer mixing, rollout, one query across layers",
@@ -89,7 +122,8 @@ def gallery() -> str:
     lines = [
         "# Figures",
         "",
-        "Made by `python scripts/make_figures.py` (toy model, offline); each figure is written "
+        "Made by `python scripts/make_figures.py` (embedded toy models, offline); each figure "
+        "is written "
         "as PNG and PDF (TrueType fonts) in the style of `hooklab/output/style.py`: "
         "single-column (3.3 in) or double-column (6.9 in) wide.",
         "",
@@ -102,8 +136,10 @@ def gallery() -> str:
     return "\n".join(lines)
 
 
-def run() -> int:
-    for _, command, _, _ in GALLERY:
+def run(names: list[str]) -> int:
+    for _, command, files, _ in GALLERY:
+        if names and not any(f.startswith(tuple(names)) for f in files):
+            continue
         argv = [*shlex.split(command), "--overwrite"]
         print("$ hooklab", shlex.join(argv), flush=True)
         status = main(argv)
@@ -115,4 +151,4 @@ def run() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run(sys.argv[1:]))

@@ -7,6 +7,7 @@ import itertools
 import re
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -231,3 +232,189 @@ def test_ixg_minus_saliency_compares_shares(toy):
     # shares on both sides: each row sums to 0, and a raw difference would be all negative
     torch.testing.assert_close(d.nansum(-1), torch.zeros(d.shape[0]), atol=1e-5, rtol=0)
     assert (ixg.scores() - sal.scores()).nan_to_num().max() <= 0
+
+
+# ---- encoder-decoder figures ---------------------------------------------------------------
+MT_SOURCE, MT_TARGET = (
+    "The table was old. <brk> It was broken.",
+    "Der Tisch war alt. <brk> Er war kaputt.",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_marian(tmp_path_factory):
+    import hooklab
+    from tests.test_mixing_encoder_decoder import build_seq2seq
+
+    model = hooklab.load(build_seq2seq(tmp_path_factory.mktemp("marian")), device="cpu")
+    (seq,) = hooklab.attribute(model, "the cat sat", " a cat", method="saliency")
+    return seq
+
+
+@pytest.fixture(scope="module")
+def toy_mt():
+    import hooklab
+
+    return hooklab.load("toy-mt", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def mt_attribution(toy_mt):
+    import hooklab
+
+    (seq,) = hooklab.attribute(toy_mt, MT_SOURCE, MT_TARGET, method="input_x_gradient")
+    return seq
+
+
+def _pdf_fonts(fig) -> set[bytes]:
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"pdf.fonttype": 3}):
+        fig.savefig(buffer, format="pdf")
+    return fonts(buffer.getvalue())
+
+
+def _check_source_and_target_blocks(seq, hide_special: bool) -> None:
+    before = seq.scores(side="both").clone()
+    fig = seq.plot(hide_special=hide_special)
+    ax = fig.axes[0]
+    hidden = set(seq.special_tokens) if hide_special else set()
+    source = [t for t in seq.source_tokens if t not in hidden]
+    target = [t for t in seq.tokens[: seq.target_start + seq.n_steps] if t not in hidden]
+    expected = [token_label(t) for t in [*source, *target]]
+    assert [t.get_text() for t in ax.get_yticklabels()] == expected
+    assert len(fig.axes) == 2 and len(ax.images) == 1  # one heatmap, one colour bar
+    rules = [line.get_ydata()[0] for line in ax.lines]
+    assert len(source) - 0.5 in rules  # the rule between the source and the target block
+    blocks = {t.get_text(): t.xy[1] for t in ax.texts if t.get_text() in ("source", "target")}
+    assert blocks == {
+        "source": (len(source) - 1) / 2,
+        "target": len(source) + (len(target) - 1) / 2,
+    }
+    assert ax.get_ylabel() == ""  # the block labels replace the decoder-only "source"
+    image = ax.images[0].get_array()
+    assert image.shape == (len(expected), seq.n_steps)
+    low, high = ax.images[0].get_clim()  # one image, one colour scale, fitted to both blocks
+    shown = np.abs(np.ma.filled(image.astype(float), np.nan))
+    assert (low, high) == (0.0, pytest.approx(np.nanmax(shown)))
+    if hide_special:
+        assert not hidden & {t.get_text() for t in ax.get_yticklabels()}
+    torch.testing.assert_close(seq.scores(side="both"), before, equal_nan=True)  # data unchanged
+    assert b"Type3" not in _pdf_fonts(fig)
+    assert "over source + target" in fig.axes[1].get_ylabel()
+
+
+@pytest.mark.parametrize("hide_special", [False, True])
+def test_encoder_decoder_heatmap_on_tiny_marian(tiny_marian, hide_special):
+    assert {"</s>", "<pad>"} <= set(tiny_marian.special_tokens)
+    _check_source_and_target_blocks(tiny_marian, hide_special)
+    shown = [
+        t.get_text() for t in tiny_marian.plot(hide_special=hide_special).axes[0].get_yticklabels()
+    ]
+    assert ("</s>" in shown) != hide_special and ("<pad>" in shown) != hide_special
+
+
+@pytest.mark.parametrize("hide_special", [False, True])
+def test_encoder_decoder_heatmap_on_toy_mt(mt_attribution, hide_special):
+    _check_source_and_target_blocks(mt_attribution, hide_special)
+    fig = mt_attribution.plot(hide_special=hide_special)
+    assert fig.get_figwidth() == DOUBLE_COLUMN  # 11 target columns
+    assert _overlaps(fig, fig.axes[0].get_yticklabels()) == 0
+
+
+def test_decoder_only_heatmap_keeps_its_source_label():
+    ax = sequence().plot().axes[0]
+    assert ax.get_ylabel() == "source" and not [t for t in ax.texts if t.get_text() == "target"]
+
+
+def pecore_mt(selected: int = 1) -> PecoreResult:
+    """A translation-like result: an input and an output context, the cue on the output side."""
+    src, out = (" The", " table", " was", " old", "."), (" Der", " Tisch", " war", " alt", ".")
+    targets = tuple(
+        ContextSensitiveToken(
+            index=i,
+            token=tok,
+            score=0.9,
+            contextless_token=" Sie",
+            input_context_tokens=src,
+            input_context_scores=(0.0018, 0.0014, 7e-4, 7e-4, 4e-4),
+            output_context_tokens=out,
+            output_context_scores=(0.0031, 0.0011, 7e-4, 4e-4, 2e-4),
+            cues=(Cue(index=0, token=" Der", score=0.0031, side="output"),),
+        )
+        for i, tok in zip(range(selected), (" Er", " war"))
+    )
+    return PecoreResult(
+        input_context="The table was old.", input_current="It was broken.",
+        output_current=" Er war kaputt.", input_context_tokens=src,
+        output_current_tokens=(" Er", " war", " kaputt", "."), cti_metric="kl_divergence",
+        cti_scores=(0.93, 0.001, 0.001, 0.001), cti_threshold=0.64, context_sensitive=targets,
+        output_context="Der Tisch war alt.",
+    )  # fmt: skip
+
+
+def _boxed(fig) -> list[str]:
+    """The token texts of the boxed (selected) tokens, top to bottom."""
+    from matplotlib.patches import FancyBboxPatch
+
+    ax = fig.axes[0]
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch) and p.get_linewidth() > 0
+             and p.get_edgecolor()[3] > 0]  # fmt: skip
+    out = []
+    for p in boxes:
+        cx, cy = p.get_x() + p.get_width() / 2, p.get_y() + p.get_height() / 2
+        out += [t.get_text() for t in ax.texts if t.get_position() == (cx, cy)]
+    return out
+
+
+@pytest.mark.parametrize("size", ["single", "double"])
+def test_pecore_figure_shows_input_and_output_context(size):
+    fig = pecore_mt().plot(size=size)
+    texts = {t.get_text(): t.get_position()[1] for t in fig.axes[0].texts}
+    assert "input context" in texts and "output context" in texts
+    assert texts["input context"] < texts["output context"]  # y grows downwards
+    assert any("input and output context" in t for t in texts)
+    assert _boxed(fig) == ["Er", "Der"]  # the output-side cue is boxed in the output row
+    cue_y = [t.get_position()[1] for t in fig.axes[0].texts if t.get_text() == "Der"]
+    assert cue_y[0] > texts["output context"]
+    bars = fig.axes[1:]  # one colour bar (one scale) for CTI, one for both contexts
+    assert [ax.get_ylabel().split("\n")[0] for ax in bars] == ["CTI", "CCI"]
+    assert bars[1].get_ylim()[1] == pytest.approx(0.0031)  # the scale covers the output side
+    assert _overlaps(fig, fig.axes[0].texts) == 0
+    assert b"Type3" not in _pdf_fonts(fig)
+
+
+def test_pecore_figure_has_a_cci_section_per_selected_token():
+    result = pecore_mt(selected=2)
+    assert [ax.get_ylabel().split("\n")[0] for ax in result.plot().axes[1:]] == [
+        "CTI",
+        "CCI",
+        "CCI",
+    ]
+    assert len(result.plot(target=1).axes) == 1 + 2
+    assert _boxed(result.plot(target=1))[:2] == ["Er", "war"]
+
+
+def test_pecore_figure_without_output_context_has_no_row_headings():
+    texts = [t.get_text() for t in pecore().plot().axes[0].texts]
+    assert "input context" not in texts and "output context" not in texts
+
+
+@pytest.mark.parametrize("name", ["toy", "toy-mt"])
+def test_pecore_default_example_figures(name, toy_mt, toy):
+    from hooklab.pecore import pecore as run_pecore
+    from hooklab.pecore.examples import release_example
+
+    ex = release_example(name)
+    result = run_pecore(
+        toy_mt if name == "toy-mt" else toy, ex["input_context_text"], ex["input_current_text"],
+        output_context_text=ex["output_context_text"], **ex["options"],
+    )  # fmt: skip
+    for size, width in (("single", SINGLE_COLUMN), ("double", DOUBLE_COLUMN)):
+        fig = result.plot(size=size)
+        assert fig.get_figwidth() == width
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert ("output context" in texts) == (name == "toy-mt")
+        assert _overlaps(fig, fig.axes[0].texts) == 0
+        assert b"Type3" not in _pdf_fonts(fig)
+    if name == "toy-mt":
+        assert "Er" in _boxed(fig) and "Der" in _boxed(fig)  # target; its output-side cue

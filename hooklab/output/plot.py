@@ -10,13 +10,14 @@ import math
 from typing import TYPE_CHECKING
 
 import matplotlib
-import torch
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
 from hooklab.output.style import (
     DOUBLE_COLUMN,
+    FONT_SIZE,
     SINGLE_COLUMN,
     colorbar,
     label_size,
@@ -45,7 +46,8 @@ def _colorbar_label(seq: SequenceAttribution, reduce: str | None, normalize: boo
     if seq.attributions is not None and seq.attributions.ndim == 3:
         parts.append(f"{reduce or seq.default_reduce} over hidden dims")
     if normalize:
-        parts.append("per step, Σ|score| = 1")
+        sides = " over source + target" if seq.encoder_decoder else ""
+        parts.append(f"per step, Σ|score| = 1{sides}")
     attributed = seq.parameters.get("attributed_fn")
     name = f"{seq.method} of {attributed}" if isinstance(attributed, str) else seq.method
     return f"{name}" + (f"\n({'; '.join(parts)})" if parts else "")
@@ -62,12 +64,16 @@ def plot_sequence(
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     spaces: str = "thin",
+    hide_special: bool = False,
 ) -> Figure:
     """Return a Figure with a heatmap of the scores: source tokens (y) by target tokens (x).
 
     Rows are every token up to the last attributed target, columns are the target tokens (one
     per step), as in :func:`hooklab.output.render.to_text`. Cells a step cannot see are blank.
-    Colours follow :class:`~hooklab.output.view.ColorScale` (as the text and HTML views): with
+    Encoder–decoder outputs show the encoder tokens (labelled "source") above the decoder
+    tokens (labelled "target"), separated by a rule, on one colour scale (with ``normalize``,
+    each step's shares sum to 1 over both sides). Colours follow
+    :class:`~hooklab.output.view.ColorScale` (as the text and HTML views): with
     negative scores (e.g. a difference ``a - b``) diverging (``"RdBu_r"``) centred at 0,
     otherwise sequential (``"Reds"``) from 0; the colour bar names the method, the explained
     function and the normalisation. Without attributions, the step scores are plotted per
@@ -86,6 +92,9 @@ def plot_sequence(
         figsize: size of a new figure in inches; by default from the number of tokens.
         spaces: how leading-space markers show (``"thin"``, ``"strip"``, ``"raw"``; see
             :func:`~hooklab.output.style.token_label`).
+        hide_special: leave out the rows of special tokens (``seq.special_tokens``, e.g.
+            ``</s>`` and the decoder start token ``<pad>``); the scores (and the
+            normalisation) are unchanged.
 
     Returns:
         The :class:`~matplotlib.figure.Figure` (never shown; save it with ``fig.savefig``).
@@ -95,12 +104,16 @@ def plot_sequence(
     with paper_style():
         if scores is None or seq.n_steps == 0:
             return _plot_step_scores(seq, ax=ax, title=title, figsize=figsize, spaces=spaces)
-        return _heatmap(seq, scores, reduce, normalize, ax, cmap, annotate, title, figsize, spaces)
+        return _heatmap(
+            seq, reduce, normalize, ax, cmap, annotate, title, figsize, spaces, hide_special
+        )
 
 
-def _heatmap(seq, scores, reduce, normalize, ax, cmap, annotate, title, figsize, spaces):
-    n_rows = seq.target_start + seq.n_steps
-    grid = scores[:, :n_rows].T.detach().to("cpu", torch.float64).numpy()  # [source, step]
+def _heatmap(seq, reduce, normalize, ax, cmap, annotate, title, figsize, spaces, hide_special):
+    from hooklab.output.render import _attribution_grid  # the rows of the text and HTML views
+
+    labels, rows, n_source = _attribution_grid(seq, reduce, normalize, hide_special)
+    grid = np.array(rows, dtype=np.float64).reshape(len(labels), seq.n_steps)  # [row, step]
     n_src, n_steps = grid.shape
     scale = ColorScale.fit(grid)
     style = scale.mpl()
@@ -119,12 +132,21 @@ def _heatmap(seq, scores, reduce, normalize, ax, cmap, annotate, title, figsize,
     y_size = label_size(n_src, 0.85 * h_in)
     xlabels = token_labels(seq.target_tokens, spaces)
     ax.set_xticks(range(n_steps), xlabels, fontsize=x_size)
-    ax.set_yticks(range(n_src), token_labels(seq.tokens[:n_rows], spaces), fontsize=y_size)
+    ax.set_yticks(range(n_src), token_labels(labels, spaces), fontsize=y_size)
     rotate_ticks(ax, xlabels, x_size)
     ax.set_xlabel("target (generated or forced)")
-    ax.set_ylabel("source")
-    if seq.target_start < n_src:
-        ax.axhline(seq.target_start - 0.5, color="0.5", linewidth=0.6)
+    hidden = set(seq.special_tokens) if hide_special else set()
+    n_prompt = sum(t not in hidden for t in seq.tokens[: seq.target_start])  # kept prefix rows
+    if seq.encoder_decoder:
+        _side_labels(ax, n_source, n_src)
+        if 0 < n_source < n_src:
+            ax.axhline(n_source - 0.5, color="black", linewidth=0.9)
+        if seq.target_start > 1 and 0 < n_prompt < n_src - n_source:  # a forced prefix
+            ax.axhline(n_source + n_prompt - 0.5, color="0.5", linewidth=0.6)
+    else:
+        ax.set_ylabel("source")
+        if 0 < n_prompt < n_src:
+            ax.axhline(n_prompt - 0.5, color="0.5", linewidth=0.6)
     ax.set_title(title)
 
     if annotate is None:
@@ -141,6 +163,31 @@ def _heatmap(seq, scores, reduce, normalize, ax, cmap, annotate, title, figsize,
                 ink = tuple(c / 255 for c in scale.ink(v))  # readable on dark cells
                 ax.text(j, i, f"{v:{spec}}", ha="center", va="center", fontsize=size, color=ink)
     return fig
+
+
+def _side_labels(ax: Axes, n_source: int, n_rows: int) -> None:
+    """Label the row blocks "source" (encoder) and "target" (decoder) left of the tick labels."""
+    from matplotlib.textpath import text_to_path
+
+    widest = max(  # points; measured from the font, so no renderer (or canvas) is needed
+        (
+            text_to_path.get_text_width_height_descent(t.get_text(), t.get_fontproperties(), False)[
+                0
+            ]
+            for t in ax.get_yticklabels()
+        ),
+        default=0.0,
+    )
+    tick = ax.yaxis.get_major_ticks()[0]
+    offset = widest + tick.get_pad() + tick.get_tick_padding() + 3  # points left of the axes
+    blocks = (("source", 0, n_source), ("target", n_source, n_rows))
+    for name, first, stop in blocks:
+        if stop > first:
+            ax.annotate(
+                name, xy=(0, (first + stop - 1) / 2), xycoords=ax.get_yaxis_transform(),
+                xytext=(-offset, 0), textcoords="offset points", rotation=90, ha="right",
+                va="center", fontsize=FONT_SIZE, annotation_clip=False,
+            )  # fmt: skip
 
 
 def _plot_step_scores(

@@ -141,7 +141,8 @@ def to_html(result: PecoreResult) -> str:
 _TOKEN_PT = 7.0  # token text size
 _SCORE_PT = 5.5  # score under each token
 _TITLE_PT = 7.5
-_BOX_H, _SCORE_H, _LINE_GAP, _TITLE_H = 0.2, 0.13, 0.07, 0.22  # inches
+_SUB_PT = 6.0  # the row heading (input / output context)
+_BOX_H, _SCORE_H, _LINE_GAP, _TITLE_H, _SUB_H = 0.2, 0.13, 0.07, 0.22, 0.14  # inches
 _BAR_SPACE = 1.0  # inches on the right for the colour bars
 
 
@@ -196,18 +197,35 @@ def _token_rows(ax, y: float, labels, scores, scale, selected, spec, width) -> f
     return y
 
 
-def _section(ax, fig, y, title, labels, scores, selected, bar_label, size, threshold=None):
-    """A title, the wrapped token boxes and a labelled colour bar on the right; return y below."""
+def _rows_height(rows, text_w: float) -> float:
+    """Height in inches of a section's token rows (sub-headings included), wrapped to text_w."""
+    h = 0.0
+    for heading, labels, scores, _ in rows:
+        finite = [s for s in scores if s is not None and math.isfinite(s)]
+        n = len(_layout(labels, scores, f".{decimals(finite, 2)}f", text_w))
+        h += (_SUB_H if heading else 0.0) + n * (_BOX_H + _SCORE_H + _LINE_GAP)
+    return max(h, 0.45 + _LINE_GAP)
+
+
+def _section(ax, fig, y, title, rows, bar_label, size, threshold=None):
+    """A title, rows of wrapped token boxes on one colour scale and a labelled colour bar on
+    the right; return the y below. ``rows``: ``(heading or None, labels, scores, selected)``."""
     from hooklab.output.style import colorbar, value_format
 
-    finite = [s for s in scores if s is not None and math.isfinite(s)]
+    finite = [s for _, _, scores, _ in rows for s in scores if s is not None and math.isfinite(s)]
     scale = ColorScale.fit(finite)
     spec = value_format(finite, 2)
     lines = _wrap(title, size[0] - _BAR_SPACE)
     ax.text(0, y + _TITLE_H * len(lines) / 2, "\n".join(lines), ha="left", va="center",
             fontsize=_TITLE_PT, linespacing=1.1)  # fmt: skip
-    top = y + _TITLE_H * len(lines)
-    bottom = _token_rows(ax, top, labels, scores, scale, selected, spec, size[0] - _BAR_SPACE)
+    top = bottom = y + _TITLE_H * len(lines)
+    for heading, labels, scores, selected in rows:
+        if heading:  # which context the row shows
+            ax.text(0, bottom + _SUB_H / 2, heading, ha="left", va="center", fontsize=_SUB_PT,
+                    color="0.35", style="italic")  # fmt: skip
+            bottom += _SUB_H
+        bottom = _token_rows(ax, bottom, labels, scores, scale, selected, spec,
+                             size[0] - _BAR_SPACE)  # fmt: skip
     h = max(bottom - top - _LINE_GAP, 0.45)
     cax = fig.add_axes([
         (size[0] - _BAR_SPACE + 0.15) / size[0], 1 - (top + h) / size[1], 0.08 / size[0],
@@ -230,18 +248,44 @@ def _section(ax, fig, y, title, labels, scores, selected, bar_label, size, thres
     return max(bottom, top + h + _LINE_GAP)
 
 
-def plot(result: PecoreResult, *, target: int = 0, figsize=None, size="double") -> Figure:
-    """Paper-ready figure: output tokens coloured by CTI, context tokens by CCI of one target.
+def _cci_section(result: PecoreResult, c) -> tuple:
+    """The CCI section of one context-sensitive token: a row per context, one colour scale."""
+    from hooklab.output.style import token_label
+
+    both = bool(c.output_context_tokens)
+    rows = []
+    for side in ("input", "output"):
+        tokens = getattr(c, f"{side}_context_tokens")
+        if tokens:
+            rows.append((
+                f"{side} context" if both else None,
+                [token_label(t, "strip") for t in tokens],
+                list(getattr(c, f"{side}_context_scores")),
+                {q.index for q in c.cues if q.side == side},
+            ))  # fmt: skip
+    where = "input and output context" if both else "context"
+    title = (
+        f"CCI ({result.cci_method} of {result.cci_attributed_fn}) of the {where} for "
+        f"{c.token.strip()!r} vs {c.contextless_token.strip()!r}; boxed: cues"
+    )
+    return title, rows, f"CCI\n{result.cci_method}", None
+
+
+def plot(result: PecoreResult, *, target: int | None = None, figsize=None, size="double") -> Figure:
+    """Paper-ready figure: output tokens coloured by CTI, context tokens by CCI.
 
     The current input is drawn in grey before the output; boxed tokens are the selected
-    context-sensitive targets (top) and the cues of the shown target (bottom). Colours follow
-    :class:`~hooklab.output.view.ColorScale`, as in the text and HTML views; each row of tokens
-    has a colour bar naming its score, and the CTI bar marks the selection threshold. Tokens
-    wrap onto more lines instead of shrinking, so long contexts stay readable; scores print
-    with decimals chosen from the row's largest. The style is :mod:`hooklab.output.style`'s.
+    context-sensitive targets (top) and, below, each selected target's cues. A target's CCI
+    scores over the input context and, when there is one, the output context (each row
+    labelled) share one colour scale. Colours follow :class:`~hooklab.output.view.ColorScale`,
+    as in the text and HTML views; each section has a colour bar naming its score, and the
+    CTI bar marks the selection threshold. Tokens wrap onto more lines instead of shrinking,
+    so long contexts stay readable; scores print with decimals chosen from the section's
+    largest. The style is :mod:`hooklab.output.style`'s.
 
     Args:
-        target: which context-sensitive token's cues to show (index into ``context_sensitive``).
+        target: show only this context-sensitive token's cues (index into
+            ``context_sensitive``); None: a CCI section for every selected token.
         figsize: ``(width, height)`` in inches; the height is computed when None or 0.
         size: the width when ``figsize`` is None: ``"single"`` (3.3 in), ``"double"`` (6.9 in)
             or inches.
@@ -256,28 +300,18 @@ def plot(result: PecoreResult, *, target: int = 0, figsize=None, size="double") 
     sections = [(
         f"CTI ({result.cti_metric}) of the output tokens; boxed: context-sensitive "
         "(above the threshold λ)",
-        cti_labels, cti_scores, {len(current) + c.index for c in result.context_sensitive},
+        [(None, cti_labels, cti_scores,
+          {len(current) + c.index for c in result.context_sensitive})],
         f"CTI\n{result.cti_metric}", result.cti_threshold,
     )]  # fmt: skip
-    if result.context_sensitive:
-        c = result.context_sensitive[target]
-        sections.append((
-            f"CCI ({result.cci_method} of {result.cci_attributed_fn}) of the context for "
-            f"{c.token.strip()!r} vs {c.contextless_token.strip()!r}; boxed: cues",
-            [token_label(t, "strip") for t in c.input_context_tokens],
-            list(c.input_context_scores), {q.index for q in c.cues},
-            f"CCI\n{result.cci_method}", None,
-        ))  # fmt: skip
+    shown = result.context_sensitive if target is None else [result.context_sensitive[target]]
+    sections += [_cci_section(result, c) for c in shown]
     text_w = w - _BAR_SPACE
 
-    def height(title, labels, scores) -> float:
-        finite = [s for s in scores if s is not None and math.isfinite(s)]
-        n = len(_layout(labels, scores, f".{decimals(finite, 2)}f", text_w))
-        return _TITLE_H * len(_wrap(title, text_w)) + max(
-            n * (_BOX_H + _SCORE_H + _LINE_GAP), 0.45 + _LINE_GAP
-        )
+    def height(title, rows, *_) -> float:
+        return _TITLE_H * len(_wrap(title, text_w)) + _rows_height(rows, text_w)
 
-    h = (figsize[1] if figsize and figsize[1] else 0) or sum(height(*s[:3]) for s in sections)
+    h = (figsize[1] if figsize and figsize[1] else 0) or sum(height(*s) for s in sections)
     if not result.context_sensitive:
         h += _TITLE_H
     with paper_style():
@@ -287,9 +321,8 @@ def plot(result: PecoreResult, *, target: int = 0, figsize=None, size="double") 
         ax.set_ylim(h, 0)  # inches, downwards
         ax.axis("off")
         y = 0.0
-        for title, labels, scores, selected, bar_label, threshold in sections:
-            y = _section(ax, fig, y, title, labels, scores, selected, bar_label, (w, h),
-                         threshold)  # fmt: skip
+        for title, rows, bar_label, threshold in sections:
+            y = _section(ax, fig, y, title, rows, bar_label, (w, h), threshold)
         if not result.context_sensitive:
             ax.text(0, y + _TITLE_H / 2, "No context-sensitive token selected", fontsize=7.5,
                     va="center")  # fmt: skip
