@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,20 +28,25 @@ def no_model(monkeypatch):
     monkeypatch.setattr(hooklab, "load", refuse)
 
 
-def test_misspelt_flag_exits_2_fast_without_a_traceback():
-    def run(*args):
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV)
-        return done, time.perf_counter() - start
-
-    _, baseline = run("-c", "import hooklab")  # the package import the CLI cannot avoid
-    done, elapsed = run("-m", "hooklab", "attribute-context", "--attribution_methd", "saliency")
+def test_misspelt_flag_exits_2_without_a_traceback(monkeypatch, capsys):
+    done = subprocess.run(
+        [sys.executable, "-m", "hooklab", "attribute-context", "--attribution_methd", "saliency"],
+        capture_output=True, text=True, env=ENV,
+    )  # fmt: skip
     assert done.returncode == 2
     assert "--attribution_method" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not done.stdout
-    # < 3 s on an idle machine (importing hooklab, i.e. torch, takes ~1.6 s of it); on a
-    # loaded one, compare with the bare import instead.
-    assert elapsed < max(3.0, 1.5 * baseline), (elapsed, baseline)
+    # ...and before any model work: loading would raise here (no timing threshold in tests:
+    # the note of the CLI work states the measured time)
+    import hooklab
+    from hooklab import cli
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded before the flags were checked")
+
+    monkeypatch.setattr(hooklab, "load", no_load)
+    assert cli.main(["attribute-context", "--attribution_methd", "saliency"]) == 2
+    assert "--attribution_method" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
