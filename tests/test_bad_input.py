@@ -507,7 +507,6 @@ KO_PROMPT = "George was sick yesterday."  # 6 tokens with BOS
     ("kwargs", "exc", "match"),
     [
         ({"sources": {}}, ValueError, "sources must be a non-empty"),
-        ({"sources": {"x": []}}, ValueError, "source 'x' resolves to no key positions"),
         ({"sources": {"x": "headache"}}, ValueError, "source 'x'.*'headache' does not occur"),
         ({"sources": {"x": 9}}, ValueError, r"Invalid source 'x' 9: pass ints in -6\.\.5"),
         ({"sources": {"x": -1}, "query": 2}, ValueError,
@@ -531,6 +530,13 @@ KO_PROMPT = "George was sick yesterday."  # 6 tokens with BOS
 )  # fmt: skip
 def test_knockout_arguments(gpt2, kwargs, exc, match):
     raises_clearly(gpt2, exc, match, hooklab.mixing.attention_knockout, gpt2, KO_PROMPT, **kwargs)
+
+
+def test_knockout_empty_source_is_the_control(gpt2):
+    """An explicitly empty source (``[]``) blocks nothing: the control, exactly no change
+    (test_knockout.py relies on it), so it is not refused."""
+    (out,) = hooklab.mixing.attention_knockout(gpt2, KO_PROMPT, sources={"nothing": []})
+    assert torch.all(out.relative_change == 0)
 
 
 def test_knockout_source_partly_after_query_is_legitimate(gpt2):
@@ -613,9 +619,17 @@ def test_damaged_saved_output(saved, tmp_path, name, how, match):
 @pytest.mark.parametrize(
     ("cls", "name", "match"),
     [
-        ("AttributionOutput", "pecore.json", "holds a PECoRe result .*not an attribution output"),
-        ("AttributionOutput", "pecore.st", "holds a PECoRe result .*not an attribution output"),
-        ("PecoreResult", "attr.st", "holds an attribution output .*not a PECoRe result"),
+        (
+            "AttributionOutput",
+            "pecore.json",
+            "'pecore' output, not a 'attribution' output: it is a PECoRe result",
+        ),
+        (
+            "AttributionOutput",
+            "pecore.st",
+            "'pecore' output, not a 'attribution' output: it is a PECoRe result",
+        ),
+        ("PecoreResult", "attr.st", "it is an attribution output .*not a PECoRe result"),
         ("MixingOutput", "attr.st", "not a context-mixing output"),
         ("KnockoutOutput", "pecore.st", "not an attention-knockout output"),
     ],
@@ -635,7 +649,7 @@ def test_saved_output_of_another_kind(saved, cls, name, match):
         ('{"hello": 1}', ValueError, r"JSON of another schema \(keys \['hello'\]"),
         ("[1, 2]", ValueError, r"JSON of another schema \(a list"),
         ("{not json", ValueError, "invalid JSON"),
-        ("plain text notes", ValueError, "not a readable safetensors file"),
+        ("plain text notes", ValueError, "not a safetensors file"),
     ],
 )
 def test_foreign_file_is_not_an_output(tmp_path, content, exc, match):

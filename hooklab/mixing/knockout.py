@@ -86,16 +86,12 @@ def _check_rows(adapter: Adapter, knockouts: Sequence[Knockout], n_keys: int) ->
 
 
 def _check_sources(
-    adapter: Adapter, keys: Mapping[str, Sequence[int]], queries: Sequence[int], given: bool
+    adapter: Adapter, keys: Mapping[str, Sequence[int]], queries: Sequence[int]
 ) -> None:
-    """Raise ValueError for a source set with no positions, or (causal attention) one whose
-    positions all come after every query position: blocking it could not change anything."""
+    """Raise ValueError for a source set (causal attention) whose positions all come after
+    every query position: blocking it could not change anything. An explicitly empty source
+    (``[]``) is allowed: it is the control that must change nothing."""
     for name, positions in keys.items():
-        if not positions and given:
-            raise ValueError(
-                f"source {name!r} resolves to no key positions; pass at least one position "
-                "(an int, a list, a range or a substring of the text)."
-            )
         if positions and adapter.causal and min(positions) > max(queries):
             raise ValueError(
                 f"source {name!r} (positions {list(positions)}) comes after every query position "
@@ -273,7 +269,7 @@ def attention_knockout(
             name: tuple(token_positions(key_tokens, s, f"source {name!r}"))
             for name, s in spec.items()
         }
-        _check_sources(adapter, keys, queries, sources is not None)
+        _check_sources(adapter, keys, queries)
         token_id = measured_token_id(adapter, example, measured_token)
         knockouts = [((), (), ())] + [(w, queries, k) for k in keys.values() for w in windows]
         probs = knockout_probabilities(

@@ -180,7 +180,7 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
                 tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
         except (SafetensorError, OSError) as err:
             raise _not_output(
-                path, f"not a readable safetensors file of {size} bytes, truncated or damaged? "
+                path, f"not a safetensors file, or a truncated or damaged one ({size} bytes) "
                 f"({err})"
             ) from err  # fmt: skip
         key = META_KEY if META_KEY in entries else next(
@@ -225,8 +225,9 @@ def load(path: str | Path, kind: str | None = None) -> Output:
         )
     if kind is not None and found != kind:
         raise ValueError(
-            f"{str(path)!r} holds {_WHAT[found]}, not {_WHAT[kind]}; load it with its class's "
-            ".load() or with hooklab.load_output (which returns the right class)."
+            f"{str(path)!r} holds a {found!r} output, not a {kind!r} output: it is "
+            f"{_WHAT[found]}, not {_WHAT[kind]}. Load it with its class's .load() or with "
+            "hooklab.load_output (which returns the right class)."
         )
     if tensors is None and found != "pecore":
         raise ValueError(
