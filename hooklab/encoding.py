@@ -15,8 +15,8 @@ from typing import Any
 
 from hooklab import seq2seq
 from hooklab.architecture import is_encoder_decoder
-from hooklab.generation import generate
-from hooklab.inputs import as_prompt_ids, check_length, encode_target
+from hooklab.generation import check_generation_kwargs, generate
+from hooklab.inputs import as_prompt_ids, check_length, check_token_ids, encode_target
 
 PromptsArg = str | Sequence[str] | Sequence[Sequence[int]]
 TargetsArg = str | Sequence[str] | Sequence[Sequence[int]] | None
@@ -54,20 +54,26 @@ def _per_prompt(value, n: int, what: str) -> list | None:
     return value
 
 
-def encode_targets(model, prompts: list, targets: list, prompt_ids) -> list[list[int]]:
+def encode_targets(
+    model, prompts: list, targets: list, prompt_ids, what: str = "targets"
+) -> list[list[int]]:
     """Encode forced targets: text (a continuation, or the prompt + continuation) or ids."""
     encoder_decoder = is_encoder_decoder(model)
     out = []
-    for prompt, target in zip(prompts, targets, strict=True):
+    for k, (prompt, target) in enumerate(zip(prompts, targets, strict=True)):
         if isinstance(target, str):
             # Accept Inseq-style targets that repeat the prompt before the continuation.
             repeats = not encoder_decoder and isinstance(prompt, str) and target.startswith(prompt)
             out.append(encode_target(model, target[len(prompt) :] if repeats else target))
+        elif isinstance(target, Sequence):
+            if not target:
+                raise ValueError(f"{what}[{k}] is an empty id list; pass at least one token id.")
+            out.append(check_token_ids(model, target, f"{what}[{k}]"))
         else:
-            ids = [int(i) for i in target]
-            if not ids:
-                raise ValueError("A target id list is empty; pass at least one token id.")
-            out.append(ids)
+            raise TypeError(
+                f"{what}[{k}] must be a text or a list of token ids, got "
+                f"{type(target).__name__}: {target!r}."
+            )
     for p, t in zip(prompt_ids, out, strict=True):
         if encoder_decoder:
             seq2seq.check_decoder_length(model, len(t))
@@ -78,7 +84,8 @@ def encode_targets(model, prompts: list, targets: list, prompt_ids) -> list[list
 
 def generate_targets(model, prompts: list, prompt_ids, generation_kwargs) -> list[list[int]]:
     """Greedy (or configured) continuations; ValueError when one is empty."""
-    target_ids = generate(model, prompt_ids, **dict(generation_kwargs or {})).output_ids
+    kwargs = check_generation_kwargs(generation_kwargs)
+    target_ids = generate(model, prompt_ids, **kwargs).output_ids
     empty = [p for p, t in zip(prompts, target_ids, strict=True) if not t]
     if empty:
         raise ValueError(f"The model generated nothing (EOS at once) for {empty!r}.")
@@ -102,7 +109,7 @@ def encode_contrast_targets(model, prompts, contrast_targets, prompt_ids, target
     c_targets = _per_prompt(contrast_targets, len(prompts), "contrast targets")
     if c_targets is None:
         return None
-    c_target_ids = encode_targets(model, prompts, c_targets, prompt_ids)
+    c_target_ids = encode_targets(model, prompts, c_targets, prompt_ids, "contrast_targets")
     for i, (c, t) in enumerate(zip(c_target_ids, target_ids, strict=True)):
         if len(c) != len(t):
             raise ValueError(
@@ -132,7 +139,8 @@ def encode(
     encoder_decoder = is_encoder_decoder(model)
     as_ids = seq2seq.encode_source if encoder_decoder else as_prompt_ids
     prompt_ids = [as_ids(model, p) for p in prompts]
-    for ids in prompt_ids:
+    for k, ids in enumerate(prompt_ids):
+        check_token_ids(model, ids, f"prompts[{k}]")
         check_length(model, len(ids), "source" if encoder_decoder else "prompt")
     target_list = _per_prompt(targets, len(prompts), "targets")
     if target_list is None:
@@ -141,6 +149,8 @@ def encode(
         target_ids = encode_targets(model, prompts, target_list, prompt_ids)
     c_prompts = _per_prompt(contrast_prompts, len(prompts), "contrast prompts")
     c_prompt_ids = None if c_prompts is None else [as_ids(model, p) for p in c_prompts]
+    for k, ids in enumerate(c_prompt_ids or []):
+        check_token_ids(model, ids, f"contrast_prompts[{k}]")
     c_target_ids = encode_contrast_targets(model, prompts, contrast_targets, prompt_ids, target_ids)
     # Attribute only target tokens [start, end): earlier ones join the forced prefix.
     spans = [_span(len(t), attr_pos_start, attr_pos_end) for t in target_ids]
@@ -150,6 +160,8 @@ def encode(
         return [a + list(f) for a, f in zip(starts, forced, strict=True)]
 
     c_forced = _per_prompt(contrast_forced, len(prompts), "contrast forced prefixes")
+    for k, ids in enumerate(c_forced or []):
+        check_token_ids(model, ids, f"contrast_forced[{k}]")
     if c_forced is not None and c_prompt_ids is None:
         raise ValueError("contrast_forced changes the contrast prompts' prefix: pass them too.")
 

@@ -14,8 +14,10 @@ token per step (self- and cross-attention keys/values cached), as Hugging Face's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -30,6 +32,7 @@ from hooklab.inputs import (
     Batch,
     as_prompt_ids,
     check_length,
+    check_token_ids,
     context_window,
     make_batch,
     pad_token_id,
@@ -141,7 +144,7 @@ def _generate_batch(
     return outputs, kept
 
 
-def _decoder_prefixes(prefixes, encoded: list, encoder_decoder: bool) -> list[list[int]]:
+def _decoder_prefixes(model, prefixes, encoded: list, encoder_decoder: bool) -> list[list[int]]:
     """Validated decoder prefixes, one per prompt (empty when none are given)."""
     if prefixes is None:
         return [[] for _ in encoded]
@@ -150,7 +153,7 @@ def _decoder_prefixes(prefixes, encoded: list, encoder_decoder: bool) -> list[li
             "decoder_prefixes is for encoder-decoder models; on a decoder-only model append "
             "the forced text to the prompt instead."
         )
-    prefixes = [list(p) for p in prefixes]
+    prefixes = [check_token_ids(model, p, f"decoder_prefixes[{k}]") for k, p in enumerate(prefixes)]
     if len(prefixes) != len(encoded):
         raise ValueError(f"Got {len(prefixes)} decoder prefixes for {len(encoded)} prompts.")
     return prefixes
@@ -166,6 +169,34 @@ def _chunks(prefixes: list[list[int]], batch_size: int) -> list[list[int]]:
         for group in by_length.values()
         for lo in range(0, len(group), batch_size)
     ]
+
+
+def check_generation_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return ``generation_kwargs`` as a dict; raise for a non-mapping or an unknown option."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"generation_kwargs must be a dict of hooklab.generate options, got "
+            f"{type(kwargs).__name__}: {kwargs!r}."
+        )
+    valid = [
+        name
+        for name, p in inspect.signature(generate).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name != "decoder_prefixes"
+    ]
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        raise TypeError(
+            f"generation_kwargs has unknown option {unknown[0]!r}; hooklab.generate takes: "
+            f"{', '.join(valid)}."
+        )
+    return dict(kwargs)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
 
 def generate(
@@ -210,24 +241,37 @@ def generate(
     """
     if isinstance(prompts, str):
         prompts = [prompts]
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    _positive_int("max_new_tokens", max_new_tokens)
+    _positive_int("batch_size", batch_size)
     encoder_decoder = is_encoder_decoder(model)
     as_ids = seq2seq.encode_source if encoder_decoder else as_prompt_ids
     encoded = [as_ids(model, p) for p in prompts]
     if not encoded:
-        raise ValueError("No prompts given.")
-    for ids in encoded:
+        raise ValueError("No prompts given: pass a prompt or a non-empty list of prompts.")
+    window = context_window(model)
+    for k, ids in enumerate(encoded):
+        check_token_ids(model, ids, f"prompts[{k}]")
         check_length(model, len(ids), "source" if encoder_decoder else "prompt")
-    prefixes = _decoder_prefixes(decoder_prefixes, encoded, encoder_decoder)
+        if not encoder_decoder and len(ids) >= window:
+            raise ValueError(
+                f"prompts[{k}] is {len(ids)} tokens long (BOS included), which fills the model's "
+                f"context window of {window} tokens: no room is left to generate (0 tokens can "
+                f"be generated). Shorten the prompt to at most {window - 1} tokens, or pass "
+                "the continuation as targets."
+            )
+    prefixes = _decoder_prefixes(model, decoder_prefixes, encoded, encoder_decoder)
     outputs: list[list[int]] = [[] for _ in encoded]
     logits: list[Tensor] = [torch.empty(0) for _ in encoded]
     for chunk in tqdm(_chunks(prefixes, batch_size), desc="generate", disable=not show_progress):
         sources = [encoded[i] for i in chunk]
         if encoder_decoder:
             room = seq2seq.decoder_room(model, len(prefixes[chunk[0]]))
+            if room < 1:
+                raise ValueError(
+                    f"decoder_prefixes[{chunk[0]}] is {len(prefixes[chunk[0]])} tokens long and "
+                    f"fills the decoder's window of {window} tokens (with its start token): no "
+                    "room is left to generate (0 tokens can be generated). Shorten the prefix."
+                )
         else:
             room = context_window(model) - max(len(p) for p in sources)
         out, lg = _generate_batch(

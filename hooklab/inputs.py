@@ -18,6 +18,7 @@ example: the source positions, then the decoder positions (``Batch.input_width``
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,42 @@ def pad_token_id(model) -> int:
 def context_window(model) -> int:
     """Return the maximum sequence length (tokens) the model accepts."""
     return int(model.cfg.n_ctx)
+
+
+def vocab_size(model) -> int:
+    """Return the number of token ids the model's embedding accepts (``d_vocab``)."""
+    return int(model.cfg.d_vocab)
+
+
+def check_token_ids(model, ids: Sequence[object], what: str) -> list[int]:
+    """Return ``ids`` as ints; raise for a non-integer or an id outside ``0..d_vocab-1``.
+
+    Args:
+        ids: token ids (ints, NumPy or 0-d torch integers; not bools or floats).
+        what: what the ids are (e.g. ``"prompt 0"``), named in the error.
+    """
+    out = []
+    for pos, i in enumerate(ids):
+        try:
+            if isinstance(i, bool):
+                raise TypeError
+            value = operator.index(i)
+        except TypeError:
+            raise TypeError(
+                f"{what}: token id {i!r} at position {pos} is a {type(i).__name__}, not an int; "
+                "pass token ids as ints (or text)."
+            ) from None
+        out.append(value)
+    n = vocab_size(model)
+    bad = [(pos, i) for pos, i in enumerate(out) if not 0 <= i < n]
+    if bad:
+        pos, i = bad[0]
+        more = f" ({len(bad)} ids in all)" if len(bad) > 1 else ""
+        raise ValueError(
+            f"{what}: token id {i} at position {pos} is not in the model's vocabulary{more}; "
+            f"valid ids are 0..{n - 1} (d_vocab = {n})."
+        )
+    return out
 
 
 def _check_text(text: object, what: str) -> str:
@@ -73,8 +110,8 @@ def as_prompt_ids(model, prompt: str | Sequence[int]) -> list[int]:
     """Encode a prompt given as text (BOS added once) or pass through given token ids."""
     if isinstance(prompt, str):
         return encode_prompt(model, prompt)
-    if isinstance(prompt, Sequence) and prompt and all(isinstance(i, int) for i in prompt):
-        return list(prompt)
+    if isinstance(prompt, Sequence) and prompt:
+        return check_token_ids(model, prompt, "prompt token ids")
     raise TypeError(f"A prompt must be a string or a non-empty list of token ids, got {prompt!r}.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,60 @@ def check_step_functions(names: Sequence[str], has_contrast: bool) -> None:
             )
 
 
+def check_step_kwargs(name: str, kwargs: object, what: str) -> dict[str, object]:
+    """Return ``kwargs`` for step function ``name`` as a dict; raise TypeError for a
+    non-mapping or an argument the function does not take (listing the ones it takes)."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"{what} must be a dict of keyword arguments of step function {name!r}, got "
+            f"{type(kwargs).__name__}: {kwargs!r}."
+        )
+    try:
+        params = list(inspect.signature(STEP_FUNCTIONS.get(name)).parameters.values())
+    except (TypeError, ValueError):  # a callable without a signature: let it decide
+        return dict(kwargs)
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return dict(kwargs)
+    valid = [p.name for p in params[1:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = [k for k in kwargs if k not in valid]
+    if unknown:
+        takes = ", ".join(valid) if valid else "no extra arguments"
+        raise TypeError(
+            f"{what} has {unknown[0]!r}, which step function {name!r} does not take; it takes: "
+            f"{takes}."
+        )
+    return dict(kwargs)
+
+
+def check_step_scores_kwargs(
+    names: Sequence[str], step_scores_kwargs: object
+) -> dict[str, dict[str, object]]:
+    """Check ``step_scores_kwargs`` (``{step score name: kwargs}``) against the requested names.
+
+    Raises KeyError for a name that is not among ``names`` (e.g. misspelt) and TypeError for
+    an argument the step function does not take.
+    """
+    if step_scores_kwargs is None:
+        return {}
+    if not isinstance(step_scores_kwargs, Mapping):
+        raise TypeError(
+            "step_scores_kwargs must be a dict {step score name: {argument: value}}, got "
+            f"{type(step_scores_kwargs).__name__}: {step_scores_kwargs!r}."
+        )
+    out = {}
+    for name, kwargs in step_scores_kwargs.items():
+        if name not in names:
+            requested = ", ".join(repr(n) for n in names) or "none"
+            raise KeyError(
+                f"step_scores_kwargs has {name!r}, which is not among the requested step_scores "
+                f"({requested}); use one of those names, or add {name!r} to step_scores."
+            )
+        out[name] = check_step_kwargs(name, kwargs, f"step_scores_kwargs[{name!r}]")
+    return out
+
+
 def make_step_args(
     model,
     batch: Batch,
@@ -117,6 +172,11 @@ def run_step_function(
     """Call step function ``name`` and set padded steps to NaN."""
     scores = STEP_FUNCTIONS.get(name)(args, **dict(kwargs or {}))
     expected = tuple(args.target_ids.shape)
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(
+            f"Step function {name!r} returned {type(scores).__name__} ({scores!r:.60}); it must "
+            f"return a torch.Tensor of shape {expected} ([batch, step]), one score per step."
+        )
     if tuple(scores.shape) != expected:
         raise ValueError(
             f"Step function {name!r} returned shape {tuple(scores.shape)}; expected {expected} "
@@ -143,9 +203,9 @@ def compute_step_scores(
     """
     names = list(names)
     check_step_functions(names, contrast is not None)
+    kwargs = check_step_scores_kwargs(names, step_scores_kwargs)
     if not names:
         return {}
-    kwargs = dict(step_scores_kwargs or {})
     with torch.no_grad():
         logits = step_logits(model, batch)
         if contrast_logits is None:

@@ -173,6 +173,14 @@ def kl_divergence(args: StepArgs, *, top_k: int = 0) -> Float[Tensor, "batch ste
     KL(p || q) = sum_v p(v) (log p(v) - log q(v)): p with context, q without. With ``top_k`` >
     0, both distributions are renormalised over the k tokens likeliest under q first.
     """
+    if isinstance(top_k, bool) or not isinstance(top_k, int):
+        raise TypeError(
+            f"kl_divergence: top_k must be an int, got {type(top_k).__name__}: {top_k!r}."
+        )
+    if top_k < 0:
+        raise ValueError(
+            f"kl_divergence: top_k must be an int >= 0 (0 = the whole vocabulary), got {top_k!r}."
+        )
     lp, lq = args.logits, _contrast_logits(args)
     if top_k and top_k < lp.shape[-1]:
         keep = lq.topk(top_k, dim=-1).indices
@@ -199,8 +207,12 @@ def in_context_pvi(args: StepArgs) -> Float[Tensor, "batch step"]:
 
 def top_p_size(args: StepArgs, *, top_p: float = 0.9) -> Float[Tensor, "batch step"]:
     """Size of the nucleus: the fewest tokens whose probabilities add up to at least ``top_p``."""
+    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)):
+        raise TypeError(
+            f"top_p_size: top_p must be a number, got {type(top_p).__name__}: {top_p!r}."
+        )
     if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}.")
+        raise ValueError(f"top_p_size: top_p must be a number in (0, 1], got {top_p!r}.")
     probs = torch.softmax(args.logits.detach(), dim=-1).sort(dim=-1, descending=True).values
     before = probs.cumsum(-1) - probs  # mass strictly before each token in sorted order
     return (before < top_p).sum(-1).to(args.logits.dtype)
@@ -216,8 +228,10 @@ def mc_dropout_prob_avg(
     function of the same name returns. The model's train/eval mode is restored afterwards;
     ``seed`` makes the dropout masks reproducible (None: use the global RNG).
     """
-    if not isinstance(n_mcd_steps, int) or n_mcd_steps < 2:
-        raise ValueError(f"n_mcd_steps must be an int >= 2, got {n_mcd_steps!r}.")
+    if isinstance(n_mcd_steps, bool) or not isinstance(n_mcd_steps, int) or n_mcd_steps < 2:
+        raise ValueError(
+            f"mc_dropout_prob_avg: n_mcd_steps must be an int >= 2, got {n_mcd_steps!r}."
+        )
     model = args.model
     was_training = model.training
     generator_state = torch.random.get_rng_state()

@@ -236,12 +236,12 @@ def test_encoder_decoder_bad_sources_and_targets(seq2seq):
     window = seq2seq.cfg.n_ctx
     raises_clearly(seq2seq, ValueError, "Source text is empty", hooklab.attribute,
                    seq2seq, "  ", "Georg war krank .")  # fmt: skip
-    long_source = list(range(5, 5 + window + 1))
+    long_source = [5 + i % 50 for i in range(window + 1)]  # valid ids, one too many
     raises_clearly(seq2seq, ValueError, re.escape(f"source (encoder input) is {window + 1} tokens"),
                    hooklab.attribute, seq2seq, [long_source], [[5, 6]])  # fmt: skip
     what = f"decoder input (decoder start token + target) is {window + 2} tokens"
     raises_clearly(seq2seq, ValueError, re.escape(what), hooklab.attribute, seq2seq,
-                   "George was sick .", [list(range(5, 5 + window + 1))])  # fmt: skip
+                   "George was sick .", [long_source])  # fmt: skip
 
 
 def test_pecore_encoder_decoder_bad_input(seq2seq):
@@ -252,3 +252,427 @@ def test_pecore_encoder_decoder_bad_input(seq2seq):
                    CURRENT, output_current_text=OUTPUT)  # fmt: skip
     raises_clearly(seq2seq, ValueError, "contextless_input_current_text", pecore, seq2seq,
                    CONTEXT, CURRENT, contextless_input_current_text="no placeholder")  # fmt: skip
+
+
+# ---- token ids: out of the vocabulary, negative, not ints ------------------------------------
+P = CONTEXT
+T = " His colleagues"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"prompts": [[1, 10**6]], "targets": [[5]]}, ValueError, r"token id 1000000 .*0\.\.390"),
+        ({"prompts": [[1, -3]], "targets": [[5]]}, ValueError, r"token id -3 .*0\.\.390"),
+        ({"prompts": [[1, 2**70]], "targets": [[5]]}, ValueError, "token id 11805916207174113"),
+        # a float id (jaxtyping's TypeCheckError names the argument first; hooklab names it too)
+        ({"prompts": [[1.5, 2]], "targets": [[5]]}, TypeError, "prompt"),
+        ({"prompts": [[]], "targets": [[5]]}, TypeError, "non-empty list of token ids"),
+        ({"prompts": P, "targets": [[391]]}, ValueError, r"targets\[0\]: token id 391 .*0\.\.390"),
+        ({"prompts": P, "targets": [[-1]]}, ValueError, r"targets\[0\]: token id -1"),
+        ({"prompts": P, "targets": [[1.5]]}, TypeError, "targets"),
+        ({"prompts": P, "targets": [[]]}, ValueError, r"targets\[0\] is an empty id list"),
+        ({"prompts": P, "targets": [[5, 6]], "contrast_targets": [[7, 999]],
+          "step_scores": ["contrast_prob"]}, ValueError, r"contrast_targets\[0\]: token id 999"),
+        ({"prompts": P, "targets": [[5]], "contrast_prompts": [[1, 400]],
+          "step_scores": ["pcxmi"]}, ValueError, r"token id 400 .*0\.\.390"),
+        ({"prompts": P, "targets": [[5, 6]], "contrast_prompts": [P], "attr_pos_start": 1,
+          "contrast_forced": [[-7]], "step_scores": ["pcxmi"]}, ValueError,
+         r"contrast_forced\[0\]: token id -7"),
+    ],
+)  # fmt: skip
+def test_attribute_token_ids(gpt2, kwargs, exc, match):
+    raises_clearly(gpt2, exc, match, hooklab.attribute, gpt2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("prompts", "exc", "match"),
+    [([[391]], ValueError, r"token id 391 .*0\.\.390"), ([[0, -2]], ValueError, "token id -2")],
+)
+def test_generate_token_ids(gpt2, prompts, exc, match):
+    raises_clearly(gpt2, exc, match, hooklab.generate, gpt2, prompts)
+
+
+def test_token_ids_legitimate(gpt2):
+    """0 and the last id (d_vocab - 1) are valid ids: attributed like any other."""
+    last = gpt2.cfg.d_vocab - 1
+    out = hooklab.attribute(gpt2, [[0, 5]], [[last]], step_scores=["probability"])
+    assert out[0].token_ids.tolist() == [0, 5, last]
+    assert 0 < float(out[0].step_scores["probability"][0]) < 1
+
+
+# ---- the context window ----------------------------------------------------------------------
+def test_prompt_filling_the_window_leaves_no_room(gpt2):
+    full = [[5] * gpt2.cfg.n_ctx]
+    what = r"64 tokens long .*window of 64 tokens: no room is left to generate \(0 tokens"
+    raises_clearly(gpt2, ValueError, what, hooklab.generate, gpt2, full)
+    raises_clearly(gpt2, ValueError, what, hooklab.attribute, gpt2, full)
+    # one token short of the window: exactly one token can be generated
+    out = hooklab.generate(gpt2, [[5] * (gpt2.cfg.n_ctx - 1)], stop_at_eos=False)
+    assert len(out.output_ids[0]) == 1
+
+
+# ---- method options --------------------------------------------------------------------------
+NAN_EMBEDS = torch.full((1, 1, 32), math.nan)
+INF_EMBEDS = torch.full((1, 1, 32), math.inf)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "exc", "match"),
+    [
+        ("saliency", {"vjp_chunk": 0}, ValueError, "vjp_chunk must be a positive int .*got 0"),
+        ("saliency", {"vjp_chunk": -1}, ValueError, "vjp_chunk must be a positive int .*got -1"),
+        ("saliency", {"vjp": "fast"}, ValueError, "vjp='fast' is not one of"),
+        ("saliency", {"vjpchunk": 4}, TypeError, "no option 'vjpchunk'; its options: abs, vjp"),
+        ("input_x_gradient", {"vjp_chunk": 0}, ValueError, "vjp_chunk"),
+        ("integrated_gradients", {"n_steps": 0}, ValueError, "n_steps must be a positive int"),
+        ("integrated_gradients", {"n_steps": -3}, ValueError, "n_steps"),
+        ("integrated_gradients", {"rule": "simpson"}, ValueError, "'simpson'.*gausslegendre"),
+        ("integrated_gradients", {"rule": "riemann_trapezoid", "n_steps": 1}, ValueError,
+         "riemann_trapezoid needs n_steps >= 2"),
+        ("integrated_gradients", {"internal_batch_size": 0}, ValueError, "internal_batch_size"),
+        ("integrated_gradients", {"vjp_chunk": -1}, ValueError, "vjp_chunk"),
+        ("integrated_gradients", {"baseline": NAN_EMBEDS}, ValueError, "baseline .*NaN or inf"),
+        ("integrated_gradients", {"baseline": INF_EMBEDS}, ValueError, "baseline .*NaN or inf"),
+        ("integrated_gradients", {"baseline": 391}, ValueError, r"391 is outside 0\.\.390"),
+        ("integrated_gradients", {"baseline": "mask"}, ValueError, "'mask'.*zeros"),
+        ("integrated_gradients", {"baseline": torch.zeros(3, 5)}, ValueError, "does not broadcast"),
+        ("gradient_shap", {"n_samples": 0}, ValueError, "n_samples must be a positive int"),
+        ("gradient_shap", {"stdevs": math.nan}, ValueError, "stdevs must be a finite number"),
+        ("gradient_shap", {"stdevs": math.inf}, ValueError, "stdevs .*got inf"),
+        ("gradient_shap", {"stdevs": -1.0}, ValueError, "stdevs .*got -1.0"),
+        ("gradient_shap", {"baseline": INF_EMBEDS}, ValueError, "baseline .*NaN or inf"),
+        ("gradient_shap", {"vjp_chunk": 0}, ValueError, "vjp_chunk"),
+        ("occlusion", {"internal_batch_size": 0}, ValueError, "internal_batch_size"),
+        ("occlusion", {"baseline": -1}, ValueError, r"-1 is outside 0\.\.390"),
+        ("reagent", {"num_probes": 0}, ValueError, "num_probes must be a positive int"),
+        ("reagent", {"replacing_ratio": 1.5}, ValueError, "replacing_ratio must be in"),
+        ("attention", {"layers": 5}, ValueError, r"Invalid layers 5: choose from 0\.\.1"),
+        ("attention", {"heads": 9}, ValueError, r"Invalid heads 9: choose from 0\.\.3"),
+        ("value_zeroing", {"metric": "cos"}, ValueError, "'cos'. Did you mean 'cosine'"),
+        ("value_zeroing", {"chunk_size": 0}, ValueError, "chunk_size must be a positive int"),
+        ("salency", {}, KeyError, "Did you mean 'saliency'"),
+    ],
+)  # fmt: skip
+def test_method_options(gpt2, method, options, exc, match):
+    raises_clearly(gpt2, exc, match, hooklab.attribute, gpt2, P, T, method=method, **options)
+
+
+# ---- step functions: options, kwargs, return values -------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"step_scores": ["kl_divergence"], "step_scores_kwargs": {"kl_divergence": {"top_k": -5}}},
+         ValueError, "kl_divergence: top_k must be an int >= 0.*got -5"),
+        ({"step_scores": ["kl_divergence"], "step_scores_kwargs": {"kl_divergence": {"top_k": .5}}},
+         TypeError, "top_k"),
+        ({"step_scores": ["top_p_size"], "step_scores_kwargs": {"top_p_size": {"top_p": -0.5}}},
+         ValueError, r"top_p must be a number in \(0, 1\], got -0.5"),
+        ({"step_scores": ["top_p_size"], "step_scores_kwargs": {"top_p_size": {"top_p": math.nan}}},
+         ValueError, "top_p .*got nan"),
+        ({"step_scores": ["mc_dropout_prob_avg"],
+          "step_scores_kwargs": {"mc_dropout_prob_avg": {"n_mcd_steps": 1}}},
+         ValueError, "n_mcd_steps must be an int >= 2"),
+        # a misspelt name: not among the requested step scores
+        ({"step_scores": ["probability"], "step_scores_kwargs": {"probabilty": {"logprob": True}}},
+         KeyError, "'probabilty', which is not among the requested step_scores \\('probability'"),
+        ({"step_scores_kwargs": {"entropy": {}}}, KeyError, "'entropy'.*requested step_scores"),
+        # a misspelt argument: the function's arguments are listed
+        ({"step_scores": ["probability"], "step_scores_kwargs": {"probability": {"logprb": True}}},
+         TypeError, "'logprb', which step function 'probability' does not take; it takes: logprob"),
+        ({"step_scores": ["entropy"], "step_scores_kwargs": {"entropy": {"base": 2}}},
+         TypeError, "'base'.*it takes: no extra arguments"),
+        ({"step_scores": ["probability"], "step_scores_kwargs": {"probability": True}},
+         TypeError, "step_scores_kwargs"),
+        ({"method": "saliency", "attributed_fn_kwargs": {"logprb": True}},
+         TypeError, "attributed_fn_kwargs has 'logprb'.*it takes: logprob"),
+        # not ignored by a method that does not call the attributed function
+        ({"attributed_fn_kwargs": {"top_k": 3}}, TypeError, "attributed_fn_kwargs has 'top_k'"),
+        ({"attributed_fn": "probabilty"}, KeyError, "Did you mean 'probability'"),
+        ({"step_scores": ["pcxmi"]}, ValueError, "'pcxmi' compares against a contrast"),
+    ],
+)  # fmt: skip
+def test_step_function_arguments(gpt2, kwargs, exc, match):
+    contrast = {"contrast_targets": [[7, 8]]} if "kl_divergence" in str(kwargs) else {}
+    raises_clearly(gpt2, exc, match, hooklab.attribute, gpt2, P, [[5, 6]], **kwargs, **contrast)
+
+
+def test_step_function_arguments_legitimate(gpt2):
+    """top_k=0 and top_k >= d_vocab both mean the whole vocabulary: the same KL."""
+    kw = {"contrast_targets": [[7, 8]], "step_scores": ["kl_divergence"]}
+    full = hooklab.attribute(gpt2, P, [[5, 6]], **kw)[0].step_scores["kl_divergence"]
+    for top_k in (0, gpt2.cfg.d_vocab + 10):
+        kwargs = {"kl_divergence": {"top_k": top_k}}
+        got = hooklab.attribute(gpt2, P, [[5, 6]], step_scores_kwargs=kwargs, **kw)
+        torch.testing.assert_close(got[0].step_scores["kl_divergence"], full)
+
+
+@pytest.fixture
+def bad_step(request):
+    """Register step function ``bad`` returning ``request.param``; unregister afterwards."""
+    from hooklab.steps import STEP_FUNCTIONS
+
+    value = request.param
+    hooklab.register_step_function("bad", lambda args: value(args), overwrite=True)
+    yield
+    STEP_FUNCTIONS.unregister("bad")
+
+
+@pytest.mark.parametrize("use", ["step_scores", "attributed_fn"])
+@pytest.mark.parametrize(
+    ("bad_step", "exc", "match"),
+    [
+        (lambda a: 1.0, TypeError, r"'bad' returned float \(1.0\); it must return a torch.Tensor"),
+        (lambda a: [1.0], TypeError, "'bad' returned list"),
+        (lambda a: None, TypeError, "'bad' returned NoneType"),
+        (lambda a: torch.zeros(3), ValueError, r"'bad' returned shape \(3,\); expected \(1, 2\)"),
+    ],
+    indirect=["bad_step"],
+)
+def test_custom_step_function_bad_return(gpt2, bad_step, use, exc, match):
+    kwargs = (
+        {"step_scores": ["bad"]}
+        if use == "step_scores"
+        else {"attributed_fn": "bad", "method": "saliency"}
+    )
+    raises_clearly(gpt2, exc, match, hooklab.attribute, gpt2, P, [[5, 6]], **kwargs)
+
+
+def test_step_function_with_var_kwargs_takes_any_argument(gpt2):
+    """A step function with ``**kwargs`` declares that it takes any argument: not refused."""
+    from hooklab.steps import STEP_FUNCTIONS, logit
+
+    hooklab.register_step_function("scaled", lambda a, **kw: logit(a) * kw.get("scale", 1))
+    try:
+        out = hooklab.attribute(gpt2, P, [[5]], step_scores=["scaled", "logit"],
+                                step_scores_kwargs={"scaled": {"scale": 2}})  # fmt: skip
+    finally:
+        STEP_FUNCTIONS.unregister("scaled")
+    scores = out[0].step_scores
+    torch.testing.assert_close(scores["scaled"], 2 * scores["logit"])
+
+
+@pytest.mark.parametrize(
+    "method", ["saliency", "input_x_gradient", "integrated_gradients", "gradient_shap"]
+)
+def test_gradient_method_refuses_non_differentiable_fn(gpt2, method):
+    match = "attributed_fn='top_p_size' is not differentiable.*'probability', 'logit'"
+    raises_clearly(gpt2, ValueError, match, hooklab.attribute, gpt2, P, T, method=method,
+                   attributed_fn="top_p_size")  # fmt: skip
+
+
+def test_perturbation_method_explains_non_differentiable_fn(gpt2):
+    """Occlusion needs no gradient: it explains top_p_size (a nucleus size, an integer)."""
+    out = hooklab.attribute(gpt2, P, T, method="occlusion", attributed_fn="top_p_size")
+    scores = out[0].attributions
+    visible = scores[~scores.isnan()]
+    assert visible.numel() > 0 and torch.equal(visible, visible.round())
+
+
+# ---- generation and attribute arguments ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fn", "kwargs", "exc", "match"),
+    [
+        ("generate", {"max_new_tokens": 0}, ValueError, "max_new_tokens must be a positive int"),
+        ("generate", {"max_new_tokens": True}, ValueError, "max_new_tokens .*got True"),
+        ("generate", {"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+        ("generate", {"prompts": []}, ValueError, "No prompts given"),
+        ("attribute", {"generation_kwargs": {"max_tokens": 3}}, TypeError,
+         "generation_kwargs has unknown option 'max_tokens'; hooklab.generate takes: max_new"),
+        ("attribute", {"generation_kwargs": 3}, TypeError, "generation_kwargs"),
+        ("attribute", {"prompts": []}, ValueError, "No prompts given"),
+        ("attribute", {"prompts": 5}, TypeError, "prompts"),
+        ("attribute", {"batch_size": 0}, ValueError, "batch_size must be a positive int, got 0"),
+        ("attribute", {"targets": T, "attr_pos_start": 99}, ValueError,
+         "attr_pos_start=99.*select no steps"),
+        ("attribute", {"targets": ""}, ValueError, "Target text is empty"),
+        ("attribute", {"targets": [T, T]}, ValueError, "Got 2 targets for 1 prompts"),
+    ],
+)  # fmt: skip
+def test_generation_and_attribute_arguments(gpt2, fn, kwargs, exc, match):
+    kwargs = {"prompts": P, **kwargs}
+    raises_clearly(gpt2, exc, match, getattr(hooklab, fn), gpt2, **kwargs)
+
+
+# ---- attention knockout ----------------------------------------------------------------------
+KO_PROMPT = "George was sick yesterday."  # 6 tokens with BOS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"sources": {}}, ValueError, "sources must be a non-empty"),
+        ({"sources": {"x": "headache"}}, ValueError, "source 'x'.*'headache' does not occur"),
+        ({"sources": {"x": 9}}, ValueError, r"Invalid source 'x' 9: pass ints in -6\.\.5"),
+        ({"sources": {"x": -1}, "query": 2}, ValueError,
+         r"source 'x' \(positions \[5\]\) comes after every query position \[2\]"),
+        ({"sources": {"x": [4, 5]}, "query": [1, 2], "window": None}, ValueError,
+         "source 'x' .*cannot attend to later tokens"),
+        ({"query": 99}, ValueError, r"Invalid query 99: pass ints in -6\.\.5"),
+        ({"query": []}, ValueError, r"query \[\] selects no positions"),
+        ({"window": 0}, ValueError, "window must be a positive int, 'auto'.*got 0"),
+        ({"window": -2}, ValueError, "window .*got -2"),
+        ({"window": "half"}, ValueError, "window .*got 'half'"),
+        ({"measured_token": 391}, ValueError, r"measured_token 391 is not a token id 0\.\.390"),
+        ({"measured_token": -1}, ValueError, "measured_token -1"),
+        ({"measured_token": ""}, ValueError, "measured_token is empty"),
+        ({"measured_token": 1.5}, TypeError, "measured_token"),
+        ({"targets": None}, TypeError, "targets"),  # hooklab: ValueError "pass targets=''"
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
+        ({"layers": 7}, ValueError, r"Invalid layers 7: choose from 0\.\.1"),
+        ({"part": "cross"}, ValueError, "part"),
+    ],
+)  # fmt: skip
+def test_knockout_arguments(gpt2, kwargs, exc, match):
+    raises_clearly(gpt2, exc, match, hooklab.mixing.attention_knockout, gpt2, KO_PROMPT, **kwargs)
+
+
+def test_knockout_empty_source_is_the_control(gpt2):
+    """An explicitly empty source (``[]``) blocks nothing: the control, exactly no change
+    (test_knockout.py relies on it), so it is not refused."""
+    (out,) = hooklab.mixing.attention_knockout(gpt2, KO_PROMPT, sources={"nothing": []})
+    assert torch.all(out.relative_change == 0)
+
+
+def test_knockout_source_partly_after_query_is_legitimate(gpt2):
+    """Keys after a causal query are never attended: blocking them too changes nothing, so a
+    source that straddles the query gives exactly the result of its part before it."""
+    ko = hooklab.mixing.attention_knockout
+    kw = {"query": 3, "window": None}
+    (both,) = ko(gpt2, KO_PROMPT, sources={"x": [2, 5]}, **kw)
+    (before,) = ko(gpt2, KO_PROMPT, sources={"x": [2]}, **kw)
+    torch.testing.assert_close(both.probabilities, before.probabilities)
+    assert not torch.equal(both.probabilities[0], torch.tensor([both.base_probability]))
+
+
+# ---- value zeroing ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"prompts": []}, ValueError, "No prompts given"),
+        ({"prompts": 5}, TypeError, "prompts"),
+        ({"layers": 9}, ValueError, r"Invalid layers 9: choose from 0\.\.1"),
+        ({"heads": 9}, ValueError, r"heads \(key/value heads 0\.\.3\)"),
+        ({"heads": {5: 0}, "layers": [0]}, ValueError, r"heads has entries for layers \[5\]"),
+        ({"metric": "cos"}, ValueError, "'cos'. Did you mean 'cosine'"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be a positive int, got 0"),
+        ({"rollout": True, "normalize": False}, ValueError, "rollout=True .*normalize=True"),
+        ({"targets": [T, T]}, ValueError, "Got 2 targets for 1 prompts"),
+        ({"targets": None, "generation_kwargs": {"max_new": 2}}, TypeError,
+         "generation_kwargs has unknown option 'max_new'"),
+    ],
+)  # fmt: skip
+def test_value_zeroing_arguments(gpt2, kwargs, exc, match):
+    kwargs = {"prompts": KO_PROMPT, "targets": "", **kwargs}
+    raises_clearly(gpt2, exc, match, hooklab.mixing.value_zeroing, gpt2, **kwargs)
+
+
+# ---- saved outputs ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved(gpt2, tmp_path_factory):
+    """A saved attribution output, and a PECoRe result saved as safetensors and as JSON."""
+    d = tmp_path_factory.mktemp("saved")
+    hooklab.attribute(gpt2, P, [[5, 6]], step_scores=["probability"]).save(d / "attr.st")
+    result = pecore(gpt2, CONTEXT, CURRENT, output_current_text=OUTPUT)
+    result.save(d / "pecore.st")
+    result.save(d / "pecore.json")
+    return d
+
+
+def _damage(saved, tmp_path, name, how):
+    path = tmp_path / f"damaged-{name}"
+    data = (saved / name).read_bytes()
+    if how == "half":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "drop cti_scores":
+        meta = json.loads(data)
+        del meta["cti_scores"]
+        path.write_text(json.dumps(meta))
+    elif how == "version 1":
+        path.write_text(json.dumps({**json.loads(data), "format_version": 1}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "how", "match"),
+    [
+        ("attr.st", "half", "truncated or damaged"),
+        ("attr.st", "empty", r"is empty \(0 bytes"),
+        ("pecore.json", "half", "invalid JSON, truncated or damaged"),
+        ("pecore.json", "empty", "is empty"),
+        ("pecore.json", "drop cti_scores", "PECoRe result .*incomplete or damaged .*cti_scores"),
+        ("pecore.json", "version 1", "format version 1; this hooklab .* reads version 2"),
+    ],
+)
+def test_damaged_saved_output(saved, tmp_path, name, how, match):
+    path = _damage(saved, tmp_path, name, how)
+    raises_clearly(None, ValueError, re.escape(str(path)) + ".*" + match, hooklab.load_output, path)
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "match"),
+    [
+        (
+            "AttributionOutput",
+            "pecore.json",
+            "'pecore' output, not a 'attribution' output: it is a PECoRe result",
+        ),
+        (
+            "AttributionOutput",
+            "pecore.st",
+            "'pecore' output, not a 'attribution' output: it is a PECoRe result",
+        ),
+        ("PecoreResult", "attr.st", "it is an attribution output .*not a PECoRe result"),
+        ("MixingOutput", "attr.st", "not a context-mixing output"),
+        ("KnockoutOutput", "pecore.st", "not an attention-knockout output"),
+    ],
+)
+def test_saved_output_of_another_kind(saved, cls, name, match):
+    from hooklab.pecore.result import PecoreResult
+
+    load = PecoreResult.load if cls == "PecoreResult" else getattr(hooklab, cls).load
+    raises_clearly(
+        None, ValueError, re.escape(str(saved / name)) + ".*" + match, load, saved / name
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "exc", "match"),
+    [
+        ('{"hello": 1}', ValueError, r"JSON of another schema \(keys \['hello'\]"),
+        ("[1, 2]", ValueError, r"JSON of another schema \(a list"),
+        ("{not json", ValueError, "invalid JSON"),
+        ("plain text notes", ValueError, "not a safetensors file"),
+    ],
+)
+def test_foreign_file_is_not_an_output(tmp_path, content, exc, match):
+    path = tmp_path / "other.json"
+    path.write_text(content)
+    raises_clearly(None, exc, re.escape(str(path)) + ".*" + match, hooklab.load_output, path)
+
+
+def test_safetensors_without_hooklab_metadata(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    raises_clearly(None, ValueError, "without the 'hooklab' metadata entry", hooklab.load_output,
+                   path)  # fmt: skip
+
+
+def test_missing_path_or_directory_or_bad_kind(saved, tmp_path):
+    raises_clearly(None, FileNotFoundError, "No saved hooklab output at", hooklab.load_output,
+                   tmp_path / "nothing.st")  # fmt: skip
+    raises_clearly(None, IsADirectoryError, "is a directory", hooklab.load_output, tmp_path)
+    raises_clearly(None, ValueError, "'attributions'. Did you mean 'attribution'",
+                   hooklab.load_output, saved / "attr.st", "attributions")  # fmt: skip
+
+
+def test_saved_outputs_load_legitimately(saved):
+    """Both PECoRe formats load to the same result; the attribution loads as itself."""
+    from hooklab.pecore.result import PecoreResult
+
+    assert PecoreResult.load(saved / "pecore.json") == PecoreResult.load(saved / "pecore.st")
+    assert isinstance(hooklab.load_output(saved / "attr.st"), hooklab.AttributionOutput)

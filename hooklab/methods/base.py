@@ -18,7 +18,7 @@ from torch import Tensor
 
 from hooklab.output.aggregate import HIDDEN_REDUCTIONS
 from hooklab.registry import Registry, unknown_name_error
-from hooklab.scoring import Contrast, make_step_args, run_step_function
+from hooklab.scoring import Contrast, check_step_kwargs, make_step_args, run_step_function
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -42,6 +42,10 @@ class AttributedFn:
     kwargs: Mapping[str, object] = field(default_factory=dict)
     contrast: Contrast | None = None
     contrast_logits: Float[Tensor, "batch step d_vocab"] | None = None
+
+    def __post_init__(self) -> None:
+        # an unknown name -> KeyError listing the valid ones; a bad argument -> TypeError
+        check_step_kwargs(self.name, self.kwargs, "attributed_fn_kwargs")
 
     def take(self, index: Tensor) -> AttributedFn:
         """Return the function for the examples at ``index`` of the batch (repeats allowed)."""

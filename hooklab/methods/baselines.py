@@ -26,6 +26,12 @@ def baseline_embeddings(
             broadcasts to ``[batch, pos, d_model]`` (encoder–decoder: every input position).
     """
     if isinstance(baseline, Tensor):
+        if baseline.is_floating_point() and not torch.isfinite(baseline).all():
+            raise ValueError(
+                f"baseline tensor of shape {tuple(baseline.shape)} has NaN or inf values; pass "
+                "finite embeddings ([batch, pos, d_model] or broadcastable), or a name such as "
+                "'zeros'."
+            )
         try:
             return baseline.to(embeds).expand_as(embeds)
         except RuntimeError:

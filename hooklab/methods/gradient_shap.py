@@ -9,6 +9,7 @@ does not depend on the batch it runs in.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor
 from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import gradients_at
+from hooklab.methods.gradients import check_vjp, gradients_at
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -52,10 +53,15 @@ def gradient_shap(
     vjp_chunk: int = 16,
 ) -> MethodResult:
     """Gradient SHAP attributions ``[batch, step, pos, d_model]``, all steps per sample."""
-    if not isinstance(n_samples, int) or n_samples < 1:
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
-    if stdevs < 0:
-        raise ValueError(f"stdevs must be >= 0, got {stdevs!r}.")
+    if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)):
+        raise TypeError(f"stdevs must be a number >= 0, got {type(stdevs).__name__}: {stdevs!r}.")
+    if not math.isfinite(stdevs) or stdevs < 0:
+        raise ValueError(f"stdevs must be a finite number >= 0 (noise std), got {stdevs!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}.")
+    check_vjp(vjp, vjp_chunk)
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
     alphas, noise = _samples(batch, x, n_samples, seed)  # [n_samples * batch], [.., pos, d_model]

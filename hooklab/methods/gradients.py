@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 VJP_MODES = ("auto", "loop", "batched")
 
 
+def check_vjp(vjp: object, vjp_chunk: object) -> None:
+    """Raise ValueError for an unknown ``vjp`` mode or a ``vjp_chunk`` that is not an int >= 1."""
+    if vjp not in VJP_MODES:
+        raise ValueError(f"vjp={vjp!r} is not one of {VJP_MODES}.")
+    if isinstance(vjp_chunk, bool) or not isinstance(vjp_chunk, int) or vjp_chunk < 1:
+        raise ValueError(
+            f"vjp_chunk must be a positive int (steps per batched backward pass), got "
+            f"{vjp_chunk!r}."
+        )
+
+
 def attributed_scores(
     model, batch: Batch, attributed_fn: AttributedFn, embeds: Tensor | None = None
 ) -> Float[Tensor, "batch step"]:
@@ -44,8 +55,7 @@ def step_gradients(
     Examples are independent in the forward pass, so the gradient of ``scores[:, t].sum()``
     with respect to ``inputs[b]`` is that of ``scores[b, t]`` alone.
     """
-    if vjp not in VJP_MODES:
-        raise ValueError(f"vjp={vjp!r} is not one of {VJP_MODES}.")
+    check_vjp(vjp, vjp_chunk)
     if vjp == "auto":
         vjp = "batched"
     steps = scores.shape[1]
@@ -90,5 +100,13 @@ def gradients_at(
     leaf = embeds.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         scores = attributed_scores(model, batch, attributed_fn, leaf)
+        if not scores.requires_grad:
+            raise ValueError(
+                f"attributed_fn={attributed_fn.name!r} is not differentiable (its scores do not "
+                "depend on the logits through autograd), so a gradient method cannot explain "
+                "it. Use a differentiable step function such as 'probability', 'logit' or "
+                f"'contrast_prob_diff', or a perturbation method (occlusion) for "
+                f"{attributed_fn.name!r}."
+            )
         grads = step_gradients(scores, leaf, vjp=vjp, vjp_chunk=vjp_chunk)
     return grads, scores.detach()

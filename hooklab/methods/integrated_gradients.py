@@ -19,7 +19,7 @@ from torch import Tensor
 from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import attributed_scores, gradients_at
+from hooklab.methods.gradients import attributed_scores, check_vjp, gradients_at
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -36,8 +36,8 @@ QUADRATURES = (
 
 def quadrature(n_steps: int, rule: str = "gausslegendre") -> tuple[Tensor, Tensor]:
     """Return nodes α_k in [0, 1] and weights w_k (summing to 1) of an n-point rule."""
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}.")
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive int (quadrature points), got {n_steps!r}.")
     n = n_steps
     if rule == "gausslegendre":
         x, w = np.polynomial.legendre.leggauss(n)
@@ -81,11 +81,15 @@ def integrated_gradients(
         Attributions ``[batch, step, pos, d_model]`` and the extra ``completeness_delta``
         ``[batch, step]``.
     """
-    if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
+    bad_size = isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int)
+    if bad_size or internal_batch_size < 1:
+        raise ValueError(
+            f"internal_batch_size must be a positive int, got {internal_batch_size!r}."
+        )
+    check_vjp(vjp, vjp_chunk)
+    alphas, weights = quadrature(n_steps, rule)
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
-    alphas, weights = quadrature(n_steps, rule)
     total: Float[Tensor, "batch step pos d_model"] | None = None
     for lo in range(0, len(alphas), internal_batch_size):
         a = alphas[lo : lo + internal_batch_size].to(x)

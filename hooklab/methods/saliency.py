@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
-from hooklab.methods.gradients import gradients_at
+from hooklab.methods.gradients import check_vjp, gradients_at
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -28,6 +28,7 @@ def saliency(
     hidden dimension is reduced when shown (L2 norm by default). One forward pass for all steps,
     one backward pass per step.
     """
+    check_vjp(vjp, vjp_chunk)
     grads, _ = gradients_at(
         model, batch, attributed_fn, token_embeddings(model, batch), vjp=vjp, vjp_chunk=vjp_chunk
     )
@@ -38,6 +39,7 @@ def input_x_gradient(
     model, batch: Batch, *, attributed_fn: AttributedFn, vjp: str = "auto", vjp_chunk: int = 16
 ) -> MethodResult:
     """Gradient times input embedding, per step and token: ``[batch, step, pos, d_model]``."""
+    check_vjp(vjp, vjp_chunk)
     embeds = token_embeddings(model, batch)
     grads, _ = gradients_at(model, batch, attributed_fn, embeds, vjp=vjp, vjp_chunk=vjp_chunk)
     return MethodResult(grads * embeds[:, None])

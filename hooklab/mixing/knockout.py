@@ -28,7 +28,7 @@ from torch import Tensor
 
 from hooklab.architecture import select_indices
 from hooklab.hooks import recorder
-from hooklab.inputs import encode_target, str_tokens
+from hooklab.inputs import encode_text, str_tokens
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.sequences import PositionsArg, as_texts, per_prompt, token_positions
@@ -83,6 +83,22 @@ def _check_rows(adapter: Adapter, knockouts: Sequence[Knockout], n_keys: int) ->
                     f"no key to attend to (it sees positions {sorted(visible)}); keep at least "
                     "one of them."
                 )
+
+
+def _check_sources(
+    adapter: Adapter, keys: Mapping[str, Sequence[int]], queries: Sequence[int]
+) -> None:
+    """Raise ValueError for a source set (causal attention) whose positions all come after
+    every query position: blocking it could not change anything. An explicitly empty source
+    (``[]``) is allowed: it is the control that must change nothing."""
+    for name, positions in keys.items():
+        if positions and adapter.causal and min(positions) > max(queries):
+            raise ValueError(
+                f"source {name!r} (positions {list(positions)}) comes after every query position "
+                f"{list(queries)}: under {adapter.part} attention's causal mask a query cannot "
+                "attend to later tokens, so knocking it out has no effect to measure. Pick "
+                f"sources at or before position {max(queries)}, or a later query."
+            )
 
 
 def edge_masks(
@@ -165,7 +181,7 @@ def measured_token_id(adapter: Adapter, example: Example, measured_token: str | 
             raise ValueError(f"measured_token {measured_token} is not a token id 0..{n_vocab - 1}.")
         return measured_token
     if isinstance(measured_token, str):
-        return encode_target(adapter.model, measured_token)[0]
+        return encode_text(adapter.model, measured_token, what="measured_token")[0]
     return int(adapter.run(example, 1, [])[0].argmax())
 
 
@@ -245,12 +261,15 @@ def attention_knockout(
     for example, target in zip(adapter.encode(texts, chosen), chosen, strict=True):
         query_tokens, key_tokens = side_tokens(adapter, example)
         queries = tuple(token_positions(query_tokens, query, "query"))
+        if not queries:
+            raise ValueError(f"query {query!r} selects no positions; pass at least one position.")
         n_keys = len(key_tokens)
         spec = sources if sources is not None else {"last": -1, "other": range(n_keys - 1)}
         keys = {
             name: tuple(token_positions(key_tokens, s, f"source {name!r}"))
             for name, s in spec.items()
         }
+        _check_sources(adapter, keys, queries)
         token_id = measured_token_id(adapter, example, measured_token)
         knockouts = [((), (), ())] + [(w, queries, k) for k in keys.values() for w in windows]
         probs = knockout_probabilities(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hooklab.generation import generate
+from hooklab.generation import check_generation_kwargs, generate
 from hooklab.inputs import check_length, encode_prompt, encode_target
 
 PositionsArg = int | str | range | Sequence[int]
@@ -73,7 +73,8 @@ def prepare_sequences(
     prompt_ids = [encode_prompt(model, p) for p in prompts]
     chosen = per_prompt(targets, len(prompts))
     if targets is None:
-        outputs = generate(model, prompts, **dict(generation_kwargs or {})).output_ids
+        kwargs = check_generation_kwargs(generation_kwargs)
+        outputs = generate(model, prompts, **kwargs).output_ids
     else:
         outputs = [_target_ids(model, p, t) for p, t in zip(prompts, chosen, strict=True)]
     sequences = []

@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from hooklab.output.provenance import hooklab_version, thaw, unthaw, unthaw_float
+from hooklab.registry import unknown_name_error
 
 if TYPE_CHECKING:
     from hooklab.mixing.knockout_output import KnockoutOutput
@@ -135,43 +136,69 @@ def write_json(path: str | Path, data: dict[str, Any], *, overwrite: bool) -> Pa
 
 
 # ---- reading -------------------------------------------------------------------------------
+_WHAT = {
+    "attribution": "an attribution output (hooklab.AttributionOutput)",
+    "mixing": "a context-mixing output (hooklab.MixingOutput)",
+    "knockout": "an attention-knockout output (hooklab.KnockoutOutput)",
+    "pecore": "a PECoRe result (hooklab.pecore.PecoreResult)",
+}
+_EXPECTED = "expected a file written by an output's .save()"
+
+
+def _not_output(path: Path, why: str) -> ValueError:
+    return ValueError(f"{str(path)!r} is not a hooklab output: {why}; {_EXPECTED}.")
+
+
 def read(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor] | None]:
     """Return the metadata and tensors (None for a JSON export) of a saved output.
 
     Checks that it is a hooklab file of :data:`FORMAT_VERSION`.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{str(path)!r} is a directory; pass the path of a file written by .save()."
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"No saved hooklab output at {str(path)!r}; expected a file written by .save()."
         )
+    size = path.stat().st_size
+    if size == 0:
+        raise _not_output(path, "the file is empty (0 bytes: an interrupted save or copy?)")
     with path.open("rb") as f:
         start = f.read(64).lstrip()
-    if start.startswith(b"{"):  # a JSON export (PECoRe)
+    if start[:1] in (b"{", b"["):  # a JSON export (PECoRe), or some other JSON
         try:
             meta, tensors = json.loads(path.read_text(encoding="utf-8")), None
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{str(path)!r} is not a hooklab output: {err}") from err
+            raise _not_output(path, f"invalid JSON, truncated or damaged? ({err})") from err
     else:
         try:
             with safe_open(str(path), framework="pt") as f:
                 entries = f.metadata() or {}
                 tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-        except SafetensorError as err:
-            raise ValueError(
-                f"{str(path)!r} is not a hooklab output: not a safetensors file ({err}); "
-                "expected a file written by .save()."
-            ) from err
+        except (SafetensorError, OSError) as err:
+            raise _not_output(
+                path, f"not a safetensors file, or a truncated or damaged one ({size} bytes) "
+                f"({err})"
+            ) from err  # fmt: skip
         key = META_KEY if META_KEY in entries else next(
             (k for k in entries if k.startswith(META_KEY)), None
         )  # fmt: skip
         if key is None:
-            raise ValueError(
-                f"{str(path)!r} is a safetensors file but not a hooklab output (no "
-                f"{META_KEY!r} metadata entry); expected a file written by .save()."
-            )
-        meta = json.loads(entries[key])
-    found = meta.get("format_version") if isinstance(meta, dict) else None
+            raise _not_output(path, f"a safetensors file without the {META_KEY!r} metadata entry")
+        try:
+            meta = json.loads(entries[key])
+        except json.JSONDecodeError as err:
+            raise _not_output(path, f"its {META_KEY!r} metadata is damaged JSON ({err})") from err
+    if not isinstance(meta, dict) or not {"format_version", "kind"} <= set(meta):
+        found = f"keys {sorted(meta)[:8]}" if isinstance(meta, dict) else f"a {type(meta).__name__}"
+        raise _not_output(
+            path, f"JSON of another schema ({found}; a hooklab output is an object with "
+            "'format_version', 'kind', 'model' and 'parameters')"
+        )  # fmt: skip
+    found = meta.get("format_version")
     if found != FORMAT_VERSION:
         raise ValueError(
             f"{str(path)!r} has hooklab format version {found!r}; this hooklab "
@@ -188,6 +215,8 @@ def load(path: str | Path, kind: str | None = None) -> Output:
         path: a file written by an output's ``.save()``.
         kind: if given, the kind expected (one of :data:`KINDS`); another kind is an error.
     """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(unknown_name_error("output kind", kind, list(KINDS)).args[0])
     meta, tensors = read(path)
     found = meta.get("kind")
     if found not in _CODECS:
@@ -196,15 +225,23 @@ def load(path: str | Path, kind: str | None = None) -> Output:
         )
     if kind is not None and found != kind:
         raise ValueError(
-            f"{str(path)!r} holds a {found!r} output, not a {kind!r} output; load it with "
-            f"hooklab.output.load_output (which returns the right class)."
+            f"{str(path)!r} holds a {found!r} output, not a {kind!r} output: it is "
+            f"{_WHAT[found]}, not {_WHAT[kind]}. Load it with its class's .load() or with "
+            "hooklab.load_output (which returns the right class)."
         )
     if tensors is None and found != "pecore":
         raise ValueError(
             f"{str(path)!r} is JSON; only PECoRe results load from their JSON export. Save a "
             f"{found!r} output with .save() to a safetensors file."
         )
-    return _CODECS[found][1](meta, tensors)
+    try:
+        return _CODECS[found][1](meta, tensors)
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
+        missing = f"missing entry {err}" if isinstance(err, KeyError) else f"{err}"
+        raise ValueError(
+            f"{str(path)!r} claims to hold {_WHAT[found]} but is incomplete or damaged "
+            f"({missing}); {_EXPECTED}."
+        ) from err
 
 
 def save(output: Output, path: str | Path, *, overwrite: bool = False) -> Path:
