@@ -1,9 +1,10 @@
 """The Gradio app: a form, a Run button, the result panels, downloads and "Show code".
 
-One model is loaded per server and shared read-only by every browser tab; PECoRe adds hooks
+One model is loaded per server and shared read-only by every browser tab. PECoRe adds hooks
 to it while it runs, so :class:`Runner` lets one run use it at a time (a second tab waits,
-with a progress message), and figures are drawn one at a time (matplotlib's state is global). Results live in each tab's ``gr.State`` and in a fresh temporary
-directory per run: nothing mutable is shared between sessions.
+with a progress message); figures are drawn one at a time too (matplotlib's state is
+process-wide). Results live in each tab's ``gr.State`` and in a fresh temporary directory
+per run: nothing mutable is shared between sessions.
 """
 
 from __future__ import annotations
