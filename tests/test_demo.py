@@ -171,7 +171,7 @@ def browser(tmp_path, monkeypatch):
     options.binary_location = chromium
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1400,1900",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
                  f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
@@ -218,7 +218,9 @@ def test_page_in_a_browser(browser, toy, tmp_path):
         code = wait.until(ec.visibility_of_element_located((By.ID, "code-python")))
         wait.until(lambda _: "pecore(" in code.text)
         assert "hooklab attribute-context" in browser.find_element(By.ID, "code-cli").text
-        browser.execute_script("arguments[0].scrollIntoView();", code)
+        browser.execute_script(
+            "arguments[0].scrollIntoView();", browser.find_element(By.ID, "show-code")
+        )
         shoot("show_code")
 
         box = browser.find_element(By.CSS_SELECTOR, "#field-input_current_text textarea")
