@@ -62,7 +62,7 @@ def test_default_form_follows_the_release_example():
 def test_bad_options_raise_the_api_message(field, raw, message):
     with pytest.raises((ValueError, TypeError, KeyError)) as err:
         settings_from_form("toy", {field: raw})
-    from hooklab.demo.app import error_message
+    from hooklab.demo.session import error_message
 
     assert message in error_message(err.value)
 
@@ -86,7 +86,7 @@ def test_cli_code_parses_back_to_the_same_settings(model_name, program):
 
 def test_generated_code_gives_the_page_result(toy, tmp_path, monkeypatch):
     """Python exec'd, ``hooklab attribute-context`` in bash, ``scripts/pecore.py`` in-process."""
-    from hooklab.demo.app import Runner, compute
+    from hooklab.demo.session import Runner, compute
 
     page = compute(Runner("toy", model=toy), TRICKY)
     assert page.result.context_sensitive
@@ -119,7 +119,7 @@ def test_generated_code_gives_the_page_result(toy, tmp_path, monkeypatch):
 
 
 def test_two_sessions_at_once_get_their_own_results(toy):
-    from hooklab.demo.app import Runner, compute
+    from hooklab.demo.session import Runner, compute
 
     runner = Runner("toy", model=toy)
     forms = [{}, {"input_context_text": "Mary was hungry at noon.",
@@ -238,7 +238,8 @@ def test_page_in_a_browser(browser, toy, tmp_path):
 
 def test_the_run_button_reports_progress(toy):
     pytest.importorskip("gradio", reason='the demo extra is missing: pip install -e ".[demo]"')
-    from hooklab.demo.app import Runner, build_app
+    from hooklab.demo.app import build_app
+    from hooklab.demo.session import Runner
 
     demo = build_app(Runner("toy", model=toy))
     tracked = {fn.fn.__name__: fn.tracks_progress for fn in demo.fns.values()}

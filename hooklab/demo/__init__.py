@@ -8,6 +8,8 @@ figure, downloads, and the Python / command-line code that gives the same result
   :class:`~hooklab.pecore.PecoreOptions` (pure, no Gradio);
 - :mod:`hooklab.demo.code`: the "Show code" generator (pure, no Gradio);
 - :mod:`hooklab.demo.views`: the HTML of the result panels (pure, no Gradio);
+- :mod:`hooklab.demo.session`: what Run does: the shared model, one run at a time, the
+  files of each run (no Gradio);
 - :mod:`hooklab.demo.app`: the Gradio app (``pip install -e ".[demo]"``).
 """
 
