@@ -7,7 +7,8 @@ Subcommands (each ``--help`` lists every option with its description and default
 - ``toy-dataset``: write such a JSONL from the toy model's annotated examples;
 - ``attribute``: feature attribution of generated (or forced) tokens;
 - ``mixing``: value-zeroing context mixing figures;
-- ``knockout``: attention-knockout curves.
+- ``knockout``: attention-knockout curves;
+- ``demo``: the interactive PECoRe page (Gradio; the demo extra).
 
 Flags are checked against the command's signature (:mod:`hooklab.cli.args`) and output paths
 before any model is loaded. A user error prints one line and exits with status 2; ``--debug``
@@ -26,6 +27,7 @@ from hooklab.cli.args import Command, HelpRequested, UsageError, options_of
 def commands() -> dict[str, Command]:
     """The subcommands by name."""
     from hooklab.cli.analysis import attribute, knockout, method_options, mixing
+    from hooklab.cli.demo import demo
     from hooklab.cli.pecore import attribute_context, dataset, toy_dataset
     from hooklab.pecore import PecoreOptions
 
@@ -40,6 +42,7 @@ def commands() -> dict[str, Command]:
         ),
         "mixing": Command("mixing", mixing),
         "knockout": Command("knockout", knockout),
+        "demo": Command("demo", demo),
     }
 
 

@@ -1,0 +1,91 @@
+"""What one press of Run does, without Gradio: run PECoRe, write the files, make the code.
+
+One model is loaded per server and shared read-only by every browser tab. PECoRe adds hooks
+to it while it runs, so :class:`Runner` lets one run use it at a time; figures are drawn one
+at a time too (matplotlib's state is process-wide). Each run returns its own :class:`Page`
+and writes a fresh temporary directory: nothing mutable is shared between sessions.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hooklab.demo.code import cli_code, python_code
+from hooklab.demo.settings import settings_from_form
+from hooklab.pecore import PecoreResult, pecore
+
+USER_ERRORS = (ValueError, TypeError, KeyError)
+# matplotlib's state (rcParams, font caches) is process-wide: one figure is drawn at a time
+_DRAWING = threading.Lock()
+
+
+def error_message(err: Exception) -> str:
+    """The one-line message the command line prints for ``err`` (a KeyError's text unquoted)."""
+    return err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+
+
+class Runner:
+    """The loaded model, shared read-only, and the lock that serialises runs on it."""
+
+    def __init__(self, model_name_or_path: str = "toy", model=None, **load_kwargs: Any) -> None:
+        import hooklab
+
+        self.model_name_or_path = model_name_or_path
+        self.model = model if model is not None else hooklab.load(model_name_or_path, **load_kwargs)
+        self._lock = threading.Lock()
+
+    def busy(self) -> bool:
+        return self._lock.locked()
+
+    def run(self, form: dict[str, Any]) -> PecoreResult:
+        """PECoRe on the form's settings (raises the API's errors for bad input)."""
+        settings = settings_from_form(self.model_name_or_path, form)
+        with self._lock:
+            return pecore(self.model, **settings.texts(), options=settings.options)
+
+
+@dataclass(frozen=True)
+class Page:
+    """What one run shows: the result and the files written for it."""
+
+    result: PecoreResult
+    directory: Path
+    target: int | None
+    figure: Path | None
+    files: tuple[Path, ...]
+
+
+def render(result: PecoreResult, directory: Path, target: int | None) -> Page:
+    """Write the JSON files and the figure (of ``target``'s cues) into ``directory``."""
+    from hooklab.output.io import write_json
+    from hooklab.output.style import save
+
+    files = [
+        write_json(directory / "pecore.json", result.to_dict(), overwrite=True),
+        write_json(directory / "pecore_inseq.json", result.to_inseq(), overwrite=True),
+    ]
+    with _DRAWING:
+        fig = result.plot(target=target or 0)
+        png, pdf = save(fig, directory / f"pecore_target{target or 0}", formats=("png", "pdf"))
+    return Page(result, directory, target, png, (*files, png, pdf))
+
+
+def compute(runner: Runner, form: dict[str, Any]) -> Page:
+    """Run the form (what the Run button does) into a new temporary directory."""
+    result = runner.run(form)
+    directory = Path(tempfile.mkdtemp(prefix="hooklab-demo-"))
+    return render(result, directory, 0 if result.context_sensitive else None)
+
+
+def show_code(model_name_or_path: str, form: dict[str, Any]) -> tuple[str, str, str]:
+    """The Python, ``hooklab`` and ``scripts/pecore.py`` code of the form's settings."""
+    try:
+        settings = settings_from_form(model_name_or_path, form)
+    except USER_ERRORS as err:
+        note = f"# Not valid yet: {error_message(err)}\n"
+        return note, note, note
+    return python_code(settings), cli_code(settings), cli_code(settings, "script")
