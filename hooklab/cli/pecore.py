@@ -50,8 +50,10 @@ def attribute_context(
     Prints the output with {context-sensitive targets}(score) and the context with
     [cues](score). With no option: the release example on the toy model (" hospital" is
     selected, with the cue "sick"); with --model_name_or_path toy-mt and no other option, the
-    translation example ("The table was old. <brk> It was broken." -> "Er", cues "table" and
-    "Tisch"), with that model's <brk> templates.
+    translation example ("The table was old. <brk> It was broken." with the output context
+    "Der Tisch war alt." -> " Er" is selected; its CCI scores cover the input and the output
+    context, where the gender-marking article "Der" is the top cue), with that model's <brk>
+    templates.
 
     Args:
         model_name_or_path: "toy" (the embedded LM), "toy-mt" (the embedded translation
@@ -111,9 +113,12 @@ def attribute_context(
     if save_path:
         print(f"saved {save_result(result, save_path, output_format, overwrite)}")
     if viz_path:
-        path = Path(viz_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"<!doctype html><meta charset='utf-8'>\n{result.to_html()}\n")
+        from hooklab.output.io import atomic_write
+
+        page = f"<!doctype html><meta charset='utf-8'>\n{result.to_html()}\n"
+        path = atomic_write(
+            viz_path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"), overwrite=True
+        )  # existing files were refused above unless --overwrite
         print(f"saved {path}")
     if figure_path:
         from hooklab.output.style import save

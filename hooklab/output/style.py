@@ -168,13 +168,22 @@ def value_format(values: Any, significant: int = 2) -> str:
 def save(
     fig: Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 300
 ) -> list[Path]:
-    """Write ``fig`` once per format next to ``path`` (suffix replaced); return the paths."""
+    """Write ``fig`` once per format next to ``path`` (suffix replaced); return the paths.
+
+    Each file is written atomically (a unique temporary file moved into place), so an
+    interrupted run never leaves a half-written figure. Existing files are replaced: callers
+    check ``--overwrite`` before computing.
+    """
+    from hooklab.output.io import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for ext in formats:
         target = path.with_suffix(f".{ext}")
-        with paper_style():
-            fig.savefig(target, dpi=dpi)
-        written.append(target)
+
+        def draw(tmp: str, ext: str = ext) -> None:
+            with paper_style():
+                fig.savefig(tmp, dpi=dpi, format=ext)
+
+        written.append(atomic_write(target, draw, overwrite=True))
     return written
