@@ -15,14 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooklab.pecore import PecoreOptions
+from hooklab.pecore.dataset import TEXT_KEYS
 from hooklab.pecore.examples import release_example
 
-TEXT_FIELDS = (
-    "input_context_text",
-    "input_current_text",
-    "output_context_text",
-    "output_current_text",
-)
+TEXT_FIELDS = TEXT_KEYS  # the four texts of an example, as in the dataset mode
 #: the PECoRe options shown on the page (the others keep the model's defaults)
 OPTION_FIELDS = (
     "context_sensitivity_metric",
