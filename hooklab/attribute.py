@@ -25,6 +25,7 @@ from hooklab.output.provenance import describe_model
 from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.scoring import (
     check_step_functions,
+    check_step_scores_kwargs,
     compute_step_scores,
     contrast_step_logits,
     make_contrast,
@@ -56,6 +57,7 @@ def validate(
     has_contrast: bool,
     batch_size: int,
     method_options: Mapping[str, Any],
+    step_scores_kwargs: object = None,
 ) -> Request:
     """Check names, prompts and options before any model work; resolve the method's options."""
     spec = METHODS.get(method)
@@ -72,6 +74,7 @@ def validate(
         refuse_encoder_decoder(model, f"hooklab.attribute(method={method!r})")
     names = [step_scores] if isinstance(step_scores, str) else list(step_scores)
     check_step_functions([*names, attributed_fn], has_contrast)
+    check_step_scores_kwargs(names, step_scores_kwargs)  # a misspelt key fails before any work
     return Request(spec, prompt_list, names, spec.resolve(method_options))
 
 
@@ -254,6 +257,7 @@ def attribute(
         model, prompts, method=method, attributed_fn=attributed_fn, step_scores=step_scores,
         has_contrast=contrast_prompts is not None or contrast_targets is not None,
         batch_size=batch_size, method_options=method_options,
+        step_scores_kwargs=step_scores_kwargs,
     )  # fmt: skip
     encoded = encode(
         model, request.prompts, targets, contrast_prompts=contrast_prompts,

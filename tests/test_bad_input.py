@@ -676,3 +676,15 @@ def test_saved_outputs_load_legitimately(saved):
 
     assert PecoreResult.load(saved / "pecore.json") == PecoreResult.load(saved / "pecore.st")
     assert isinstance(hooklab.load_output(saved / "attr.st"), hooklab.AttributionOutput)
+
+
+def test_misspelt_step_scores_kwargs_fail_before_any_model_work(gpt2, monkeypatch):
+    import sys
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("prompts were encoded before the options were checked")
+
+    monkeypatch.setattr(sys.modules["hooklab.attribute"], "encode", no_encoding)
+    raises_clearly(gpt2, KeyError, "probabilty", hooklab.attribute, gpt2, "George was sick",
+                   " yesterday", method="saliency", step_scores=["probability"],
+                   step_scores_kwargs={"probabilty": {}})  # fmt: skip
