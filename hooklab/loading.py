@@ -184,6 +184,7 @@ def load(
             network or a cached copy), or an in-memory ``transformers`` model (then pass
             ``tokenizer``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available.
+            Exclusive with ``device_map`` / ``n_devices``.
         dtype: ``torch.float32`` (default), ``"bf16"``, ``torch.float64``...
         tokenizer: the tokenizer of an in-memory model (required there), or a replacement.
         compatibility_mode: apply TransformerLens' HookedTransformer-style weight processing
@@ -191,7 +192,9 @@ def load(
             weights, e.g. true value vectors at ``hook_v`` for value zeroing.
         copy_model: for an in-memory model, wrap a deep copy so the caller's model is untouched.
         **kwargs: passed to ``TransformerBridge.boot_transformers`` (``n_devices``,
-            ``device_map``, ``revision``, ``hf_config_overrides``...).
+            ``device_map``, ``revision``, ``hf_config_overrides``...). ``device_map`` is
+            Hugging Face's (``"cpu"``, ``"auto"``, or module name -> device, placed by
+            Accelerate); not for an in-memory model, whose placement is its own.
 
     Returns:
         The model as a ``TransformerBridge`` in eval mode.
@@ -202,7 +205,14 @@ def load(
         True
     """
     dtype = resolve_dtype(dtype)
-    if "device_map" not in kwargs and "n_devices" not in kwargs:
+    split = {k: kwargs[k] for k in ("device_map", "n_devices") if kwargs.get(k) is not None}
+    if split and device is not None:
+        raise ValueError(
+            f"device={device!r} and {', '.join(f'{k}={v!r}' for k, v in split.items())} were "
+            "both given; they are exclusive. Pass device= for one device, or device_map= "
+            '(e.g. "cpu", "auto", or {"transformer.h.0": 0, ...}) to place the modules.'
+        )
+    if not split:
         device = resolve_device(device)
     if isinstance(name_or_path, torch.nn.Module):
         model = _load_in_memory(

@@ -157,6 +157,11 @@ def dataset(
     line format). A rerun resumes where the output stops; --restart discards the output and
     starts over (needed when the options or the model changed).
 
+    Under torchrun (WORLD_SIZE > 1) each process runs every WORLD_SIZE-th line into
+    <output>.rank{r}-of-{W} (on cuda:LOCAL_RANK when CUDA is available and --device is not
+    given) and rank 0 merges the parts into --output in line order, e.g.
+    ``torchrun --nproc_per_node 2 -m hooklab dataset --input in.jsonl --output out.jsonl``.
+
     Args:
         input: the JSONL file, one example per line (input_context_text, input_current_text,
             optional outputs, option overrides and gold annotations).
@@ -177,20 +182,27 @@ def dataset(
         raise UsageError(f"--output {output!r} is a directory; give a file name.")
 
     import hooklab
+    from hooklab import distributed
     from hooklab.pecore.dataset import run_dataset
 
-    model = hooklab.load(model_name_or_path, device=device, dtype=dtype)
-    summary = run_dataset(
-        model,
-        input,
-        output,
-        opts,
-        batch_size=batch_size,
-        show_progress=show_progress,
-        restart=restart,
-        log=lambda message: print(message, file=sys.stderr),
-    )
-    print(json.dumps(summary, indent=2))
+    with distributed.process_group() as (rank, world_size):
+        if world_size > 1 and device is None:
+            device = str(distributed.local_device())
+        model = hooklab.load(model_name_or_path, device=device, dtype=dtype)
+        summary = run_dataset(
+            model,
+            input,
+            output,
+            opts,
+            batch_size=batch_size,
+            show_progress=show_progress and rank == 0,
+            restart=restart,
+            log=lambda message: print(message, file=sys.stderr),
+            rank=rank,
+            world_size=world_size,
+        )
+    if rank == 0:
+        print(json.dumps(summary, indent=2))
 
 
 def toy_dataset(

@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from hooklab import distributed
 from hooklab.output.provenance import describe_model, thaw
 from hooklab.pecore.core import pecore_batch
 from hooklab.pecore.metrics import auprc, f1, mean, top1, word_indices
@@ -235,6 +236,8 @@ def run_dataset(
     show_progress: bool = True,
     restart: bool = False,
     log=print,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Run PECoRe on every line of ``input_path``, appending records to ``output_path``.
 
@@ -242,12 +245,18 @@ def run_dataset(
     resuming with other settings is refused unless ``restart`` (which discards the output).
     Any failure of one example becomes that line's error record; the run goes on.
 
+    With ``world_size > 1`` (every rank of a torchrun job calls this inside
+    :func:`hooklab.distributed.process_group`) this rank runs its shard into its part, waits
+    for the others, and rank 0 merges the parts into ``output_path``.
+
     Returns:
         A summary: counts, errors (line numbers and messages) and averaged metrics; also
-        written next to the output as ``<output>.summary.json``.
+        written next to the output as ``<output>.summary.json`` (on ranks other than 0: the
+        summary of this rank's part, not written).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    distributed.check_rank(rank, world_size)
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"No input file {str(input_path)!r}; pass a JSONL file.")
@@ -260,12 +269,62 @@ def run_dataset(
         )
     output_path.parent.mkdir(parents=True, exist_ok=True)
     settings_path = output_path.with_name(output_path.name + ".settings.json")
+    if world_size > 1:
+        return _run_shard(
+            model, input_path, output_path, options, settings_path, rank, world_size,
+            batch_size=batch_size, show_progress=show_progress, restart=restart, log=log,
+        )  # fmt: skip
     if restart and output_path.exists():
         finished_lines(output_path)  # refuses to discard a file that is not ours
         output_path.unlink()
     done = finished_lines(output_path)
     _check_settings(settings_path, _settings(model, options), restart)
     todo = [item for item in read_examples(input_path) if item[0] not in done]
+    _run_lines(model, todo, output_path, options, batch_size, show_progress, log)
+    return summarize(output_path)
+
+
+def _run_shard(
+    model, input_path, output_path, options, settings_path, rank, world_size, *,
+    batch_size, show_progress, restart, log,
+) -> dict[str, Any]:  # fmt: skip
+    """One rank's part of a data-parallel run, then (rank 0) the merge."""
+    part = distributed.part_path(output_path, rank, world_size)
+    if restart:
+        for path in [part] + ([output_path] if rank == 0 else []):
+            if path.exists():
+                finished_lines(path)  # refuses to discard a file that is not ours
+                path.unlink()
+        if rank == 0:
+            for path in distributed.stray_parts(output_path, world_size):
+                path.unlink()
+        done = finished_lines(part)  # output_path may be being removed by rank 0
+    else:
+        stray = distributed.stray_parts(output_path, world_size)
+        if stray:
+            raise ValueError(
+                f"Parts of a run with another number of processes exist: "
+                f"{[p.name for p in stray]}. Rerun with that world size to finish it, or pass "
+                "restart=True (--restart) to discard them and start over."
+            )
+        done = finished_lines(output_path) | finished_lines(part)
+    _check_settings(settings_path, _settings(model, options), restart)
+    examples = list(read_examples(input_path))
+    todo = [
+        item
+        for item in examples
+        if distributed.owns(item[0], rank, world_size) and item[0] not in done
+    ]
+    _run_lines(model, todo, part, options, batch_size, show_progress, log)
+    distributed.barrier(world_size)
+    if rank != 0:
+        return summarize(part, write=False)
+    distributed.merge(output_path, world_size, [item[0] for item in examples])
+    return summarize(output_path)
+
+
+def _run_lines(model, todo, output_path, options, batch_size, show_progress, log) -> None:
+    """Run ``todo`` (items of :func:`read_examples`), appending records to ``output_path``."""
     with open(output_path, "a", encoding="utf-8") as f:
         bar = tqdm(total=len(todo), desc="pecore", disable=not show_progress)
         for lo in range(0, len(todo), batch_size):
@@ -278,7 +337,6 @@ def run_dataset(
                 _append(f, record)
             bar.update(len(chunk))
         bar.close()
-    return summarize(output_path)
 
 
 def _error(n: int, err: Exception) -> dict[str, Any]:
@@ -337,7 +395,7 @@ def _run_chunk(model, good, options, log) -> Iterator[dict[str, Any]]:
                 yield _error(n, err)
 
 
-def summarize(output_path: str | Path) -> dict[str, Any]:
+def summarize(output_path: str | Path, *, write: bool = True) -> dict[str, Any]:
     """Average the per-example metrics of an output file; write ``<output>.summary.json``."""
     output_path = Path(output_path)
     records = [json.loads(x) for x in output_path.read_text(encoding="utf-8").splitlines() if x]
@@ -352,6 +410,8 @@ def summarize(output_path: str | Path) -> dict[str, Any]:
             k: sum(r.get("metrics", {}).get(k) is not None for r in ok) for k in names
         },
     }
+    if not write:
+        return summary
     path = output_path.with_name(output_path.name + ".summary.json")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
