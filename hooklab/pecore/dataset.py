@@ -316,9 +316,11 @@ def _run_shard(
         if distributed.owns(item[0], rank, world_size) and item[0] not in done
     ]
     _run_lines(model, todo, part, options, batch_size, show_progress, log)
+    # summarise this rank's part before the barrier: after it, rank 0 merges and removes parts
+    own = summarize(part, write=False)  # _run_lines always creates the part
     distributed.barrier(world_size)
     if rank != 0:
-        return summarize(part, write=False)
+        return own
     distributed.merge(output_path, world_size, [item[0] for item in examples])
     return summarize(output_path)
 
