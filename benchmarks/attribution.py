@@ -29,6 +29,7 @@ import sys
 import sysconfig
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -337,6 +338,20 @@ def run(args) -> None:
     n_gl, errors = search_gauss_legendre(
         lambda n: hl("integrated_gradients", n_steps=n)(), trap_err, args.max_gl
     )
+    progress("integrated gradients, GL-50 batched vs per point, and n_steps='auto'")
+    ig_paths = {  # the points' batching: one alpha per pass (per point) vs several
+        "ig GL-50 per point": hl("integrated_gradients", n_steps=50, internal_batch_size=1),
+        "ig GL-50 batched 16": hl("integrated_gradients", n_steps=50),
+        "ig GL-50 batched 50": hl("integrated_gradients", n_steps=50, internal_batch_size=50),
+        "ig auto": hl("integrated_gradients", n_steps="auto"),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a fixed size may leave a large delta
+        out_paths = group(ig_paths, dict.fromkeys(ig_paths, reps), budget)
+    for key in ig_paths:
+        check[key] = rel_diff(
+            out_paths[key][0].attributions, out_paths["ig GL-50 per point"][0].attributions
+        )
     groups = {
         "gradient_shap": (hl("gradient_shap"), naive_of(naive_gradient_shap), 1),
         "attention": (hl("attention"), naive_of(ref_attention), reps),
@@ -409,6 +424,20 @@ def run(args) -> None:
         "the GL row's naive time is the naive trapezoid-50 loop, which reaches that error.\n"
         "check = max|hooklab - naive| / max|naive| over visible entries (nan: not comparable)"
     )
+
+    per_point = t["ig GL-50 per point"].seconds
+    print(
+        "\nIG quadrature points batched (internal_batch_size points per forward + batched VJP)"
+        " against one point per pass; check = max|x - per point| / max|per point|:"
+    )
+    for key in ig_paths:
+        err, _ = ig_error(out_paths[key])
+        n_used = int(out_paths[key][0].extras["n_points"][0])
+        print(
+            f"  {key:<22}{t[key].seconds:>8.2f} s{per_point / t[key].seconds:>7.2f}x"
+            f"  {n_used:>3} points, max |delta| {err:.1e}, peak +{t[key].peak_mb:.0f} MB,"
+            f" check {check[key]:.1e}"
+        )
 
     print("\nQuoted Inseq times (measured by someone else on this machine; NOT measured here):")
     if args.quick:

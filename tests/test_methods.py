@@ -5,13 +5,17 @@ The contract all methods share (shapes, NaN, batching, cleanup, save/load) is in
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.testing import assert_close
 
 import hooklab
 from hooklab.architecture import n_kv_heads
-from hooklab.methods.integrated_gradients import quadrature
+from hooklab.inputs import make_batch, pad_token_id
+from hooklab.methods.base import AttributedFn
+from hooklab.methods.integrated_gradients import integrated_gradients, quadrature
 from hooklab.mixing.value_zeroing import mixing_matrices, select_heads
 from tests.reference.attribution import (
     ref_attention,
@@ -20,6 +24,7 @@ from tests.reference.attribution import (
     ref_occlusion,
     ref_value_zeroing,
 )
+from tests.test_mixing_encoder_decoder import build_seq2seq
 from tests.test_reagent import test_reagent_matches_the_slow_reference
 
 PROMPTS = ["George was sick yesterday.", "It rained"]
@@ -156,6 +161,81 @@ def test_ig_completeness_improves_with_steps(model64):
         .item()
     )
     assert gl < 1e-6
+
+
+def _ig_batch(model):
+    tok = model.tokenizer
+    ids = [[tok.bos_token_id, *tok(p + t, add_special_tokens=False)["input_ids"]]
+           for p, t in zip(PROMPTS, TARGETS)]  # fmt: skip
+    prompts = [i[: len(tok(p, add_special_tokens=False)["input_ids"]) + 1]
+               for i, p in zip(ids, PROMPTS)]  # fmt: skip
+    return make_batch(prompts, [i[len(p) :] for i, p in zip(ids, prompts)], pad_id=0)
+
+
+@pytest.fixture(scope="module")
+def marian64(tmp_path_factory):
+    path = build_seq2seq(tmp_path_factory.mktemp("marian"), "marian")
+    return hooklab.load(path, device="cpu", dtype="float64")
+
+
+@pytest.mark.parametrize("which", ["decoder_only", "encoder_decoder"])
+def test_ig_batched_points_equal_the_per_point_path(model64, marian64, which):
+    if which == "decoder_only":
+        model, batch = model64, _ig_batch(model64)
+    else:  # decoder start token, then the targets; the prompts are the sources
+        model, tok = marian64, marian64.tokenizer
+        start = marian64.original_model.config.decoder_start_token_id
+        batch = make_batch(
+            [[start]] * 2, [tok(t, add_special_tokens=False)["input_ids"] for t in TARGETS],
+            sources=[tok(p)["input_ids"] for p in PROMPTS], pad_id=pad_token_id(model),
+        )  # fmt: skip
+    fn = AttributedFn()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 5 points leave a large delta
+        runs = [
+            integrated_gradients(model, batch, attributed_fn=fn, n_steps=5,
+                                 internal_batch_size=size, vjp=vjp)
+            for size, vjp in ((1, "loop"), (5, "batched"), (3, "batched"))
+        ]  # fmt: skip
+    assert runs[0].attributions.dtype == torch.float64
+    for run in runs[1:]:
+        assert_close(run.attributions, runs[0].attributions, atol=1e-10, rtol=0, equal_nan=True)
+        delta = run.extras["completeness_delta"]
+        assert_close(delta, runs[0].extras["completeness_delta"], atol=1e-10, rtol=0,
+                     equal_nan=True)  # fmt: skip
+
+
+TOY_EXAMPLE = "George was sick yesterday. His colleagues asked him to come"
+
+
+def test_ig_auto_reaches_the_tolerance_where_16_points_do_not(toy):
+    kw = {"method": "integrated_gradients", "generation_kwargs": {"max_new_tokens": 6}}
+    with pytest.warns(UserWarning, match=r"completeness delta.* 16 gausslegendre points"):
+        fixed = hooklab.attribute(toy, TOY_EXAMPLE, **kw)[0]
+    auto = hooklab.attribute(toy, TOY_EXAMPLE, n_steps="auto", **kw)[0]
+    gap = auto.attributions.double().nansum(dim=(1, 2)) - auto.extras["completeness_delta"]
+    allowed = 1e-3 * gap.abs().clamp(min=1)
+    assert (fixed.extras["completeness_delta"].abs() > allowed).any()
+    assert (auto.extras["completeness_delta"].abs() <= allowed + 1e-6).all()  # float32 output
+    n = auto.extras["n_points"]
+    assert (n == n[0]).all() and 16 < n[0] <= 256 and auto.parameters["n_steps"] == "auto"
+    assert auto.parameters["tolerance"] == 1e-3 and auto.parameters["max_steps"] == 256
+
+
+def test_ig_warns_about_a_large_delta_only(model64):
+    kw = {"method": "integrated_gradients", "n_steps": 4}
+    with pytest.warns(UserWarning, match=r"delta.*= [0-9.e+-]+ > tolerance.*n_steps='auto'"):
+        hooklab.attribute(model64, PROMPTS, TARGETS, tolerance=1e-12, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        out = hooklab.attribute(model64, PROMPTS, TARGETS, tolerance=10.0, **kw)
+    assert out[0].extras["n_points"].eq(4).all()
+    with pytest.warns(UserWarning, match=r"raise max_steps \(now 2\)"):
+        hooklab.attribute(model64, PROMPTS, TARGETS, method="integrated_gradients",
+                          n_steps="auto", max_steps=2, tolerance=1e-12)  # fmt: skip
+    for bad in ({"n_steps": "many"}, {"tolerance": 0.0}, {"max_steps": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            hooklab.attribute(model64, PROMPTS, TARGETS, method="integrated_gradients", **bad)
 
 
 def test_gradient_shap_is_seeded_and_close_to_ig(gpt2):

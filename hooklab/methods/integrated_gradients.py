@@ -5,10 +5,17 @@ IG_t(x) = (x - x') * ∫_0^1 ∂F_t(x' + α (x - x')) / ∂x dα, approximated b
 every step t; the ``completeness_delta`` extra is Σ IG_t - (F_t(x) - F_t(x')), which goes to 0
 as ``n_steps`` grows. Gauss-Legendre nodes reach a given error with far fewer points than a
 Riemann sum when F is smooth along the path.
+
+Cost: the quadrature points are batched (``internal_batch_size`` copies of the batch per forward
+pass and per batched VJP), as Captum batches its alphas. ``n_steps="auto"`` doubles the number of
+points (8, 16, 32, ... up to ``max_steps``) until every step's completeness delta is within
+``tolerance``; a fixed ``n_steps`` that leaves a larger delta warns.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +39,7 @@ QUADRATURES = (
     "riemann_right",
     "riemann_middle",
 )
+AUTO_START = 8  # first size n_steps="auto" tries; it then doubles
 
 
 def quadrature(n_steps: int, rule: str = "gausslegendre") -> tuple[Tensor, Tensor]:
@@ -56,13 +64,92 @@ def quadrature(n_steps: int, rule: str = "gausslegendre") -> tuple[Tensor, Tenso
     return alphas, torch.full((n,), 1.0 / n, dtype=torch.float64)
 
 
+def _validate(n_steps, tolerance, max_steps, internal_batch_size) -> None:
+    """Raise ValueError for options that cannot work (``n_steps`` ints are checked later)."""
+    if isinstance(n_steps, str) and n_steps != "auto":
+        raise ValueError(f"n_steps must be a positive int or 'auto', got {n_steps!r}.")
+    for name, value in (("max_steps", max_steps), ("internal_batch_size", internal_batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not (0 < tolerance < math.inf)
+    ):
+        raise ValueError(f"tolerance must be a positive finite number, got {tolerance!r}.")
+
+
+def path_gradients(
+    model,
+    batch: Batch,
+    attributed_fn: AttributedFn,
+    x: Float[Tensor, "batch pos d_model"],
+    x0: Float[Tensor, "batch pos d_model"],
+    alphas: Tensor,
+    weights: Tensor,
+    *,
+    points_per_pass: int = 16,
+    vjp: str = "auto",
+    vjp_chunk: int = 16,
+) -> Float[Tensor, "batch step pos d_model"]:
+    """Return Σ_k w_k ∂F_t(x' + α_k (x - x')) / ∂x for every example and step.
+
+    The points are batched: ``points_per_pass`` copies of the batch (one per α) go through one
+    forward pass and one batched VJP (per ``vjp_chunk`` steps), so k points cost about
+    what one forward + VJP over a k times larger batch costs.
+    ``points_per_pass=1`` is the per-point path.
+    """
+    B = batch.size
+    total = None
+    for lo in range(0, len(alphas), points_per_pass):
+        a = alphas[lo : lo + points_per_pass].to(x)
+        w = weights[lo : lo + points_per_pass].to(x)
+        k = len(a)
+        index = torch.arange(B, device=x.device).repeat(k)  # alpha-major copies: [k * B]
+        points = x0.repeat(k, 1, 1) + a.repeat_interleave(B)[:, None, None] * (x - x0).repeat(
+            k, 1, 1
+        )  # [k * B, pos, d_model]
+        grads, _ = gradients_at(
+            model, batch.take(index), attributed_fn.take(index), points, vjp=vjp,
+            vjp_chunk=vjp_chunk,
+        )  # fmt: skip
+        weighted = (
+            (grads * w.repeat_interleave(B)[:, None, None, None])
+            .reshape(k, B, *grads.shape[1:])
+            .sum(0)
+        )  # [batch, step, pos, d_model]
+        total = weighted if total is None else total + weighted
+    return total
+
+
+def endpoint_gap(
+    model, batch: Batch, attributed_fn: AttributedFn, x: Tensor, x0: Tensor
+) -> Float[Tensor, "batch step"]:
+    """F_t(x) - F_t(x') from one forward pass over the batch twice (NaN at padded steps)."""
+    B = batch.size
+    index = torch.arange(B, device=x.device).repeat(2)
+    with torch.no_grad():
+        scores = attributed_scores(
+            model, batch.take(index), attributed_fn.take(index), torch.cat([x, x0])
+        )
+    return scores[:B] - scores[B:]
+
+
+def excess(delta: Tensor, gap: Tensor) -> float:
+    """max over examples and steps of |delta| / max(1, |gap|) (padded steps ignored)."""
+    ratio = delta.abs() / gap.abs().clamp(min=1.0)
+    return float(ratio.nan_to_num(0.0).max()) if ratio.numel() else 0.0
+
+
 def integrated_gradients(
     model,
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
-    n_steps: int = 16,
+    n_steps: int | str = 16,
     rule: str = "gausslegendre",
+    tolerance: float = 1e-3,
+    max_steps: int = 256,
     baseline: str | int | Tensor = "zeros",
     internal_batch_size: int = 16,
     vjp: str = "auto",
@@ -71,50 +158,51 @@ def integrated_gradients(
     """Integrated gradients of each step's attributed function with respect to the input embeddings.
 
     Args:
-        n_steps: quadrature points along the straight path from the baseline to the input.
+        n_steps: quadrature points along the straight path from the baseline to the input, or
+            ``"auto"``: 8, 16, 32, ... points (at most ``max_steps``) until the completeness
+            delta of every step is within ``tolerance``.
         rule: the quadrature: ``"gausslegendre"`` (default) or a Riemann rule
             (``"riemann_trapezoid"``, ``"riemann_left"``...).
+        tolerance: the completeness target, |Σ IG_t - (F_t(x) - F_t(x'))| <= tolerance *
+            max(1, |F_t(x) - F_t(x')|) for every step t (absolute for gaps up to 1, such as
+            probabilities; relative for larger ones, such as logits). Default 1e-3. With a fixed
+            ``n_steps``, a larger delta raises a ``UserWarning`` that names it.
+        max_steps: the most points ``n_steps="auto"`` uses (it warns if they do not suffice).
         baseline: see :func:`hooklab.methods.baselines.baseline_embeddings`.
-        internal_batch_size: interpolation points per forward pass (each one copy of the batch).
+        internal_batch_size: quadrature points per forward pass and batched VJP (each one copy
+            of the batch); bounds memory.
 
     Returns:
-        Attributions ``[batch, step, pos, d_model]`` and the extra ``completeness_delta``
-        ``[batch, step]``.
+        Attributions ``[batch, step, pos, d_model]`` and the extras ``completeness_delta``
+        (Σ IG_t - (F_t(x) - F_t(x'))) and ``n_points`` (points used), each ``[batch, step]``.
     """
-    bad_size = isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int)
-    if bad_size or internal_batch_size < 1:
-        raise ValueError(
-            f"internal_batch_size must be a positive int, got {internal_batch_size!r}."
-        )
+    _validate(n_steps, tolerance, max_steps, internal_batch_size)
     check_vjp(vjp, vjp_chunk)
-    alphas, weights = quadrature(n_steps, rule)
+    auto = n_steps == "auto"
+    n = min(AUTO_START, max_steps) if auto else n_steps
+    quadrature(n, rule)  # checks n_steps and rule before any model work
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
-    total: Float[Tensor, "batch step pos d_model"] | None = None
-    for lo in range(0, len(alphas), internal_batch_size):
-        a = alphas[lo : lo + internal_batch_size].to(x)
-        w = weights[lo : lo + internal_batch_size].to(x)
-        k = len(a)
-        index = torch.arange(batch.size, device=x.device).repeat(k)  # alpha-major copies
-        points = x0.repeat(k, 1, 1) + a.repeat_interleave(batch.size)[:, None, None] * (
-            x - x0
-        ).repeat(k, 1, 1)
-        grads, _ = gradients_at(
-            model,
-            batch.take(index),
-            attributed_fn.take(index),
-            points,
-            vjp=vjp,
-            vjp_chunk=vjp_chunk,
+    gap = endpoint_gap(model, batch, attributed_fn, x, x0)
+    while True:
+        alphas, weights = quadrature(n, rule)
+        total = path_gradients(
+            model, batch, attributed_fn, x, x0, alphas, weights,
+            points_per_pass=internal_batch_size, vjp=vjp, vjp_chunk=vjp_chunk,
+        )  # fmt: skip
+        attributions = total * (x - x0)[:, None]
+        delta = attributions.sum(dim=(-1, -2)) - gap
+        err = excess(delta, gap)
+        if not auto or err <= tolerance or n >= max_steps:
+            break
+        n = min(2 * n, max_steps)
+    if err > tolerance:
+        fix = f"raise max_steps (now {max_steps})" if auto else "use n_steps='auto' or more points"
+        warnings.warn(
+            f"integrated_gradients: max |completeness delta| / max(1, |F(x) - F(x')|) = "
+            f"{err:.3g} > tolerance {tolerance:g} with {n} {rule} points; {fix}.",
+            UserWarning,
+            stacklevel=2,
         )
-        weighted = (grads * w.repeat_interleave(batch.size)[:, None, None, None]).reshape(
-            k, batch.size, *grads.shape[1:]
-        )
-        total = weighted.sum(0) if total is None else total + weighted.sum(0)
-    attributions = total * (x - x0)[:, None]
-    with torch.no_grad():
-        gap = attributed_scores(model, batch, attributed_fn, x) - attributed_scores(
-            model, batch, attributed_fn, x0
-        )
-    delta = attributions.sum(dim=(-1, -2)) - gap
-    return MethodResult(attributions, {"completeness_delta": delta})
+    extras = {"completeness_delta": delta, "n_points": torch.full_like(gap, n)}
+    return MethodResult(attributions, extras)
