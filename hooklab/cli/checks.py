@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -53,10 +52,9 @@ def slug(text: str, words: int = 4) -> str:
 
 def toy_examples() -> list[dict[str, Any]]:
     """The toy model's eval examples (``hooklab/toy/eval_examples.jsonl``)."""
-    from hooklab.toy import EVAL_EXAMPLES
+    from hooklab.pecore.examples import eval_examples
 
-    lines = Path(EVAL_EXAMPLES).read_text(encoding="utf-8").splitlines()
-    return [json.loads(x) for x in lines if x.strip()]
+    return eval_examples("toy")
 
 
 def toy_example(index: int) -> dict[str, Any]:
