@@ -86,6 +86,23 @@ def _output_prefix(template: str, context: str | None) -> tuple[str, str, tuple[
     return before + context + after, lead, (len(before), len(before) + len(context))
 
 
+def _format(
+    opts: PecoreOptions, input_context: str, input_current: str, output_context: str | None
+) -> tuple[str, tuple[int, int] | None, str, str, str, tuple[int, int] | None]:
+    """Fill the templates (texts checked): contextual input and its context span, contextless
+    input, and the output prefix, lead and output-context span (see :func:`_output_prefix`)."""
+    check_texts(opts.input_template, input_context, input_current, "input")
+    ctx_text, span = fill(opts.input_template, context=input_context, current=input_current)
+    noctx_text, _ = fill(opts.contextless_input_current_text, context=None, current=input_current)
+    out_template = opts.output_template or (
+        "{context} {current}" if output_context else "{current}"
+    )
+    if output_context:
+        check_texts(out_template, output_context, "x", "output")
+    head, lead, out_span = _output_prefix(out_template, output_context)
+    return ctx_text, span, noctx_text, head, lead, out_span
+
+
 def encode_example(
     model,
     opts: PecoreOptions,
@@ -108,20 +125,10 @@ def encode_example(
             input_current_text=input_current_text, output_context_text=output_context_text,
             output_current_text=output_current_text, generated=generated,
         )  # fmt: skip
-    check_texts(opts.input_template, input_context_text, input_current_text, "input")
-    ctx_text, span = fill(
-        opts.input_template, context=input_context_text, current=input_current_text
-    )
-    noctx_text, _ = fill(
-        opts.contextless_input_current_text, context=None, current=input_current_text
+    ctx_text, span, noctx_text, head, lead, out_span = _format(
+        opts, input_context_text, input_current_text, output_context_text
     )
     sep = opts.decoder_input_output_separator
-    out_template = opts.output_template or (
-        "{context} {current}" if output_context_text else "{current}"
-    )
-    if output_context_text:
-        check_texts(out_template, output_context_text, "x", "output")
-    head, lead, out_span = _output_prefix(out_template, output_context_text)
     ctx_prompt = encode_prompt(model, ctx_text)
     input_ids = model.tokenizer(ctx_text, add_special_tokens=False)["input_ids"]
     context_positions = _span_positions(model, ctx_text, span, len(ctx_prompt) - len(input_ids))
@@ -187,19 +194,9 @@ def _encode_seq2seq(
     generated: list[int] | None,
 ) -> Example:
     """:func:`encode_example` for encoder–decoder models (see the module docstring)."""
-    check_texts(opts.input_template, input_context_text, input_current_text, "input")
-    ctx_text, span = fill(
-        opts.input_template, context=input_context_text, current=input_current_text
+    ctx_text, span, noctx_text, head, lead, out_span = _format(
+        opts, input_context_text, input_current_text, output_context_text
     )
-    noctx_text, _ = fill(
-        opts.contextless_input_current_text, context=None, current=input_current_text
-    )
-    out_template = opts.output_template or (
-        "{context} {current}" if output_context_text else "{current}"
-    )
-    if output_context_text:
-        check_texts(out_template, output_context_text, "x", "output")
-    head, lead, out_span = _output_prefix(out_template, output_context_text)
     start = seq2seq.decoder_start_id(model)
     source, noctx_source = (
         seq2seq.encode_source(model, ctx_text),
