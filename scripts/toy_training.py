@@ -16,6 +16,19 @@ from collections.abc import Callable
 import torch
 
 
+def start(out: str, seed: int, threads: int) -> pathlib.Path:
+    """Seed, thread count, deterministic kernels, quiet transformers; make and return ``out``."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    out_dir = pathlib.Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
 def _optimizer(model, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]

@@ -17,14 +17,13 @@ import time
 
 import fire
 import torch
-import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
-from toy_training import print_size, save_checkpoint, train  # noqa: E402
+from toy_training import print_size, save_checkpoint, start, train  # noqa: E402
 
 from hooklab.toy import corpus  # noqa: E402
 
@@ -202,12 +201,7 @@ def main(
 ) -> None:
     """Generate the corpus, train tokenizer + model, save the checkpoint and the ground truth."""
     t0 = time.time()
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    out_dir = pathlib.Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = start(out, seed, threads)
 
     docs = corpus.generate_documents(n_docs, seed)
     texts = [body(d) for d in docs]

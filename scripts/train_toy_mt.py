@@ -18,14 +18,13 @@ import time
 
 import fire
 import torch
-import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import GenerationConfig, MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
-from toy_training import print_size, save_checkpoint, train  # noqa: E402
+from toy_training import print_size, save_checkpoint, start, train  # noqa: E402
 
 from hooklab.toy_mt import corpus  # noqa: E402
 
@@ -194,12 +193,7 @@ def main(
 ) -> None:
     """Generate the corpus, build tokenizer + model, train, save checkpoint and ground truth."""
     t0 = time.time()
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    out_dir = pathlib.Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = start(out, seed, threads)
 
     pairs = corpus.generate_pairs(n_pairs, seed)
     tok = build_tokenizer()
