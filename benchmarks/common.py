@@ -72,6 +72,12 @@ def cached_model(name: str, seed: int = 0, **config) -> Path:
     return path
 
 
+def random_gpt2(tiny: bool = False, seed: int = 0) -> Path:
+    """The benchmarks' random GPT-2 (GPT-2-small shape, or a tiny one), built once."""
+    name = ("compare-tiny" if tiny else "compare-gpt2-small") + (f"-seed{seed}" if seed else "")
+    return cached_model(name, seed, **(GPT2_TINY if tiny else GPT2_SMALL))
+
+
 def word_prompt(n_words: int = 19, vocab: int = VOCAB) -> str:
     """A fixed prompt of ``n_words`` tokens of the word-level tokenizer (BOS not included)."""
     return " ".join(f"w{(37 * i + 11) % (vocab - 1) + 1}" for i in range(n_words))

@@ -38,10 +38,10 @@ from benchmarks.common import (
     GPT2_TINY,
     InseqWorker,
     Row,
-    cached_model,
     clock,
     load_average,
     print_table,
+    random_gpt2,
     take_turns,
     word_prompt,
 )
@@ -241,7 +241,7 @@ def header(args, worker) -> str:
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     names = ", ".join(WORKLOADS)
     parser.add_argument("--only", default=None, help=f"comma-separated subset of: {names}")
@@ -254,69 +254,75 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.repeats = 1
-    chosen = (
-        args.only.split(",")
-        if args.only
-        else [n for n in WORKLOADS if not (args.quick and n == "pecore_cli")]
-    )
-    unknown = sorted(set(chosen) - set(WORKLOADS))
+    default = [n for n in WORKLOADS if not (args.quick and n == "pecore_cli")]
+    args.chosen = args.only.split(",") if args.only else default
+    unknown = sorted(set(args.chosen) - set(WORKLOADS))
     if unknown:
         parser.error(f"--only: unknown {unknown}; choose from {names}")
-    results_path = Path(
-        args.results or CACHE / f"compare_inseq{'-quick' if args.quick else ''}.json"
-    )
-    done = json.loads(results_path.read_text()) if args.resume and results_path.is_file() else {}
+    quick = "-quick" if args.quick else ""
+    args.results = Path(args.results or CACHE / f"compare_inseq{quick}.json")
+    return args
+
+
+def run(args, done: dict, tmp: Path, started: float) -> tuple[str, list[str]]:
+    """Run the chosen workloads not in ``done`` (saving ``done`` after each); return the
+    header and the notes."""
+    worker = None if args.skip_inseq else InseqWorker(tmp / "inseq.log")
+    try:
+        top = header(args, worker)
+        print(top, flush=True)
+        vocab = (GPT2_TINY if args.quick else GPT2_SMALL)["vocab_size"]
+        attr = AttributionBench(random_gpt2(args.quick), worker, args.repeats, args.budget, vocab)
+        toy = {}
+
+        def pecore() -> PecoreBench:
+            if "bench" not in toy:
+                from hooklab.toy import TOY_DIR
+
+                n = 5 if args.quick else 50
+                toy["bench"] = PecoreBench(
+                    "toy", TOY_DIR, worker, args.repeats, args.budget, n, tmp
+                )
+            return toy["bench"]
+
+        for name in [n for n in args.chosen if n not in done]:
+            elapsed = time.perf_counter() - started
+            print(f"[{elapsed:5.0f} s] {name} ...", file=sys.stderr, flush=True)
+            try:
+                rows = run_workload(name, attr, pecore)
+                done[name] = {"rows": [dataclasses.asdict(r) for r in rows], "error": None}
+            except Exception:
+                done[name] = {"rows": [], "error": traceback.format_exc()[-1500:]}
+                print(done[name]["error"], file=sys.stderr, flush=True)
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            args.results.write_text(json.dumps(done, indent=1))
+        return top, attr.notes + (toy["bench"].notes if "bench" in toy else [])
+    finally:
+        if worker:
+            worker.close()
+
+
+def main() -> None:
+    args = parse_args()
+    done = {}
+    if args.resume and args.results.is_file():  # keep the workloads that did not fail
+        done = {k: v for k, v in json.loads(args.results.read_text()).items() if not v["error"]}
     import torch
 
     torch.set_num_threads(1)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hooklab-compare-") as tmp:
-        worker = None if args.skip_inseq else InseqWorker(Path(tmp) / "inseq.log")
-        try:
-            top = header(args, worker)
-            print(top, flush=True)
-            config = GPT2_TINY if args.quick else GPT2_SMALL
-            path = cached_model("compare-tiny" if args.quick else "compare-gpt2-small", **config)
-            attr = AttributionBench(path, worker, args.repeats, args.budget, config["vocab_size"])
-            toy = {}
-
-            def pecore():
-                if "bench" not in toy:
-                    from hooklab.toy import TOY_DIR
-
-                    toy["bench"] = PecoreBench("toy", TOY_DIR, worker, args.repeats, args.budget,
-                                               5 if args.quick else 50, Path(tmp))  # fmt: skip
-                return toy["bench"]
-
-            for name in [n for n in chosen if n not in done]:
-                print(
-                    f"[{time.perf_counter() - started:5.0f} s] {name} ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                try:
-                    rows = run_workload(name, attr, pecore)
-                    done[name] = {"rows": [dataclasses.asdict(r) for r in rows], "error": None}
-                except Exception:
-                    done[name] = {"rows": [], "error": traceback.format_exc()[-1500:]}
-                    print(done[name]["error"], file=sys.stderr, flush=True)
-                results_path.parent.mkdir(parents=True, exist_ok=True)
-                results_path.write_text(json.dumps(done, indent=1))
-            notes = attr.notes + (toy["bench"].notes if "bench" in toy else [])
-        finally:
-            if worker:
-                worker.close()
-    rows = [Row(**r) for n in chosen if n in done for r in done[n]["rows"]]
+        top, notes = run(args, done, Path(tmp), started)
     print(f"\n{top}")
     print(f"{load_average()}; this run took {time.perf_counter() - started:.0f} s\n")
-    print_table(rows)
+    print_table([Row(**r) for n in args.chosen if n in done for r in done[n]["rows"]])
     for note in notes:
         print(note)
-    for name in chosen:
+    for name in args.chosen:
         if done.get(name, {}).get("error"):
             print(f"{name} FAILED: {done[name]['error'].strip().splitlines()[-1]}")
     if args.resume:
-        print(f"(rows of earlier runs read from {results_path})")
+        print(f"(rows of earlier runs read from {args.results})")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import fire
 import torch
 
 import hooklab
-from benchmarks.common import EOT, InseqWorker, build_model, word_prompt
+from benchmarks.common import EOT, InseqWorker, random_gpt2, word_prompt
 from hooklab.hooks import hook_name, temporary_hooks
 
 INSEQ_QUOTED = 256.0  # Inseq 0.7.1, same workload (quoted in the issue)
@@ -64,26 +64,24 @@ def counted(model, fn):
 
 def main(repeats: int = 1, skip_inseq: bool = False, seed: int = 0) -> None:
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        build_model(Path(tmp), seed)
-        model = hooklab.load(tmp, device="cpu", dtype="float32")
-        prompt = word_prompt(19)  # + BOS
-        gen = hooklab.generate(model, prompt, max_new_tokens=10, stop_at_eos=False)
-        target = " " + " ".join(model.tokenizer.convert_ids_to_tokens(gen.output_ids[0]))
-        n_target = len(model.tokenizer(target, add_special_tokens=False)["input_ids"])
-        print(f"load average {os.getloadavg()[0]:.2f}; prompt 20 tokens, target {n_target}")
+    path = str(random_gpt2(seed=seed))
+    model = hooklab.load(path, device="cpu", dtype="float32")
+    prompt = word_prompt(19)  # + BOS
+    gen = hooklab.generate(model, prompt, max_new_tokens=10, stop_at_eos=False)
+    target = " " + " ".join(model.tokenizer.convert_ids_to_tokens(gen.output_ids[0]))
+    n_target = len(model.tokenizer(target, add_special_tokens=False)["input_ids"])
+    print(f"load average {os.getloadavg()[0]:.2f}; prompt 20 tokens, target {n_target}")
 
-        def ours():
-            return hooklab.attribute(model, prompt, target, method="reagent", **OPTIONS)
+    def ours():
+        return hooklab.attribute(model, prompt, target, method="reagent", **OPTIONS)
 
-        runs = [counted(model, ours) for _ in range(repeats)]
-        seconds, out, stats = min(runs, key=lambda r: r[0])
-        seq = out[0]
-        one = torch.tensor([seq.token_ids.tolist()])
-        with torch.no_grad():
-            t_fwd, _, _ = counted(model, lambda: model(one, prepend_bos=False))
-        inseq, why = (None, "skipped") if skip_inseq else inseq_run(tmp, f"{EOT} {prompt}",
-                                                                     target)  # fmt: skip
+    runs = [counted(model, ours) for _ in range(repeats)]
+    seconds, out, stats = min(runs, key=lambda r: r[0])
+    seq = out[0]
+    one = torch.tensor([seq.token_ids.tolist()])
+    with torch.no_grad():
+        t_fwd, _, _ = counted(model, lambda: model(one, prepend_bos=False))
+    inseq, why = (None, "skipped") if skip_inseq else inseq_run(path, f"{EOT} {prompt}", target)
     conv = seq.extras["reagent_converged"].mean().item()
     print(f"ReAGent {OPTIONS}, GPT-2-small shape (12 x 768, vocab 32000), 1 thread")
     print(f"{'':44s} {'seconds':>8s} {'calls':>6s} {'seq x tok':>9s} {'Inseq/hl':>8s}")

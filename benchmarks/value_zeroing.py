@@ -1,7 +1,7 @@
 """Benchmark value zeroing on a GPT-2-small-shaped random model, CPU, one thread.
 
 Model: GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=32000) with random non-zero
-biases and a word-level tokenizer built offline, saved to a temporary directory. Input: a
+biases and a word-level tokenizer built offline, saved once under ``$HOOKLAB_BENCH_CACHE``. Input: a
 20-token prompt (BOS included) + 10 greedily generated tokens.
 
 Printed side by side:
@@ -34,8 +34,8 @@ from benchmarks.common import (
     EOT,
     VOCAB,
     InseqWorker,
-    build_model,
     median_time,
+    random_gpt2,
     word_prompt,
 )
 from hooklab.mixing import value_zeroing
@@ -62,12 +62,11 @@ def main(
     inseq: bool = False,
 ) -> None:
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        build_model(Path(tmp), seed)
-        model = hooklab.load(tmp, device="cpu", dtype="float32")
-        prompt = word_prompt(19)  # + BOS
-        t_inseq = inseq_seconds(tmp, f"{EOT} {prompt}", 2) if inseq else None
-        run(model, prompt, repeats, per_layer_reference, t_inseq)
+    path = str(random_gpt2(seed=seed))
+    model = hooklab.load(path, device="cpu", dtype="float32")
+    prompt = word_prompt(19)  # + BOS
+    t_inseq = inseq_seconds(path, f"{EOT} {prompt}", 2) if inseq else None
+    run(model, prompt, repeats, per_layer_reference, t_inseq)
 
 
 def run(model, prompt: str, repeats: int, per_layer_reference: bool, t_inseq) -> None:
