@@ -1,6 +1,6 @@
 """hooklab against Inseq 0.7.1, side by side in one run: issue 14's table of times and ratios.
 
-    python benchmarks/compare_inseq.py                    # everything, ~10-20 min on 2 cores
+    python benchmarks/compare_inseq.py                    # everything, ~12 min on 2 loaded cores
     python benchmarks/compare_inseq.py --only saliency,ig # a subset (names: --help)
     python benchmarks/compare_inseq.py --quick            # tiny config, a smoke run (< 1 min)
     python benchmarks/compare_inseq.py --resume           # skip workloads already in --results
