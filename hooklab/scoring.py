@@ -12,6 +12,7 @@ from torch import Tensor
 
 from hooklab.forward import step_logits
 from hooklab.inputs import Batch, make_batch, pad_token_id
+from hooklab.precision import upcast
 from hooklab.steps import CONTRASTIVE, STEP_FUNCTIONS, StepArgs
 
 
@@ -169,7 +170,10 @@ def make_step_args(
 def run_step_function(
     name: str, args: StepArgs, kwargs: Mapping[str, object] | None = None
 ) -> Float[Tensor, "batch step"]:
-    """Call step function ``name`` and set padded steps to NaN."""
+    """Call step function ``name`` and set padded steps to NaN.
+
+    Scores of a half-precision model come back in float32 (a custom function's too).
+    """
     scores = STEP_FUNCTIONS.get(name)(args, **dict(kwargs or {}))
     expected = tuple(args.target_ids.shape)
     if not isinstance(scores, torch.Tensor):
@@ -182,7 +186,7 @@ def run_step_function(
             f"Step function {name!r} returned shape {tuple(scores.shape)}; expected {expected} "
             "([batch, step])."
         )
-    return torch.where(args.step_mask, scores, torch.nan)
+    return torch.where(args.step_mask, upcast(scores), torch.nan)
 
 
 def compute_step_scores(

@@ -27,6 +27,7 @@ from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
 from hooklab.methods.gradients import attributed_scores, check_vjp, gradients_at
+from hooklab.precision import reduction_dtype
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -103,7 +104,8 @@ def path_gradients(
     total = None
     for lo in range(0, len(alphas), points_per_pass):
         a = alphas[lo : lo + points_per_pass].to(x)
-        w = weights[lo : lo + points_per_pass].to(x)
+        # float32 weights (float64 stays): the weighted sum over points runs in float32
+        w = weights[lo : lo + points_per_pass].to(x.device, reduction_dtype(x.dtype))
         k = len(a)
         index = torch.arange(B, device=x.device).repeat(k)  # alpha-major copies: [k * B]
         points = x0.repeat(k, 1, 1) + a.repeat_interleave(B)[:, None, None] * (x - x0).repeat(
