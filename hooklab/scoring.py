@@ -148,6 +148,25 @@ def check_step_scores_kwargs(
     return out
 
 
+def check_finite(
+    logits: Float[Tensor, "batch step d_vocab"] | None, step_mask: Tensor, what: str = "logits"
+) -> None:
+    """Raise ValueError if float16 ``logits`` of real steps hold inf or NaN.
+
+    float16's largest value is 65504: a model trained in bfloat16 or float32 can overflow it
+    in its activations, and then every score is inf or NaN. (bfloat16 has float32's range.)
+    """
+    if logits is None or logits.dtype != torch.float16:
+        return
+    real = logits[step_mask] if tuple(step_mask.shape) == tuple(logits.shape[:2]) else logits
+    if not bool(real.isfinite().all()):
+        raise ValueError(
+            f"The model's {what} are inf or NaN in float16 at real steps: its activations "
+            "overflow float16's range (largest value 65504). Load it with dtype='bf16' (the "
+            "range of float32) or 'float32'."
+        )
+
+
 def make_step_args(
     model,
     batch: Batch,
@@ -155,7 +174,12 @@ def make_step_args(
     contrast: Contrast | None = None,
     contrast_logits: Float[Tensor, "batch step d_vocab"] | None = None,
 ) -> StepArgs:
-    """Bundle step logits with targets and contrast for the step functions."""
+    """Bundle step logits with targets and contrast for the step functions.
+
+    Raises ValueError if float16 logits of real steps are infinite or NaN (an overflow).
+    """
+    for what, values in (("logits", logits), ("contrast logits", contrast_logits)):
+        check_finite(values, batch.step_mask, what)
     return StepArgs(
         model=model,
         batch=batch,

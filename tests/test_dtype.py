@@ -346,3 +346,13 @@ def test_outputs_are_float32_on_cpu_and_save_bf16(pairs, tmp_path):
     assert torch.equal(loaded.attributions.nan_to_num(), half.attributions.nan_to_num())
     assert loaded.scores().dtype == torch.float32  # views reduce in float32
     assert out.model["dtype"] == "bfloat16"  # provenance records the model's dtype
+
+
+def test_fp16_overflow_is_a_clear_error(gpt2_dir):
+    model = hooklab.load(gpt2_dir, device="cpu", dtype="fp16")
+    with torch.no_grad():  # logits far beyond float16's 65504
+        model.original_model.lm_head.weight.mul_(1e5)
+    with pytest.raises(ValueError, match="overflow float16's range"):
+        hooklab.attribute(model, *GPT2, step_scores=["probability"])
+    with pytest.raises(ValueError, match="overflow float16's range"):
+        hooklab.attribute(model, *GPT2, method="saliency")
