@@ -356,3 +356,37 @@ def test_fp16_overflow_is_a_clear_error(gpt2_dir):
         hooklab.attribute(model, *GPT2, step_scores=["probability"])
     with pytest.raises(ValueError, match="overflow float16's range"):
         hooklab.attribute(model, *GPT2, method="saliency")
+
+
+def test_faithfulness_bf16(pairs):
+    m32, m16, prompt, target, _ = pairs["toy"]
+    want, got = (
+        hooklab.evaluate_faithfulness(m, hooklab.attribute(m, prompt, target, method="saliency"))
+        for m in (m32, m16)
+    )
+    for name, value in got.summary().items():
+        assert math.isfinite(value), name
+        # means of probability differences, same masks (seed): measured <= 0.006 apart
+        if not name.startswith("log_ratio"):
+            assert abs(value - want.summary()[name]) <= 16 * eps(torch.bfloat16), name
+
+
+def test_encoder_decoder_bf16():
+    """toy-mt (Marian) in bfloat16: the batched value-zeroing path, knockout and PECoRe."""
+    m32 = hooklab.load("toy-mt", device="cpu")
+    m16 = hooklab.load("toy-mt", device="cpu", dtype="bf16")
+    source, target = "The table was old. <brk> It was broken.", "Der Tisch war alt. <brk> Er"
+    for part in ("cross", "decoder", "encoder"):
+        (v32,) = value_zeroing(m32, source, targets=target, part=part)
+        (v16,) = value_zeroing(m16, source, targets=target, part=part)
+        assert v16.scores.dtype == torch.float32
+        # rows sum to 1: measured 0.024-0.030
+        assert float((v32.scores - v16.scores).abs().max()) <= 8 * eps(torch.bfloat16), part
+    (k16,) = attention_knockout(m16, source, targets="Der Tisch war alt. <brk>", window=1)
+    assert k16.probabilities.isfinite().all()
+    templates = {"input_template": "{context} <brk> {current}",
+                 "output_template": "{context} <brk> {current}"}  # fmt: skip
+    res = pecore(m16, "The table was old.", "It was broken.",
+                 output_context_text="Der Tisch war alt.", **templates)  # fmt: skip
+    assert [c.token for c in res.context_sensitive] == [" Er"]
+    assert [c.token for c in res.context_sensitive[0].cues] == [" Der"]
