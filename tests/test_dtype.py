@@ -51,6 +51,9 @@ TOY_CONTRAST = "His colleagues asked him to come"
 GPT2 = ("George was sick yesterday.", " His colleagues asked him")
 GPT2_CONTRAST = "yesterday."
 PROMPTS = {"toy": TOY, "gpt2": GPT2}
+# the built-in registries, read at import: other tests register functions while they run
+STEP_NAMES = tuple(hooklab.list_step_functions())
+METHODS = tuple(hooklab.list_methods())
 
 
 def eps(dtype: torch.dtype) -> float:
@@ -71,7 +74,7 @@ def _step_args(dtype, logits, c_logits, targets, c_targets):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=str)
-@pytest.mark.parametrize("name", [n for n in STEP_FUNCTIONS.names() if n != "mc_dropout_prob_avg"])
+@pytest.mark.parametrize("name", [n for n in STEP_NAMES if n != "mc_dropout_prob_avg"])
 def test_step_functions_reduce_in_float32(name, dtype):
     gen = torch.Generator().manual_seed(0)
     # peaked rows over a 2048-token vocabulary: logits up to ~30, a top token near p = 1
@@ -178,7 +181,7 @@ def test_step_scores_half_vs_float32(pairs, model_name):
     assert delta <= 4 * eps(torch.bfloat16) * float(l32.abs().max())
     lp, lq = l32[0].log_softmax(-1), c32[0].log_softmax(-1)
     targets = base.token_ids[base.target_start :]
-    for name in hooklab.list_step_functions():
+    for name in STEP_NAMES:
         kw = {"contrast_prompts": contrast} if name in CONTRASTIVE else {}
         want = hooklab.attribute(m32, prompt, target, step_scores=[name], **kw)[0]
         got = hooklab.attribute(m16, prompt, target, step_scores=[name], **kw)[0]
@@ -249,13 +252,13 @@ def _check_method(m32, mh, model_name, method, dtype):
 
 
 @pytest.mark.parametrize("model_name", ["toy", "gpt2"])
-@pytest.mark.parametrize("method", hooklab.list_methods())
+@pytest.mark.parametrize("method", METHODS)
 def test_methods_bf16_vs_float32(pairs, model_name, method):
     m32, m16, *_ = pairs[model_name]
     _check_method(m32, m16, model_name, method, torch.bfloat16)
 
 
-@pytest.mark.parametrize("method", hooklab.list_methods())
+@pytest.mark.parametrize("method", METHODS)
 def test_methods_fp16_on_cpu(toy, toy_fp16, method):
     """float16 runs on the CPU (PyTorch >= 2.1 kernels) and is closer than bfloat16."""
     _check_method(toy, toy_fp16, "toy", method, torch.float16)
