@@ -18,6 +18,7 @@ import hooklab
 from hooklab.inputs import make_batch
 from hooklab.methods.reagent import target_rank, update_logits
 from hooklab.methods.replacements import replacement_probs, sample, special_ids
+from hooklab.steps import STEP_FUNCTIONS
 from hooklab.toy import EVAL_EXAMPLES
 
 PROMPT, TARGET = "George was sick yesterday. His colleagues asked him to come", " to the hospital."
@@ -57,32 +58,72 @@ def test_rows_are_distributions_and_bos_is_zero(toy):
     assert (attr.nan_to_num() >= 0).all()
 
 
-def _examples(cues):
+GROUND_TRUTH = json.loads((EVAL_EXAMPLES.parent / "ground_truth.json").read_text())
+
+
+def _first_contextual(per_family: int) -> dict[str, list[dict]]:
     rows = [json.loads(line) for line in EVAL_EXAMPLES.read_text().splitlines()]
-    picked = {}
+    picked: dict[str, list[dict]] = {}
     for r in rows:
-        if r["kind"] == "contextual" and r["cue_word"] in cues and r["cue_word"] not in picked:
-            picked[r["cue_word"]] = r
-    return list(picked.values())
+        group = picked.setdefault(r["family"], [])
+        if r["kind"] == "contextual" and len(group) < per_family:
+            group.append(r)
+    return picked
 
 
-def test_toy_cue_ranks_first_among_the_context(toy):
-    # Probes that never stop (every token replaced in the check) average 60 updates each; with
-    # the probability of the dependent word, the word just before it ("the", "some") is the most
-    # important token overall, so the claim is about the context tokens (as in PECoRe).
-    rows = _examples({"sick", "photographer", "busy", "evening"})
-    prompts = [f"{r['input_context_text']} {r['input_current_text']}" for r in rows]
-    targets = [r["output_current_text"] for r in rows]
-    opts = {"num_probes": 8, "max_probe_steps": 60, "keep_top_n": 0, "stopping_condition_top_k": 1}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = hooklab.attribute(toy, prompts, targets, method="reagent", keep_ratio=None, **opts)
-    for r, seq in zip(rows, out, strict=True):
-        words = [t.strip() for t in seq.tokens]
-        step = words.index(r["dependent_word"], seq.target_start) - seq.target_start
-        n_context = 1 + len(toy.tokenizer(r["input_context_text"])["input_ids"])
-        best = int(seq.attributions[step, :n_context].argmax())
-        assert words[best] == r["cue_word"], (r["cue_word"], words[best])
+def _slot_probability(slot_ids: list[int]):
+    """p(y) renormalised over the family's slot values: what only the cue decides.
+
+    The toy model's ground truth: the cue picks the dependent word among the slot values
+    (uniform without it), while the words just before the slot ("to the") decide that a slot
+    value comes at all. So the probability of the dependent word among the slot values depends
+    on the cue alone, and the plain probability on both.
+    """
+    ids = torch.tensor(slot_ids)
+
+    def fn(args):
+        logits = args.logits.float()
+        target = logits.gather(-1, args.target_ids[..., None])[..., 0]
+        slots = logits[..., ids].logsumexp(-1)
+        is_slot = (args.target_ids[..., None] == ids).any(-1)  # other steps: slots + target
+        return (target - torch.where(is_slot, slots, torch.logaddexp(slots, target))).exp()
+
+    return fn
+
+
+def test_toy_cue_ranks_first(toy):
+    # With keep_top_n=0 the stopping check replaces every token and needs the target at rank 1,
+    # which a context-dependent step rarely reaches, so its probes run many updates. Measured
+    # over the first 32 contextual evaluation examples, one call each: the cue ranks first over
+    # all tokens in 32/32 (seed 0, 16 probes x 100 steps); 21/32 with Inseq's default
+    # options, where probes stop after a few updates; 15/32 explaining the plain probability.
+    opts = {"num_probes": 16, "max_probe_steps": 100, "keep_top_n": 0, "keep_ratio": None}
+    families = {f["name"]: f["slot_values"] for f in GROUND_TRUTH["families"]}
+    checked = 0
+    for family, rows in _first_contextual(per_family=2).items():
+        slot_ids = [toy.tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1]
+                    for w in families[family]]  # fmt: skip
+        name = f"toy_slot_probability_{family}"
+        hooklab.register_step_function(name, _slot_probability(slot_ids))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no probe stopped": the mean over probes
+                out = hooklab.attribute(
+                    toy,
+                    [f"{r['input_context_text']} {r['input_current_text']}" for r in rows],
+                    [r["output_current_text"] for r in rows],
+                    method="reagent", attributed_fn=name, stopping_condition_top_k=1, seed=0,
+                    **opts,
+                )  # fmt: skip
+        finally:
+            STEP_FUNCTIONS.unregister(name)
+        for r, seq in zip(rows, out, strict=True):
+            words = [t.strip() for t in seq.tokens]
+            step = words.index(r["dependent_word"], seq.target_start) - seq.target_start
+            best = int(seq.attributions[step].nan_to_num(-1.0).argmax())
+            assert words[best] == r["cue_word"], (family, r["cue_word"], words[best])
+            checked += 1
+    assert checked == 2 * len(families)
 
 
 def test_no_probe_stops_gives_the_mean_and_a_warning(toy):
