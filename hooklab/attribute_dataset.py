@@ -119,30 +119,27 @@ def run_dataset(
     input_path: str | Path,
     output_path: str | Path,
     *,
-    method: str = "saliency",
-    attributed_fn: str = "probability",
-    step_scores: Sequence[str] = (),
-    attributed_fn_kwargs: Mapping[str, Any] | None = None,
-    step_scores_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-    generation_kwargs: Mapping[str, Any] | None = None,
     batch_size: int = 8,
     show_progress: bool = True,
     restart: bool = False,
     log=print,
     rank: int = 0,
     world_size: int = 1,
-    **method_options: Any,
+    **options: Any,
 ) -> dict[str, Any]:
     """Attribute every line of ``input_path`` (see the module docstring), appending records to
     ``output_path``.
 
-    Options are those of :func:`hooklab.attribute` (checked before any line runs); lines run
-    ``batch_size`` at a time, forced and generated lines in separate calls. The run's settings
-    (model and options, method defaults included) are written to ``<output>.settings.json``;
-    resuming with other settings is refused unless ``restart`` (which discards the output).
-    With ``world_size > 1`` (every rank of a torchrun job calls this inside
-    :func:`hooklab.distributed.process_group`) this rank runs its shard into its part and rank
-    0 merges the parts into ``output_path`` (:func:`hooklab.jsonl_runs.run`).
+    ``options`` are those of :func:`hooklab.attribute` that apply to every line (``method``,
+    default ``"saliency"``; ``attributed_fn``, ``step_scores``, ``attributed_fn_kwargs``,
+    ``step_scores_kwargs``, ``generation_kwargs`` and the method's own options; see
+    :func:`dataset_task`), checked before any line runs. Lines run ``batch_size`` at a time,
+    forced and generated lines in separate calls. The run's settings (model and options, method
+    defaults included) are written to ``<output>.settings.json``; resuming with other settings
+    is refused unless ``restart`` (which discards the output). With ``world_size > 1`` (every
+    rank of a torchrun job calls this inside :func:`hooklab.distributed.process_group`) this
+    rank runs its shard into its part and rank 0 merges the parts into ``output_path``
+    (:func:`hooklab.jsonl_runs.run`).
 
     Returns:
         A summary: ``examples``, ``succeeded`` and ``errors`` (line numbers and messages); also
@@ -160,15 +157,10 @@ def run_dataset(
         >>> load_results(tmp / "out.jsonl")[1][0].method
         'saliency'
     """
-    task = dataset_task(
-        model, method=method, attributed_fn=attributed_fn, step_scores=step_scores,
-        attributed_fn_kwargs=attributed_fn_kwargs, step_scores_kwargs=step_scores_kwargs,
-        generation_kwargs=generation_kwargs, batch_size=batch_size, **method_options,
-    )  # fmt: skip
-    return jsonl_runs.run(
-        task, input_path, output_path, batch_size=batch_size, show_progress=show_progress,
-        restart=restart, log=log, rank=rank, world_size=world_size,
-    )  # fmt: skip
+    task = dataset_task(model, batch_size=batch_size, **options)
+    return jsonl_runs.run(task, input_path, output_path, batch_size=batch_size,
+                          show_progress=show_progress, restart=restart, log=log, rank=rank,
+                          world_size=world_size)  # fmt: skip
 
 
 def load_results(path: str | Path) -> dict[int, AttributionOutput]:

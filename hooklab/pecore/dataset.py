@@ -132,7 +132,7 @@ def run_dataset(
         written next to the output as ``<output>.summary.json`` (on ranks other than 0: the
         summary of this rank's part, not written).
     """
-    return jsonl_runs.run(
-        dataset_task(model, options), input_path, output_path, batch_size=batch_size,
-        show_progress=show_progress, restart=restart, log=log, rank=rank, world_size=world_size,
-    )  # fmt: skip
+    task = dataset_task(model, options)
+    return jsonl_runs.run(task, input_path, output_path, batch_size=batch_size,
+                          show_progress=show_progress, restart=restart, log=log, rank=rank,
+                          world_size=world_size)  # fmt: skip
