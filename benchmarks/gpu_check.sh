@@ -12,8 +12,9 @@
 # Steps (each under `timeout`, together at most 470 s):
 #   1. the GPU: nvidia-smi's line and torch's view (version, CUDA, devices);
 #   2. `pytest -m gpu tests` (tests/test_gpu.py: a model sharded across the visible GPUs, or
-#      across cuda:0 and the CPU with one GPU, equals the unsharded one for every method, step
-#      score, PECoRe and value zeroing; CUDA equals CPU within atol 1e-4, rtol 1e-3), 290 s;
+#      across cuda:0 and CPU memory with one GPU (Accelerate's CPU offload), equals the
+#      unsharded one for every method, step score, PECoRe and value zeroing; CUDA equals CPU
+#      within atol 1e-4, rtol 1e-3), 290 s;
 #   3. `python benchmarks/gpu_speed.py --device cuda:0`: the speed table, 160 s.
 # Exit status: 0 when every step passed, and when there is no GPU (it says so and runs
 # nothing); otherwise the status of the first step that failed (124: ran past its limit).
