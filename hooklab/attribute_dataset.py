@@ -92,25 +92,23 @@ def dataset_task(
         has_contrast=False, batch_size=batch_size, method_options=method_options,
         step_scores_kwargs=step_scores_kwargs,
     )  # fmt: skip
-    options = {
+    shared = {
         "method": method,
         "attributed_fn": attributed_fn,
         "step_scores": list(request.step_scores),
         "attributed_fn_kwargs": dict(attributed_fn_kwargs or {}),
         "step_scores_kwargs": {k: dict(v) for k, v in (step_scores_kwargs or {}).items()},
         "generation_kwargs": dict(generation_kwargs or {}),
-        **method_options,
     }
-    resolved = {**options, "method_options": request.options}
-    for name in method_options:
-        resolved.pop(name)
+    options = {**shared, **method_options}  # hooklab.attribute's keyword arguments
+    recorded = {**shared, "method_options": request.options}  # the method's defaults included
     return DatasetTask(
         kind="attribution dataset",
         keys=KEYS,
         check=_check,
         group=lambda ex: "generated" if ex.get("target") is None else "forced",
         run=lambda items: _run(model, items, options, batch_size),
-        settings={"model": thaw(describe_model(model)), "options": thaw(resolved)},
+        settings={"model": thaw(describe_model(model)), "options": thaw(recorded)},
     )
 
 

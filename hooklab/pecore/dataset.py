@@ -11,9 +11,9 @@ Output: one line per input line, in input order of completion: the example's res
 ``--save_path`` schema of :mod:`hooklab.pecore.result`) plus ``line`` (1-based input line
 number) and, with gold annotations, ``metrics``. A malformed or failing line is reported with
 its line number and written as ``{"line": n, "error": "..."}``; it is skipped, never silently
-dropped. Each record is written with one ``write`` and fsynced, and a rerun skips every line
-already in the output (a half-written last line from a crash is cut off first), so a killed
-run resumes without losing or duplicating records. The machinery (resume, settings, summary,
+dropped. Each record is written with one ``write`` system call and fsynced, and a rerun skips
+every line already in the output (a half-written last line from a crash is cut off first), so a
+killed run resumes without losing or duplicating records. The machinery (resume, settings, summary,
 data parallelism under torchrun) is :mod:`hooklab.jsonl_runs`, shared with the attribution
 dataset mode.
 """
