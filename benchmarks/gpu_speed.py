@@ -3,10 +3,11 @@
     python benchmarks/gpu_speed.py                        # cuda:0, about a minute on one GPU
     python benchmarks/gpu_speed.py --device cpu --quick   # a smoke run anywhere
 
-The model is the one of ``benchmarks/value_zeroing.py`` (GPT2Config n_layer=12, n_embd=768,
-n_head=12, vocab 32000, random non-zero biases, a word-level tokenizer; nothing downloaded),
-float32. Workload: a 20-token prompt (BOS included) and 10 forced target tokens
-(``--quick``: 10 and 4), ``attributed_fn="probability"``.
+The model is the benchmarks' random GPT-2 (``benchmarks/common.py``: GPT2Config n_layer=12,
+n_embd=768, n_head=12, vocab 32000, random non-zero biases, a word-level tokenizer; built once
+under ``$HOOKLAB_BENCH_CACHE``, nothing downloaded), float32. Workload: a 20-token prompt (BOS
+included) and 10 forced target tokens, ``attributed_fn="probability"``. ``--quick``: the tiny
+GPT-2 (2 x 64, vocab 2000), 10 and 4 tokens, fewer IG points and probes, one repeat.
 
 Rows: saliency, integrated gradients (``n_steps`` 32), occlusion, value zeroing
 (``hooklab.mixing.value_zeroing`` on the forced sequence), and ReAGent (``num_probes`` 8,
@@ -27,7 +28,6 @@ import os
 import pathlib
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -39,7 +39,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import hooklab  # noqa: E402
-from benchmarks.value_zeroing import build_model  # noqa: E402
+from benchmarks.common import VOCAB, random_gpt2, word_prompt  # noqa: E402
 from hooklab.mixing import value_zeroing  # noqa: E402
 
 #: method options of the full run and of ``--quick``
@@ -109,18 +109,22 @@ def main() -> None:
         sys.exit("No CUDA device (torch.cuda.is_available() is False); pass --device cpu.")
     n_prompt, n_targets = (10, 4) if args.quick else (20, 10)
     repeats = 1 if args.quick else args.repeats
-    with tempfile.TemporaryDirectory() as tmp:
-        build_model(pathlib.Path(tmp))
-        model = hooklab.load(tmp, device=str(device), dtype="float32")
-    prompt = " ".join(f"w{(37 * i + 11) % 31999 + 1}" for i in range(n_prompt - 1))  # + BOS
-    target = " " + " ".join(f"w{(53 * i + 7) % 31999 + 1}" for i in range(n_targets))
+    model = hooklab.load(random_gpt2(tiny=args.quick), device=str(device), dtype="float32")
+    vocab = model.cfg.d_vocab
+    prompt = word_prompt(n_prompt - 1, vocab)  # + BOS
+    target = " " + " ".join(f"w{(53 * i + 7) % (vocab - 1) + 1}" for i in range(n_targets))
     sequence = hooklab.attribute(model, prompt, target)[0].token_ids[None].to(device)
     with torch.no_grad():
         forward, _ = timed(lambda: model(sequence, prepend_bos=False), device, max(repeats, 5))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}; torch {torch.__version__}; load average {os.getloadavg()[0]:.2f}")
-    print(f"GPT-2-small shape (12 x 768, vocab 32000), float32; prompt {n_prompt} tokens, "
-          f"{n_targets} forced targets; one forward: {1e3 * forward:.1f} ms")  # fmt: skip
+    shape = (
+        "GPT-2 tiny (2 x 64, vocab 2000)"
+        if args.quick
+        else f"GPT-2-small (12 x 768, vocab {VOCAB})"
+    )
+    print(f"{shape}, float32; prompt {n_prompt} tokens, {n_targets} forced targets; "
+          f"one forward: {1e3 * forward:.1f} ms")  # fmt: skip
     print(f"{'row':60s} {'seconds':>8s} {'fwd-eq':>7s} {'peak MB':>8s}")
     options = OPTIONS["quick" if args.quick else "full"]
     for label, fn in rows(model, prompt, target, n_targets, options).items():
