@@ -12,9 +12,11 @@ output is in line order): ``line`` (the 1-based input line number), then the one
 :class:`~hooklab.output.sequence.AttributionOutput` of that line in its ``to_dict()`` form --
 the header every saved output starts with (``format_version``, ``hooklab_version``,
 ``kind: "attribution"``, ``model``, ``parameters``: the options used, defaults included),
-``info`` (method, step scores, generation; the timing is left out so that reruns write the same
-bytes) and ``sequences``: one entry with ``tokens``, ``token_ids``, ``target_start``,
-``attributions`` (``[step][pos]`` nested lists, ``"nan"`` where a step cannot see the token),
+``info`` (method, step scores, generation, ``keep_hidden``; the timing is left out so that
+reruns write the same bytes) and ``sequences``: one entry with ``tokens``, ``token_ids``,
+``target_start``, ``attributions`` (``[step][pos]`` nested lists, reduced over the hidden size
+by the method's own reduction unless ``keep_hidden=True``; ``"nan"`` where a step cannot see
+the token; encoder–decoder outputs add ``source_tokens`` and ``source_attributions``),
 ``step_scores`` (name -> ``[step]``), ``extras``, ``method`` and ``parameters`` -- then ``id``
 when the line has one. A malformed or failing line is written as ``{"line": n, "error":
 "line n: ..."}`` (naming the bad field) and logged; the run goes on.
@@ -35,8 +37,9 @@ from typing import Any
 from hooklab import jsonl_runs
 from hooklab.attribute import attribute, validate
 from hooklab.jsonl_runs import DatasetTask
+from hooklab.output.aggregate import reduce_hidden
 from hooklab.output.provenance import describe_model, thaw
-from hooklab.output.sequence import AttributionOutput
+from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 
 #: the keys of an input line (besides ``id``)
 KEYS = ("prompt", "target")
@@ -57,8 +60,26 @@ def _check(ex: dict[str, Any]) -> str | None:
     return None
 
 
+def reduced(seq: SequenceAttribution) -> SequenceAttribution:
+    """``seq`` with its attributions reduced over their trailing dims (the hidden size; layers
+    and heads for attention) by the method's own reduction: the ``[step, pos]`` scores that
+    views show (:meth:`SequenceAttribution.scores`)."""
+    how = seq.default_reduce
+
+    def reduce(scores):
+        return None if scores is None else reduce_hidden(scores, how)
+
+    return seq.with_(
+        attributions=reduce(seq.attributions), source_attributions=reduce(seq.source_attributions)
+    )
+
+
 def _run(
-    model, items: list[tuple[int, dict]], options: Mapping[str, Any], batch_size: int
+    model,
+    items: list[tuple[int, dict]],
+    options: Mapping[str, Any],
+    batch_size: int,
+    keep_hidden: bool,
 ) -> list[dict[str, Any]]:
     """The records of lines that are all forced or all generated, attributed in one call."""
     forced = items[0][1].get("target") is not None
@@ -70,7 +91,11 @@ def _run(
         **options,
     )
     info = {k: v for k, v in out.info.items() if k != "elapsed_s"}
-    return [AttributionOutput((s,), info, model=out.model).to_dict() for s in out]
+    info["keep_hidden"] = keep_hidden
+    return [
+        AttributionOutput((s if keep_hidden else reduced(s),), info, model=out.model).to_dict()
+        for s in out
+    ]
 
 
 def dataset_task(
@@ -82,11 +107,19 @@ def dataset_task(
     attributed_fn_kwargs: Mapping[str, Any] | None = None,
     step_scores_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     generation_kwargs: Mapping[str, Any] | None = None,
+    keep_hidden: bool = False,
     batch_size: int = 8,
     **method_options: Any,
 ) -> DatasetTask:
     """Attribution as a :class:`~hooklab.jsonl_runs.DatasetTask`; names and options are
-    checked here, before any line runs (as :func:`hooklab.attribute` checks them)."""
+    checked here, before any line runs (as :func:`hooklab.attribute` checks them).
+
+    ``keep_hidden=False`` stores each record's attributions reduced by the method's own
+    reduction (:func:`reduced`: ``[step][pos]``, e.g. the L2 norm of saliency's gradients);
+    ``True`` keeps their trailing dims (records then grow by the hidden size, e.g. x768).
+    """
+    if not isinstance(keep_hidden, bool):
+        raise TypeError(f"keep_hidden must be True or False, got {keep_hidden!r}.")
     request = validate(
         model, ["x"], method=method, attributed_fn=attributed_fn, step_scores=step_scores,
         has_contrast=False, batch_size=batch_size, method_options=method_options,
@@ -101,13 +134,13 @@ def dataset_task(
         "generation_kwargs": dict(generation_kwargs or {}),
     }
     options = {**shared, **method_options}  # hooklab.attribute's keyword arguments
-    recorded = {**shared, "method_options": request.options}  # the method's defaults included
+    recorded = {**shared, "method_options": request.options, "keep_hidden": keep_hidden}
     return DatasetTask(
         kind="attribution dataset",
         keys=KEYS,
         check=_check,
         group=lambda ex: "generated" if ex.get("target") is None else "forced",
-        run=lambda items: _run(model, items, options, batch_size),
+        run=lambda items: _run(model, items, options, batch_size, keep_hidden),
         settings={"model": thaw(describe_model(model)), "options": thaw(recorded)},
     )
 
@@ -130,14 +163,14 @@ def run_dataset(
 
     ``options`` are those of :func:`hooklab.attribute` that apply to every line (``method``,
     default ``"saliency"``; ``attributed_fn``, ``step_scores``, ``attributed_fn_kwargs``,
-    ``step_scores_kwargs``, ``generation_kwargs`` and the method's own options; see
-    :func:`dataset_task`), checked before any line runs. Lines run ``batch_size`` at a time,
-    forced and generated lines in separate calls. The run's settings (model and options, method
-    defaults included) are written to ``<output>.settings.json``; resuming with other settings
-    is refused unless ``restart`` (which discards the output). With ``world_size > 1`` (every
-    rank of a torchrun job calls this inside :func:`hooklab.distributed.process_group`) this
-    rank runs its shard into its part and rank 0 merges the parts into ``output_path``
-    (:func:`hooklab.jsonl_runs.run`).
+    ``step_scores_kwargs``, ``generation_kwargs`` and the method's own options) and
+    ``keep_hidden`` (see :func:`dataset_task`), checked before any line runs. Lines run
+    ``batch_size`` at a time, forced and generated lines in separate calls. The run's settings
+    (model and options, method defaults included) are written to ``<output>.settings.json``;
+    resuming with other settings is refused unless ``restart`` (which discards the output).
+    With ``world_size > 1`` (every rank of a torchrun job calls this inside
+    :func:`hooklab.distributed.process_group`) this rank runs its shard into its part and rank
+    0 merges the parts into ``output_path`` (:func:`hooklab.jsonl_runs.run`).
 
     Returns:
         A summary: ``examples``, ``succeeded`` and ``errors`` (line numbers and messages); also

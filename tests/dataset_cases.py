@@ -71,8 +71,8 @@ def run_in_process(kind: str, model, data: Path, out: Path, **kwargs) -> dict:
         return run_dataset(model, data, out, PecoreOptions(), **kwargs)
     from hooklab.attribute_dataset import run_dataset
 
-    gen = {"max_new_tokens": MAX_NEW_TOKENS}
-    return run_dataset(model, data, out, **ATTRIBUTE, generation_kwargs=gen, **kwargs)
+    options = {**ATTRIBUTE, "generation_kwargs": {"max_new_tokens": MAX_NEW_TOKENS}, **kwargs}
+    return run_dataset(model, data, out, **options)
 
 
 def _free_port() -> int:

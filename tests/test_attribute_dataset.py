@@ -17,10 +17,12 @@ from tests.dataset_cases import MAX_NEW_TOKENS, examples, records, run_in_proces
 GEN = {"max_new_tokens": MAX_NEW_TOKENS}
 
 
-def _same(a, b) -> None:
+def _same(a, b, attributions=None) -> None:
+    """``a`` equals ``b`` exactly (its attributions equal ``attributions`` when given)."""
     assert a.tokens == b.tokens and a.target_start == b.target_start
     assert torch.equal(a.token_ids, b.token_ids)
-    torch.testing.assert_close(a.attributions, b.attributions, rtol=0, atol=0, equal_nan=True)
+    want = b.attributions if attributions is None else attributions
+    torch.testing.assert_close(a.attributions, want, rtol=0, atol=0, equal_nan=True)
     assert a.step_scores.keys() == b.step_scores.keys()
     for name in a.step_scores:
         torch.testing.assert_close(a.step_scores[name], b.step_scores[name], rtol=0, atol=0)
@@ -44,9 +46,23 @@ def test_records_equal_one_call_per_example_and_reload_exactly(gpt2, tmp_path):
             step_scores=["probability"], generation_kwargs=GEN,
         )  # fmt: skip
         (got,) = loaded[n].sequences
-        _same(got, want[0])
+        assert want[0].attributions.ndim == 3 and got.attributions.ndim == 2  # [step, pos, d]
+        _same(got, want[0], want[0].scores())  # reduced as views show them: L2 over d_model
         assert loaded[n].info["generated"] == ("target" not in line)
         assert dict(loaded[n].model) == dict(want.model)
+
+
+def test_keep_hidden_stores_the_trailing_dims(gpt2, tmp_path):
+    lines = examples("attribute", 2)
+    data, out = write(tmp_path / "in.jsonl", lines), tmp_path / "out.jsonl"
+    run_in_process("attribute", gpt2, data, out, keep_hidden=True, method="input_x_gradient")
+    for n, line in enumerate(lines, start=1):
+        want = hooklab.attribute(gpt2, line["prompt"], line.get("target"), step_scores=[
+            "probability"], method="input_x_gradient", generation_kwargs=GEN)  # fmt: skip
+        _same(load_results(out)[n][0], want[0])
+        assert load_results(out)[n].info["keep_hidden"]
+    with pytest.raises(TypeError, match="keep_hidden"):
+        run_dataset(gpt2, data, out, keep_hidden="yes", show_progress=False)
 
 
 def test_batches_equal_one_by_one(gpt2, tmp_path):

@@ -87,6 +87,7 @@ def attribute(
     batch_size: int = 8,
     show_progress: bool = True,
     restart: bool = False,
+    keep_hidden: bool = False,
     **method_kwargs: Any,
 ) -> None:
     """Attribute each target token to the tokens before it; print, plot and save.
@@ -120,6 +121,8 @@ def attribute(
         show_progress: dataset mode: show a progress bar on stderr.
         restart: dataset mode: discard an existing output and start over (otherwise it is
             resumed; needed when the options or the model changed).
+        keep_hidden: dataset mode: keep the attributions' hidden-size dimension (otherwise
+            reduced by the method's own reduction to [step][pos]).
     """
     from hooklab.output.aggregate import GROUPINGS
     from hooklab.steps import STEP_FUNCTIONS
@@ -147,7 +150,8 @@ def attribute(
             model_name_or_path, input, output, device=device, dtype=dtype, batch_size=batch_size,
             show_progress=show_progress, restart=restart, method=method,
             attributed_fn=attributed_fn, step_scores=list(step_scores),
-            generation_kwargs={"max_new_tokens": max_new_tokens}, **method_kwargs,
+            generation_kwargs={"max_new_tokens": max_new_tokens}, keep_hidden=keep_hidden,
+            **method_kwargs,
         )  # fmt: skip
     figure = fill_path(figure_path, "--figure_path", method=method) if figure_path else None
     check_outputs([save_path, *(figure_paths(figure) if figure else [])], overwrite)
