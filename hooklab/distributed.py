@@ -1,10 +1,11 @@
-"""Data parallelism for the PECoRe dataset mode: ranks, shards, and the merge of their parts.
+"""Data parallelism for the dataset modes: ranks, shards, and the merge of their parts.
 
 ``torchrun`` launches the processes and sets ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``;
 ``torch.distributed`` (gloo on CPU, NCCL on GPU) only provides the barrier before the merge.
 Rank ``r`` of ``W`` takes the input lines ``n`` with ``(n - 1) % W == r`` and writes them to
-``<output>.rank{r}-of-{W}`` in the dataset's resumable record format; rank 0 then merges every
-part into ``<output>``, ordered by line number, refusing a missing or duplicated line.
+``<output>.rank{r}-of-{W}`` in the resumable record format of :mod:`hooklab.jsonl_runs`; rank 0
+then merges every part into ``<output>``, ordered by line number, refusing a missing or
+duplicated line.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def _check_method(method: str, method_kwargs: dict[str, Any]) -> None:
 
 def attribute(
     model_name_or_path: str = "toy",
-    prompt: str = DEFAULT_PROMPT,
+    prompt: str | None = None,
     target: str | None = None,
     method: str = "saliency",
     attributed_fn: str = "probability",
@@ -82,13 +82,25 @@ def attribute(
     show: bool = True,
     device: str | None = None,
     dtype: str | None = None,
+    input: str | None = None,
+    output: str | None = None,
+    batch_size: int = 8,
+    show_progress: bool = True,
+    restart: bool = False,
+    keep_hidden: bool = False,
     **method_kwargs: Any,
 ) -> None:
     """Attribute each target token to the tokens before it; print, plot and save.
 
+    With --input and --output (the dataset mode) each line of a JSONL file ({"prompt": ...,
+    optional "target", "id"}) gets one JSON record (hooklab/attribute_dataset.py); a rerun
+    resumes. Under torchrun each process runs every WORLD_SIZE-th line, rank 0 merges in line
+    order: ``torchrun --nproc_per_node 2 -m hooklab attribute --input in.jsonl --output o.jsonl``.
+
     Args:
         model_name_or_path: "toy" (the embedded model), a checkpoint directory or a hub name.
-        prompt: the prompt.
+        prompt: the prompt (default: "George was sick yesterday. His colleagues asked him to
+            come").
         target: forced continuation; None generates one greedily.
         method: the attribution method (hooklab.list_methods()).
         attributed_fn: the step function explained (hooklab.list_step_functions()).
@@ -100,8 +112,17 @@ def attribute(
         overwrite: replace existing output files (otherwise an existing file is an error).
         max_new_tokens: tokens generated when target is None.
         show: print the table.
-        device: torch device (default: CUDA if available, else CPU).
+        device: torch device (default: CUDA if available, else CPU; under torchrun
+            cuda:LOCAL_RANK).
         dtype: torch dtype, e.g. "float32".
+        input: dataset mode: the JSONL file, one example per line.
+        output: dataset mode: the JSONL file written, one record per input line.
+        batch_size: dataset mode: examples per batched call.
+        show_progress: dataset mode: show a progress bar on stderr.
+        restart: dataset mode: discard an existing output and start over (otherwise it is
+            resumed; needed when the options or the model changed).
+        keep_hidden: dataset mode: keep the attributions' hidden-size dimension (otherwise
+            reduced by the method's own reduction to [step][pos]).
     """
     from hooklab.output.aggregate import GROUPINGS
     from hooklab.steps import STEP_FUNCTIONS
@@ -120,6 +141,18 @@ def attribute(
         raise UsageError(f"--spaces must be 'thin', 'strip' or 'raw', got {spaces!r}.")
     if max_new_tokens < 1:
         raise UsageError(f"--max_new_tokens must be a positive int, got {max_new_tokens}.")
+    if input is not None or output is not None:
+        from hooklab.cli.datasets import attribute_dataset, check_dataset_flags
+
+        one = {"--prompt": prompt, "--target": target, "--save_path": save_path}
+        check_dataset_flags(input, output, batch_size, one_example=one)
+        return attribute_dataset(
+            model_name_or_path, input, output, device=device, dtype=dtype, batch_size=batch_size,
+            show_progress=show_progress, restart=restart, method=method,
+            attributed_fn=attributed_fn, step_scores=list(step_scores),
+            generation_kwargs={"max_new_tokens": max_new_tokens}, keep_hidden=keep_hidden,
+            **method_kwargs,
+        )  # fmt: skip
     figure = fill_path(figure_path, "--figure_path", method=method) if figure_path else None
     check_outputs([save_path, *(figure_paths(figure) if figure else [])], overwrite)
 
@@ -128,7 +161,7 @@ def attribute(
     model = hooklab.load(model_name_or_path, device=device, dtype=dtype)
     out = hooklab.attribute(
         model,
-        prompt,
+        DEFAULT_PROMPT if prompt is None else prompt,
         target,
         method=method,
         attributed_fn=attributed_fn,

@@ -7,7 +7,6 @@ Options are named as in Inseq's ``attribute-context``; the PECoRe options are th
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -174,35 +173,18 @@ def dataset(
         restart: discard an existing output and start over (otherwise it is resumed).
     """
     opts = pecore_options(options)
-    if not Path(input).is_file():
-        raise UsageError(f"--input {input!r} is not a file.")
-    if isinstance(batch_size, bool) or batch_size < 1:
-        raise UsageError(f"--batch_size must be a positive int, got {batch_size!r}.")
-    if Path(output).is_dir():
-        raise UsageError(f"--output {output!r} is a directory; give a file name.")
+    from hooklab.cli.datasets import check_dataset_flags, log, run_on_ranks
 
-    import hooklab
-    from hooklab import distributed
+    check_dataset_flags(input, output, batch_size)
     from hooklab.pecore.dataset import run_dataset
 
-    with distributed.process_group() as (rank, world_size):
-        if world_size > 1 and device is None:
-            device = str(distributed.local_device())
-        model = hooklab.load(model_name_or_path, device=device, dtype=dtype)
-        summary = run_dataset(
-            model,
-            input,
-            output,
-            opts,
-            batch_size=batch_size,
-            show_progress=show_progress and rank == 0,
-            restart=restart,
-            log=lambda message: print(message, file=sys.stderr),
-            rank=rank,
-            world_size=world_size,
-        )
-    if rank == 0:
-        print(json.dumps(summary, indent=2))
+    def run(model, rank: int, world_size: int) -> dict[str, Any]:
+        return run_dataset(
+            model, input, output, opts, batch_size=batch_size, rank=rank, world_size=world_size,
+            show_progress=show_progress and rank == 0, restart=restart, log=log,
+        )  # fmt: skip
+
+    run_on_ranks(model_name_or_path, device, dtype, run)
 
 
 def toy_dataset(

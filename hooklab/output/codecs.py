@@ -80,6 +80,39 @@ def _decode_attribution(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Att
     return AttributionOutput(tuple(sequences), unthaw(meta["info"]), model=_model(meta))
 
 
+def _floats(value: Any) -> Tensor:
+    """A float32 tensor from nested lists (``"nan"`` / ``"inf"`` strings read back as floats)."""
+    return torch.tensor(unthaw(value), dtype=torch.float32)
+
+
+def attribution_from_dict(data: dict[str, Any]) -> AttributionOutput:
+    """Rebuild an :class:`AttributionOutput` from its ``to_dict()`` form (exact: the scores
+    are float32, whose values JSON numbers hold exactly). Other keys (``line``, ``id``) are
+    ignored."""
+    from hooklab.output.io import FORMAT_VERSION
+
+    version, kind = data.get("format_version"), data.get("kind")
+    if version != FORMAT_VERSION or kind != "attribution":
+        raise ValueError(
+            f"Expected an attribution output's to_dict() (format version {FORMAT_VERSION}, kind "
+            f"'attribution'); got format version {version!r}, kind {kind!r}."
+        )
+    tensors: dict[str, Tensor] = {}
+    sequences = []
+    for i, s in enumerate(data["sequences"]):
+        tensors[f"{i}.token_ids"] = torch.tensor(s["token_ids"], dtype=torch.long)
+        if s.get("attributions") is not None:
+            tensors[f"{i}.attributions"] = _floats(s["attributions"])
+        tensors.update({f"{i}.step.{n}": _floats(v) for n, v in s["step_scores"].items()})
+        tensors.update({f"{i}.extra.{n}": _floats(v) for n, v in s["extras"].items()})
+        if s.get("source_tokens") is not None:
+            tensors[f"{i}.source_token_ids"] = torch.tensor(s["source_token_ids"], dtype=torch.long)
+            if s.get("source_attributions") is not None:
+                tensors[f"{i}.source_attributions"] = _floats(s["source_attributions"])
+        sequences.append({**s, "step_scores": list(s["step_scores"]), "extras": list(s["extras"])})
+    return _decode_attribution({**data, "sequences": sequences}, tensors)
+
+
 _MIXING_TENSORS = ("token_ids", "scores", "rollout", "key_token_ids")
 
 

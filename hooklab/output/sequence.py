@@ -322,6 +322,14 @@ class AttributionOutput:
             "sequences": [s.to_dict() for s in self.sequences],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttributionOutput:
+        """Rebuild an output from :meth:`to_dict` (e.g. a record of the attribution dataset
+        mode; other keys such as ``line`` are ignored). The scores come back exactly."""
+        from hooklab.output.codecs import attribution_from_dict
+
+        return attribution_from_dict(dict(data))
+
     def to_pandas(self, reduce: str | None = None) -> pd.DataFrame:
         """Return a tidy table: one row per (example, step, visible source position).
 
