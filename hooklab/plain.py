@@ -226,34 +226,51 @@ def twin(model) -> nn.Module | None:
 
 
 def _probe(model, module: nn.Module) -> bool:
-    """True if the twin's logits equal the bridge's bit for bit on a few small inputs."""
-    from hooklab.forward import bridge_forward
+    """True if the twin's logits equal the bridge's bit for bit on a left-padded batch: a
+    full forward that fills the KV cache (every real position compared), then one cached
+    decoding step."""
+    from hooklab.forward import padding_guard_hooks
+    from hooklab.hooks import temporary_hooks
     from hooklab.inputs import make_batch, pad_token_id
 
     vocab = min(int(model.cfg.d_vocab), 64)
     rows = [[(7 * i + 3) % vocab for i in range(6)], [(5 * i + 1) % vocab for i in range(3)]]
-    pad = pad_token_id(model)
-    for prompts in (rows, rows[:1]):
-        batch = make_batch(prompts, pad_id=pad, device=model.cfg.device)
-        real = batch.attention_mask.bool()
-        ours = module(
-            batch.tokens, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-        ).logits
-        if not torch.equal(bridge_forward(model, batch)[real], ours[real]):
-            return False
-    from hooklab.forward import padding_guard_hooks
-    from hooklab.generation import cached_step
-    from hooklab.hooks import temporary_hooks
-
-    batch = make_batch(rows, pad_id=pad, device=model.cfg.device)
-    mask = batch.attention_mask
+    batch = make_batch(rows, pad_id=pad_token_id(model), device=model.cfg.device)
+    mask, real = batch.attention_mask, batch.attention_mask.bool()
     grow = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-    tokens = torch.cat([batch.tokens, torch.full_like(batch.tokens[:, :1], 2 % vocab)], dim=1)
+    step = torch.full_like(batch.tokens[:, :1], 2 % vocab)
     results = []
     for runner in (None, module):
+        call = _bridge_call(model) if runner is None else _twin_call(runner)
         guard = padding_guard_hooks(model, batch) if runner is None else []
         with temporary_hooks(model, guard):
-            _, past = cached_step(model, batch.tokens, mask, None, runner)
-            logits, _ = cached_step(model, tokens, grow, past, runner)
-        results.append(logits)
-    return torch.equal(results[0], results[1])
+            first, past = call(batch.tokens, mask, batch.position_ids, None)
+            last, _ = call(step, grow, batch.position_ids[:, -1:] + 1, past)
+        results.append((first[real], last))
+    (a, b), (c, d) = results
+    return torch.equal(a, c) and torch.equal(b, d)
+
+
+def _bridge_call(model):
+    def call(tokens, mask, positions, past):
+        return model(
+            tokens,
+            return_type="logits_and_cache",
+            past_key_values=past,
+            attention_mask=mask,
+            position_ids=positions,
+            prepend_bos=False,
+        )
+
+    return call
+
+
+def _twin_call(module: nn.Module):
+    def call(tokens, mask, positions, past):
+        out = module(
+            tokens, attention_mask=mask, position_ids=positions, past_key_values=past,
+            use_cache=True,
+        )  # fmt: skip
+        return out.logits, out.past_key_values
+
+    return call
