@@ -29,6 +29,7 @@ import weakref
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 _FLOAT_FULL = (torch.float32, torch.float64)
 
@@ -67,6 +68,7 @@ class _Twin:
     def __init__(self, module: nn.Module | None, key: tuple, bridge_modules: list[nn.Module]):
         self.module, self.key, self.bridge_modules = module, key, bridge_modules
         self.baseline = _hook_keys(bridge_modules)
+        self.checked_at, self.clean = RemovableHandle.next_id, True
 
 
 # bridge -> its twin (or None when the probe found a difference); entries go with the bridge
@@ -192,12 +194,17 @@ def _library_hooks_only(modules: list[nn.Module]) -> bool:
 
 
 def _hooked(entry: _Twin) -> bool:
-    """Whether a hook was attached or removed since the twin was built."""
+    """Whether a hook was attached since the twin was built (or one was removed since)."""
     from torch.nn.modules import module as torch_module
 
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         return True
-    return _hook_keys(entry.bridge_modules) != entry.baseline
+    # Every PyTorch hook registration draws a new id: while none was drawn since a scan found
+    # no hook, none can have been attached, and the scan of every module is skipped.
+    if not entry.clean or entry.checked_at != RemovableHandle.next_id:
+        entry.clean = _hook_keys(entry.bridge_modules) == entry.baseline
+        entry.checked_at = RemovableHandle.next_id
+    return not entry.clean
 
 
 def twin(model) -> nn.Module | None:
