@@ -86,16 +86,24 @@ def forward(
         hooks: extra ``(hook_name, fn)`` forward hooks, active for this pass only.
         logits_to_keep: positions whose logits to compute (all when None).
     """
-    runner = None if hooks else plain.twin(model)
+    return _logits(model, batch, hooks, logits_to_keep, None)
+
+
+def _logits(model, batch: Batch, hooks, logits_to_keep, embeds) -> Tensor:
+    """:func:`forward`, with ``embeds`` (if given) in place of the token embeddings: the
+    output of ``hook_embed`` on the bridge, ``inputs_embeds`` on the twin."""
+    runner = None if hooks else plain.twin(model, embeds=embeds is not None)
     if runner is None:
+        if embeds is not None:
+            hooks = [(hook_name("embed"), lambda x, hook: embeds), *hooks]
         return bridge_forward(model, batch, hooks=hooks, logits_to_keep=logits_to_keep)
     kwargs = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
-    return runner(
-        batch.tokens,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        **kwargs,
-    ).logits
+    if embeds is None:
+        kwargs["input_ids"] = batch.tokens
+    else:
+        kwargs["inputs_embeds"] = embeds
+    out = runner(attention_mask=batch.attention_mask, position_ids=batch.position_ids, **kwargs)
+    return out.logits
 
 
 def gather_steps(
@@ -147,8 +155,7 @@ def step_logits(
         logits = seq2seq.seq2seq_forward(model, batch, embeds=embeds)
         return gather_steps(logits, batch)
     keep, rel = _rows(batch)
-    hooks = [] if embeds is None else [(hook_name("embed"), lambda x, hook: embeds)]
-    logits = forward(model, batch, hooks=hooks, logits_to_keep=keep)
+    logits = _logits(model, batch, (), keep, embeds)
     if logits.shape[1] != keep.numel():  # the model ignored logits_to_keep
         logits = logits[:, keep]
     index = rel[:, :, None].expand(-1, -1, logits.shape[-1])

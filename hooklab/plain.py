@@ -69,6 +69,7 @@ class _Twin:
         self.module, self.key, self.bridge_modules = module, key, bridge_modules
         self.baseline = _hook_keys(bridge_modules)
         self.checked_at, self.clean = RemovableHandle.next_id, True
+        self.embeds_ok = False  # whether passes with given token embeddings may use it
 
 
 # bridge -> its twin (or None when the probe found a difference); entries go with the bridge
@@ -207,10 +208,12 @@ def _hooked(entry: _Twin) -> bool:
     return not entry.clean
 
 
-def twin(model) -> nn.Module | None:
+def twin(model, *, embeds: bool = False) -> nn.Module | None:
     """The twin to run a hook-free forward of ``model`` on, or None to use the bridge.
 
-    Built (and probed against the bridge) on first use; see the module docstring.
+    Built (and probed against the bridge) on first use; see the module docstring. With
+    ``embeds``: for a pass whose token embeddings are given (``inputs_embeds`` on the twin,
+    ``hook_embed`` replaced on the bridge), which the probe checks separately.
     """
     if not usable(model):
         return None
@@ -226,8 +229,9 @@ def twin(model) -> nn.Module | None:
         if module is not None and not _probe(model, module):
             module = None
         entry = _Twin(module, key, modules)
+        entry.embeds_ok = module is not None and _probe_embeds(model, module)
         _TWINS[model] = entry
-    if entry.module is None or _hooked(entry):
+    if entry.module is None or (embeds and not entry.embeds_ok) or _hooked(entry):
         return None
     return entry.module
 
@@ -256,6 +260,25 @@ def _probe(model, module: nn.Module) -> bool:
         results.append((first[real], last))
     (a, b), (c, d) = results
     return torch.equal(a, c) and torch.equal(b, d)
+
+
+def _probe_embeds(model, module: nn.Module) -> bool:
+    """True if the twin given token embeddings (``inputs_embeds``) equals the bridge with
+    ``hook_embed`` replaced by them, bit for bit, on a left-padded batch."""
+    from hooklab.forward import bridge_forward, token_embeddings
+    from hooklab.hooks import hook_name
+    from hooklab.inputs import make_batch, pad_token_id
+
+    vocab = min(int(model.cfg.d_vocab), 64)
+    rows = [[(3 * i + 2) % vocab for i in range(5)], [(11 * i + 4) % vocab for i in range(2)]]
+    batch = make_batch(rows, pad_id=pad_token_id(model), device=model.cfg.device)
+    embeds = token_embeddings(model, batch) * 0.5  # not what the model would embed
+    hook = [(hook_name("embed"), lambda x, hook: embeds)]
+    ours = module(
+        inputs_embeds=embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    ).logits
+    real = batch.attention_mask.bool()
+    return torch.equal(bridge_forward(model, batch, hooks=hook)[real], ours[real])
 
 
 def _bridge_call(model):

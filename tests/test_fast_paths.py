@@ -20,6 +20,7 @@ from hooklab.forward import (
     forward,
     padding_guard_hooks,
     step_logits,
+    token_embeddings,
 )
 from hooklab.generation import generate
 from hooklab.hooks import count_hooks, hook_name, temporary_hooks
@@ -71,6 +72,23 @@ def test_step_logits_on_twin_equal_bridge(model, padded):
             assert plain.twin(model) is None
             slow = step_logits(model, batch)
     assert torch.equal(fast, slow)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_given_embeddings_on_twin_equal_bridge(model, padded):
+    """Passes with replaced token embeddings (occlusion, faithfulness) run on the twin under
+    no_grad; with gradients they stay on the bridge."""
+    batch = _batch(model, padded)
+    embeds = token_embeddings(model, batch).flip(1) * 0.7  # not the model's own embeddings
+    with torch.no_grad():
+        assert plain.twin(model, embeds=True) is not None
+        fast = step_logits(model, batch, embeds)
+        with bridge_only(model):
+            slow = step_logits(model, batch, embeds)
+    assert torch.equal(fast, slow)
+    leaf = embeds.clone().requires_grad_(True)
+    assert plain.twin(model, embeds=True) is None
+    assert torch.equal(step_logits(model, batch, leaf).detach(), slow)
 
 
 def test_generation_on_twin_equals_bridge(model):
