@@ -11,21 +11,24 @@ The twin must give the bridge's logits bit for bit, so:
 * where the bridge computes a layer norm itself (its Python path: centre, divide by
   ``sqrt(mean(x²) + eps)``, scale, shift), the twin's norm module does the same operations in
   the same order (:class:`BridgeOrderNorm`); norms the bridge delegates to Hugging Face stay;
-* on first use, a probe compares both on a left-padded batch, an unpadded one and one KV-cached
-  decoding step, and the twin is used only if every logit is equal (otherwise, and for
-  architectures where an operation differs, the bridge runs as before);
+* on first use, a probe compares both on a left-padded batch (a full forward that fills the
+  KV cache, then one cached decoding step; and a pass with given token embeddings, which the
+  twin takes as ``inputs_embeds``), and the twin is used only where every logit is equal
+  (otherwise, and for architectures where an operation differs, the bridge runs as before;
+  on the tiny float64 Llama of the tests, for one, the probe finds a difference);
 * the twin is not used in compatibility mode (folded weights), in training mode, with
-  gradients enabled, under an Accelerate device map, for encoder–decoder models, or while
-  any PyTorch hook is attached to a module of the bridge. It is rebuilt when the parameters
-  move (``model.to(...)``).
+  gradients enabled (the fused QKV projection of Hugging Face's GPT-2 would sum the input
+  gradient in another order than the bridge's split one), under an Accelerate device map, for
+  encoder–decoder models, or while a PyTorch hook attached after the twin was built is on any
+  module of the bridge (hooklab's own temporary hooks included). It is rebuilt when the
+  parameters move (``model.to(...)``). The twin lives on the bridge as a plain attribute
+  (not a submodule: ``state_dict`` and ``modules()`` are unchanged).
 
 ``tests/test_fast_paths.py`` checks the equality on GPT-2 (non-zero biases), Llama (grouped KV
 heads) and the toy model, with and without padding, and generation against Hugging Face's.
 """
 
 from __future__ import annotations
-
-import weakref
 
 import torch
 from torch import Tensor, nn
@@ -66,14 +69,16 @@ class _Twin:
     """A built twin and what it was built for."""
 
     def __init__(self, module: nn.Module | None, key: tuple, bridge_modules: list[nn.Module]):
-        self.module, self.key, self.bridge_modules = module, key, bridge_modules
-        self.baseline = _hook_keys(bridge_modules)
-        self.checked_at, self.clean = RemovableHandle.next_id, True
+        self.module, self.key = module, key
+        # the hook dicts of every module; hooks registered from now on have ids >= built_at
+        self.hook_dicts = [d for m in bridge_modules for d in _hook_dicts(m)]
+        self.built_at = self.checked_at = RemovableHandle.next_id
+        self.clean = True
         self.embeds_ok = False  # whether passes with given token embeddings may use it
 
 
-# bridge -> its twin (or None when the probe found a difference); entries go with the bridge
-_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# the bridge attribute that holds its _Twin (a plain attribute: not a submodule, not saved)
+_ATTRIBUTE = "_hooklab_plain_twin"
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -165,12 +170,13 @@ def usable(model) -> bool:
     )
 
 
-def _hook_keys(modules: list[nn.Module]) -> list[tuple[int, ...]]:
-    """The ids of the PyTorch hooks on each module."""
-    return [
-        (*m._forward_hooks, *m._forward_pre_hooks, *m._backward_hooks, *m._backward_pre_hooks)
-        for m in modules
-    ]
+def _hook_dicts(module: nn.Module) -> tuple[dict, ...]:
+    return (
+        module._forward_hooks,
+        module._forward_pre_hooks,
+        module._backward_hooks,
+        module._backward_pre_hooks,
+    )
 
 
 def _library_hooks_only(modules: list[nn.Module]) -> bool:
@@ -195,7 +201,7 @@ def _library_hooks_only(modules: list[nn.Module]) -> bool:
 
 
 def _hooked(entry: _Twin) -> bool:
-    """Whether a hook was attached since the twin was built (or one was removed since)."""
+    """Whether a hook attached after the twin was built is still attached."""
     from torch.nn.modules import module as torch_module
 
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
@@ -203,7 +209,7 @@ def _hooked(entry: _Twin) -> bool:
     # Every PyTorch hook registration draws a new id: while none was drawn since a scan found
     # no hook, none can have been attached, and the scan of every module is skipped.
     if not entry.clean or entry.checked_at != RemovableHandle.next_id:
-        entry.clean = _hook_keys(entry.bridge_modules) == entry.baseline
+        entry.clean = not any(d and max(d) >= entry.built_at for d in entry.hook_dicts)
         entry.checked_at = RemovableHandle.next_id
     return not entry.clean
 
@@ -218,7 +224,7 @@ def twin(model, *, embeds: bool = False) -> nn.Module | None:
     if not usable(model):
         return None
     key = _key(model)
-    entry = _TWINS.get(model)
+    entry = getattr(model, _ATTRIBUTE, None)
     if entry is None or entry.key != key:
         modules = list(
             {id(m): m for m in (*model.modules(), *model.original_model.modules())}.values()
@@ -230,7 +236,7 @@ def twin(model, *, embeds: bool = False) -> nn.Module | None:
             module = None
         entry = _Twin(module, key, modules)
         entry.embeds_ok = module is not None and _probe_embeds(model, module)
-        _TWINS[model] = entry
+        setattr(model, _ATTRIBUTE, entry)
     if entry.module is None or (embeds and not entry.embeds_ok) or _hooked(entry):
         return None
     return entry.module
