@@ -17,8 +17,9 @@ The twin must give the bridge's logits bit for bit, so:
   (otherwise, and for architectures where an operation differs, the bridge runs as before;
   on the tiny float64 Llama of the tests, for one, the probe finds a difference);
 * the twin is not used in compatibility mode (folded weights), in training mode, with
-  gradients enabled (the fused QKV projection of Hugging Face's GPT-2 would sum the input
-  gradient in another order than the bridge's split one), under an Accelerate device map, for
+  gradients enabled (measured: on GPT-2 the input gradients then differ at rounding level,
+  the fused QKV projection summing them in another order than the bridge's split one; on
+  Llama they are equal, but one rule is simpler), under an Accelerate device map, for
   encoder–decoder models, or while a PyTorch hook attached after the twin was built is on any
   module of the bridge (hooklab's own temporary hooks included). It is rebuilt when the
   parameters move (``model.to(...)``). The twin lives on the bridge as a plain attribute
