@@ -75,7 +75,7 @@ class _Twin:
         self.hook_dicts = [d for m in bridge_modules for d in _hook_dicts(m)]
         self.built_at = self.checked_at = RemovableHandle.next_id
         self.clean = True
-        self.embeds_ok = False  # whether passes with given token embeddings may use it
+        self.embeds_ok: bool | None = None  # may passes with given token embeddings use it
 
 
 # the bridge attribute that holds its _Twin (a plain attribute: not a submodule, not saved)
@@ -236,11 +236,12 @@ def twin(model, *, embeds: bool = False) -> nn.Module | None:
         if module is not None and not _probe(model, module):
             module = None
         entry = _Twin(module, key, modules)
-        entry.embeds_ok = module is not None and _probe_embeds(model, module)
         setattr(model, _ATTRIBUTE, entry)
-    if entry.module is None or (embeds and not entry.embeds_ok) or _hooked(entry):
+    if entry.module is None or _hooked(entry):
         return None
-    return entry.module
+    if embeds and entry.embeds_ok is None:  # probed on first need
+        entry.embeds_ok = _probe_embeds(model, entry.module)
+    return entry.module if entry.embeds_ok or not embeds else None
 
 
 def _probe(model, module: nn.Module) -> bool:
