@@ -232,16 +232,32 @@ def twin(model, *, embeds: bool = False) -> nn.Module | None:
         )
         if not _library_hooks_only(modules):
             return None  # built later, when only the libraries' own hooks are attached
-        module = _build(model)
-        if module is not None and not _probe(model, module):
-            module = None
+        module = _checked(_build_and_probe, model)
         entry = _Twin(module, key, modules)
         setattr(model, _ATTRIBUTE, entry)
     if entry.module is None or _hooked(entry):
         return None
     if embeds and entry.embeds_ok is None:  # probed on first need
-        entry.embeds_ok = _probe_embeds(model, entry.module)
+        entry.embeds_ok = bool(_checked(_probe_embeds, model, entry.module))
     return entry.module if entry.embeds_ok or not embeds else None
+
+
+# What building or probing a twin may raise on an architecture it does not fit (a model class
+# that cannot be built on the meta device, a forward without position_ids...): then no twin.
+_UNFIT = (RuntimeError, TypeError, ValueError, KeyError, AttributeError, NotImplementedError)
+
+
+def _checked(fn, *args):
+    """``fn(*args)``, or None when it raises one of :data:`_UNFIT`."""
+    try:
+        return fn(*args)
+    except _UNFIT:
+        return None
+
+
+def _build_and_probe(model) -> nn.Module | None:
+    module = _build(model)
+    return module if module is not None and _probe(model, module) else None
 
 
 def _probe(model, module: nn.Module) -> bool:

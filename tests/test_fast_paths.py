@@ -202,3 +202,23 @@ def test_twin_follows_an_in_place_weight_edit(gpt2_dir):
         forward(model, batch)  # builds the twin
         model.original_model.lm_head.weight.mul_(0.5)
         assert torch.equal(forward(model, batch)[real], bridge_forward(model, batch)[real])
+
+
+def test_an_architecture_the_twin_does_not_fit_runs_on_the_bridge(gpt2_dir, monkeypatch):
+    def unfit(model):
+        raise TypeError("forward() got an unexpected keyword argument 'position_ids'")
+
+    monkeypatch.setattr(plain, "_build", unfit)
+    model = hooklab.load(gpt2_dir, device="cpu")
+    batch = _batch(model, True)
+    with torch.no_grad():
+        assert plain.twin(model) is None
+        assert torch.equal(forward(model, batch), bridge_forward(model, batch))
+    assert generate(model, PROMPTS[0], max_new_tokens=3).output_ids
+
+
+def test_a_probe_difference_keeps_the_bridge(gpt2_dir, monkeypatch):
+    monkeypatch.setattr(plain, "_probe", lambda model, module: False)
+    model = hooklab.load(gpt2_dir, device="cpu")
+    with torch.no_grad():
+        assert plain.twin(model) is None
