@@ -5,11 +5,11 @@ vocab_size=32000) with random non-zero biases and a word-level tokenizer built o
 20-token prompt (BOS included) and the 10 tokens hooklab generates greedily, forced in both.
 ReAGent with ``num_probes=4, max_probe_steps=50`` (other options at their defaults).
 
-Inseq 0.7.1 runs in its own venv (``/tmp/hooklab-inseq-venv``, made on first use as in
-``benchmarks/pecore.py``) on the same checkpoint and forced target. One adaptation, printed:
-Inseq's POS-tag token sampler builds its tag table with NLTK data it downloads (offline here),
-so the runner gives it one tag for the whole vocabulary; sampling then costs what it costs with
-real tags (a table lookup), only the draws are uniform.
+Inseq 0.7.1 runs in its own venv (``/tmp/hooklab-inseq-venv``, made on first use; see
+``benchmarks/common.py``) on the same checkpoint and target, in ``benchmarks/inseq_worker.py``.
+One adaptation, printed: Inseq's POS-tag token sampler builds its tag table with NLTK data it
+downloads (offline here), so the worker gives it one tag for the whole vocabulary; sampling
+then costs what it costs with real tags (a table lookup), only the draws are uniform.
 
 Forward passes are counted on both sides (calls and sequences x tokens through the model).
 
@@ -18,72 +18,33 @@ Forward passes are counted on both sides (calls and sequences x tokens through t
 
 from __future__ import annotations
 
-import json
 import os
-import pathlib
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import fire
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import hooklab  # noqa: E402
-from benchmarks.pecore import VENV, ensure_inseq  # noqa: E402
-from benchmarks.value_zeroing import build_model  # noqa: E402
-from hooklab.hooks import hook_name, temporary_hooks  # noqa: E402
+import hooklab
+from benchmarks.common import EOT, InseqWorker, random_gpt2, word_prompt
+from hooklab.hooks import hook_name, temporary_hooks
 
 INSEQ_QUOTED = 256.0  # Inseq 0.7.1, same workload (quoted in the issue)
 OPTIONS = {"num_probes": 4, "max_probe_steps": 50}
-# Runs in Inseq's venv: argv = model dir, prompt, target, options JSON. Prints one JSON line.
-INSEQ_SCRIPT = r"""
-import json, os, sys, time
-import torch
-torch.set_num_threads(1)
-import inseq
-from inseq.attr.feat.ops.reagent_core import token_sampler
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
-# NLTK's tagger data cannot be downloaded here: one tag for the whole vocabulary.
-token_sampler.POSTagTokenSampler.build_pos_mapping_from_vocab = staticmethod(
-    lambda *a, tokenizer, **k: {"ALL": list(range(tokenizer.vocab_size))})
-path, prompt, target, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-eot = "<|endoftext|>"
-tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"),
-                              bos_token=eot, eos_token=eot, pad_token=eot)
-hf = GPT2LMHeadModel.from_pretrained(path).eval()
-calls = {"n": 0, "tokens": 0}
-def count(module, args, kwargs, output):
-    ids = kwargs.get("input_ids", args[0] if args else None)
-    calls["n"] += 1
-    calls["tokens"] += int(ids.numel())
-hf.register_forward_hook(count, with_kwargs=True)
-model = inseq.load_model(hf, "reagent", tokenizer=tok, **options)
-start = time.perf_counter()
-out = model.attribute(prompt, prompt + target, show_progress=False)
-seconds = time.perf_counter() - start
-attr = out.sequence_attributions[0].target_attributions
-print(json.dumps({"seconds": seconds, "calls": calls["n"], "tokens": calls["tokens"],
-                  "nan": None if attr is None else int(torch.isnan(attr).sum())}))
-"""
 
 
 def inseq_run(path: str, prompt: str, target: str) -> tuple[dict | None, str | None]:
-    why = ensure_inseq()
-    if why:
-        return None, why
-    cmd = [str(VENV / "bin" / "python"), "-c", INSEQ_SCRIPT, path, prompt, target]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([*cmd, json.dumps(OPTIONS)], capture_output=True, text=True, env=env)
-    if done.returncode:
-        return None, f"Inseq run failed: {done.stderr.strip()[-1500:]}"
-    return json.loads(done.stdout.strip().splitlines()[-1]), None
+    """Inseq's ReAGent on the same checkpoint and target, in its venv (uniform POS table)."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp, InseqWorker(Path(tmp) / "inseq.log") as worker:
+            job = {"path": path, "prompt": prompt, "target": target, "load_kwargs": OPTIONS}
+            return worker("attribute", method="reagent", **job), None
+    except RuntimeError as err:
+        return None, str(err)
 
 
 def counted(model, fn):
@@ -103,26 +64,24 @@ def counted(model, fn):
 
 def main(repeats: int = 1, skip_inseq: bool = False, seed: int = 0) -> None:
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        build_model(pathlib.Path(tmp), seed)
-        model = hooklab.load(tmp, device="cpu", dtype="float32")
-        prompt = " ".join(f"w{(37 * i + 11) % 31999 + 1}" for i in range(19))  # + BOS
-        gen = hooklab.generate(model, prompt, max_new_tokens=10, stop_at_eos=False)
-        target = " " + " ".join(model.tokenizer.convert_ids_to_tokens(gen.output_ids[0]))
-        n_target = len(model.tokenizer(target, add_special_tokens=False)["input_ids"])
-        print(f"load average {os.getloadavg()[0]:.2f}; prompt 20 tokens, target {n_target}")
+    path = str(random_gpt2(seed=seed))
+    model = hooklab.load(path, device="cpu", dtype="float32")
+    prompt = word_prompt(19)  # + BOS
+    gen = hooklab.generate(model, prompt, max_new_tokens=10, stop_at_eos=False)
+    target = " " + " ".join(model.tokenizer.convert_ids_to_tokens(gen.output_ids[0]))
+    n_target = len(model.tokenizer(target, add_special_tokens=False)["input_ids"])
+    print(f"load average {os.getloadavg()[0]:.2f}; prompt 20 tokens, target {n_target}")
 
-        def ours():
-            return hooklab.attribute(model, prompt, target, method="reagent", **OPTIONS)
+    def ours():
+        return hooklab.attribute(model, prompt, target, method="reagent", **OPTIONS)
 
-        runs = [counted(model, ours) for _ in range(repeats)]
-        seconds, out, stats = min(runs, key=lambda r: r[0])
-        seq = out[0]
-        one = torch.tensor([seq.token_ids.tolist()])
-        with torch.no_grad():
-            t_fwd, _, _ = counted(model, lambda: model(one, prepend_bos=False))
-        inseq, why = (None, "skipped") if skip_inseq else inseq_run(tmp, f"<|endoftext|> {prompt}",
-                                                                     target)  # fmt: skip
+    runs = [counted(model, ours) for _ in range(repeats)]
+    seconds, out, stats = min(runs, key=lambda r: r[0])
+    seq = out[0]
+    one = torch.tensor([seq.token_ids.tolist()])
+    with torch.no_grad():
+        t_fwd, _, _ = counted(model, lambda: model(one, prepend_bos=False))
+    inseq, why = (None, "skipped") if skip_inseq else inseq_run(path, f"{EOT} {prompt}", target)
     conv = seq.extras["reagent_converged"].mean().item()
     print(f"ReAGent {OPTIONS}, GPT-2-small shape (12 x 768, vocab 32000), 1 thread")
     print(f"{'':44s} {'seconds':>8s} {'calls':>6s} {'seq x tok':>9s} {'Inseq/hl':>8s}")

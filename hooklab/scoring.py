@@ -12,6 +12,7 @@ from torch import Tensor
 
 from hooklab.forward import step_logits
 from hooklab.inputs import Batch, make_batch, pad_token_id
+from hooklab.precision import upcast
 from hooklab.steps import CONTRASTIVE, STEP_FUNCTIONS, StepArgs
 
 
@@ -147,6 +148,25 @@ def check_step_scores_kwargs(
     return out
 
 
+def check_finite(
+    logits: Float[Tensor, "batch step d_vocab"] | None, step_mask: Tensor, what: str = "logits"
+) -> None:
+    """Raise ValueError if float16 ``logits`` of real steps hold inf or NaN.
+
+    float16's largest value is 65504: a model trained in bfloat16 or float32 can overflow it
+    in its activations, and then every score is inf or NaN. (bfloat16 has float32's range.)
+    """
+    if logits is None or logits.dtype != torch.float16:
+        return
+    real = logits[step_mask] if tuple(step_mask.shape) == tuple(logits.shape[:2]) else logits
+    if not bool(real.isfinite().all()):
+        raise ValueError(
+            f"The model's {what} are inf or NaN in float16 at real steps: its activations "
+            "overflow float16's range (largest value 65504). Load it with dtype='bf16' (the "
+            "range of float32) or 'float32'."
+        )
+
+
 def make_step_args(
     model,
     batch: Batch,
@@ -154,7 +174,12 @@ def make_step_args(
     contrast: Contrast | None = None,
     contrast_logits: Float[Tensor, "batch step d_vocab"] | None = None,
 ) -> StepArgs:
-    """Bundle step logits with targets and contrast for the step functions."""
+    """Bundle step logits with targets and contrast for the step functions.
+
+    Raises ValueError if float16 logits of real steps are infinite or NaN (an overflow).
+    """
+    for what, values in (("logits", logits), ("contrast logits", contrast_logits)):
+        check_finite(values, batch.step_mask, what)
     return StepArgs(
         model=model,
         batch=batch,
@@ -169,7 +194,10 @@ def make_step_args(
 def run_step_function(
     name: str, args: StepArgs, kwargs: Mapping[str, object] | None = None
 ) -> Float[Tensor, "batch step"]:
-    """Call step function ``name`` and set padded steps to NaN."""
+    """Call step function ``name`` and set padded steps to NaN.
+
+    Scores of a half-precision model come back in float32 (a custom function's too).
+    """
     scores = STEP_FUNCTIONS.get(name)(args, **dict(kwargs or {}))
     expected = tuple(args.target_ids.shape)
     if not isinstance(scores, torch.Tensor):
@@ -182,7 +210,7 @@ def run_step_function(
             f"Step function {name!r} returned shape {tuple(scores.shape)}; expected {expected} "
             "([batch, step])."
         )
-    return torch.where(args.step_mask, scores, torch.nan)
+    return torch.where(args.step_mask, upcast(scores), torch.nan)
 
 
 def compute_step_scores(

@@ -11,6 +11,10 @@ y' = the contrast target token (defaults to y). Contrastive functions need a con
 ``contrast_prompts`` (another prompt, same target tokens: q differs from p) and/or
 ``contrast_targets`` (another token per step, scored after the same forced prefix).
 For context attribution (PECoRe) the regular input holds the context, the contrast does not.
+
+Precision: the logits come in the model's dtype; every built-in function takes its softmax,
+log-softmax and sums in float32 (float64 for a float64 model, see :mod:`hooklab.precision`) and
+returns scores in that dtype, so a bfloat16 or float16 model gives float32 scores.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import Tensor
 
 from hooklab.forward import step_logits
 from hooklab.inputs import Batch
+from hooklab.precision import reduction_dtype, upcast
 from hooklab.registry import Registry
 
 LOG2 = math.log(2.0)
@@ -37,7 +42,8 @@ class StepArgs:
     Attributes:
         model: the ``TransformerBridge`` (for step functions that need extra forward passes).
         batch: the regular prompt+target batch.
-        logits: logits that predict each target token (rows of padded steps are arbitrary).
+        logits: logits that predict each target token (rows of padded steps are arbitrary), in
+            the model's dtype: reduce them in float32 (:func:`hooklab.precision.upcast`).
         target_ids: the target token per step.
         step_mask: True for real steps, False for padding.
         contrast_logits: logits of the contrast input, aligned on the same steps, or None.
@@ -89,11 +95,13 @@ def list_step_functions() -> list[str]:
 
 
 def _pick(values: Float[Tensor, "batch step d_vocab"], ids: Int[Tensor, "batch step"]) -> Tensor:
-    return values.gather(-1, ids[..., None]).squeeze(-1)
+    """``values[b, t, ids[b, t]]``, upcast to float32 from half precision."""
+    return upcast(values.gather(-1, ids[..., None]).squeeze(-1))
 
 
 def _logprobs(logits: Tensor) -> Tensor:
-    return torch.log_softmax(logits, dim=-1)
+    """Log-softmax over the vocabulary, computed in float32 (float64 stays)."""
+    return torch.log_softmax(logits, dim=-1, dtype=reduction_dtype(logits.dtype))
 
 
 def _contrast_logits(args: StepArgs) -> Tensor:
@@ -213,9 +221,11 @@ def top_p_size(args: StepArgs, *, top_p: float = 0.9) -> Float[Tensor, "batch st
         )
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p_size: top_p must be a number in (0, 1], got {top_p!r}.")
-    probs = torch.softmax(args.logits.detach(), dim=-1).sort(dim=-1, descending=True).values
+    dtype = reduction_dtype(args.logits.dtype)  # bfloat16 cannot hold counts above 256
+    probs = torch.softmax(args.logits.detach(), dim=-1, dtype=dtype)
+    probs = probs.sort(dim=-1, descending=True).values
     before = probs.cumsum(-1) - probs  # mass strictly before each token in sorted order
-    return (before < top_p).sum(-1).to(args.logits.dtype)
+    return (before < top_p).sum(-1).to(dtype)
 
 
 def mc_dropout_prob_avg(

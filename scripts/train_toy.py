@@ -10,7 +10,6 @@ GPT-2, saves a standard Hugging Face checkpoint and regenerates ``ground_truth.j
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import random
 import sys
@@ -18,12 +17,13 @@ import time
 
 import fire
 import torch
-import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
+
+from toy_training import print_size, save_checkpoint, start, train  # noqa: E402
 
 from hooklab.toy import corpus  # noqa: E402
 
@@ -67,6 +67,11 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
         pad_token=EOT,
         model_max_length=128,
     )
+
+
+def _loss(model, seqs: list[list[int]]) -> torch.Tensor:
+    ids, labels = make_batch(seqs)
+    return model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
 
 
 def make_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,12 +201,7 @@ def main(
 ) -> None:
     """Generate the corpus, train tokenizer + model, save the checkpoint and the ground truth."""
     t0 = time.time()
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    out_dir = pathlib.Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = start(out, seed, threads)
 
     docs = corpus.generate_documents(n_docs, seed)
     texts = [body(d) for d in docs]
@@ -233,61 +233,22 @@ def main(
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params} parameters")
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+    train(
+        model,
+        lambda idx: _loss(model, [seqs[i] for i in idx]),
+        [d["cue_word"] is not None for d in docs],
+        steps=steps,
+        batch_size=batch_size,
         lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        curriculum=curriculum,
+        seed=seed,
+        eval_every=eval_every,
+        on_eval=lambda: print_eval(evaluate(model, tok, examples)),
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / warmup)
-            * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-        ),
-    )
-    # Curriculum: the first `curriculum` fraction of the steps sees only documents whose context
-    # holds the cue (the context lookup is learned much faster without the uncued documents).
-    pools = {
-        "cued": torch.tensor([i for i, d in enumerate(docs) if d["cue_word"] is not None]),
-        "all": torch.arange(len(docs)),
-    }
-    gen = torch.Generator().manual_seed(seed)
-    order = {k: (v[torch.randperm(len(v), generator=gen)], 0) for k, v in pools.items()}
-    ema = None
-    for step in range(1, steps + 1):
-        model.train()
-        pool = "cued" if step <= curriculum * steps else "all"
-        perm, pos = order[pool]
-        if pos + batch_size > len(perm):
-            perm, pos = pools[pool][torch.randperm(len(perm), generator=gen)], 0
-        order[pool] = (perm, pos + batch_size)
-        ids, labels = make_batch([seqs[i] for i in perm[pos : pos + batch_size].tolist()])
-        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if step % 50 == 0 or step == 1:
-            print(
-                f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  "
-                f"lr {sched.get_last_lr()[0]:.2e}  {time.time() - t0:.0f}s",
-                flush=True,
-            )
-        if eval_every and step % eval_every == 0 and step < steps:
-            print_eval(evaluate(model, tok, examples))
-
-    model.eval()
     model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
-    for f in out_dir.iterdir():
-        f.chmod(0o644)  # safetensors writes 0600; package data must be world-readable
+    save_checkpoint(model, tok, out_dir)
     train_time = time.time() - t0
 
     res = evaluate(model, tok, examples)
@@ -298,11 +259,7 @@ def main(
         print(f"  {fam:10s} {r['slot_mass']:.3f} {r['max_slot_p']:.3f} vs {r['uniform']:.3f}")
     rel = release_check(model, tok)
     print("release example:", json.dumps(rel))
-    size = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file()) / 2**20
-    print(
-        f"params {n_params}, checkpoint {size:.2f} MB, training+save {train_time:.0f}s, "
-        f"files {sorted(f.name for f in out_dir.iterdir())}"
-    )
+    print_size(out_dir, n_params, train_time)
 
 
 if __name__ == "__main__":

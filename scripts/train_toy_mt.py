@@ -12,19 +12,19 @@ CPU given the arguments.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 import sys
 import time
 
 import fire
 import torch
-import transformers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import GenerationConfig, MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
+
+from toy_training import print_size, save_checkpoint, start, train  # noqa: E402
 
 from hooklab.toy_mt import corpus  # noqa: E402
 
@@ -193,12 +193,7 @@ def main(
 ) -> None:
     """Generate the corpus, build tokenizer + model, train, save checkpoint and ground truth."""
     t0 = time.time()
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    out_dir = pathlib.Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = start(out, seed, threads)
 
     pairs = corpus.generate_pairs(n_pairs, seed)
     tok = build_tokenizer()
@@ -229,55 +224,20 @@ def main(
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params} parameters")
 
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+    train(
+        model,
+        lambda idx: model(**batch(tok, [pairs[i] for i in idx])).loss,
+        [p["cue_word"] is not None for p in pairs],
+        steps=steps,
+        batch_size=batch_size,
         lr=lr,
+        warmup=warmup,
+        weight_decay=weight_decay,
+        curriculum=curriculum,
+        seed=seed,
+        eval_every=eval_every,
+        on_eval=lambda: print_eval(evaluate(model, tok, examples[:40])),
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            min(1.0, (s + 1) / warmup)
-            * (0.1 + 0.45 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-        ),
-    )
-    # Curriculum: the first `curriculum` fraction of the steps sees only pairs whose context holds
-    # the cue (the context lookup is learned much faster without the uncued pairs).
-    pools = {
-        "cued": torch.tensor([i for i, p in enumerate(pairs) if p["cue_word"] is not None]),
-        "all": torch.arange(len(pairs)),
-    }
-    gen = torch.Generator().manual_seed(seed)
-    order = {k: (v[torch.randperm(len(v), generator=gen)], 0) for k, v in pools.items()}
-    ema = None
-    for step in range(1, steps + 1):
-        model.train()
-        pool = "cued" if step <= curriculum * steps else "all"
-        perm, pos = order[pool]
-        if pos + batch_size > len(perm):
-            perm, pos = pools[pool][torch.randperm(len(perm), generator=gen)], 0
-        order[pool] = (perm, pos + batch_size)
-        loss = model(**batch(tok, [pairs[i] for i in perm[pos : pos + batch_size].tolist()])).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if step % 50 == 0 or step == 1:
-            print(
-                f"step {step:5d}  loss {loss.item():.4f}  ema {ema:.4f}  "
-                f"lr {sched.get_last_lr()[0]:.2e}  {time.time() - t0:.0f}s",
-                flush=True,
-            )
-        if eval_every and step % eval_every == 0 and step < steps:
-            print_eval(evaluate(model, tok, examples[:40]))
-
-    model.eval()
     model.generation_config = GenerationConfig(
         decoder_start_token_id=PAD,
         eos_token_id=EOS,
@@ -287,19 +247,12 @@ def main(
         do_sample=False,
         max_length=64,
     )
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    for f in out_dir.iterdir():
-        f.chmod(0o644)  # safetensors writes 0600; package data must be world-readable
+    save_checkpoint(model, tok, out_dir)
     train_time = time.time() - t0
 
     print_eval(evaluate(model, tok, examples))
     print("release example:", json.dumps(release_check(model, tok), ensure_ascii=False))
-    size = sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file()) / 2**20
-    print(
-        f"params {n_params}, checkpoint {size:.2f} MB, training+save {train_time:.0f}s, "
-        f"files {sorted(f.name for f in out_dir.iterdir())}"
-    )
+    print_size(out_dir, n_params, train_time)
 
 
 if __name__ == "__main__":

@@ -244,3 +244,16 @@ def test_the_run_button_reports_progress(toy):
     demo = build_app(Runner("toy", model=toy))
     tracked = {fn.fn.__name__: fn.tracks_progress for fn in demo.fns.values()}
     assert tracked["on_run"] and not tracked["on_code"]
+
+
+def test_runs_share_one_workspace_that_keeps_the_newest_and_is_removed(toy):
+    from hooklab.demo.session import Runner
+
+    runner = Runner("toy", model=toy, keep_runs=2)
+    runs = [runner.new_directory() for _ in range(3)]
+    assert [d.parent for d in runs] == [runner.workspace] * 3
+    assert [d.exists() for d in runs] == [False, True, True]
+    runner.close()
+    assert not runner.workspace.exists()
+    with pytest.raises(ValueError, match="keep_runs must be a positive int"):
+        Runner("toy", model=toy, keep_runs=0)

@@ -3,11 +3,14 @@
 One model is loaded per server and shared read-only by every browser tab. PECoRe adds hooks
 to it while it runs, so :class:`Runner` lets one run use it at a time; figures are drawn one
 at a time too (matplotlib's state is process-wide). Each run returns its own :class:`Page`
-and writes a fresh temporary directory: nothing mutable is shared between sessions.
+and writes a fresh directory inside the runner's temporary workspace: nothing mutable is shared
+between sessions. The workspace keeps the newest ``keep_runs`` runs and is removed when the
+runner is closed or garbage-collected, or when the process exits.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -31,12 +34,45 @@ def error_message(err: Exception) -> str:
 class Runner:
     """The loaded model, shared read-only, and the lock that serialises runs on it."""
 
-    def __init__(self, model_name_or_path: str = "toy", model=None, **load_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_name_or_path: str = "toy",
+        model=None,
+        *,
+        keep_runs: int = 50,
+        **load_kwargs: Any,
+    ) -> None:
         import hooklab
 
+        if isinstance(keep_runs, bool) or not isinstance(keep_runs, int) or keep_runs < 1:
+            raise ValueError(
+                f"keep_runs must be a positive int (runs kept on disk), got {keep_runs!r}."
+            )
         self.model_name_or_path = model_name_or_path
         self.model = model if model is not None else hooklab.load(model_name_or_path, **load_kwargs)
+        self.keep_runs = keep_runs
         self._lock = threading.Lock()
+        self._files = threading.Lock()
+        self._workspace = tempfile.TemporaryDirectory(prefix="hooklab-demo-")
+        self._runs: list[Path] = []
+
+    @property
+    def workspace(self) -> Path:
+        """The directory that holds every run's files."""
+        return Path(self._workspace.name)
+
+    def new_directory(self) -> Path:
+        """A fresh directory for one run's files; the oldest runs beyond ``keep_runs`` go."""
+        with self._files:
+            directory = Path(tempfile.mkdtemp(prefix="run-", dir=self.workspace))
+            self._runs.append(directory)
+            while len(self._runs) > self.keep_runs:
+                shutil.rmtree(self._runs.pop(0), ignore_errors=True)
+        return directory
+
+    def close(self) -> None:
+        """Remove the workspace and every run's files."""
+        self._workspace.cleanup()
 
     def busy(self) -> bool:
         return self._lock.locked()
@@ -75,10 +111,9 @@ def render(result: PecoreResult, directory: Path, target: int | None) -> Page:
 
 
 def compute(runner: Runner, form: dict[str, Any]) -> Page:
-    """Run the form (what the Run button does) into a new temporary directory."""
+    """Run the form (what the Run button does) into a new directory of the runner's workspace."""
     result = runner.run(form)
-    directory = Path(tempfile.mkdtemp(prefix="hooklab-demo-"))
-    return render(result, directory, 0 if result.context_sensitive else None)
+    return render(result, runner.new_directory(), 0 if result.context_sensitive else None)
 
 
 def show_code(model_name_or_path: str, form: dict[str, Any]) -> tuple[str, str, str]:

@@ -19,6 +19,7 @@ from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
 from hooklab.methods.gradients import check_vjp, gradients_at
+from hooklab.precision import reduction_dtype
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -73,4 +74,5 @@ def gradient_shap(
         model, batch.take(index), attributed_fn.take(index), points, vjp=vjp, vjp_chunk=vjp_chunk
     )
     products = grads * (end - start)[:, None]
-    return MethodResult(products.reshape(n_samples, batch.size, *grads.shape[1:]).mean(0))
+    samples = products.reshape(n_samples, batch.size, *grads.shape[1:])
+    return MethodResult(samples.mean(0, dtype=reduction_dtype(samples.dtype)))  # float32 mean

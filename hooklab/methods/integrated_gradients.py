@@ -27,6 +27,7 @@ from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
 from hooklab.methods.gradients import attributed_scores, check_vjp, gradients_at
+from hooklab.precision import reduction_dtype
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -102,13 +103,16 @@ def path_gradients(
     B = batch.size
     total = None
     for lo in range(0, len(alphas), points_per_pass):
-        a = alphas[lo : lo + points_per_pass].to(x)
-        w = weights[lo : lo + points_per_pass].to(x)
+        # nodes and weights in float32 (float64 stays): a bfloat16 node would move the point
+        # by up to 2^-9 along the path, and the weighted sum over points runs in float32
+        a, w = (v[lo : lo + points_per_pass].to(x.device, reduction_dtype(x.dtype))
+                for v in (alphas, weights))  # fmt: skip
         k = len(a)
         index = torch.arange(B, device=x.device).repeat(k)  # alpha-major copies: [k * B]
         points = x0.repeat(k, 1, 1) + a.repeat_interleave(B)[:, None, None] * (x - x0).repeat(
             k, 1, 1
         )  # [k * B, pos, d_model]
+        points = points.to(x.dtype)  # the model's dtype, rounded once
         grads, _ = gradients_at(
             model, batch.take(index), attributed_fn.take(index), points, vjp=vjp,
             vjp_chunk=vjp_chunk,

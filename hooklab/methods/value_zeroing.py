@@ -83,7 +83,7 @@ def value_zeroing(
             out = scores.new_full(shape, torch.nan)
         # step t reads query row start - 1 + t
         rows = scores[:, start - 1 : start - 1 + steps].permute(1, 2, 0)
-        out[i, :steps, batch.real_positions(i)] = rows
+        out[i, :steps, batch.real_positions(i).cpu()] = rows  # scores are on the CPU
     return MethodResult(out)
 
 

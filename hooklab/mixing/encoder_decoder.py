@@ -26,6 +26,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.hooks import recorder
+from hooklab.precision import reduction_dtype
 from hooklab.selfcheck import check_identity
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ def part_scores(
     metric: Callable[[Tensor, Tensor], Tensor],
     chunk_size: int = 2048,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
-    """Unnormalised distances ``[layer, query_pos, key_pos]`` of ``adapter.part`` (module doc).
+    """Unnormalised distances ``[layer, query_pos, key_pos]`` of ``adapter.part`` (module doc),
+    in float32 (float64 for a float64 model) on the CPU, where each chunk's moves once computed.
 
     Args:
         heads: resolved key/value heads per layer (the layers computed).
@@ -54,8 +56,8 @@ def part_scores(
     out_names = [adapter.hook("out", la) for la in layers]
     hooks, clean = recorder(out_names)
     adapter.run(example, 1, hooks)
-    scores = torch.zeros(len(layers), n_query, n_keys, dtype=clean[out_names[0]].dtype)
-    scores = scores.to(device)
+    dtype = reduction_dtype(clean[out_names[0]].dtype)
+    scores = torch.zeros(len(layers), n_query, n_keys, dtype=dtype)
     step = max(1, chunk_size // n_query)  # zeroed keys (batch copies) per pass
     for lo in range(0, n_keys, step):
         keys = torch.arange(lo, min(n_keys, lo + step), device=device)
@@ -74,7 +76,7 @@ def part_scores(
         def compare(layer, row, keys=keys):
             def fn(out, hook):  # [copy, query_pos, d_model]
                 reference = clean[adapter.hook("out", layer)].expand_as(out)
-                scores[row, :, keys] = metric(out, reference).T
+                scores[row, :, keys.cpu()] = metric(out, reference).T.cpu()
                 return reference.clone()  # the next layer runs from its clean input
 
             return fn

@@ -164,8 +164,8 @@ def knockout_probabilities(
         with adapter.blocked_edges(masks) as blocking:
             logits = adapter.run(example, len(chunk), [*blocking, *hooks])
         _verify(adapter, masks, cache)
-        probs.append(torch.softmax(logits.double(), -1)[:, token_id])
-    return torch.cat(probs).cpu()
+        probs.append(torch.softmax(logits.double(), -1)[:, token_id].cpu())  # final: to the CPU
+    return torch.cat(probs)
 
 
 def measured_token_id(adapter: Adapter, example: Example, measured_token: str | int | None) -> int:

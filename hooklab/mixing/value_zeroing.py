@@ -47,6 +47,7 @@ from hooklab.mixing.encoder_decoder import part_scores
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_texts, per_prompt
 from hooklab.output.provenance import describe_model
+from hooklab.precision import reduction_dtype, upcast
 from hooklab.registry import unknown_name_error
 from hooklab.selfcheck import check_identity
 
@@ -60,15 +61,17 @@ _CACHED = ("resid_pre", "resid_mid", "resid_post", "attn_out", "v", "z", "patter
 def cosine_distance(
     a: Float[Tensor, "*batch d_model"], b: Float[Tensor, "*batch d_model"]
 ) -> Tensor:
-    """Return ``1 - cos(a, b)`` per row, as ``|â - b̂|² / 2`` (no cancellation near 0)."""
+    """Return ``1 - cos(a, b)`` per row, as ``|â - b̂|² / 2`` (no cancellation near 0), in
+    float32 for half-precision inputs."""
+    a, b = upcast(a), upcast(b)
     return (F.normalize(a, dim=-1) - F.normalize(b, dim=-1)).pow(2).sum(-1) / 2
 
 
 def euclidean_distance(
     a: Float[Tensor, "*batch d_model"], b: Float[Tensor, "*batch d_model"]
 ) -> Tensor:
-    """Return the L2 distance ``|a - b|`` per row."""
-    return (a - b).norm(dim=-1)
+    """Return the L2 distance ``|a - b|`` per row, in float32 for half-precision inputs."""
+    return (upcast(a) - upcast(b)).norm(dim=-1)
 
 
 METRICS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
@@ -156,7 +159,7 @@ def layer_mixing(
     keep[heads] = 1
     keep = keep.repeat_interleave(group)[None, :, None]  # [1, head, 1]
     contrib = torch.einsum("khd,hdm->khm", v_q * keep, w_o)  # what v_k adds per head
-    scores = torch.zeros(n, n, dtype=mid.dtype, device=mid.device)
+    scores = torch.zeros(n, n, dtype=reduction_dtype(mid.dtype), device=mid.device)
     step = max(1, chunk // n)  # keys per batched call: about `chunk` (query, key) pairs
     for lo in range(0, n, step):
         keys = torch.arange(lo, min(n, lo + step), device=v.device)
@@ -194,7 +197,8 @@ def mixing_matrices(
     """Value-zeroing matrices of one token sequence (decoder-only), one per layer in ``layers``.
 
     The pure core of :func:`value_zeroing`: token ids in, ``[layer, query_pos, key_pos]`` out
-    (rows normalised to sum to 1 when ``normalize``), on the model's device.
+    (rows normalised to sum to 1 when ``normalize``), in float32 (float64 for a float64 model)
+    on the CPU: each layer's scores move there once computed.
 
     Args:
         ids: the token ids (BOS included, as the model sees them).
@@ -204,7 +208,7 @@ def mixing_matrices(
     distance = metric_fn(metric)
     act = clean_activations(model, list(ids), list(layers))
     scores = torch.stack(
-        [layer_mixing(model, la, act, list(heads[la]), distance, chunk_size) for la in layers]
+        [layer_mixing(model, la, act, list(heads[la]), distance, chunk_size).cpu() for la in layers]
     )
     return normalize_rows(scores) if normalize else scores
 

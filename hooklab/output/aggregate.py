@@ -2,6 +2,7 @@
 (:func:`difference`) the scores of a :class:`SequenceAttribution`.
 
 Merging ignores NaN (tokens a step cannot see): a merged cell is NaN only if all its members are.
+Reductions run in float32 on half-precision scores (see :mod:`hooklab.precision`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from hooklab.output.provenance import thaw
 from hooklab.output.sequence import SequenceAttribution
+from hooklab.precision import upcast
 from hooklab.registry import unknown_name_error
 
 
@@ -43,7 +45,8 @@ def reduce_hidden(
     The trailing dims are the hidden size for gradient methods, ``layer, head`` for attention;
     they are flattened and reduced together. ``reduce`` is a name in :data:`HIDDEN_REDUCTIONS`:
     ``"l2"`` (L2 norm), ``"sum"``, ``"mean"``, ``"max"`` or ``"absmax"`` (the entry with the
-    largest ``|x|``, sign kept). NaN stays NaN.
+    largest ``|x|``, sign kept). NaN stays NaN. bfloat16 / float16 scores are reduced (and
+    returned) in float32.
     """
     if reduce not in HIDDEN_REDUCTIONS:
         raise unknown_name_error("hidden reduction", reduce, list(HIDDEN_REDUCTIONS))
@@ -51,8 +54,8 @@ def reduce_hidden(
         shape = tuple(attributions.shape)
         raise ValueError(f"attributions has shape {shape}; expected (step, key_pos, ...)")
     if attributions.ndim == 2:
-        return attributions
-    return HIDDEN_REDUCTIONS[reduce](attributions.flatten(2))
+        return upcast(attributions)
+    return HIDDEN_REDUCTIONS[reduce](upcast(attributions).flatten(2))
 
 
 #: NaN-aware reductions that merge cells, rows and step scores: ``fn(x, seen, dim)`` gets the
@@ -70,6 +73,7 @@ MERGE_REDUCTIONS: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
 
 def _nan_reduce(x: Tensor, dim: int, how: str) -> Tensor:
     """Reduce ``dim`` over the non-NaN entries; NaN where all entries are NaN."""
+    x = upcast(x)
     seen = ~torch.isnan(x)
     out = MERGE_REDUCTIONS[how](x.nan_to_num(0.0), seen, dim)
     return out.masked_fill(~seen.any(dim), math.nan)
