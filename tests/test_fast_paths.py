@@ -132,6 +132,22 @@ def test_padding_guard_is_not_needed_in_float32(model, padded):
     assert torch.equal(guarded, unguarded)
 
 
+@pytest.mark.parametrize("directory", ["gpt2_dir", "llama_dir"])
+def test_padding_guard_is_not_needed_in_bfloat16(directory, request):
+    model = hooklab.load(request.getfixturevalue(directory), device="cpu", dtype="bfloat16")
+    batch = _batch(model, True)
+    assert padding_guard_hooks(model, batch) == []
+    guard = [
+        (hook_name("attn_scores", layer), _finite_scores) for layer in range(model.cfg.n_layers)
+    ]
+    with torch.no_grad():
+        with temporary_hooks(model, guard):
+            guarded = bridge_forward(model, batch)
+        assert torch.equal(guarded, bridge_forward(model, batch))
+        assert torch.equal(forward(model, batch)[batch.attention_mask.bool()],
+                           guarded[batch.attention_mask.bool()])  # fmt: skip
+
+
 def test_guard_kept_in_float64(gpt2_dir):
     model = hooklab.load(gpt2_dir, device="cpu", dtype="float64")
     batch = _batch(model, True)
