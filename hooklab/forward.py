@@ -9,15 +9,19 @@ with respect to them or to perturb them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab import seq2seq
+from hooklab import plain, seq2seq
 from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.inputs import Batch
+
+# dtypes whose attention masks use a finite minimum (no -inf scores outside compatibility mode)
+_FINITE_MASK_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def _finite_scores(scores: Tensor, hook) -> Tensor:
@@ -30,12 +34,40 @@ def _finite_scores(scores: Tensor, hook) -> Tensor:
 
 
 def padding_guard_hooks(model, batch: Batch) -> list[tuple[str, object]]:
-    """Hooks that keep fully masked (padding) attention rows finite; none without padding."""
+    """Hooks that keep fully masked (padding) attention rows finite; none when not needed.
+
+    None without padding. None either in float32 and bfloat16 outside compatibility mode:
+    there the bridge masks with the dtype's finite minimum, so scores are never ``-inf``
+    and clamping them at that minimum would return them unchanged (tests compare both).
+    """
     if not any(batch.pad_lengths):
+        return []
+    dtype = next(model.parameters()).dtype
+    if dtype in _FINITE_MASK_DTYPES and not getattr(model, "compatibility_mode", False):
         return []
     return [
         (hook_name("attn_scores", layer), _finite_scores) for layer in range(model.cfg.n_layers)
     ]
+
+
+def bridge_forward(
+    model,
+    batch: Batch,
+    *,
+    hooks: Sequence[tuple[str, object]] = (),
+    logits_to_keep: Tensor | None = None,
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """:func:`forward` through the bridge always (its hook points live, ``hooks`` attached)."""
+    kwargs = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
+    all_hooks = [*padding_guard_hooks(model, batch), *hooks]
+    with temporary_hooks(model, all_hooks) if all_hooks else contextlib.nullcontext():
+        return model(
+            batch.tokens,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            prepend_bos=False,
+            **kwargs,
+        )
 
 
 def forward(
@@ -47,19 +79,31 @@ def forward(
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """Run the model on a batch with its padding mask and real positions; return logits.
 
+    Without ``hooks`` (and without gradients) the pass runs on the bridge's plain Hugging
+    Face twin when it gives the same logits bit for bit (see :mod:`hooklab.plain`).
+
     Args:
         hooks: extra ``(hook_name, fn)`` forward hooks, active for this pass only.
         logits_to_keep: positions whose logits to compute (all when None).
     """
+    return _logits(model, batch, hooks, logits_to_keep, None)
+
+
+def _logits(model, batch: Batch, hooks, logits_to_keep, embeds) -> Tensor:
+    """:func:`forward`, with ``embeds`` (if given) in place of the token embeddings: the
+    output of ``hook_embed`` on the bridge, ``inputs_embeds`` on the twin."""
+    runner = None if hooks else plain.twin(model, embeds=embeds is not None)
+    if runner is None:
+        if embeds is not None:
+            hooks = [(hook_name("embed"), lambda x, hook: embeds), *hooks]
+        return bridge_forward(model, batch, hooks=hooks, logits_to_keep=logits_to_keep)
     kwargs = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
-    with temporary_hooks(model, [*padding_guard_hooks(model, batch), *hooks]):
-        return model(
-            batch.tokens,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            prepend_bos=False,
-            **kwargs,
-        )
+    if embeds is None:
+        kwargs["input_ids"] = batch.tokens
+    else:
+        kwargs["inputs_embeds"] = embeds
+    out = runner(attention_mask=batch.attention_mask, position_ids=batch.position_ids, **kwargs)
+    return out.logits
 
 
 def gather_steps(
@@ -111,8 +155,7 @@ def step_logits(
         logits = seq2seq.seq2seq_forward(model, batch, embeds=embeds)
         return gather_steps(logits, batch)
     keep, rel = _rows(batch)
-    hooks = [] if embeds is None else [(hook_name("embed"), lambda x, hook: embeds)]
-    logits = forward(model, batch, hooks=hooks, logits_to_keep=keep)
+    logits = _logits(model, batch, (), keep, embeds)
     if logits.shape[1] != keep.numel():  # the model ignored logits_to_keep
         logits = logits[:, keep]
     index = rel[:, :, None].expand(-1, -1, logits.shape[-1])

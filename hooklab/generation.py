@@ -14,6 +14,7 @@ token per step (self- and cross-attention keys/values cached), as Hugging Face's
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hooklab import seq2seq
+from hooklab import plain, seq2seq
 from hooklab.architecture import is_encoder_decoder
 from hooklab.forward import forward, padding_guard_hooks
 from hooklab.hooks import temporary_hooks
@@ -54,14 +55,24 @@ class Generation:
     step_logits: list[Float[Tensor, "step d_vocab"]] | None = None
 
 
-def _next_logits(model, tokens, mask, past, use_cache: bool) -> tuple[Tensor, object]:
-    """Logits of the next token of each sequence, and the updated KV cache."""
-    if not use_cache:
-        batch = Batch(tokens, mask, (tokens.shape[1],) * tokens.shape[0], (0,) * tokens.shape[0])
-        return forward(model, batch)[:, -1], None
+def cached_step(model, tokens, mask, past, runner=None) -> tuple[Tensor, object]:
+    """One KV-cached greedy step: logits of the next token of each sequence, and the cache.
+
+    The first step (``past`` None) feeds every token; later ones only the last. ``runner``:
+    the bridge's plain twin (:mod:`hooklab.plain`), or None to run through the bridge.
+    """
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     step_input = tokens if past is None else tokens[:, -1:]
     step_pos = positions if past is None else positions[:, -1:]
+    if runner is not None:
+        out = runner(
+            step_input,
+            attention_mask=mask,
+            position_ids=step_pos,
+            past_key_values=past,
+            use_cache=True,
+        )
+        return out.logits[:, -1], out.past_key_values
     logits, past = model(
         step_input,
         return_type="logits_and_cache",
@@ -71,6 +82,14 @@ def _next_logits(model, tokens, mask, past, use_cache: bool) -> tuple[Tensor, ob
         prepend_bos=False,
     )
     return logits[:, -1], past
+
+
+def _next_logits(model, tokens, mask, past, use_cache: bool, runner) -> tuple[Tensor, object]:
+    """Logits of the next token of each sequence, and the updated KV cache."""
+    if not use_cache:
+        batch = Batch(tokens, mask, (tokens.shape[1],) * tokens.shape[0], (0,) * tokens.shape[0])
+        return forward(model, batch)[:, -1], None
+    return cached_step(model, tokens, mask, past, runner)
 
 
 def _seq2seq_stepper(model, sources: list[list[int]], use_cache: bool, prefixes=None):
@@ -112,10 +131,12 @@ def _generate_batch(
         mask, guard = torch.ones_like(tokens), []
     else:
         batch = make_batch(prompts, pad_id=pad_token_id(model), device=model.cfg.device)
-        tokens, mask, guard = batch.tokens, batch.attention_mask, padding_guard_hooks(model, batch)
+        runner = plain.twin(model)  # None: run through the bridge, with the padding guard
+        tokens, mask = batch.tokens, batch.attention_mask
+        guard = padding_guard_hooks(model, batch) if runner is None else []
 
         def step(tokens, mask, past):
-            return _next_logits(model, tokens, mask, past, use_cache)
+            return _next_logits(model, tokens, mask, past, use_cache, runner)
 
     eos = getattr(model.tokenizer, "eos_token_id", None)
     n = len(prompts)
@@ -123,7 +144,7 @@ def _generate_batch(
     logits_out: list[list[Tensor]] = [[] for _ in range(n)]
     done = [False] * n
     past = None
-    with temporary_hooks(model, guard):
+    with temporary_hooks(model, guard) if guard else contextlib.nullcontext():
         for _ in range(max_new_tokens):
             logits, past = step(tokens, mask, past)
             next_ids = logits.argmax(-1)

@@ -66,7 +66,8 @@ def attribute_context(
             "json", "safetensors", or "inseq" (the JSON of Inseq's attribute-context).
         viz_path: write an HTML page of the result.
         figure_path: write the figure; PNG or PDF by the extension.
-        figure_size: figure width: "single" (3.3 in), "double" (6.9 in) or inches.
+        figure_size: figure width (with --figure_path): "single" (3.3 in), "double" (6.9 in)
+            or inches.
         show_viz: print the text view.
         overwrite: replace existing output files (otherwise an existing file is an error).
         device: torch device (default: CUDA if available, else CPU).
@@ -88,12 +89,13 @@ def attribute_context(
     check_outputs([save_path, viz_path, figure_path], overwrite)
     if figure_path and Path(figure_path).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--figure_path {figure_path!r} should end in .png, .pdf or .svg.")
-    from hooklab.output.style import width
+    if figure_path:  # the figure size matters (and matplotlib is imported) only for a figure
+        from hooklab.output.style import width
 
-    try:
-        width(figure_size)
-    except ValueError as err:
-        raise UsageError(f"--figure_size: {err}") from None
+        try:
+            width(figure_size)
+        except ValueError as err:
+            raise UsageError(f"--figure_size: {err}") from None
 
     import hooklab
     from hooklab.pecore import pecore

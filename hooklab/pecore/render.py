@@ -11,15 +11,11 @@ import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch
-from matplotlib.ticker import MaxNLocator
-
 from hooklab.output.view import ColorScale, ansi, decimals, html_legend, html_tokens, use_color
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from hooklab.pecore.result import PecoreResult
 
 
@@ -175,6 +171,8 @@ def _layout(labels, scores, spec: str, width: float) -> list[list[tuple[float, f
 
 def _token_rows(ax, y: float, labels, scores, scale, selected, spec, width) -> float:
     """Draw tokens as boxes coloured by score (score below), wrapped; return the y below."""
+    from matplotlib.patches import FancyBboxPatch
+
     lines = _layout(labels, scores, spec, width)
     i = 0
     for line in lines:
@@ -210,6 +208,10 @@ def _rows_height(rows, text_w: float) -> float:
 def _section(ax, fig, y, title, rows, bar_label, size, threshold=None):
     """A title, rows of wrapped token boxes on one colour scale and a labelled colour bar on
     the right; return the y below. ``rows``: ``(heading or None, labels, scores, selected)``."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
     from hooklab.output.style import colorbar, value_format
 
     finite = [s for _, _, scores, _ in rows for s in scores if s is not None and math.isfinite(s)]
