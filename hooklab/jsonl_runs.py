@@ -9,9 +9,10 @@ lines run together in one batch and how a batch becomes records; this module doe
   message names the line and the field) and is logged; the run goes on.
 - Output: one record per input line, ``{"line": n, ...}`` (1-based input line number; an input
   ``id`` is copied), in order of completion. Each record is written with one ``write``
-  system call and fsynced. A rerun skips every line already in the output (a half-written
-  last line from a crash is cut off first), so a killed run resumes without losing or
-  duplicating records.
+  system call (a killed process leaves whole records: what reached the kernel survives it),
+  and each batch is fsynced (a machine crash loses at most the batch in flight). A rerun
+  skips every line already in the output (a half-written last line from a crash is cut off
+  first), so a killed run resumes without losing or duplicating records.
 - Settings: ``<output>.settings.json`` holds what the records depend on (the model, the
   options); resuming with other settings is refused unless ``restart`` (which discards the
   output). ``<output>.summary.json`` holds the counts and the errors.
@@ -129,11 +130,10 @@ def finished_lines(path: str | Path, kind: str = "dataset") -> set[int]:
 
 def _append(fd: int, record: dict[str, Any]) -> None:
     """Append ``record`` as one line with one ``write`` system call (unbuffered: a killed
-    process leaves whole records, barring a kill inside the kernel's copy), then fsync."""
+    process leaves whole records, barring a kill inside the kernel's copy)."""
     data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
     while data:
         data = data[os.write(fd, data) :]
-    os.fsync(fd)
 
 
 def check_settings(path: Path, settings: dict[str, Any], restart: bool) -> None:
@@ -274,6 +274,7 @@ def _run_lines(task, todo: list[Item], path: Path, batch_size, show_progress, lo
             good = [(n, ex) for n, ex, err in chunk if err is None]
             for record in _run_chunk(task, good, log):
                 _append(fd, record)
+            os.fsync(fd)  # once per batch: on disk even if the machine goes down
             bar.update(len(chunk))
     finally:
         bar.close()
