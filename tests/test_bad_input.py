@@ -352,7 +352,7 @@ INF_EMBEDS = torch.full((1, 1, 32), math.inf)
         ("value_zeroing", {"metric": "cos"}, ValueError, "'cos'. Did you mean 'cosine'"),
         ("value_zeroing", {"max_batch_tokens": 0}, ValueError, "max_batch_tokens must be a posi"),
         ("saliency", {"max_batch_tokens": 0}, ValueError, "max_batch_tokens .*positive int.*got 0"),
-        ("integrated_gradients", {"max_batch_tokens": 2.5}, ValueError, "max_batch_tokens"),
+        ("integrated_gradients", {"max_batch_tokens": 0}, ValueError, "max_batch_tokens"),
         ("gradient_shap", {"max_batch_tokens": -1}, ValueError, "max_batch_tokens"),
         ("occlusion", {"max_batch_tokens": 0}, ValueError, "max_batch_tokens"),
         ("salency", {}, KeyError, "Did you mean 'saliency'"),

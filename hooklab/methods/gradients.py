@@ -41,13 +41,13 @@ MAX_BATCH_TOKENS = 2048
 RowInputs = Callable[[Tensor], tuple[Tensor, Tensor | None]]
 
 
-def check_positive(name: str, value: object, *, optional: bool = False) -> None:
+def check_positive(name: str, value: object, what: str = "", *, optional: bool = False) -> None:
     """Raise ValueError unless ``value`` is an int >= 1 (or None when ``optional``)."""
     if optional and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         allowed = "a positive int or None" if optional else "a positive int"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+        raise ValueError(f"{name} must be {allowed}{f' ({what})' if what else ''}, got {value!r}.")
 
 
 def check_vjp(vjp: object, vjp_chunk: object, max_batch_tokens: object = MAX_BATCH_TOKENS) -> None:
@@ -55,8 +55,8 @@ def check_vjp(vjp: object, vjp_chunk: object, max_batch_tokens: object = MAX_BAT
     backward pass; None: set by the budget) or ``max_batch_tokens`` that is not an int >= 1."""
     if vjp not in VJP_MODES:
         raise ValueError(f"vjp={vjp!r} is not one of {VJP_MODES}.")
-    check_positive("vjp_chunk (steps per batched backward pass)", vjp_chunk, optional=True)
-    check_positive("max_batch_tokens (sequence-tokens per pass)", max_batch_tokens)
+    check_positive("vjp_chunk", vjp_chunk, "steps per batched backward pass", optional=True)
+    check_positive("max_batch_tokens", max_batch_tokens, "sequence-tokens per pass")
 
 
 def plan(

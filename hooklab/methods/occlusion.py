@@ -48,7 +48,7 @@ def occlusion(
             The result does not depend on it.
     """
     check_positive("internal_batch_size", internal_batch_size, optional=True)
-    check_positive("max_batch_tokens (sequence-tokens per pass)", max_batch_tokens)
+    check_positive("max_batch_tokens", max_batch_tokens, "sequence-tokens per pass")
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
     clean = scores_in_passes(
