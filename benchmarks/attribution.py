@@ -444,8 +444,9 @@ def run(args) -> None:
     per_point = t["ig GL-50 per point"].seconds
     print(
         "\nIG quadrature points batched (k points per forward pass, then one batched VJP over"
-        " all steps; default: as many points as max_batch_tokens=2048 allows) against one"
-        " point per pass; check = max|x - per point| / max|per point|; cpu = process time:"
+        " all steps; default: max_batch_tokens=2048 sets points per pass and steps per VJP)"
+        " against one point per pass; check = max|x - per point| / max|per point|; cpu ="
+        " process time:"
     )
     for key in ig_paths:
         err, _ = ig_error(out_paths[key])

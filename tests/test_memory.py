@@ -97,7 +97,8 @@ def test_mixing_value_zeroing_chunked(toy):
     ("args", "expected"),
     [
         ((4, 30, 10, 2048), (4, 10)),  # everything fits
-        ((50, 30, 10, 2048), (6, 10)),  # 6 sequences x 30 tokens x 10 steps = 1800
+        ((50, 30, 10, 2048), (50, 1)),  # 50 sequences x 30 tokens = 1500, one step per VJP
+        ((20, 30, 10, 2048), (20, 3)),  # 20 x 30 x 3 steps = 1800
         ((1, 2048, 10, 2048), (1, 1)),  # a long sequence: one step per VJP
         ((1, 500, 10, 2048), (1, 4)),  # 4 steps x 500 tokens
         ((3, 5000, 10, 2048), (1, 1)),  # longer than the budget: one and one (the minimum)
@@ -113,7 +114,7 @@ def test_plan(args, expected):
 
 def test_plan_caps():
     assert plan(50, 30, 10, 2048, max_rows=2) == (2, 10)
-    assert plan(50, 30, 10, 2048, max_steps=3) == (22, 3)  # 22 x 30 x 3 = 1980
+    assert plan(50, 30, 10, 2048, max_rows=6, max_steps=3) == (6, 3)
 
 
 # ---- peak memory ---------------------------------------------------------------------------

@@ -8,13 +8,14 @@ is_grads_batched=True)``); ``"auto"`` picks batched (it reads the weights once f
 Memory and speed are set by one budget, ``max_batch_tokens``: the sequence-tokens one pass may
 carry. A forward over ``r`` sequences of width ``w`` (input positions) carries ``r * w``; a
 batched VJP over ``c`` steps on that graph carries ``c * r * w`` (its activations are ``c``
-times the forward's). :func:`plan` picks the most sequences per forward pass, then the most
-steps per VJP, that keep ``c * r * w`` within the budget (one sequence and one step at least).
+times the forward's). :func:`plan` picks the most sequences per forward pass that fit, then
+the most steps per VJP that keep ``c * r * w`` within the budget (one of each at least).
 Sequences (examples, quadrature points, samples) are independent rows of the batch, so the
 gradient of a step's sum over rows gives every row its own gradient, and chunking changes the
 grouping of the same arithmetic, not the result. On one CPU thread (GPT-2-small shape, 30
-tokens, 10 steps) passes of ~500-2000 tokens were fastest: larger ones make the element-wise
-backward kernels memory-bound, smaller ones pay the per-forward overhead. On a GPU, raise it.
+tokens, 10 steps, 50 IG points) VJPs of ~500-2000 token rows were fastest: larger ones make
+the element-wise backward kernels memory-bound, and one point per forward pass pays the
+per-forward overhead 50 times. On a GPU, raise it.
 """
 
 from __future__ import annotations
@@ -70,14 +71,14 @@ def plan(
 ) -> tuple[int, int]:
     """Return (sequences per forward pass, steps per batched VJP) within the token budget.
 
-    The most rows ``r`` with ``r * width * c <= max_batch_tokens`` for ``c`` = all steps (at
-    most ``max_steps``), then the most steps ``c`` that still fit with ``r`` rows; at least 1
-    each (a sequence longer than the budget runs alone, one step at a time), at most
-    ``max_rows`` rows.
+    The most rows ``r`` (at most ``max_rows``) with ``r * width <= max_batch_tokens``, then the
+    most steps ``c`` (at most ``max_steps``) with ``c * r * width <= max_batch_tokens``; at
+    least 1 each (a sequence longer than the budget runs alone, one step at a time). Rows come
+    first: every forward pass costs a fixed overhead, while a VJP costs about the same per
+    (row, step) whatever the chunk.
     """
+    rows = max(1, min(n_rows, max_rows or n_rows, max_batch_tokens // max(1, width)))
     steps = max(1, min(steps, max_steps or steps))
-    rows = max(1, min(n_rows, max_batch_tokens // max(1, width * steps)))
-    rows = min(rows, max_rows or rows)
     return rows, max(1, min(steps, max_batch_tokens // max(1, rows * width)))
 
 
