@@ -98,7 +98,7 @@ def scores_in_passes(
     *,
     max_rows: int | None = None,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
-) -> Float[Tensor, "row step"]:
+) -> Float[Tensor, "batch step"]:
     """Scores of ``n_rows`` sequences (row r: example ``r % batch.size`` with embeddings
     ``row_embeds(rows)``), in forward passes of at most ``max_batch_tokens`` tokens (and
     ``max_rows`` rows); NaN at padded steps. Use under ``torch.no_grad()``."""
