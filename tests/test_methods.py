@@ -192,10 +192,12 @@ def test_ig_batched_points_equal_the_per_point_path(model64, marian64, which):
     fn = AttributedFn()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # 5 points leave a large delta
-        runs = [
-            integrated_gradients(model, batch, attributed_fn=fn, n_steps=5,
-                                 internal_batch_size=size, vjp=vjp)
-            for size, vjp in ((1, "loop"), (5, "batched"), (3, "batched"))
+        runs = [  # per point; 5 and 3 points per pass; the default; 1 point and 1 step per pass
+            integrated_gradients(model, batch, attributed_fn=fn, n_steps=5, **kw)
+            for kw in ({"internal_batch_size": 1, "vjp": "loop"},
+                       {"internal_batch_size": 5, "vjp": "batched"},
+                       {"internal_batch_size": 3, "vjp": "batched"}, {},
+                       {"max_batch_tokens": 1})
         ]  # fmt: skip
     assert runs[0].attributions.dtype == torch.float64
     for run in runs[1:]:

@@ -161,7 +161,7 @@ def test_hooks_removed_when_a_hook_raises(gpt2, monkeypatch):
     [
         ({"layers": 5}, r"Invalid layers 5: choose from 0\.\.1"),
         ({"part": "encoder"}, "decoder-only model has no 'encoder' attention"),
-        ({"chunk_size": 0}, "chunk_size must be a positive int"),
+        ({"max_batch_tokens": 0}, "max_batch_tokens must be a positive int"),
         ({"targets": [TARGET, TARGET]}, "2 targets for 1 prompts"),
         ({"heads": 4}, r"Invalid heads .* 4: choose from 0\.\.3"),
         ({"heads": {3: 0}}, r"layers \[3\].*computed layers: \[0, 1\]"),
@@ -208,5 +208,5 @@ def test_provenance_and_resolved_parameters(gpt2):
     assert out.model["name_or_path"] and out.model["architecture"]
     p = out.parameters
     assert p["metric"] == "cosine" and p["normalize"] is True and p["rollout"] is False
-    assert p["chunk_size"] == 2048 and p["part"] == "decoder" and p["targets"] == TARGET
+    assert p["max_batch_tokens"] == 2048 and p["part"] == "decoder" and p["targets"] == TARGET
     assert p["layers"] == (0, 1) and p["heads"] == {"0": (0, 1, 2, 3), "1": (0, 1, 2, 3)}

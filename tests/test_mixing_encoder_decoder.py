@@ -95,9 +95,9 @@ def test_three_score_sets_match_references(seq2seq):
 
 
 def test_chunked_passes_agree(marian):
-    # chunk_size=1: one zeroed key per pass; the default: all keys in one pass.
+    # max_batch_tokens=1: one zeroed key per pass; the default: all keys in one pass.
     for part in PARTS:
-        (a,) = value_zeroing(marian, SOURCE, targets=TARGET, part=part, chunk_size=1)
+        (a,) = value_zeroing(marian, SOURCE, targets=TARGET, part=part, max_batch_tokens=1)
         (b,) = value_zeroing(marian, SOURCE, targets=TARGET, part=part)
         assert_close(a.scores, b.scores, atol=1e-12, rtol=1e-12)
 

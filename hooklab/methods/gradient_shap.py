@@ -18,8 +18,8 @@ from torch import Tensor
 from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import check_vjp, gradients_at
-from hooklab.precision import reduction_dtype
+from hooklab.methods.gradients import MAX_BATCH_TOKENS, check_vjp, summed_gradients
+from hooklab.precision import upcast
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -51,9 +51,15 @@ def gradient_shap(
     baseline: str | int | Tensor = "zeros",
     seed: int = 0,
     vjp: str = "auto",
-    vjp_chunk: int = 16,
+    vjp_chunk: int | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> MethodResult:
-    """Gradient SHAP attributions ``[batch, step, pos, d_model]``, all steps per sample."""
+    """Gradient SHAP attributions ``[batch, step, pos, d_model]``, all steps per sample.
+
+    The samples are rows of one stack, run in forward passes and batched VJPs of at most
+    ``max_batch_tokens`` sequence-tokens (see :mod:`hooklab.methods.gradients`); the result
+    does not depend on it.
+    """
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
     if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)):
@@ -62,17 +68,21 @@ def gradient_shap(
         raise ValueError(f"stdevs must be a finite number >= 0 (noise std), got {stdevs!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}.")
-    check_vjp(vjp, vjp_chunk)
+    check_vjp(vjp, vjp_chunk, max_batch_tokens)
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
     alphas, noise = _samples(batch, x, n_samples, seed)  # [n_samples * batch], [.., pos, d_model]
     noise = noise * stdevs
-    index = torch.arange(batch.size, device=x.device).repeat(n_samples)  # sample-major copies
-    start, end = x0.repeat(n_samples, 1, 1), x.repeat(n_samples, 1, 1) + noise
-    points = start + alphas[:, None, None] * (end - start)
-    grads, _ = gradients_at(
-        model, batch.take(index), attributed_fn.take(index), points, vjp=vjp, vjp_chunk=vjp_chunk
-    )
-    products = grads * (end - start)[:, None]
-    samples = products.reshape(n_samples, batch.size, *grads.shape[1:])
-    return MethodResult(samples.mean(0, dtype=reduction_dtype(samples.dtype)))  # float32 mean
+
+    def samples(rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Row ``k * batch + b``: sample k of example b, and its (end - start) / n_samples."""
+        b = rows % batch.size
+        start, end = x0[b], x[b] + noise[rows]
+        scale = (upcast(end) - upcast(start)) / n_samples  # the mean over samples in float32
+        return start + alphas[rows, None, None] * (end - start), scale
+
+    total = summed_gradients(
+        model, batch, attributed_fn, n_samples * batch.size, samples, vjp=vjp,
+        vjp_chunk=vjp_chunk, max_batch_tokens=max_batch_tokens,
+    )  # fmt: skip
+    return MethodResult(total)

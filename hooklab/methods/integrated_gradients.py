@@ -6,10 +6,12 @@ every step t; the ``completeness_delta`` extra is Σ IG_t - (F_t(x) - F_t(x')), 
 as ``n_steps`` grows. Gauss-Legendre nodes reach a given error with far fewer points than a
 Riemann sum when F is smooth along the path.
 
-Cost: the quadrature points are batched (``internal_batch_size`` copies of the batch per forward
-pass and per batched VJP), as Captum batches its alphas. ``n_steps="auto"`` doubles the number of
-points (8, 16, 32, ... up to ``max_steps``) until every step's completeness delta is within
-``tolerance``; a fixed ``n_steps`` that leaves a larger delta warns.
+Cost: the quadrature points are rows of one stack, run in forward passes of as many points as
+``max_batch_tokens`` allows, each followed by batched VJPs over the steps (see
+:mod:`hooklab.methods.gradients`): n points cost n sequence-forwards and n x T sequence-VJPs.
+``n_steps="auto"`` doubles the number of points (8, 16, 32, ... up to ``max_steps``) until
+every step's completeness delta is within ``tolerance``; a fixed ``n_steps`` that leaves a
+larger delta warns.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from torch import Tensor
 from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import attributed_scores, check_vjp, gradients_at
+from hooklab.methods.gradients import (
+    MAX_BATCH_TOKENS,
+    check_positive,
+    check_vjp,
+    scores_in_passes,
+    summed_gradients,
+)
 from hooklab.precision import reduction_dtype
 
 if TYPE_CHECKING:
@@ -69,9 +77,8 @@ def _validate(n_steps, tolerance, max_steps, internal_batch_size) -> None:
     """Raise ValueError for options that cannot work (``n_steps`` ints are checked later)."""
     if isinstance(n_steps, str) and n_steps != "auto":
         raise ValueError(f"n_steps must be a positive int or 'auto', got {n_steps!r}.")
-    for name, value in (("max_steps", max_steps), ("internal_batch_size", internal_batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    check_positive("max_steps", max_steps)
+    check_positive("internal_batch_size", internal_batch_size, optional=True)
     if (
         isinstance(tolerance, bool)
         or not isinstance(tolerance, int | float)
@@ -89,53 +96,51 @@ def path_gradients(
     alphas: Tensor,
     weights: Tensor,
     *,
-    points_per_pass: int = 16,
+    points_per_pass: int | None = None,
     vjp: str = "auto",
-    vjp_chunk: int = 16,
+    vjp_chunk: int | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> Float[Tensor, "batch step pos d_model"]:
     """Return Σ_k w_k ∂F_t(x' + α_k (x - x')) / ∂x for every example and step.
 
-    The points are batched: ``points_per_pass`` copies of the batch (one per α) go through one
-    forward pass and one batched VJP (per ``vjp_chunk`` steps), so k points cost about
-    what one forward + VJP over a k times larger batch costs.
-    ``points_per_pass=1`` is the per-point path.
+    The points are rows of a stack (alpha-major: row ``k * batch + b`` is point k of example
+    b), built one pass at a time; a pass holds as many as ``max_batch_tokens`` allows (see
+    :func:`hooklab.methods.gradients.plan`), at most ``points_per_pass`` copies of the batch.
     """
     B = batch.size
-    total = None
-    for lo in range(0, len(alphas), points_per_pass):
-        # nodes and weights in float32 (float64 stays): a bfloat16 node would move the point
-        # by up to 2^-9 along the path, and the weighted sum over points runs in float32
-        a, w = (v[lo : lo + points_per_pass].to(x.device, reduction_dtype(x.dtype))
-                for v in (alphas, weights))  # fmt: skip
-        k = len(a)
-        index = torch.arange(B, device=x.device).repeat(k)  # alpha-major copies: [k * B]
-        points = x0.repeat(k, 1, 1) + a.repeat_interleave(B)[:, None, None] * (x - x0).repeat(
-            k, 1, 1
-        )  # [k * B, pos, d_model]
-        points = points.to(x.dtype)  # the model's dtype, rounded once
-        grads, _ = gradients_at(
-            model, batch.take(index), attributed_fn.take(index), points, vjp=vjp,
-            vjp_chunk=vjp_chunk,
-        )  # fmt: skip
-        weighted = (
-            (grads * w.repeat_interleave(B)[:, None, None, None])
-            .reshape(k, B, *grads.shape[1:])
-            .sum(0)
-        )  # [batch, step, pos, d_model]
-        total = weighted if total is None else total + weighted
-    return total
+    # nodes, weights and points in float32 (float64 stays), each point rounded once to the
+    # model's dtype: a bfloat16 node would move the point by up to 2^-9 along the path
+    exact = reduction_dtype(x.dtype)
+    a, w = alphas.to(x.device, exact), weights.to(x.device, exact)
+
+    def points(rows: Tensor) -> tuple[Tensor, Tensor]:
+        k, b = rows // B, rows % B
+        start, end = x0[b].to(exact), x[b].to(exact)
+        return (start + a[k, None, None] * (end - start)).to(x.dtype), w[k, None, None]
+
+    max_rows = None if points_per_pass is None else points_per_pass * B
+    return summed_gradients(
+        model, batch, attributed_fn, len(alphas) * B, points, vjp=vjp, vjp_chunk=vjp_chunk,
+        max_rows=max_rows, max_batch_tokens=max_batch_tokens,
+    )  # fmt: skip
 
 
 def endpoint_gap(
-    model, batch: Batch, attributed_fn: AttributedFn, x: Tensor, x0: Tensor
+    model,
+    batch: Batch,
+    attributed_fn: AttributedFn,
+    x: Tensor,
+    x0: Tensor,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> Float[Tensor, "batch step"]:
-    """F_t(x) - F_t(x') from one forward pass over the batch twice (NaN at padded steps)."""
+    """F_t(x) - F_t(x') from forward passes over the batch twice (NaN at padded steps)."""
     B = batch.size
-    index = torch.arange(B, device=x.device).repeat(2)
+    ends = torch.cat([x, x0])
     with torch.no_grad():
-        scores = attributed_scores(
-            model, batch.take(index), attributed_fn.take(index), torch.cat([x, x0])
-        )
+        scores = scores_in_passes(
+            model, batch, attributed_fn, 2 * B, lambda rows: ends[rows],
+            max_batch_tokens=max_batch_tokens,
+        )  # fmt: skip
     return scores[:B] - scores[B:]
 
 
@@ -155,9 +160,10 @@ def integrated_gradients(
     tolerance: float = 1e-3,
     max_steps: int = 256,
     baseline: str | int | Tensor = "zeros",
-    internal_batch_size: int = 16,
+    internal_batch_size: int | None = None,
     vjp: str = "auto",
-    vjp_chunk: int = 16,
+    vjp_chunk: int | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> MethodResult:
     """Integrated gradients of each step's attributed function with respect to the input embeddings.
 
@@ -173,26 +179,31 @@ def integrated_gradients(
             ``n_steps``, a larger delta raises a ``UserWarning`` that names it.
         max_steps: the most points ``n_steps="auto"`` uses (it warns if they do not suffice).
         baseline: see :func:`hooklab.methods.baselines.baseline_embeddings`.
-        internal_batch_size: quadrature points per forward pass and batched VJP (each one copy
-            of the batch); bounds memory.
+        internal_batch_size: at most this many quadrature points (copies of the batch) per
+            forward pass; None: as many as ``max_batch_tokens`` allows.
+        vjp: ``"auto"``, ``"batched"`` or ``"loop"`` (see :mod:`hooklab.methods.gradients`).
+        vjp_chunk: at most this many steps per batched VJP; None: set by the budget.
+        max_batch_tokens: sequence-tokens per forward pass or batched VJP (points x width x
+            steps per VJP); bounds the memory. The result does not depend on it.
 
     Returns:
         Attributions ``[batch, step, pos, d_model]`` and the extras ``completeness_delta``
         (Σ IG_t - (F_t(x) - F_t(x'))) and ``n_points`` (points used), each ``[batch, step]``.
     """
     _validate(n_steps, tolerance, max_steps, internal_batch_size)
-    check_vjp(vjp, vjp_chunk)
+    check_vjp(vjp, vjp_chunk, max_batch_tokens)
     auto = n_steps == "auto"
     n = min(AUTO_START, max_steps) if auto else n_steps
     quadrature(n, rule)  # checks n_steps and rule before any model work
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
-    gap = endpoint_gap(model, batch, attributed_fn, x, x0)
+    gap = endpoint_gap(model, batch, attributed_fn, x, x0, max_batch_tokens)
     while True:
         alphas, weights = quadrature(n, rule)
         total = path_gradients(
             model, batch, attributed_fn, x, x0, alphas, weights,
             points_per_pass=internal_batch_size, vjp=vjp, vjp_chunk=vjp_chunk,
+            max_batch_tokens=max_batch_tokens,
         )  # fmt: skip
         attributions = total * (x - x0)[:, None]
         delta = attributions.sum(dim=(-1, -2)) - gap

@@ -16,7 +16,11 @@ from torch import Tensor
 from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
 from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import attributed_scores
+from hooklab.methods.gradients import (
+    MAX_BATCH_TOKENS,
+    check_positive,
+    scores_in_passes,
+)
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -30,27 +34,43 @@ def occlusion(
     *,
     attributed_fn: AttributedFn,
     baseline: str | int | Tensor = "zeros",
-    internal_batch_size: int = 32,
+    internal_batch_size: int | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> MethodResult:
-    """Occlusion scores ``[batch, step, pos]``: each token's drop of each step's function."""
-    if not isinstance(internal_batch_size, int) or internal_batch_size < 1:
-        raise ValueError(f"internal_batch_size must be a positive int, got {internal_batch_size}")
+    """Occlusion scores ``[batch, step, pos]``: each token's drop of each step's function.
+
+    Args:
+        baseline: what replaces a token's embedding (see
+            :func:`hooklab.methods.baselines.baseline_embeddings`).
+        internal_batch_size: at most this many occluded copies per forward pass; None: as many
+            as ``max_batch_tokens`` allows.
+        max_batch_tokens: sequence-tokens per forward pass (copies x width); bounds the memory.
+            The result does not depend on it.
+    """
+    check_positive("internal_batch_size", internal_batch_size, optional=True)
+    check_positive("max_batch_tokens", max_batch_tokens, "sequence-tokens per pass")
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
-    clean = attributed_scores(model, batch, attributed_fn, x)
+    clean = scores_in_passes(
+        model, batch, attributed_fn, batch.size, lambda rows: x[rows],
+        max_batch_tokens=max_batch_tokens,
+    )  # fmt: skip
     width = batch.input_width  # encoder-decoder: source positions, then decoder positions
     # every real token that some step can see (the last token predicts nothing)
-    pairs = [tuple(p) for p in batch.visible.any(1).nonzero().tolist()]
+    b, j = batch.visible.any(1).nonzero(as_tuple=True)
+
+    def occluded(rows: Tensor) -> Tensor:
+        """Copy ``rows[i]`` is example ``b[rows[i]]`` with token ``j[rows[i]]`` occluded."""
+        embeds = x[b[rows]].clone()
+        embeds[torch.arange(len(rows), device=x.device), j[rows]] = x0[b[rows], j[rows]]
+        return embeds
+
     out = torch.full((batch.size, batch.n_steps, width), torch.nan, dtype=clean.dtype)
     out = out.to(clean.device)
-    for lo in range(0, len(pairs), internal_batch_size):
-        chunk = pairs[lo : lo + internal_batch_size]
-        rows = torch.tensor([b for b, _ in chunk], device=x.device)
-        cols = torch.tensor([j for _, j in chunk], device=x.device)
-        copies = torch.arange(len(chunk), device=x.device)
-        embeds = x[rows].clone()
-        embeds[copies, cols] = x0[rows, cols]
-        scores = attributed_scores(model, batch.take(rows), attributed_fn.take(rows), embeds)
-        steps = scores.shape[1]  # the chunk's longest target
-        out[rows, :steps, cols] = clean[rows, :steps] - scores
+    if len(b):
+        scores = scores_in_passes(
+            model, batch.take(b), attributed_fn.take(b), len(b), occluded,
+            max_rows=internal_batch_size, max_batch_tokens=max_batch_tokens,
+        )  # fmt: skip  # [pairs, step]
+        out[b, :, j] = clean[b] - scores
     return MethodResult(out)

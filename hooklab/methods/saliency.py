@@ -6,11 +6,19 @@ from typing import TYPE_CHECKING
 
 from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult
-from hooklab.methods.gradients import check_vjp, gradients_at
+from hooklab.methods.gradients import MAX_BATCH_TOKENS, check_vjp, summed_gradients
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
     from hooklab.methods.base import AttributedFn
+
+
+def _gradients(model, batch: Batch, attributed_fn: AttributedFn, embeds, vjp, vjp_chunk, budget):
+    """Per-step gradients at ``embeds``, the examples and steps chunked to the token budget."""
+    return summed_gradients(
+        model, batch, attributed_fn, batch.size, lambda rows: (embeds[rows], None), vjp=vjp,
+        vjp_chunk=vjp_chunk, max_batch_tokens=budget,
+    )  # fmt: skip
 
 
 def saliency(
@@ -20,26 +28,35 @@ def saliency(
     attributed_fn: AttributedFn,
     abs: bool = True,
     vjp: str = "auto",
-    vjp_chunk: int = 16,
+    vjp_chunk: int | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> MethodResult:
     """Gradient of each step's attributed function with respect to every input token embedding.
 
     Returns ``[batch, step, pos, d_model]`` gradients (their absolute value when ``abs``); the
     hidden dimension is reduced when shown (L2 norm by default). One forward pass for all steps,
-    one backward pass per step.
+    one backward pass per step, batched (``vjp``, ``vjp_chunk``: see
+    :mod:`hooklab.methods.gradients`). ``max_batch_tokens`` bounds the examples per forward pass
+    times their width times the steps per batched VJP (memory); the result does not depend on it.
     """
-    check_vjp(vjp, vjp_chunk)
-    grads, _ = gradients_at(
-        model, batch, attributed_fn, token_embeddings(model, batch), vjp=vjp, vjp_chunk=vjp_chunk
-    )
+    check_vjp(vjp, vjp_chunk, max_batch_tokens)
+    embeds = token_embeddings(model, batch)
+    grads = _gradients(model, batch, attributed_fn, embeds, vjp, vjp_chunk, max_batch_tokens)
     return MethodResult(grads.abs() if abs else grads)
 
 
 def input_x_gradient(
-    model, batch: Batch, *, attributed_fn: AttributedFn, vjp: str = "auto", vjp_chunk: int = 16
+    model,
+    batch: Batch,
+    *,
+    attributed_fn: AttributedFn,
+    vjp: str = "auto",
+    vjp_chunk: int | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> MethodResult:
-    """Gradient times input embedding, per step and token: ``[batch, step, pos, d_model]``."""
-    check_vjp(vjp, vjp_chunk)
+    """Gradient times input embedding, per step and token: ``[batch, step, pos, d_model]``
+    (options as :func:`saliency`)."""
+    check_vjp(vjp, vjp_chunk, max_batch_tokens)
     embeds = token_embeddings(model, batch)
-    grads, _ = gradients_at(model, batch, attributed_fn, embeds, vjp=vjp, vjp_chunk=vjp_chunk)
+    grads = _gradients(model, batch, attributed_fn, embeds, vjp, vjp_chunk, max_batch_tokens)
     return MethodResult(grads * embeds[:, None])

@@ -21,6 +21,7 @@ import torch
 
 from hooklab.architecture import n_kv_heads, select_indices
 from hooklab.methods.base import MethodResult
+from hooklab.methods.gradients import MAX_BATCH_TOKENS, check_positive
 from hooklab.mixing.adapter import EncoderDecoder, Example
 from hooklab.mixing.encoder_decoder import part_scores
 from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, normalize_rows, select_heads
@@ -53,7 +54,7 @@ def value_zeroing(
     heads: HeadsArg = None,
     metric: str = "cosine",
     normalize: bool = True,
-    chunk_size: int = 2048,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> MethodResult:
     """Value-zeroing rows ``[batch, step, pos, layer]`` of each step's query position.
 
@@ -63,13 +64,14 @@ def value_zeroing(
             ``{layer: heads}`` dict; all when None.
         metric: ``"cosine"`` (as in the paper) or ``"euclidean"``.
         normalize: rows sum to 1.
-        chunk_size: (query, key) pairs recomputed per batched call (bounds the memory).
+        max_batch_tokens: token rows per batched recompute: each (query, key) pair is
+            one row through the layer's post-attention part (bounds the memory; the scores
+            do not depend on it). The same option as the attribution methods'.
     """
     del attributed_fn  # mixing does not depend on the explained function
     check_raw_mode(model)
     metric_fn(metric)  # validate before any model work
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    check_positive("max_batch_tokens", max_batch_tokens)
     n_layers = n_decoder_layers(model) if batch.encoder_decoder else model.cfg.n_layers
     layer_ids = select_indices(layers, n_layers, "layers")
     head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
@@ -77,7 +79,7 @@ def value_zeroing(
     for i in range(batch.size):
         start, steps = batch.prompt_lengths[i], batch.target_lengths[i]
         # scores: [layer, query_pos, key_pos] over the input positions of example i
-        scores = _matrices(model, batch, i, head_ids, metric, normalize, chunk_size)
+        scores = _matrices(model, batch, i, head_ids, metric, normalize, max_batch_tokens)
         if out is None:
             shape = (batch.size, batch.n_steps, batch.input_width, len(layer_ids))
             out = scores.new_full(shape, torch.nan)
@@ -87,19 +89,19 @@ def value_zeroing(
     return MethodResult(out)
 
 
-def _matrices(model, batch: Batch, i: int, heads, metric, normalize, chunk_size):
+def _matrices(model, batch: Batch, i: int, heads, metric, normalize, max_batch_tokens):
     """Value-zeroing matrices of example ``i``: decoder-only, the self-attention's; encoder–
     decoder, the cross-attention's (keys: the source) and the decoder's side by side."""
     if not batch.encoder_decoder:
         return mixing_matrices(
             model, batch.sequence(i).tolist(), layers=list(heads), heads=heads, metric=metric,
-            normalize=normalize, chunk_size=chunk_size,
+            normalize=normalize, max_batch_tokens=max_batch_tokens,
         )  # fmt: skip
     example = Example(tuple(batch.source(i).tolist()), tuple(batch.sequence(i).tolist()))
     sides = []
     for part in ("cross", "decoder"):
         scores = part_scores(EncoderDecoder(model, part), example, heads, metric_fn(metric),
-                             chunk_size)  # fmt: skip
+                             max_batch_tokens)  # fmt: skip
         scores = scores.tril() if part == "decoder" else scores
         sides.append(normalize_rows(scores) if normalize else scores)
     return torch.cat(sides, dim=-1)

@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from hooklab.mixing.adapter import Adapter, Example
 
 HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
+#: Default ``max_batch_tokens``, the attribution methods' (hooklab.methods.gradients), which
+#: this module cannot import (hooklab.methods imports it).
+MAX_BATCH_TOKENS = 2048
 _CACHED = ("resid_pre", "resid_mid", "resid_post", "attn_out", "v", "z", "pattern")
 
 
@@ -192,7 +195,7 @@ def mixing_matrices(
     heads: Mapping[int, Sequence[int]],
     metric: str = "cosine",
     normalize: bool = True,
-    chunk_size: int = 2048,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
     """Value-zeroing matrices of one token sequence (decoder-only), one per layer in ``layers``.
 
@@ -208,7 +211,10 @@ def mixing_matrices(
     distance = metric_fn(metric)
     act = clean_activations(model, list(ids), list(layers))
     scores = torch.stack(
-        [layer_mixing(model, la, act, list(heads[la]), distance, chunk_size).cpu() for la in layers]
+        [
+            layer_mixing(model, la, act, list(heads[la]), distance, max_batch_tokens).cpu()
+            for la in layers
+        ]
     )
     return normalize_rows(scores) if normalize else scores
 
@@ -218,7 +224,7 @@ def _scores(adapter: Adapter, example: Example, heads, metric: str, normalize: b
     if not adapter.encoder_decoder:
         return mixing_matrices(
             adapter.model, example.ids, layers=list(heads), heads=heads, metric=metric,
-            normalize=normalize, chunk_size=chunk,
+            normalize=normalize, max_batch_tokens=chunk,
         )  # fmt: skip
     scores = part_scores(adapter, example, heads, metric_fn(metric), chunk)
     if adapter.causal:  # the causal mask leaves ~1e-30 on later tokens: drop it
@@ -239,7 +245,7 @@ def value_zeroing(
     normalize: bool = True,
     rollout: bool = False,
     generation_kwargs: Mapping[str, Any] | None = None,
-    chunk_size: int = 2048,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
 ) -> list[MixingOutput]:
     """Compute value-zeroing context-mixing scores (Mohebbi et al., EACL 2023).
 
@@ -262,7 +268,9 @@ def value_zeroing(
         normalize: divide each row by its sum, so that each token's scores sum to 1.
         rollout: also return ``J_ℓ = S_ℓ · J_{ℓ-1}`` over the selected layers in order
             (needs ``normalize`` and square matrices: not for ``part="cross"``).
-        chunk_size: (query, key) pairs recomputed per batched call (bounds the memory).
+        max_batch_tokens: token rows per batched recompute: each (query, key) pair is
+            one row through the layer's post-attention part (bounds the memory; the scores
+            do not depend on it). The same option as the attribution methods'.
 
     Returns:
         One :class:`~hooklab.mixing.output.MixingOutput` per prompt, with scores
@@ -289,12 +297,13 @@ def value_zeroing(
             "rollout=True composes square [query_pos, key_pos] matrices; cross-attention's are "
             "target x source. Pass part='encoder' or 'decoder', or rollout=False."
         )
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
+    budget = max_batch_tokens
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"max_batch_tokens must be a positive int, got {max_batch_tokens!r}.")
     chosen = per_prompt(targets, len(texts))
     outputs = []
     for example, target in zip(adapter.encode(texts, targets, generation_kwargs), chosen):
-        scores = _scores(adapter, example, head_ids, metric, normalize, chunk_size)
+        scores = _scores(adapter, example, head_ids, metric, normalize, max_batch_tokens)
         query_tokens, key_tokens = side_tokens(adapter, example)
         query_ids, key_ids = adapter.sides(example)
         cross = adapter.part == "cross"
@@ -306,7 +315,7 @@ def value_zeroing(
             "metric": metric,
             "normalize": normalize,
             "rollout": rollout,
-            "chunk_size": chunk_size,
+            "max_batch_tokens": max_batch_tokens,
             "generation_kwargs": dict(generation_kwargs or {}) if target is None else None,
         }
         outputs.append(
