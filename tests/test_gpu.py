@@ -1,7 +1,8 @@
 """Models across devices: a sharded model gives the unsharded results; CUDA gives CPU's.
 
 Every registered attribution method, every step score (contrastive ones with a contrast
-prompt), PECoRe and value zeroing are compared on the tiny GPT-2 and Llama of conftest:
+prompt), greedy generation, PECoRe, value zeroing and attention knockout are compared on the
+tiny GPT-2 and Llama of conftest:
 
 - sharded vs unsharded: the model loaded with an explicit ``device_map`` that spreads its
   blocks over the visible GPUs (with one GPU: the first half of the blocks on ``cuda:0``, the
@@ -24,7 +25,7 @@ import torch
 from torch.testing import assert_close
 
 import hooklab
-from hooklab.mixing import value_zeroing
+from hooklab.mixing import attention_knockout, value_zeroing
 from hooklab.pecore import pecore
 
 PROMPTS = ["George was sick yesterday. His colleagues asked him", "It rained all morning."]
@@ -165,3 +166,23 @@ def test_value_zeroing(pair):
         assert a.tokens == b.tokens
         _close(a.scores, b.scores, tol)
         _close(a.rollout, b.rollout, tol)
+
+
+def test_attention_knockout(pair):
+    model, reference, tol = pair
+    kwargs = {"sources": {"context": "sick yesterday", "last": -1}, "window": 1}
+    got = attention_knockout(model, PROMPTS[0], **kwargs)
+    want = attention_knockout(reference, PROMPTS[0], **kwargs)
+    for a, b in zip(got, want, strict=True):
+        assert a.target_id == b.target_id
+        _close(torch.tensor(a.base_probability), torch.tensor(b.base_probability), tol)
+        _close(a.probabilities, b.probabilities, tol)
+
+
+def test_generation(pair):
+    model, reference, _ = pair
+    got = hooklab.attribute(model, PROMPTS, method="dummy", generation_kwargs={"max_new_tokens": 6})
+    want = hooklab.attribute(
+        reference, PROMPTS, method="dummy", generation_kwargs={"max_new_tokens": 6}
+    )
+    assert [a.tokens for a in got] == [b.tokens for b in want]
