@@ -4,7 +4,7 @@
     python scripts/attribute.py --method integrated_gradients --n_steps 16
     python scripts/attribute.py --help          # every option, with its description
 
-See :mod:`hooklab.cli.analysis`.
+See :mod:`hooklab.cli.attribution`.
 """
 
 import pathlib

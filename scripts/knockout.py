@@ -4,7 +4,7 @@
     python scripts/knockout.py --text "..." --sources "cue=sick; last=-1" --window 2
     python scripts/knockout.py --help          # every option, with its description
 
-See :mod:`hooklab.cli.analysis`.
+See :mod:`hooklab.cli.mixing`.
 """
 
 import pathlib

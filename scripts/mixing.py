@@ -4,7 +4,7 @@
     python scripts/mixing.py --text "..." --targets " ..." --word x
     python scripts/mixing.py --help          # every option, with its description
 
-See :mod:`hooklab.cli.analysis`.
+See :mod:`hooklab.cli.mixing`.
 """
 
 import pathlib

@@ -26,8 +26,9 @@ from hooklab.cli.args import Command, HelpRequested, UsageError, options_of
 
 def commands() -> dict[str, Command]:
     """The subcommands by name."""
-    from hooklab.cli.analysis import attribute, knockout, method_options, mixing
+    from hooklab.cli.attribution import attribute, method_options
     from hooklab.cli.demo import demo
+    from hooklab.cli.mixing import knockout, mixing
     from hooklab.cli.pecore import attribute_context, dataset, toy_dataset
     from hooklab.pecore import PecoreOptions
 

@@ -1,18 +1,17 @@
-"""``attribute``, ``mixing`` and ``knockout``: attribution and context mixing on any text.
+"""``mixing`` and ``knockout``: value-zeroing context mixing and attention knockout on any text.
 
 Each command checks its flags and output paths, loads the model, calls one library function
 and writes the figures (PNG and PDF, :mod:`hooklab.output.style`). Default figure names follow
-the method (``attribution_{method}``) and the example (``knockout_{example}``, where
-``{example}`` is ``example0`` for a toy example or ``text-...`` for ``--text``).
+the example (``knockout_{example}``, where ``{example}`` is ``example0`` for a toy example or
+``text-...`` for ``--text``).
 """
 
 from __future__ import annotations
 
-import inspect
 import statistics
 from typing import Any
 
-from hooklab.cli.args import Option, UsageError
+from hooklab.cli.args import UsageError
 from hooklab.cli.checks import (
     check_outputs,
     check_window,
@@ -26,160 +25,6 @@ from hooklab.cli.checks import (
     toy_example,
     toy_examples,
 )
-
-DEFAULT_PROMPT = "George was sick yesterday. His colleagues asked him to come"
-
-
-def method_options() -> list[Option]:
-    """Every attribution method's own options (typed by their defaults), for ``--help``."""
-    from hooklab.cli.args import docstring_sections
-    from hooklab.methods import METHODS
-
-    found: dict[str, list[tuple[str, Any, str]]] = {}
-    for name in METHODS.names():
-        fn = METHODS.get(name).fn
-        described = docstring_sections(fn.__doc__)[1]
-        for p in inspect.signature(fn).parameters.values():
-            if p.kind == p.KEYWORD_ONLY and p.name != "attributed_fn":
-                found.setdefault(p.name, []).append((name, p.default, described.get(p.name, "")))
-    options = []
-    for option, uses in found.items():
-        default = uses[0][1]
-        hint = type(default) if isinstance(default, (bool, int, float, str)) else Any
-        text = next((d for _, _, d in uses if d), "")
-        shown = ", ".join(f"{method}: {value!r}" for method, value, _ in uses)
-        options.append(Option(option, hint, default, text, default_text=shown))
-    return options
-
-
-def _check_method(method: str, method_kwargs: dict[str, Any]) -> None:
-    from hooklab.methods import METHODS
-
-    try:
-        fn = METHODS.get(method).fn
-    except KeyError as err:
-        raise UsageError(err.args[0]) from None
-    own = [p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
-    for name in method_kwargs:
-        if name not in own or name == "attributed_fn":
-            valid = ", ".join(f"--{n}" for n in own if n != "attributed_fn") or "none"
-            raise UsageError(f"--{name} is not an option of {method!r} (its options: {valid}).")
-
-
-def attribute(
-    model_name_or_path: str = "toy",
-    prompt: str | None = None,
-    target: str | None = None,
-    method: str = "saliency",
-    attributed_fn: str = "probability",
-    step_scores: tuple[str, ...] = ("probability",),
-    aggregate: str | None = "words",
-    figure_path: str | None = "figures/attribution_{method}.png",
-    spaces: str = "thin",
-    save_path: str | None = None,
-    overwrite: bool = False,
-    max_new_tokens: int = 8,
-    show: bool = True,
-    device: str | None = None,
-    dtype: str | None = None,
-    input: str | None = None,
-    output: str | None = None,
-    batch_size: int = 8,
-    show_progress: bool = True,
-    restart: bool = False,
-    keep_hidden: bool = False,
-    **method_kwargs: Any,
-) -> None:
-    """Attribute each target token to the tokens before it; print, plot and save.
-
-    With --input and --output (the dataset mode) each line of a JSONL file ({"prompt": ...,
-    optional "target", "id"}) gets one JSON record (hooklab/attribute_dataset.py); a rerun
-    resumes. Under torchrun each process runs every WORLD_SIZE-th line, rank 0 merges in line
-    order: ``torchrun --nproc_per_node 2 -m hooklab attribute --input in.jsonl --output o.jsonl``.
-
-    Args:
-        model_name_or_path: "toy" (the embedded model), a checkpoint directory or a hub name.
-        prompt: the prompt (default: "George was sick yesterday. His colleagues asked him to
-            come").
-        target: forced continuation; None generates one greedily.
-        method: the attribution method (hooklab.list_methods()).
-        attributed_fn: the step function explained (hooklab.list_step_functions()).
-        step_scores: step functions scored at every step, comma-separated.
-        aggregate: merge tokens into "words" or "spans" before showing; None keeps tokens.
-        figure_path: the heatmap, written as PNG and PDF ({method} is filled in); None: none.
-        spaces: tokens' leading spaces in the figure: "thin", "strip" or "raw".
-        save_path: write the attribution (safetensors + JSON metadata).
-        overwrite: replace existing output files (otherwise an existing file is an error).
-        max_new_tokens: tokens generated when target is None.
-        show: print the table.
-        device: torch device (default: CUDA if available, else CPU; under torchrun
-            cuda:LOCAL_RANK).
-        dtype: torch dtype, e.g. "float32".
-        input: dataset mode: the JSONL file, one example per line.
-        output: dataset mode: the JSONL file written, one record per input line.
-        batch_size: dataset mode: examples per batched call.
-        show_progress: dataset mode: show a progress bar on stderr.
-        restart: dataset mode: discard an existing output and start over (otherwise it is
-            resumed; needed when the options or the model changed).
-        keep_hidden: dataset mode: keep the attributions' hidden-size dimension (otherwise
-            reduced by the method's own reduction to [step][pos]).
-    """
-    from hooklab.output.aggregate import GROUPINGS
-    from hooklab.steps import STEP_FUNCTIONS
-
-    _check_method(method, method_kwargs)
-    for name in (attributed_fn, *step_scores):
-        try:
-            STEP_FUNCTIONS.get(name)
-        except KeyError as err:
-            raise UsageError(err.args[0]) from None
-    if aggregate is not None and aggregate not in GROUPINGS:
-        raise UsageError(
-            f"--aggregate must be one of {sorted(GROUPINGS)} or None, got {aggregate!r}."
-        )
-    if spaces not in ("thin", "strip", "raw"):
-        raise UsageError(f"--spaces must be 'thin', 'strip' or 'raw', got {spaces!r}.")
-    if max_new_tokens < 1:
-        raise UsageError(f"--max_new_tokens must be a positive int, got {max_new_tokens}.")
-    if input is not None or output is not None:
-        from hooklab.cli.datasets import attribute_dataset, check_dataset_flags
-
-        one = {"--prompt": prompt, "--target": target, "--save_path": save_path}
-        check_dataset_flags(input, output, batch_size, one_example=one)
-        return attribute_dataset(
-            model_name_or_path, input, output, device=device, dtype=dtype, batch_size=batch_size,
-            show_progress=show_progress, restart=restart, method=method,
-            attributed_fn=attributed_fn, step_scores=list(step_scores),
-            generation_kwargs={"max_new_tokens": max_new_tokens}, keep_hidden=keep_hidden,
-            **method_kwargs,
-        )  # fmt: skip
-    figure = fill_path(figure_path, "--figure_path", method=method) if figure_path else None
-    check_outputs([save_path, *(figure_paths(figure) if figure else [])], overwrite)
-
-    import hooklab
-
-    model = hooklab.load(model_name_or_path, device=device, dtype=dtype)
-    out = hooklab.attribute(
-        model,
-        DEFAULT_PROMPT if prompt is None else prompt,
-        target,
-        method=method,
-        attributed_fn=attributed_fn,
-        step_scores=list(step_scores),
-        generation_kwargs={"max_new_tokens": max_new_tokens},
-        **method_kwargs,
-    )
-    view = out.aggregate(aggregate) if aggregate else out
-    if show:
-        view.show()
-    if save_path:
-        print(f"saved {out.save(save_path, overwrite=overwrite)}")
-    if figure:
-        from hooklab.output.style import save
-
-        fig = view.plot(title=f"{method} of {attributed_fn}", spaces=spaces)
-        for path in save(fig, figure):
-            print(f"saved {path}")
 
 
 def _texts(text: str | None, example: int) -> tuple[dict[str, Any] | None, str]:
