@@ -43,6 +43,7 @@ from benchmarks.common import (
     wall,
 )
 
+BATCH_SIZE = 16  # the dataset command's default batch size
 MAX_NEW_TOKENS = 32  # hooklab.generate's default; Inseq would stop at HF's max_length=20
 # Transformers 4 cannot read the tokenizer class that transformers 5 saves ("TokenizersBackend");
 # Inseq loads the same tokenizer.json as a GPT-2 fast tokenizer instead.
@@ -174,7 +175,7 @@ class PecoreBench:
         from hooklab.pecore.examples import dataset_records
 
         data = write_jsonl(self.tmp / "toy.jsonl", dataset_records("toy", self.n))
-        records = self.run_dataset(data, 8)  # warm-up; its outputs are forced on Inseq
+        records = self.run_dataset(data, BATCH_SIZE)  # warm-up; its outputs are forced on Inseq
         forced_records = [
             {**rec, "output_current_text": out["output_current"]}
             for rec, out in zip(dataset_records("toy", self.n), records, strict=True)
@@ -182,8 +183,8 @@ class PecoreBench:
         forced = write_jsonl(self.tmp / "forced.jsonl", forced_records)
         examples = [[r[k] for k in TEXT_KEYS] for r in forced_records]
         ours = {
-            "gen": lambda: clock(lambda: self.run_dataset(data, 8)),
-            "forced": lambda: clock(lambda: self.run_dataset(forced, 8)),
+            "gen": lambda: clock(lambda: self.run_dataset(data, BATCH_SIZE)),
+            "forced": lambda: clock(lambda: self.run_dataset(forced, BATCH_SIZE)),
         }
         if batch_one:
             ours["one"] = lambda: clock(lambda: self.run_dataset(forced, 1))

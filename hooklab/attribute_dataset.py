@@ -108,7 +108,7 @@ def dataset_task(
     step_scores_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     generation_kwargs: Mapping[str, Any] | None = None,
     keep_hidden: bool = False,
-    batch_size: int = 8,
+    batch_size: int = 16,
     **method_options: Any,
 ) -> DatasetTask:
     """Attribution as a :class:`~hooklab.jsonl_runs.DatasetTask`; names and options are
@@ -150,7 +150,7 @@ def run_dataset(
     input_path: str | Path,
     output_path: str | Path,
     *,
-    batch_size: int = 8,
+    batch_size: int = 16,
     show_progress: bool = True,
     restart: bool = False,
     log=print,

@@ -199,7 +199,7 @@ def run(
     input_path: str | Path,
     output_path: str | Path,
     *,
-    batch_size: int = 8,
+    batch_size: int = 16,
     show_progress: bool = True,
     restart: bool = False,
     log: Callable[[str], Any] = print,

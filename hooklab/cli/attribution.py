@@ -71,7 +71,7 @@ def attribute(
     dtype: str | None = None,
     input: str | None = None,
     output: str | None = None,
-    batch_size: int = 8,
+    batch_size: int = 16,
     show_progress: bool = True,
     restart: bool = False,
     keep_hidden: bool = False,

@@ -145,7 +145,7 @@ def dataset(
     input: str,
     output: str,
     model_name_or_path: str = "toy",
-    batch_size: int = 8,
+    batch_size: int = 16,
     device: str | None = None,
     dtype: str | None = None,
     show_progress: bool = True,

@@ -109,7 +109,7 @@ def run_dataset(
     output_path: str | Path,
     options: PecoreOptions,
     *,
-    batch_size: int = 8,
+    batch_size: int = 16,
     show_progress: bool = True,
     restart: bool = False,
     log=print,
