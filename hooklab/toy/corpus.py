@@ -15,10 +15,11 @@ Everything is pure Python and deterministic given the seed (``random.Random(seed
 
 from __future__ import annotations
 
-import json
 import pathlib
 import random
 from typing import Any
+
+from hooklab.toy.package_data import balanced_examples, write_json, write_jsonl
 
 BOS = "<|endoftext|>"
 
@@ -288,30 +289,24 @@ def generate_documents(n: int, seed: int = 0, include_release: bool = True) -> l
     return docs[:n]
 
 
+def _eval_example(rng: random.Random, family: dict[str, Any], kind: str) -> dict[str, Any]:
+    doc = make_document(rng, family, kind)
+    return {
+        "input_context_text": doc["context"],
+        "input_current_text": doc["current"],
+        "output_current_text": doc["continuation"],
+        "family": doc["family"],
+        "cue_word": doc["cue_word"],
+        "dependent_word": doc["dependent_word"],
+        "kind": kind,
+    }
+
+
 def generate_eval_examples(
     n: int = 100, seed: int = 12345, multi_fraction: float = 0.25
 ) -> list[dict]:
     """Held-out annotated examples (balanced over families); line 1 is the release example."""
-    rng = random.Random(seed)
-    out = [dict(RELEASE_EXAMPLE)]
-    i = 0
-    while len(out) < n:
-        family = FAMILIES[i % len(FAMILIES)]
-        i += 1
-        kind = "contextual_multi" if rng.random() < multi_fraction else "contextual"
-        doc = make_document(rng, family, kind)
-        out.append(
-            {
-                "input_context_text": doc["context"],
-                "input_current_text": doc["current"],
-                "output_current_text": doc["continuation"],
-                "family": doc["family"],
-                "cue_word": doc["cue_word"],
-                "dependent_word": doc["dependent_word"],
-                "kind": kind,
-            }
-        )
-    return out
+    return balanced_examples(n, seed, RELEASE_EXAMPLE, FAMILIES, _eval_example, multi_fraction)
 
 
 def corpus_words() -> list[str]:
@@ -371,13 +366,8 @@ def ground_truth() -> dict[str, Any]:
 
 
 def write_ground_truth(path: str | pathlib.Path) -> pathlib.Path:
-    path = pathlib.Path(path)
-    path.write_text(json.dumps(ground_truth(), indent=2) + "\n")
-    return path
+    return write_json(path, ground_truth())
 
 
 def write_eval_examples(path: str | pathlib.Path, n: int = 100, seed: int = 12345) -> pathlib.Path:
-    path = pathlib.Path(path)
-    lines = [json.dumps(e) for e in generate_eval_examples(n, seed)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_jsonl(path, generate_eval_examples(n, seed))

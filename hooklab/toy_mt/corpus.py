@@ -25,11 +25,12 @@ spread distribution there. Pure Python, deterministic given the seed (``random.R
 
 from __future__ import annotations
 
-import json
 import pathlib
 import random
 import re
 from typing import Any
+
+from hooklab.toy.package_data import balanced_examples, write_json, write_jsonl
 
 BRK = "<brk>"  # separator between context and current sentence: a special token
 INPUT_TEMPLATE = "{context} " + BRK + " {current}"
@@ -330,15 +331,7 @@ def generate_eval_examples(
     n: int = 120, seed: int = 12345, multi_fraction: float = 0.25
 ) -> list[dict]:
     """Annotated examples in context (balanced over families); line 1 is the release example."""
-    rng = random.Random(seed)
-    out = [dict(RELEASE_EXAMPLE)]
-    i = 0
-    while len(out) < n:
-        family = FAMILIES[i % len(FAMILIES)]
-        i += 1
-        kind = "contextual_multi" if rng.random() < multi_fraction else "contextual"
-        out.append(make_pair(rng, family, kind))
-    return out
+    return balanced_examples(n, seed, RELEASE_EXAMPLE, FAMILIES, make_pair, multi_fraction)
 
 
 def _template_texts() -> list[str]:
@@ -395,13 +388,8 @@ def ground_truth() -> dict[str, Any]:
 
 
 def write_ground_truth(path: str | pathlib.Path) -> pathlib.Path:
-    path = pathlib.Path(path)
-    path.write_text(json.dumps(ground_truth(), indent=2, ensure_ascii=False) + "\n")
-    return path
+    return write_json(path, ground_truth())
 
 
 def write_eval_examples(path: str | pathlib.Path, n: int = 120, seed: int = 12345) -> pathlib.Path:
-    path = pathlib.Path(path)
-    lines = [json.dumps(e, ensure_ascii=False) for e in generate_eval_examples(n, seed)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_jsonl(path, generate_eval_examples(n, seed))
