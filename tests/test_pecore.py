@@ -48,6 +48,24 @@ def test_cti_equals_two_explicit_passes(tiny, metric):
         assert res.cti_scores[t] == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
 
 
+def _cci_gradient(model, ctx: list[int], noctx: list[int], out: list[int], t: int):
+    """Explicit autograd of PECoRe's CCI target at output step t: the gradient of
+    P(y_t) - P(y_alt) after the contextual prefix with respect to its token embeddings (the
+    contextless probability of y_t instead when the contextless prediction y_alt is y_t),
+    and y_alt."""
+    alt = int(_logits(model, noctx + out)[len(noctx) + t - 1].argmax())
+    ids = ctx + out[:t]
+    emb = model.embed(torch.tensor([ids]))[0].detach().requires_grad_(True)
+    with temporary_hooks(model, [(hook_name("embed"), lambda x, hook, e=emb: e[None])]):
+        probs = torch.softmax(model(torch.tensor([ids]), prepend_bos=False)[0, -1], -1)
+    if alt != out[t]:
+        target = probs[out[t]] - probs[alt]
+    else:  # contrast with the contextless pass instead
+        target = probs[out[t]] - torch.softmax(_logits(model, noctx + out[:t])[-1], -1)[out[t]]
+    (g,) = torch.autograd.grad(target, emb)
+    return g, alt
+
+
 def test_cci_equals_explicit_autograd(gpt2):
     opts = dict(
         output_current_text=OUTPUT,
@@ -61,17 +79,7 @@ def test_cci_equals_explicit_autograd(gpt2):
     out = encode_target(gpt2, " " + OUTPUT)
     n_ctx_tokens = len(encode_target(gpt2, CONTEXT))
     for entry in res.context_sensitive:
-        t = entry.index
-        alt = int(_logits(gpt2, noctx + out)[len(noctx) + t - 1].argmax())
-        ids = ctx + out[:t]
-        emb = gpt2.embed(torch.tensor([ids]))[0].detach().requires_grad_(True)
-        with temporary_hooks(gpt2, [(hook_name("embed"), lambda x, hook, e=emb: e[None])]):
-            probs = torch.softmax(gpt2(torch.tensor([ids]), prepend_bos=False)[0, -1], -1)
-        target = probs[out[t]] - probs[alt] if alt != out[t] else None
-        if target is None:  # contrast with the contextless pass instead
-            q = torch.softmax(_logits(gpt2, noctx + out[:t])[-1], -1)
-            target = probs[out[t]] - q[out[t]]
-        (g,) = torch.autograd.grad(target, emb)
+        g, alt = _cci_gradient(gpt2, ctx, noctx, out, entry.index)
         expected = g.abs().norm(dim=-1)[1 : 1 + n_ctx_tokens]  # skip BOS; context comes first
         assert_close(
             torch.tensor(entry.input_context_scores, dtype=torch.float32),
@@ -295,17 +303,7 @@ def test_output_context_cci_equals_explicit_autograd(gpt2):
     ctx = encode_prompt(gpt2, f"{CONTEXT} {CURRENT}") + encode_target(gpt2, " " + out_ctx)
     noctx = encode_prompt(gpt2, CURRENT)
     out = encode_target(gpt2, " " + OUTPUT)
-    t = entry.index
-    alt = int(_logits(gpt2, noctx + out)[len(noctx) + t - 1].argmax())
-    ids = ctx + out[:t]
-    emb = gpt2.embed(torch.tensor([ids]))[0].detach().requires_grad_(True)
-    with temporary_hooks(gpt2, [(hook_name("embed"), lambda x, hook, e=emb: e[None])]):
-        probs = torch.softmax(gpt2(torch.tensor([ids]), prepend_bos=False)[0, -1], -1)
-    if alt != out[t]:
-        target = probs[out[t]] - probs[alt]
-    else:
-        target = probs[out[t]] - torch.softmax(_logits(gpt2, noctx + out[:t])[-1], -1)[out[t]]
-    (g,) = torch.autograd.grad(target, emb)
+    g, _ = _cci_gradient(gpt2, ctx, noctx, out, entry.index)
     norms = g.norm(dim=-1)
     first_out = len(encode_prompt(gpt2, f"{CONTEXT} {CURRENT}")) + sep_tokens
     assert_close(torch.tensor(entry.input_context_scores), norms[1 : 1 + n_in].float(),
