@@ -692,3 +692,50 @@ def test_misspelt_step_scores_kwargs_fail_before_any_model_work(gpt2, monkeypatc
     raises_clearly(gpt2, KeyError, "probabilty", hooklab.attribute, gpt2, "George was sick",
                    " yesterday", method="saliency", step_scores=["probability"],
                    step_scores_kwargs={"probabilty": {}})  # fmt: skip
+
+
+# --- faithfulness: outputs it cannot evaluate are refused, naming why (issue 21) ---
+
+
+@pytest.fixture(scope="module")
+def toy_saliency(toy):
+    prompt = "George was sick yesterday. His colleagues asked him to come"
+    return hooklab.attribute(toy, prompt, " to the hospital.", method="saliency")
+
+
+@pytest.mark.parametrize(
+    ("seed", "exc", "match"),
+    [("abc", TypeError, "seed must be a non-negative int.*'abc'"),
+     (0.5, TypeError, "seed must be a non-negative int.*0.5"),
+     (-1, TypeError, "seed must be a non-negative int.*-1"),
+     (True, TypeError, "seed must be a non-negative int.*True")],
+)  # fmt: skip
+def test_faithfulness_seed(toy, toy_saliency, seed, exc, match):
+    raises_clearly(toy, exc, match, hooklab.evaluate_faithfulness, toy, toy_saliency, seed=seed)
+
+
+def test_faithfulness_empty_output(toy, toy_saliency):
+    empty = hooklab.AttributionOutput((), toy_saliency.info, model=toy_saliency.model)
+    raises_clearly(toy, ValueError, "no sequences", hooklab.evaluate_faithfulness, toy, empty)
+
+
+def test_faithfulness_refuses_another_models_output(toy, gpt2, toy_saliency):
+    raises_clearly(
+        gpt2, ValueError, "another model.*name_or_path='toy'", hooklab.evaluate_faithfulness,
+        gpt2, toy_saliency,
+    )  # fmt: skip
+
+
+def test_faithfulness_refuses_an_aggregated_output(toy, toy_saliency):
+    words = toy_saliency.aggregate("words")
+    raises_clearly(toy, ValueError, "aggregated.*before aggregating",
+                   hooklab.evaluate_faithfulness, toy, words)  # fmt: skip
+
+
+def test_faithfulness_refuses_encoder_decoder_outputs():
+    mt = hooklab.load("toy-mt", device="cpu")
+    out = hooklab.attribute(mt, "The table was old.", "Der Tisch war alt.", method="saliency")
+    raises_clearly(mt, NotImplementedError, "encoder-decoder outputs",
+                   hooklab.evaluate_faithfulness, mt, out)  # fmt: skip
+    toy = hooklab.load("toy", device="cpu")
+    raises_clearly(toy, ValueError, "another model", hooklab.evaluate_faithfulness, toy, out)
