@@ -165,6 +165,33 @@ def _load_in_memory(hf_model, *, tokenizer, device, dtype, copy_model: bool, **k
     return _boot(name, device=device, dtype=dtype, tokenizer=tokenizer, hf_model=model, **kwargs)
 
 
+def _check_placement(name_or_path, kwargs) -> None:
+    """``device_map`` / ``n_devices`` checked before loading (:mod:`hooklab.placement`)."""
+    from hooklab.placement import check_placement
+
+    if isinstance(name_or_path, torch.nn.Module):
+        if kwargs.get("device_map") is not None or kwargs.get("n_devices") is not None:
+            raise ValueError(
+                "device_map / n_devices place the modules of a checkpoint being loaded; an "
+                "in-memory model is already placed. Move it yourself (model.to(...)) or pass "
+                "its checkpoint directory."
+            )
+        return
+    source = None
+    if isinstance(name_or_path, (str, os.PathLike)):
+        name = os.fspath(name_or_path)
+        if name in (TOY_NAME, TOY_MT_NAME):
+            from hooklab.toy import TOY_DIR
+            from hooklab.toy_mt import TOY_MT_DIR
+
+            source = str(TOY_DIR if name == TOY_NAME else TOY_MT_DIR)
+        elif Path(name).expanduser().is_dir():
+            source = str(Path(name).expanduser())
+        elif not _looks_like_path(name):
+            source = name  # a hub name: its config, if cached (else keys are not checked)
+    check_placement(kwargs, source)
+
+
 def load(
     name_or_path,
     *,
@@ -214,6 +241,7 @@ def load(
         )
     if not split:
         device = resolve_device(device)
+    _check_placement(name_or_path, kwargs)
     if isinstance(name_or_path, torch.nn.Module):
         model = _load_in_memory(
             name_or_path,

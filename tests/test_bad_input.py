@@ -739,3 +739,34 @@ def test_faithfulness_refuses_encoder_decoder_outputs():
                    hooklab.evaluate_faithfulness, mt, out)  # fmt: skip
     toy = hooklab.load("toy", device="cpu")
     raises_clearly(toy, ValueError, "another model", hooklab.evaluate_faithfulness, toy, out)
+
+
+# --- placement: device_map and n_devices checked before loading (issue 21) ---
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"device_map": {"transformer.h.7": "cpu"}}, "module in device_map.*'transformer.h.7'"),
+        ({"device_map": {"transfomer.wte": "cpu", "": "cpu"}}, "transfomer.wte.*transformer.wte"),
+        ({"device_map": 42}, "device_map = 42 names GPU 42"),
+        ({"device_map": {"": "tpu"}}, r"device_map\[''\] = 'tpu'"),
+        ({"device_map": []}, "device_map must be a strategy.*got \\[\\]"),
+        ({"device_map": {"lm_head": 1.5}}, r"device_map\['lm_head'\] must be a device.*1.5"),
+        ({"n_devices": 0}, "n_devices must be a positive int.*got 0"),
+        ({"n_devices": True}, "n_devices must be a positive int.*got True"),
+    ],
+)
+def test_load_placement(gpt2_dir, kwargs, match):
+    raises_clearly(None, ValueError, match, hooklab.load, gpt2_dir, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"device_map": "cuda"}, "'cuda' asks for a GPU, but this machine has no GPU"),
+     ({"device_map": {"lm_head": 0, "": "cpu"}}, "names GPU 0, but this machine has no GPU"),
+     ({"n_devices": 2}, "n_devices=2 asks for 2 GPUs, but this machine has 0")],
+)  # fmt: skip
+def test_load_placement_without_a_gpu(gpt2_dir, kwargs, match):
+    raises_clearly(None, ValueError, match, hooklab.load, gpt2_dir, **kwargs)
