@@ -347,6 +347,8 @@ INF_EMBEDS = torch.full((1, 1, 32), math.inf)
         ("occlusion", {"baseline": -1}, ValueError, r"-1 is outside 0\.\.390"),
         ("reagent", {"num_probes": 0}, ValueError, "num_probes must be a positive int"),
         ("reagent", {"replacing_ratio": 1.5}, ValueError, "replacing_ratio must be in"),
+        ("reagent", {"num_probes": True}, ValueError, "num_probes must be a positive int.*True"),
+        ("reagent", {"keep_top_n": -1}, ValueError, "keep_top_n must be a non-negative int"),
         ("attention", {"layers": 5}, ValueError, r"Invalid layers 5: choose from 0\.\.1"),
         ("attention", {"heads": 9}, ValueError, r"Invalid heads 9: choose from 0\.\.3"),
         ("value_zeroing", {"metric": "cos"}, ValueError, "'cos'. Did you mean 'cosine'"),
@@ -770,3 +772,22 @@ def test_load_placement(gpt2_dir, kwargs, match):
 )  # fmt: skip
 def test_load_placement_without_a_gpu(gpt2_dir, kwargs, match):
     raises_clearly(None, ValueError, match, hooklab.load, gpt2_dir, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"keep_ratio": "0.5"}, "keep_ratio must be a number, got str: '0.5'"),
+     ({"replacing_ratio": "x"}, "replacing_ratio must be a number, got str: 'x'"),
+     ({"seed": "abc"}, "seed must be a non-negative int, got str: 'abc'"),
+     ({"seed": 1.5}, "seed must be a non-negative int, got float: 1.5"),
+     ({"probes": True}, "num_probes must be a positive int, got bool: True")],
+)  # fmt: skip
+def test_reagent_option_types(change, match):
+    # Through hooklab.attribute the test-time type checker (jaxtyping + beartype) rejects a str
+    # for a float option before the method runs; without it (users), this check names it.
+    from hooklab.methods.reagent import _check
+
+    options = {"keep_top_n": 5, "keep_ratio": None, "stopping_condition_top_k": 3,
+               "replacing_ratio": 0.3, "steps": 10, "probes": 4, "seed": 0}  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape(match)):
+        _check(**{**options, **change})
