@@ -142,6 +142,13 @@ def test_strings_stay_strings_and_numbers_are_parsed():
     assert commands()["attribute"].parse(["--step_scores", "probability,entropy"]) == {
         "step_scores": ("probability", "entropy")
     }
+    # method options are typed by their annotations: int | str parses both ways (issue 21)
+    attribute = commands()["attribute"]
+    assert attribute.parse(["--n_steps", "auto"]) == {"n_steps": "auto"}
+    assert attribute.parse(["--n_steps", "16"]) == {"n_steps": 16}
+    assert attribute.parse(["--keep_ratio", "none"]) == {"keep_ratio": None}
+    with pytest.raises(UsageError, match="--num_probes expects an integer, got 'many'"):
+        attribute.parse(["--num_probes", "many"])
 
 
 def test_positions_sources_and_depth_window():
