@@ -191,3 +191,16 @@ def test_python_m_hooklab_and_scripts_are_thin_wrappers():
     for script in ("attribute", "knockout", "mixing", "pecore"):
         assert len((ROOT / "scripts" / f"{script}.py").read_text().splitlines()) < 30
     assert "hooklab = hooklab.cli:run" in (ROOT / "setup.cfg").read_text()
+
+
+def test_mixing_on_an_encoder_decoder_model_with_the_default_part(tmp_path):
+    # the default part of an encoder-decoder model is cross-attention, which has no rollout
+    prefix = str(tmp_path / "mt")
+    text, targets = "The table was old. <brk> It was broken.", "Der Tisch war alt. <brk> Er war."
+    argv = ["mixing", "--model", "toy-mt", "--text", text, "--targets", targets,
+            "--out_prefix", prefix]  # fmt: skip
+    assert main(argv) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert "mt.safetensors" in written and "mt_layers.png" in written
+    assert not any("rollout" in name for name in written)
+    assert hooklab.load_output(prefix + ".safetensors").parameters["part"] == "cross"
