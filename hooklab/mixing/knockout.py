@@ -15,6 +15,20 @@ the model's own causal mask uses, so each row renormalises over the remaining ke
 Each pass also records the pattern, values and ``z`` of the blocked layers and raises if the
 blocked weights are not 0 or ``z`` was not computed from the edited pattern: a bridge that
 silently discards the edit raises instead of reporting no effect.
+
+Where the block takes effect (TransformerLens 4.3). Most decoder-only bridges (GPT-2, Llama,
+Gemma, Bloom, Falcon...: ``JointQKVAttentionBridge``, ``PositionEmbeddingsAttentionBridge``
+and their kin) recompute attention from the wrapped module's weights and fire
+``hook_attn_scores`` on the scaled, masked (and soft-capped) scores right before their own
+softmax, so a score edit flows into the pattern and ``z``. OPT and GPT-J use the plain
+``AttentionBridge``, whose ``forward`` only wraps the Hugging Face module: the module computes
+scores, softmax and output, then the bridge fires ``hook_pattern`` and ``hook_attn_scores``
+*after the fact* on the returned (post-softmax) weights (``_fire_post_hoc_hook``), so the edit
+is discarded and the pattern still gives the blocked keys their weight (the self-check said
+"blocked weights = 0 is off by 0.0862"). The decoder-only adapter therefore checks, per model,
+which layers run the wrapped module, and blocks there in the additive attention mask that
+module adds to its scaled scores before the softmax (same value, same place), elsewhere at
+``hook_attn_scores``; see :meth:`~hooklab.mixing.adapter.DecoderOnly.blocked_edges`.
 """
 
 from __future__ import annotations
