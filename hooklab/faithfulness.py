@@ -30,9 +30,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.forward import step_logits
 from hooklab.inputs import bos_token_id, make_batch, pad_token_id
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 
 METRICS = ("soft_ns", "soft_nc")
 

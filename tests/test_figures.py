@@ -13,6 +13,7 @@ import torch
 
 matplotlib.use("Agg")
 
+from hooklab.attribution import SequenceAttribution
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.plot import (
@@ -23,7 +24,6 @@ from hooklab.mixing.plot import (
     plot_query_layers,
     plot_token_mixing,
 )
-from hooklab.output.sequence import SequenceAttribution
 from hooklab.output.style import DOUBLE_COLUMN, SINGLE_COLUMN, token_label
 from hooklab.output.view import decimals, number_format
 from hooklab.pecore.result import ContextSensitiveToken, Cue, PecoreResult
@@ -205,7 +205,7 @@ def test_tokens_and_digits():
 
 
 def test_difference_is_a_signed_map_of_reduced_scores():
-    from hooklab.output.aggregate import difference
+    from hooklab.attribution.aggregate import difference
 
     a = sequence()
     hidden = torch.stack([a.attributions, a.attributions], -1)  # L2 = sqrt(2) * scores
