@@ -329,9 +329,3 @@ def test_parameters_are_immutable_per_output():
             other.parameters["x"] = 1
         with pytest.raises(TypeError):
             other.model["name_or_path"] = "other"
-
-
-def test_knockout_note_round_trips(tmp_path):
-    out = dataclasses.replace(knockout(), note="cue blocked")
-    assert KnockoutOutput.load(out.save(tmp_path / "k.safetensors")).note == "cue blocked"
-    assert out.to_dict()["note"] == "cue blocked" and knockout().note is None

@@ -52,7 +52,6 @@ class KnockoutOutput:
         key_tokens: the tokens ``sources`` index when they are not ``tokens`` (the source
             text, for cross-attention knockouts in encoder–decoder models).
         model: the model that made it (:func:`~hooklab.output.provenance.describe_model`).
-        note: a free-text note saved with the output (None: none).
     """
 
     kind: ClassVar[str] = "knockout"
@@ -70,7 +69,6 @@ class KnockoutOutput:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     key_tokens: tuple[str, ...] | None = None
     model: Mapping[str, Any] | None = None
-    note: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parameters", freeze(self.parameters))
@@ -103,7 +101,6 @@ class KnockoutOutput:
             "centres": None if self.centres is None else list(self.centres),
             "base_probability": thaw(self.base_probability),
             "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
-            "note": self.note,
         }
         return tensors, fields
 
@@ -123,7 +120,6 @@ class KnockoutOutput:
             parameters=unthaw(meta["parameters"]),
             key_tokens=None if meta["key_tokens"] is None else tuple(meta["key_tokens"]),
             model=None if meta.get("model") is None else unthaw(meta["model"]),
-            note=meta.get("note"),  # absent in files written before the field existed
         )
 
     def to_dict(self) -> dict[str, Any]:
