@@ -10,6 +10,7 @@ Example:
 
 from hooklab import mixing, pecore, testing
 from hooklab.attribute import attribute
+from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.faithfulness import evaluate_faithfulness
 from hooklab.generation import Generation, generate
 from hooklab.hooks import hook_name, temporary_hooks
@@ -25,7 +26,6 @@ from hooklab.methods import (
 )
 from hooklab.mixing import KnockoutOutput, MixingOutput
 from hooklab.output.io import load as load_output
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.steps import StepArgs, list_step_functions, register_step_function
 from hooklab.version import __version__
 

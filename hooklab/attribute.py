@@ -18,11 +18,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooklab.architecture import refuse_encoder_decoder
+from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.encoding import Encoded, PromptsArg, TargetsArg, encode
 from hooklab.inputs import make_batch, pad_token_id, str_tokens
 from hooklab.methods import METHODS, AttributedFn, MethodResult
 from hooklab.output.provenance import describe_model
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.scoring import (
     check_step_functions,
     check_step_scores_kwargs,

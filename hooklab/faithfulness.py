@@ -30,10 +30,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.forward import step_logits
 from hooklab.inputs import bos_token_id, make_batch, pad_token_id
 from hooklab.output.provenance import describe_model
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 
 METRICS = ("soft_ns", "soft_nc")
 
@@ -268,19 +268,23 @@ def compare_methods(
 
 
 def plot_comparison(results: Mapping[str, FaithfulnessResult]):
-    """Bar chart of Soft-NS and Soft-NC log-ratios against random importance; returns a Figure."""
-    from matplotlib.figure import Figure
+    """Bar chart of Soft-NS and Soft-NC log-ratios against random importance; returns a Figure.
+
+    In the style of :mod:`hooklab.output.style` (double-column width, TrueType fonts in PDF).
+    """
+    from hooklab.output.style import DOUBLE_COLUMN, new_figure, paper_style
 
     names = list(results)
-    fig = Figure(figsize=(1.1 * len(names) + 2, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    x = torch.arange(len(names)).numpy()
-    for k, (metric, label) in enumerate([("soft_ns", "Soft-NS"), ("soft_nc", "Soft-NC")]):
-        values = [results[n].log_ratio(metric) for n in names]
-        ax.bar(x + (k - 0.5) * 0.38, values, width=0.38, label=label)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("log(metric / random)")
-    ax.set_title("Faithfulness against random importance (higher is better)")
-    ax.legend()
+    with paper_style():
+        fig = new_figure((DOUBLE_COLUMN, 2.6))
+        ax = fig.add_subplot()
+        x = torch.arange(len(names)).numpy()
+        for k, (metric, label) in enumerate([("soft_ns", "Soft-NS"), ("soft_nc", "Soft-NC")]):
+            values = [results[n].log_ratio(metric) for n in names]
+            ax.bar(x + (k - 0.5) * 0.38, values, width=0.38, label=label)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_ylabel("log(metric / random)")
+        ax.set_title("Faithfulness against random importance (higher is better)")
+        ax.legend()
     return fig

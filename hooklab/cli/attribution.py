@@ -133,7 +133,7 @@ def attribute(
         keep_hidden: dataset mode: keep the attributions' hidden-size dimension (otherwise
             reduced by the method's own reduction to [step][pos]).
     """
-    from hooklab.output.aggregate import GROUPINGS
+    from hooklab.attribution.aggregate import GROUPINGS
     from hooklab.steps import STEP_FUNCTIONS
 
     _check_method(method, method_kwargs)
