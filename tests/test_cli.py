@@ -56,7 +56,7 @@ def test_misspelt_flag_exits_2_without_a_traceback(monkeypatch, capsys):
         (["attribute-context", "--attribution_method", "salency"], "'saliency'"),
         (["attribute-context", "--context_sensitivity_std_threshold", "nan"], "finite"),
         (["attribute-context", "--context_sensitivity_topk", "two"], "integer"),
-        (["attribute", "--method", "saliency", "--n_steps", "4"], "not an option of 'saliency'"),
+        (["attribute", "--method", "saliency", "--n_steps", "4"], "has no option 'n_steps'"),
         (["attribute", "--step_scores", "probability,entorpy"], "entropy"),
         (["knockout", "--example", "999"], "--example must be in 0..99"),
         (["knockout", "--window", "0"], "--window"),

@@ -20,7 +20,7 @@ from torch import Tensor
 from hooklab.architecture import select_indices
 from hooklab.forward import step_logits
 from hooklab.hooks import hook_name, temporary_hooks
-from hooklab.methods.base import MethodResult
+from hooklab.methods.base import MethodResult, register_method
 from hooklab.seq2seq import attention_weights, n_decoder_layers
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from hooklab.methods.base import AttributedFn
 
 
+@register_method(
+    "attention", kind="attention", final_step_only=True, reduce="mean", encoder_decoder=True
+)
 @torch.no_grad()
 def attention(
     model,
@@ -37,7 +40,13 @@ def attention(
     layers: int | Sequence[int] | None = None,
     heads: int | Sequence[int] | None = None,
 ) -> MethodResult:
-    """Attention weights ``[batch, step, pos, layer, head]`` of each step's query position."""
+    """Attention weights ``[batch, step, pos, layer, head]`` of each step's query position.
+
+    Args:
+        layers: the layers kept (an index, several, or None: all; encoder–decoder models:
+            decoder layers).
+        heads: the heads kept (an index, several, or None: all).
+    """
     del attributed_fn  # attention weights do not depend on the explained function
     n_layers = n_decoder_layers(model) if batch.encoder_decoder else model.cfg.n_layers
     layer_ids = select_indices(layers, n_layers, "layers")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
 from hooklab.inputs import Batch
+from hooklab.options import Choice
 
 BASELINE_NAMES = ("zeros", "pad", "eos", "unk", "bos")
+#: The ``baseline`` option: a name, a token id (checked against the vocabulary) or a tensor.
+Baseline = Annotated[str, Choice(*BASELINE_NAMES)] | int | Tensor
 
 
 def baseline_embeddings(

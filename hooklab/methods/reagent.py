@@ -47,9 +47,10 @@ from torch import Tensor
 
 from hooklab.forward import step_logits
 from hooklab.inputs import make_batch, pad_token_id
-from hooklab.methods.base import MethodResult
+from hooklab.methods.base import MethodResult, register_method
 from hooklab.methods.reagent_inputs import input_replacement_probs, replaceable, with_input_ids
 from hooklab.methods.replacements import sample
+from hooklab.options import NonNegativeInt, OpenRatio, PositiveInt, Ratio, Seed
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -76,28 +77,6 @@ def target_rank(
     return (logits > target).sum(-1) + 1
 
 
-def _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio, steps, probes, seed):
-    """Raise a clear error for an option of the wrong type or out of range (bools are not
-    ints, strings are not numbers)."""
-    ints = {"keep_top_n": keep_top_n, "stopping_condition_top_k": stopping_condition_top_k}
-    ints |= {"max_probe_steps": steps, "num_probes": probes, "seed": seed}
-    for name, value in ints.items():
-        lowest = 0 if name in ("keep_top_n", "seed") else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-            kind = "a non-negative int" if lowest == 0 else "a positive int"
-            raise ValueError(f"{name} must be {kind}, got {type(value).__name__}: {value!r}.")
-    ratios = {"keep_ratio": keep_ratio, "replacing_ratio": replacing_ratio}
-    for name, value in ratios.items():
-        if value is None and name == "keep_ratio":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{name} must be a number, got {type(value).__name__}: {value!r}.")
-    if keep_ratio is not None and not 0 < keep_ratio <= 1:
-        raise ValueError(f"keep_ratio must be in (0, 1] or None, got {keep_ratio!r}.")
-    if not 0 < replacing_ratio < 1:
-        raise ValueError(f"replacing_ratio must be in (0, 1), got {replacing_ratio!r}.")
-
-
 def _prefix_batch(model, batch: Batch, tokens, b, t) -> Batch:
     """Rows ending at target token ``t[i]`` of example ``b[i]`` (prefix = ``tokens[i]``)."""
     starts = [batch.target_start(i) for i in range(batch.size)]
@@ -120,21 +99,22 @@ def _check_logits(model, batch: Batch, ids, b, t) -> Float[Tensor, "batch step d
     return logits[torch.arange(len(b), device=ids.device), t][:, None]
 
 
+@register_method("reagent", kind="perturbation", encoder_decoder=True)
 @torch.no_grad()
 def reagent(
     model,
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
-    keep_top_n: int = 5,
-    keep_ratio: float | None = None,
+    keep_top_n: NonNegativeInt = 5,
+    keep_ratio: Ratio | None = None,
     invert_keep: bool = False,
-    stopping_condition_top_k: int = 3,
-    replacing_ratio: float = 0.3,
-    max_probe_steps: int = 3000,
-    num_probes: int = 16,
+    stopping_condition_top_k: PositiveInt = 3,
+    replacing_ratio: OpenRatio = 0.3,
+    max_probe_steps: PositiveInt = 3000,
+    num_probes: PositiveInt = 16,
     replacements: object = "model",
-    seed: int = 0,
+    seed: Seed = 0,
 ) -> MethodResult:
     """ReAGent importance ``[batch, step, pos]`` (rows sum to 1 over the tokens a step sees;
     encoder–decoder: over the input positions, source then decoder).
@@ -157,8 +137,6 @@ def reagent(
 
     The extra ``reagent_converged`` holds the fraction of probes that stopped, per step.
     """
-    _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio,
-           max_probe_steps, num_probes, seed)  # fmt: skip
     B, W = batch.size, batch.input_width  # input positions (encoder-decoder: source first)
     T, P, dev = batch.n_steps, num_probes, batch.tokens.device
     ids, targets = batch.input_ids, batch.target_ids
