@@ -46,6 +46,7 @@ from hooklab.inputs import encode_text, str_tokens
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.sequences import PositionsArg, as_texts, per_prompt, token_positions
+from hooklab.options import PositiveInt, check_value
 from hooklab.output.provenance import describe_model
 from hooklab.selfcheck import check_identity
 
@@ -83,8 +84,7 @@ def check_options(window: Any, batch_size: Any) -> None:
             f"window must be a positive int, 'auto' (a quarter of the layers) or None (all "
             f"layers at once), got {window!r}."
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    check_value("batch_size", batch_size, PositiveInt)
 
 
 def _check_rows(adapter: Adapter, knockouts: Sequence[Knockout], n_keys: int) -> None:
@@ -199,6 +199,42 @@ def measured_token_id(adapter: Adapter, example: Example, measured_token: str | 
     return int(adapter.run(example, 1, [])[0].argmax())
 
 
+def sweep_windows(
+    n_layers: int, window: int | str | None, layers: Any
+) -> tuple[int | None, str | None, tuple[int, ...] | None, tuple[tuple[int, ...], ...]]:
+    """(window, its rule, centre layers, blocked layers of each centre) of a sweep: ``"auto"``
+    resolves to :func:`auto_window` (rule ``"auto"``); None blocks every layer at once (no
+    centres, one window)."""
+    rule = "auto" if window == "auto" else None
+    if window == "auto":
+        window = auto_window(n_layers)
+    if window is None:
+        return None, rule, None, (tuple(range(n_layers)),)
+    centres = tuple(select_indices(layers, n_layers, "layers"))
+    return window, rule, centres, tuple(window_layers(c, window, n_layers) for c in centres)
+
+
+def _output(adapter: Adapter, example, token_id, queries, keys, windows, centres, probs,
+            parameters) -> KnockoutOutput:  # fmt: skip
+    """The :class:`KnockoutOutput` of one example (``probs[0]``: no knockout)."""
+    query_tokens, key_tokens = side_tokens(adapter, example)
+    return KnockoutOutput(
+        tokens=query_tokens,
+        token_ids=torch.tensor(adapter.sides(example)[0]),
+        target_id=token_id,
+        target_token=str_tokens(adapter.model, [token_id])[0],
+        queries=queries,
+        sources=keys,
+        windows=windows,
+        centres=centres,
+        base_probability=float(probs[0]),
+        probabilities=probs[1:].reshape(len(keys), len(windows)),
+        parameters=parameters,
+        key_tokens=key_tokens if adapter.part == "cross" else None,
+        model=describe_model(adapter.model),
+    )
+
+
 @torch.no_grad()
 def attention_knockout(
     model,
@@ -261,16 +297,7 @@ def attention_knockout(
     chosen = per_prompt(targets, len(texts))
     if sources is not None and (not isinstance(sources, Mapping) or not sources):
         raise ValueError(f"sources must be a non-empty {{name: positions}} dict, got {sources!r}.")
-    n_layers = adapter.n_layers
-    rule = "auto" if window == "auto" else None
-    if window == "auto":
-        window = auto_window(n_layers)
-    centres = None if window is None else tuple(select_indices(layers, n_layers, "layers"))
-    windows = (
-        (tuple(range(n_layers)),)
-        if centres is None
-        else tuple(window_layers(c, window, n_layers) for c in centres)
-    )
+    window, rule, centres, windows = sweep_windows(adapter.n_layers, window, layers)
     outputs = []
     for example, target in zip(adapter.encode(texts, chosen), chosen, strict=True):
         query_tokens, key_tokens = side_tokens(adapter, example)
@@ -300,21 +327,6 @@ def attention_knockout(
             "batch_size": batch_size,
             "intervention": INTERVENTION,
         }
-        outputs.append(
-            KnockoutOutput(
-                tokens=query_tokens,
-                token_ids=torch.tensor(adapter.sides(example)[0]),
-                target_id=token_id,
-                target_token=str_tokens(model, [token_id])[0],
-                queries=queries,
-                sources=keys,
-                windows=windows,
-                centres=centres,
-                base_probability=float(probs[0]),
-                probabilities=probs[1:].reshape(len(keys), len(windows)),
-                parameters=parameters,
-                key_tokens=key_tokens if adapter.part == "cross" else None,
-                model=describe_model(model),
-            )
-        )
+        outputs.append(_output(adapter, example, token_id, queries, keys, windows, centres,
+                               probs, parameters))  # fmt: skip
     return outputs
