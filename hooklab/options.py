@@ -240,7 +240,7 @@ def check_value(name: str, value: object, hint: Any) -> None:
     rule = rule_text(hint, near=value)
     if not typed and not (isinstance(value, str) and any(_choices(hint))):
         kind = type(value).__name__
-        raise TypeError(f"{name} must be {rule}, got {kind} {value!r}.")
+        raise TypeError(f"{name} must be {rule}, got {kind}: {value!r}.")
     close = difflib.get_close_matches(str(value), list(_choices(hint)), n=1, cutoff=0.6)
     hint_text = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"{name} must be {rule}, got {value!r}.{hint_text}")

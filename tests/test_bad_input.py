@@ -776,18 +776,14 @@ def test_load_placement_without_a_gpu(gpt2_dir, kwargs, match):
 
 @pytest.mark.parametrize(
     ("change", "match"),
-    [({"keep_ratio": "0.5"}, "keep_ratio must be a number, got str: '0.5'"),
-     ({"replacing_ratio": "x"}, "replacing_ratio must be a number, got str: 'x'"),
+    [({"keep_ratio": "0.5"}, "keep_ratio must be a number in (0, 1] or None, got str: '0.5'"),
+     ({"replacing_ratio": "x"}, "replacing_ratio must be a number in (0, 1), got str: 'x'"),
      ({"seed": "abc"}, "seed must be a non-negative int, got str: 'abc'"),
      ({"seed": 1.5}, "seed must be a non-negative int, got float: 1.5"),
-     ({"probes": True}, "num_probes must be a positive int, got bool: True")],
+     ({"num_probes": True}, "num_probes must be a positive int, got bool: True")],
 )  # fmt: skip
 def test_reagent_option_types(change, match):
-    # Through hooklab.attribute the test-time type checker (jaxtyping + beartype) rejects a str
-    # for a float option before the method runs; without it (users), this check names it.
-    from hooklab.methods.reagent import _check
-
-    options = {"keep_top_n": 5, "keep_ratio": None, "stopping_condition_top_k": 3,
-               "replacing_ratio": 0.3, "steps": 10, "probes": 4, "seed": 0}  # fmt: skip
-    with pytest.raises(ValueError, match=re.escape(match)):
-        _check(**{**options, **change})
+    # The method's declaration is checked before it runs (MethodSpec.resolve, as
+    # hooklab.attribute does), with or without the test-time type checker.
+    with pytest.raises(TypeError, match=re.escape(match)):
+        hooklab.method_info("reagent").resolve(change)
