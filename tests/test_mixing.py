@@ -117,7 +117,7 @@ def test_model_unchanged_and_hooks_removed(gpt2, monkeypatch):
         raise RuntimeError("boom")
 
     # Fail inside the method, after the hooked forward pass...
-    monkeypatch.setattr(vz_module, "_post_attention", boom)
+    monkeypatch.setattr(vz_module, "layer_scores", boom)
     with pytest.raises(RuntimeError, match="boom"):
         value_zeroing(gpt2, PROMPT, targets=TARGET)
     monkeypatch.undo()
@@ -141,19 +141,21 @@ def test_model_unchanged_and_hooks_removed(gpt2, monkeypatch):
 
 def test_hooks_removed_when_a_hook_raises(gpt2, monkeypatch):
     hooks = count_hooks(gpt2)
-    real = vz_module.clean_activations
+    real = vz_module.capture_block_calls
 
-    def failing(model, ids, layers):
+    def failing(adapter, example, layers):
         def fail(x, hook):
             raise RuntimeError("hook failed")
 
-        with temporary_hooks(model, [(hook_name("v", 0), fail)]):
-            return real(model, ids, layers)
+        with temporary_hooks(adapter.model, [(hook_name("v", 0), fail)]):
+            return real(adapter, example, layers)
 
-    monkeypatch.setattr(vz_module, "clean_activations", failing)
+    monkeypatch.setattr(vz_module, "capture_block_calls", failing)
     with pytest.raises(RuntimeError, match="hook failed"):
         value_zeroing(gpt2, PROMPT, targets=TARGET)
     assert count_hooks(gpt2) == hooks
+    # the pre-hooks that capture the blocks' arguments are gone too
+    assert not any(block._forward_pre_hooks for block in gpt2.blocks)
 
 
 @pytest.mark.parametrize(

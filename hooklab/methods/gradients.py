@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.budget import MAX_BATCH_TOKENS, check_positive
 from hooklab.forward import step_logits
 from hooklab.precision import upcast
 
@@ -35,21 +36,10 @@ if TYPE_CHECKING:
     from hooklab.methods.base import AttributedFn
 
 VJP_MODES = ("auto", "loop", "batched")
-#: Default of every method's ``max_batch_tokens``: sequence-tokens per forward pass or VJP.
-MAX_BATCH_TOKENS = 2048
 
 #: ``rows -> (embeddings [rows, pos, d_model], scale broadcastable to them)`` of the rows
 #: (indices into a stack of sequences) that :func:`summed_gradients` asks for.
 RowInputs = Callable[[Tensor], tuple[Tensor, Tensor | None]]
-
-
-def check_positive(name: str, value: object, what: str = "", *, optional: bool = False) -> None:
-    """Raise ValueError unless ``value`` is an int >= 1 (or None when ``optional``)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive int or None" if optional else "a positive int"
-        raise ValueError(f"{name} must be {allowed}{f' ({what})' if what else ''}, got {value!r}.")
 
 
 def check_vjp(vjp: object, vjp_chunk: object, max_batch_tokens: object = MAX_BATCH_TOKENS) -> None:

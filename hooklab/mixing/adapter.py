@@ -94,6 +94,10 @@ class DecoderOnly:
         """Hook name of ``kind`` at ``layer`` ("out" is the block output)."""
         return hook_name("resid_post" if kind == "out" else kind, layer)
 
+    def block(self, layer: int) -> torch.nn.Module:
+        """The block (bridge module) at ``layer``."""
+        return self.model.blocks[layer]
+
     def encode(self, prompts, targets, generation_kwargs=None) -> list[Example]:
         """Prompt + target ids per prompt (:func:`~hooklab.mixing.sequences.prepare_sequences`)."""
         return [
@@ -140,6 +144,11 @@ class EncoderDecoder:
     def hook(self, kind: str, layer: int) -> str:
         """Hook name of ``kind`` at ``layer`` ("out" is the block output)."""
         return seq2seq_hook_name(self.part, kind, layer)
+
+    def block(self, layer: int) -> torch.nn.Module:
+        """The encoder block (``part="encoder"``) or decoder block at ``layer``."""
+        blocks = self.model.encoder_blocks if self.part == "encoder" else self.model.decoder_blocks
+        return blocks[layer]
 
     def encode(self, prompts, targets, generation_kwargs=None) -> list[Example]:
         """Source and decoder input ids per prompt (see :func:`encode_pair`)."""
