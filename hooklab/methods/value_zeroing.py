@@ -22,7 +22,7 @@ import torch
 from hooklab.budget import MAX_BATCH_TOKENS
 from hooklab.methods.base import MethodResult
 from hooklab.mixing.adapter import EncoderDecoder, Example, model_adapter
-from hooklab.mixing.value_zeroing import HeadsArg, part_matrices, resolve_options
+from hooklab.mixing.value_zeroing import HeadsArg, check_flag, part_matrices, resolve_options
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -40,6 +40,7 @@ def value_zeroing(
     metric: str = "cosine",
     normalize: bool = True,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    fast_path: bool = True,
 ) -> MethodResult:
     """Value-zeroing rows ``[batch, step, pos, layer]`` of each step's query position.
 
@@ -52,15 +53,20 @@ def value_zeroing(
         max_batch_tokens: token rows per batched block call: each zeroed key is one copy
             of the query tokens through the block (bounds the memory; the scores do not
             depend on it). The same option as the attribution methods'.
+        fast_path: allow the analytic MLP recompute where a self-check proves it
+            (:mod:`hooklab.mixing.value_zeroing_fast`); False always runs the model's blocks.
     """
     del attributed_fn  # mixing does not depend on the explained function
     adapter = model_adapter(model, "decoder")  # the decoder's layers, on both kinds of models
     layer_ids, head_ids = resolve_options(model, adapter, layers, heads, metric, max_batch_tokens)
+    check_flag("fast_path", fast_path)
+    options = {"metric": metric, "normalize": normalize, "max_batch_tokens": max_batch_tokens,
+               "fast_path": fast_path}  # fmt: skip
     out = None
     for i in range(batch.size):
         start, steps = batch.prompt_lengths[i], batch.target_lengths[i]
         # scores: [layer, query_pos, key_pos] over the input positions of example i
-        scores = _matrices(model, batch, i, head_ids, metric, normalize, max_batch_tokens)
+        scores = _matrices(model, batch, i, head_ids, options)
         if out is None:
             shape = (batch.size, batch.n_steps, batch.input_width, len(layer_ids))
             out = scores.new_full(shape, torch.nan)
@@ -70,10 +76,10 @@ def value_zeroing(
     return MethodResult(out)
 
 
-def _matrices(model, batch: Batch, i: int, heads, metric, normalize, max_batch_tokens):
-    """Value-zeroing matrices of example ``i``: decoder-only, the self-attention's; encoder–
-    decoder, the cross-attention's (keys: the source) and the decoder's side by side."""
-    options = {"metric": metric, "normalize": normalize, "max_batch_tokens": max_batch_tokens}
+def _matrices(model, batch: Batch, i: int, heads, options):
+    """Value-zeroing matrices of example ``i`` (``options``: :func:`part_matrices`'):
+    decoder-only, the self-attention's; encoder–decoder, the cross-attention's (keys: the
+    source) and the decoder's side by side."""
     if not batch.encoder_decoder:
         example = Example(tuple(batch.sequence(i).tolist()))
         return part_matrices(model_adapter(model), example, heads, **options)

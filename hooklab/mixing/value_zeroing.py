@@ -48,6 +48,7 @@ from hooklab.mixing.adapter import DecoderOnly, Example, model_adapter, side_tok
 from hooklab.mixing.block_calls import BlockCall, capture_block_calls
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_texts, per_prompt
+from hooklab.mixing.value_zeroing_fast import analytic_matrices
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype, upcast
 from hooklab.registry import unknown_name_error
@@ -201,6 +202,21 @@ def normalize_rows(scores: Tensor) -> Tensor:
     return torch.where(total > 0, scores / torch.where(total > 0, total, 1), scores)
 
 
+def general_matrices(
+    adapter: Adapter,
+    example: Example,
+    heads: Mapping[int, Sequence[int]],
+    metric: Callable[[Tensor, Tensor], Tensor],
+    budget: int,
+) -> Float[Tensor, "layer query_pos key_pos"]:
+    """Unnormalised matrices by rerunning the model's own blocks (module doc), on the CPU."""
+    calls = capture_block_calls(adapter, example, list(heads))
+    n_keys = len(adapter.sides(example)[1])
+    return torch.stack(
+        [layer_scores(adapter, calls[la], la, heads[la], metric, budget, n_keys) for la in heads]
+    )
+
+
 @torch.no_grad()
 def part_matrices(
     adapter: Adapter,
@@ -210,6 +226,7 @@ def part_matrices(
     metric: str = "cosine",
     normalize: bool = True,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    fast_path: bool = True,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
     """Value-zeroing matrices of one example's ``adapter.part`` attention, one per layer.
 
@@ -220,16 +237,16 @@ def part_matrices(
     Args:
         heads: resolved key/value heads per layer (see :func:`select_heads`); its keys are the
             layers computed, in order.
+        fast_path: on decoder-only models whose blocks it proves to have the pre-norm,
+            attention-then-MLP layout, recompute only the MLP by hand
+            (:mod:`hooklab.mixing.value_zeroing_fast`); False always runs the model's blocks.
     """
     distance = metric_fn(metric)
-    calls = capture_block_calls(adapter, example, list(heads))
-    n_keys = len(adapter.sides(example)[1])
-    scores = torch.stack(
-        [
-            layer_scores(adapter, calls[la], la, heads[la], distance, max_batch_tokens, n_keys)
-            for la in heads
-        ]
-    )
+    scores = None
+    if fast_path and not adapter.encoder_decoder:
+        scores = analytic_matrices(adapter.model, example.ids, heads, distance, max_batch_tokens)
+    if scores is None:
+        scores = general_matrices(adapter, example, heads, distance, max_batch_tokens)
     return normalize_rows(scores) if normalize else scores
 
 
@@ -242,13 +259,21 @@ def mixing_matrices(
     metric: str = "cosine",
     normalize: bool = True,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    fast_path: bool = True,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
     """Value-zeroing matrices of one token sequence of a decoder-only model (BOS included, as
     the model sees it): :func:`part_matrices` of its only attention."""
     return part_matrices(
         DecoderOnly(model), Example(tuple(ids)), {la: list(heads[la]) for la in layers},
         metric=metric, normalize=normalize, max_batch_tokens=max_batch_tokens,
+        fast_path=fast_path,
     )  # fmt: skip
+
+
+def check_flag(name: str, value: object) -> None:
+    """Raise TypeError unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
 
 
 def resolve_options(model, adapter: Adapter, layers, heads, metric: str, max_batch_tokens):
@@ -275,6 +300,7 @@ def value_zeroing(
     rollout: bool = False,
     generation_kwargs: Mapping[str, Any] | None = None,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    fast_path: bool = True,
 ) -> list[MixingOutput]:
     """Compute value-zeroing context-mixing scores (Mohebbi et al., EACL 2023).
 
@@ -300,6 +326,10 @@ def value_zeroing(
         max_batch_tokens: token rows per batched block call: each zeroed key is one copy
             of the query tokens through the block (bounds the memory; the scores do not
             depend on it). The same option as the attribution methods'.
+        fast_path: allow the analytic MLP recompute where a self-check proves it on this
+            model (decoder-only, pre-norm, attention then MLP; see
+            :mod:`hooklab.mixing.value_zeroing_fast`); False always runs the model's blocks.
+            The scores do not depend on it (up to rounding).
 
     Returns:
         One :class:`~hooklab.mixing.output.MixingOutput` per prompt, with scores
@@ -317,6 +347,7 @@ def value_zeroing(
     texts = as_texts(prompts)
     adapter = model_adapter(model, part)
     layer_ids, head_ids = resolve_options(model, adapter, layers, heads, metric, max_batch_tokens)
+    check_flag("fast_path", fast_path)
     if rollout and not normalize:
         raise ValueError("rollout=True composes row-normalised matrices; pass normalize=True.")
     if rollout and adapter.part == "cross":
@@ -329,7 +360,7 @@ def value_zeroing(
     for example, target in zip(adapter.encode(texts, targets, generation_kwargs), chosen):
         scores = part_matrices(
             adapter, example, head_ids, metric=metric, normalize=normalize,
-            max_batch_tokens=max_batch_tokens,
+            max_batch_tokens=max_batch_tokens, fast_path=fast_path,
         )  # fmt: skip
         query_tokens, key_tokens = side_tokens(adapter, example)
         query_ids, key_ids = adapter.sides(example)
@@ -343,6 +374,7 @@ def value_zeroing(
             "normalize": normalize,
             "rollout": rollout,
             "max_batch_tokens": max_batch_tokens,
+            "fast_path": fast_path,
             "generation_kwargs": dict(generation_kwargs or {}) if target is None else None,
         }
         outputs.append(
