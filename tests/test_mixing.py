@@ -212,3 +212,17 @@ def test_provenance_and_resolved_parameters(gpt2):
     assert p["metric"] == "cosine" and p["normalize"] is True and p["rollout"] is False
     assert p["max_batch_tokens"] == 2048 and p["part"] == "decoder" and p["targets"] == TARGET
     assert p["layers"] == (0, 1) and p["heads"] == {"0": (0, 1, 2, 3), "1": (0, 1, 2, 3)}
+
+
+def test_refuses_compatibility_mode(gpt2_dir):
+    # compatibility mode folds the value bias away: hook_v no longer holds the true values
+    model = hooklab.load(gpt2_dir, device="cpu", compatibility_mode=True)
+    for fast_path in (True, False):
+        with pytest.raises(ValueError, match="compatibility_mode=True"):
+            value_zeroing(model, PROMPT, targets=TARGET, fast_path=fast_path)
+
+
+@pytest.mark.parametrize("fast_path", [1, None, "yes"])
+def test_fast_path_must_be_a_bool(gpt2, fast_path):
+    with pytest.raises(TypeError, match="fast_path"):  # the type check or ours
+        value_zeroing(gpt2, PROMPT, targets=TARGET, fast_path=fast_path)
