@@ -18,6 +18,7 @@ PROMPT = "George was sick yesterday."
 TARGET = " His colleagues asked him"
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 vz_module = importlib.import_module("hooklab.mixing.value_zeroing")  # the package attribute
+fast_module = importlib.import_module("hooklab.mixing.value_zeroing_fast")
 # `hooklab.mixing.value_zeroing` is the function
 
 
@@ -30,9 +31,11 @@ def _ids(out: MixingOutput) -> list[int]:
     return out.token_ids.tolist()
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize(("metric", "normalize"), [("cosine", True), ("euclidean", False)])
-def test_matches_reference(model64, metric, normalize):
-    (out,) = value_zeroing(model64, PROMPT, targets=TARGET, metric=metric, normalize=normalize)
+def test_matches_reference(model64, metric, normalize, fast_path):
+    options = {"metric": metric, "normalize": normalize, "fast_path": fast_path}
+    (out,) = value_zeroing(model64, PROMPT, targets=TARGET, **options)
     assert out.layers == (0, 1)
     for row, layer in enumerate(out.layers):
         expected = ref_value_zeroing(model64, _ids(out), layer, metric=metric, normalize=normalize)
@@ -117,9 +120,11 @@ def test_model_unchanged_and_hooks_removed(gpt2, monkeypatch):
         raise RuntimeError("boom")
 
     # Fail inside the method, after the hooked forward pass...
-    monkeypatch.setattr(vz_module, "layer_scores", boom)
-    with pytest.raises(RuntimeError, match="boom"):
-        value_zeroing(gpt2, PROMPT, targets=TARGET)
+    monkeypatch.setattr(vz_module, "layer_scores", boom)  # the general path
+    monkeypatch.setattr(fast_module, "analytic_layer_scores", boom)  # the fast path
+    for fast_path in (False, True):
+        with pytest.raises(RuntimeError, match="boom"):
+            value_zeroing(gpt2, PROMPT, targets=TARGET, fast_path=fast_path)
     monkeypatch.undo()
     # ...and inside a hook, during the method's own hooked forward pass: a hook of the caller
     # on the last block raises while value zeroing's recording hooks are attached.
@@ -152,7 +157,7 @@ def test_hooks_removed_when_a_hook_raises(gpt2, monkeypatch):
 
     monkeypatch.setattr(vz_module, "capture_block_calls", failing)
     with pytest.raises(RuntimeError, match="hook failed"):
-        value_zeroing(gpt2, PROMPT, targets=TARGET)
+        value_zeroing(gpt2, PROMPT, targets=TARGET, fast_path=False)
     assert count_hooks(gpt2) == hooks
     # the pre-hooks that capture the blocks' arguments are gone too
     assert not any(block._forward_pre_hooks for block in gpt2.blocks)
