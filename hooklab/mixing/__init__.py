@@ -2,6 +2,8 @@
 
 - :func:`value_zeroing` (Mohebbi et al., EACL 2023): per-layer ``[query_pos, key_pos]`` mixing
   matrices from zeroing each token's value vectors.
+- :func:`alti` (Ferrando et al., EMNLP 2022): per-layer ``[query_pos, key_pos]`` mixing
+  matrices from the distance of each token's transformed vector to the layer output.
 - :func:`attention_knockout` (Geva et al., EMNLP 2023): the change of the measured token's
   probability when attention edges are blocked in a window of layers.
 
@@ -12,6 +14,7 @@ between the two kinds of models live in :mod:`hooklab.mixing.adapter`.
 """
 
 from hooklab.mixing.adapter import PARTS, Example, model_adapter
+from hooklab.mixing.alti import alti
 from hooklab.mixing.knockout import attention_knockout, knockout_probabilities
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.output import MixingOutput
@@ -22,6 +25,7 @@ __all__ = [
     "Example",
     "KnockoutOutput",
     "MixingOutput",
+    "alti",
     "attention_knockout",
     "knockout_probabilities",
     "model_adapter",
