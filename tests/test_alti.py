@@ -128,3 +128,55 @@ def test_post_attention_norms_are_refused(family):
     model = hooklab.load(build(family, tempfile.mkdtemp()), device="cpu", dtype=torch.float64)
     with pytest.raises(NotImplementedError, match="norm after attention"):
         alti(model, PROMPT, targets="")
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+@torch.no_grad()
+def test_route_weights_are_the_contributions_they_come_from(tiny64, per_head):
+    routes = hooklab.mixing.information_flow(tiny64, PROMPT, threshold=0.0, per_head=per_head)
+    act, _ = flow.run(tiny64, routes.token_ids.tolist())
+    n, n_layers = len(routes.tokens), tiny64.cfg.n_layers
+    assert routes.nodes[-1] == (2 * n_layers, n - 1) and len(routes.weights) > 0
+    pattern = {la: act[f"blocks.{la}.attn.hook_pattern"] for la in range(n_layers)}
+    vectors = {la: flow.transformed_vectors(tiny64, act, la) for la in range(n_layers)}
+    for (sd, sp, td, tp, kind, head), w in zip(routes.edges.tolist(), routes.weights.tolist()):
+        layer = sd // 2
+        if td % 2 == 0:  # after the layer: resid_mid + mlp_out
+            mid = act[f"blocks.{layer}.hook_resid_mid"][tp]
+            mlp = act[f"blocks.{layer}.hook_mlp_out"][tp]
+            parts, total, index = [mid, mlp], mid + mlp, kind - 1
+        else:  # after attention: one part per source (and head) and the residual
+            t, _, y = vectors[layer]
+            x = act[f"blocks.{layer}.hook_resid_pre"]
+            attn = [t[tp, j] - (x[tp] if j == tp else 0) for j in range(n)]
+            if per_head:  # split each source's term by the heads' share, one head at a time
+                w_o, w_v, b_v = (
+                    getattr(tiny64.blocks[layer].attn, k) for k in ("W_O", "W_V", "b_V")
+                )
+                group = w_o.shape[0] // w_v.shape[0]
+                ln1 = act[f"blocks.{layer}.ln1.hook_out"]
+                value = [[ln1[j] @ w_v[g] + b_v[g] for g in range(w_v.shape[0])] for j in range(n)]
+                attn = [pattern[layer][h, tp, j] * (value[j][h // group] @ w_o[h])
+                        for h in range(w_o.shape[0]) for j in range(n)]  # fmt: skip
+            parts, total = [*attn, x[tp]], y[tp]
+            index = len(attn) if kind == 1 else (head * n + sp if per_head else sp)
+        norms = torch.stack([total.abs().sum() - (total - p).abs().sum() for p in parts])
+        expected = norms.clamp(min=0)[index] / norms.clamp(min=0).sum()
+        assert w == pytest.approx(expected.item(), abs=1e-10), (sd, sp, td, tp, kind, head)
+
+
+def test_routes_threshold_table_plot_and_round_trip(toy, tmp_path):
+    routes = hooklab.mixing.information_flow(toy, PROMPT, threshold=0.04)
+    assert routes.weights.gt(0.04).all() and routes.edges.shape == (len(routes.weights), 6)
+    frame = routes.to_pandas()
+    assert set(frame["kind"]) <= {"attention", "residual", "mlp"} and len(frame) == len(
+        routes.weights
+    )
+    assert routes.plot().axes
+    loaded = hooklab.mixing.RoutesOutput.load(routes.save(tmp_path / "routes.safetensors"))
+    assert torch.equal(loaded.edges, routes.edges) and torch.equal(loaded.weights, routes.weights)
+    assert loaded.tokens == routes.tokens and dict(loaded.parameters) == dict(routes.parameters)
+    fewer = hooklab.mixing.information_flow(toy, PROMPT, threshold=0.2)
+    assert len(fewer.weights) < len(routes.weights)
+    with pytest.raises(ValueError, match="threshold"):
+        hooklab.mixing.information_flow(toy, PROMPT, threshold=1.5)

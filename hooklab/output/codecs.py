@@ -210,10 +210,20 @@ def _decode_pecore(meta: dict[str, Any], tensors: dict[str, Tensor] | None) -> P
     return PecoreResult.from_dict(meta)
 
 
+def _routes():
+    from hooklab.mixing.routes import RoutesOutput  # the kind owns its record
+
+    return RoutesOutput
+
+
 #: kind -> (encode, decode)
 CODECS: dict[str, tuple[Callable, Callable]] = {
     "attribution": (_encode_attribution, _decode_attribution),
     "mixing": (_encode_mixing, _decode_mixing),
     "knockout": (_encode_knockout, _decode_knockout),
     "pecore": (_encode_pecore, _decode_pecore),
+    "routes": (
+        lambda out: out._record(),
+        lambda meta, tensors: _routes()._from_record(meta, tensors),
+    ),
 }

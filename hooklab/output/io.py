@@ -54,7 +54,7 @@ FORMAT_VERSION = 2
 #: The safetensors header entry holding the JSON metadata.
 META_KEY = "hooklab"
 #: The kinds of output this module saves and loads.
-KINDS = ("attribution", "mixing", "knockout", "pecore")
+KINDS = ("attribution", "mixing", "knockout", "pecore", "routes")
 
 
 def header(kind: str, model: Any, parameters: Any) -> dict[str, Any]:
@@ -141,6 +141,7 @@ _WHAT = {
     "mixing": "a context-mixing output (hooklab.MixingOutput)",
     "knockout": "an attention-knockout output (hooklab.KnockoutOutput)",
     "pecore": "a PECoRe result (hooklab.pecore.PecoreResult)",
+    "routes": "information-flow routes (hooklab.mixing.routes.RoutesOutput)",
 }
 _EXPECTED = "expected a file written by an output's .save()"
 
