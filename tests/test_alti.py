@@ -180,3 +180,11 @@ def test_routes_threshold_table_plot_and_round_trip(toy, tmp_path):
     assert len(fewer.weights) < len(routes.weights)
     with pytest.raises(ValueError, match="threshold"):
         hooklab.mixing.information_flow(toy, PROMPT, threshold=1.5)
+
+
+def test_routes_command_writes_the_figure_and_the_routes(tmp_path):
+    from hooklab.cli.routes import routes
+
+    routes(figure_path=str(tmp_path / "r.png"), save_path=str(tmp_path / "r.safetensors"))
+    assert (tmp_path / "r.png").exists() and (tmp_path / "r.pdf").exists()
+    assert len(hooklab.mixing.RoutesOutput.load(tmp_path / "r.safetensors").weights) > 0
