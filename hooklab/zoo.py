@@ -239,7 +239,7 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
             noise = torch.randn(p.shape, generator=gen).to(p.dtype) * 0.2
             if name.endswith("bias"):
                 p.copy_(noise)
-            elif p.ndim == 1 and "norm" in name.lower() or name.endswith(("ln_1.weight",
+            elif (p.ndim == 1 and "norm" in name.lower()) or name.endswith(("ln_1.weight",
                                                                           "ln_2.weight",
                                                                           "ln_f.weight")):
                 offset = "gemma" in type(model).__name__.lower()
