@@ -58,6 +58,7 @@ FAST = {
 PROMPTS = ("George was sick yesterday. His colleagues asked him", "It rained")
 MAX_NEW_TOKENS = 6
 ATOL, RTOL = 1e-5, 1e-4
+VZ_ATOL = 1e-4  # value-zeroing scores lie in [0, 1]; rows sum to 1
 CONTEXT, CURRENT, OUTPUT = "George was sick yesterday.", "His colleagues asked", " him to come"
 
 
@@ -192,12 +193,15 @@ def check_value_zeroing(model, family: zoo.Family) -> str:
     reference = _reference_value_zeroing()
     if reference is None:
         raise Skip("tests.reference.mixing.value_zeroing_by_pattern does not exist yet")
+    if family.encoder_decoder:
+        raise Skip("the pattern reference is called on decoder-only models only")
     ids = mix.token_ids.tolist()
     err = 0.0
     for k, layer in enumerate(mix.layers):
+        # value_zeroing_by_pattern(model, ids, layer) -> normalised cosine [query_pos, key_pos]
         ref = reference(model, ids, layer).to(mix.scores.dtype)
-        assert_close(mix.scores[k], ref, atol=1e-5, rtol=1e-4)
         err = max(err, float((mix.scores[k] - ref).abs().max()))
+        assert_close(mix.scores[k], ref, atol=VZ_ATOL, rtol=0)
     return f"{err:.1e}"
 
 
