@@ -16,7 +16,6 @@ import pytest
 from tests import zoo_matrix
 
 VZ_BROKEN = "value zeroing's self-check or recompute rejects this block layout"
-KNOCKOUT_BROKEN = "attention knockout's blocked pass does not reach this family's attention"
 BOS_INVENTED = "hooklab prepends the EOS as BOS where the tokenizer has no BOS token (Qwen)"
 SOURCE_TEMPLATE = (
     "TransformerLens reloads the tokenizer with add_bos_token=True, which replaces its template: "
@@ -32,8 +31,6 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
         for family in VZ_FAMILIES
         for feature in ("method:value_zeroing", "vz_reference")
     },
-    ("opt", "knockout"): KNOCKOUT_BROKEN,
-    ("gptj", "knockout"): KNOCKOUT_BROKEN,
     ("qwen2", "prompt_ids"): BOS_INVENTED,
     ("qwen3", "prompt_ids"): BOS_INVENTED,
     **{(family, "prompt_ids"): SOURCE_TEMPLATE for family in ("bart", "mbart", "m2m_100")},
