@@ -1,9 +1,11 @@
 """Tokenisation and batching of prompts and targets.
 
-hooklab owns BOS handling instead of relying on the tokenizer's settings (TransformerLens
-rebuilds tokenizers and may add BOS on its own): text is always tokenised with
-``add_special_tokens=False``; the model's BOS token, when it has one, is prepended to every
-prompt exactly once (never doubled if the prompt already starts with it); targets never get one.
+BOS follows the model's own tokenizer (the Hugging Face one it was saved with, not the copy
+TransformerLens rebuilds, which gets a BOS token even where the model has none, e.g. Qwen's EOS):
+text is tokenised with ``add_special_tokens=False`` (special tokens written in the text, such as
+``<|im_start|>``, stay single tokens) and the BOS token is prepended to a prompt exactly once
+where that tokenizer adds it (``tokenizer(text)`` starts with it), or where ``prepend_bos=True``
+asks for it; never doubled if the prompt already starts with it. Targets never get one.
 
 Sequences in a batch are left-padded, so every example ends at the last position. Positions
 follow the real tokens (``position_ids`` count from the first non-pad token), so a padded
@@ -27,9 +29,48 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 
+def own_tokenizer(model):
+    """Return the model's own Hugging Face tokenizer, as :func:`hooklab.load` was given it (or
+    read it) before TransformerLens adjusted its copy; ``model.tokenizer`` for other bridges."""
+    return getattr(model, "hooklab_tokenizer", None) or model.tokenizer
+
+
 def bos_token_id(model) -> int | None:
-    """Return the model's BOS token id, or None when its tokenizer has none."""
-    return getattr(model.tokenizer, "bos_token_id", None)
+    """Return the model's BOS token id, or None when its own tokenizer has none (Qwen)."""
+    return getattr(own_tokenizer(model), "bos_token_id", None)
+
+
+def tokenizer_adds_bos(model) -> bool:
+    """Whether the model's own tokenizer starts ``tokenizer(text)`` with its BOS token."""
+    bos = bos_token_id(model)
+    ids = list(own_tokenizer(model)("a")["input_ids"])
+    return bos is not None and len(ids) > 1 and ids[0] == bos
+
+
+def resolve_prepend_bos(model, prepend_bos: bool | None) -> bool:
+    """Return whether prompts get BOS: ``prepend_bos``, or (None) what the tokenizer does."""
+    if prepend_bos is None:
+        return tokenizer_adds_bos(model)
+    if not isinstance(prepend_bos, bool):
+        raise TypeError(
+            f"prepend_bos must be True, False or None (follow the tokenizer), got {prepend_bos!r}."
+        )
+    if prepend_bos and bos_token_id(model) is None:
+        raise ValueError(
+            "prepend_bos=True, but the model's tokenizer has no BOS token (as Qwen's). Pass "
+            "prepend_bos=None or False, or token ids that start with the token you want."
+        )
+    return prepend_bos
+
+
+def eos_token_ids(model) -> set[int]:
+    """Return the ids that end a generation: the tokenizer's EOS and every id of the model's
+    ``generation_config.eos_token_id`` (an int or a list, e.g. Llama 3's two)."""
+    config = getattr(getattr(model, "original_model", None), "generation_config", None)
+    configured = getattr(config, "eos_token_id", None)
+    ids = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    ids.append(getattr(own_tokenizer(model), "eos_token_id", None))
+    return {int(i) for i in ids if i is not None}
 
 
 def pad_token_id(model) -> int:
@@ -97,19 +138,22 @@ def encode_text(model, text: str, *, what: str = "text") -> list[int]:
     return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_prompt(model, text: str) -> list[int]:
-    """Tokenise a prompt and prepend BOS once when the model has a BOS token."""
+def encode_prompt(model, text: str, *, prepend_bos: bool | None = None) -> list[int]:
+    """Tokenise a prompt; prepend BOS once where the model's tokenizer adds it (``prepend_bos``
+    None) or ``prepend_bos`` is True."""
     ids = encode_text(model, text, what="Prompt text")
     bos = bos_token_id(model)
-    if bos is not None and (not ids or ids[0] != bos):
+    if resolve_prepend_bos(model, prepend_bos) and (not ids or ids[0] != bos):
         ids = [bos, *ids]
     return ids
 
 
-def as_prompt_ids(model, prompt: str | Sequence[int]) -> list[int]:
-    """Encode a prompt given as text (BOS added once) or pass through given token ids."""
+def as_prompt_ids(
+    model, prompt: str | Sequence[int], *, prepend_bos: bool | None = None
+) -> list[int]:
+    """Encode a prompt given as text (see :func:`encode_prompt`) or pass through token ids."""
     if isinstance(prompt, str):
-        return encode_prompt(model, prompt)
+        return encode_prompt(model, prompt, prepend_bos=prepend_bos)
     if isinstance(prompt, Sequence) and prompt:
         return check_token_ids(model, prompt, "prompt token ids")
     raise TypeError(f"A prompt must be a string or a non-empty list of token ids, got {prompt!r}.")

@@ -190,11 +190,22 @@ DECODER_ONLY = tuple(f.name for f in _DECODERS)
 ENCODER_DECODER = tuple(f.name for f in _ENCODER_DECODERS)
 
 
-def tokenizer(bos: bool = True):
+#: A ChatML chat template (Qwen's layout), for :func:`tokenizer` with ``chat``.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def tokenizer(bos: bool = True, *, adds_bos: bool = False, chat: bool = False):
     """A byte-level BPE tokenizer of :data:`VOCAB` tokens trained on :data:`TEXTS` (offline).
 
     With ``bos``: ``<s>`` is its BOS token and ``</s>`` its EOS (also pad and unk); without,
-    it has no BOS token (as Qwen's), and ``<|endoftext|>`` is EOS and pad.
+    it has no BOS token (as Qwen's), and ``<|endoftext|>`` is EOS and pad. With ``adds_bos``,
+    ``tokenizer(text)`` starts with BOS (as Llama's). With ``chat``, it has the ChatML markers
+    :data:`CHAT_TOKENS` as added special tokens (ids ``VOCAB``, ``VOCAB + 1``) and
+    :data:`CHAT_TEMPLATE`.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -211,13 +222,18 @@ def tokenizer(bos: bool = True):
     )
     tok.train_from_iterator(list(TEXTS) * 5, trainer)
     if bos:
-        return PreTrainedTokenizerFast(
+        out = PreTrainedTokenizerFast(
             tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="</s>",
-            pad_token="<pad>",
+            pad_token="<pad>", add_bos_token=adds_bos,
         )  # fmt: skip
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>"
-    )
+    else:
+        out = PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>"
+        )
+    if chat:
+        out.add_special_tokens({"additional_special_tokens": list(CHAT_TOKENS)})
+        out.chat_template = CHAT_TEMPLATE
+    return out
 
 
 def _special_ids(family: Family, tok) -> dict[str, Any]:
@@ -239,15 +255,18 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
             noise = torch.randn(p.shape, generator=gen).to(p.dtype) * 0.2
             if name.endswith("bias"):
                 p.copy_(noise)
-            elif p.ndim == 1 and "norm" in name.lower() or name.endswith(("ln_1.weight",
-                                                                          "ln_2.weight",
-                                                                          "ln_f.weight")):
+            elif (p.ndim == 1 and "norm" in name.lower()) or name.endswith(
+                ("ln_1.weight", "ln_2.weight", "ln_f.weight")
+            ):
                 offset = "gemma" in type(model).__name__.lower()
                 p.copy_(noise if offset else 1 + noise)
 
 
-def build(name: str, path: str | Path, *, seed: int = 0) -> Path:
+def build(name: str, path: str | Path, *, seed: int = 0, chat: bool = False) -> Path:
     """Build the tiny checkpoint of family ``name``, save it with its tokenizer to ``path``.
+
+    A decoder-only family's tokenizer adds its BOS token (where it has one); with ``chat`` it
+    also has ChatML markers and a chat template (see :func:`tokenizer`).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`, ready for ``hooklab.load(path)``.
@@ -258,7 +277,7 @@ def build(name: str, path: str | Path, *, seed: int = 0) -> Path:
         raise unknown_name_error("family", name, list(FAMILIES))
     family = FAMILIES[name]
     transformers = importlib.import_module("transformers")
-    tok = tokenizer(bos=family.bos)
+    tok = tokenizer(bos=family.bos, adds_bos=family.bos and not family.encoder_decoder, chat=chat)
     config = getattr(transformers, family.config)(**family.fields, **_special_ids(family, tok))
     torch.manual_seed(seed)
     model = getattr(transformers, family.model)(config).eval()
