@@ -63,6 +63,16 @@ def resolve_prepend_bos(model, prepend_bos: bool | None) -> bool:
     return prepend_bos
 
 
+def refuse_prepend_bos(prepend_bos: bool | None) -> None:
+    """Raise for an explicit ``prepend_bos`` on an encoder–decoder model (sources follow the
+    tokenizer's special tokens)."""
+    if prepend_bos is not None:
+        raise ValueError(
+            f"prepend_bos={prepend_bos!r} is for decoder-only models; encoder-decoder sources are "
+            "tokenised with the tokenizer's special tokens. Leave prepend_bos=None."
+        )
+
+
 def eos_token_ids(model) -> set[int]:
     """Return the ids that end a generation: the tokenizer's EOS and every id of the model's
     ``generation_config.eos_token_id`` (an int or a list, e.g. Llama 3's two)."""
