@@ -43,8 +43,8 @@ class PecoreOptions:
         attribution_kwargs: options of the attribution method.
         prepend_bos: prepend BOS to the contextual and contextless inputs (decoder-only
             models); None: where the model's own tokenizer adds it. Templates may hold chat
-            markers (``"<|im_start|>user\n{context} {current}<|im_end|>\n"``): special tokens
-            written in them stay single tokens.
+            markers such as ``<|im_start|>``: special tokens written in them stay single
+            tokens.
     """
 
     input_template: str = "{context} {current}"
