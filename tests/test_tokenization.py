@@ -65,6 +65,8 @@ def test_no_bos_tokenizer_gets_no_bos(zoo_dir):
     assert seq.token_ids[: seq.target_start].tolist() == hf_ids
     with pytest.raises(ValueError, match="has no BOS token"):
         encode_prompt(model, TEXT, prepend_bos=True)
+    with pytest.raises(ValueError, match="no bos token"):  # not TransformerLens' stand-in
+        hooklab.attribute(model, TEXT, " to", method="integrated_gradients", baseline="bos")
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
