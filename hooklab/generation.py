@@ -35,6 +35,7 @@ from hooklab.inputs import (
     check_length,
     check_token_ids,
     context_window,
+    eos_token_ids,
     make_batch,
     pad_token_id,
 )
@@ -138,7 +139,7 @@ def _generate_batch(
         def step(tokens, mask, past):
             return _next_logits(model, tokens, mask, past, use_cache, runner)
 
-    eos = getattr(model.tokenizer, "eos_token_id", None)
+    eos = eos_token_ids(model)
     n = len(prompts)
     outputs: list[list[int]] = [[] for _ in range(n)]
     logits_out: list[list[Tensor]] = [[] for _ in range(n)]
@@ -151,7 +152,7 @@ def _generate_batch(
             for i, token in enumerate(next_ids.tolist()):
                 if done[i]:
                     continue
-                if stop_at_eos and eos is not None and token == eos:
+                if stop_at_eos and token in eos:
                     done[i] = True
                     continue
                 outputs[i].append(token)
@@ -236,12 +237,14 @@ def generate(
 
     Args:
         model: a ``TransformerBridge`` (see :func:`hooklab.load`).
-        prompts: one prompt or a list; BOS is prepended once when the model has one. Token
+        prompts: one prompt or a list; BOS is prepended once where the model's tokenizer adds
+            it (:func:`hooklab.inputs.encode_prompt`; pass ids for other choices). Token
             id lists are used as given. Encoder–decoder models: the sources, tokenised with
             the tokenizer's special tokens (:func:`hooklab.seq2seq.encode_source`); the
             outputs are the decoder's tokens after the decoder start token.
         max_new_tokens: at most this many tokens per prompt.
-        stop_at_eos: stop an example at its EOS token (not included in the output).
+        stop_at_eos: stop an example at an EOS token (not included in the output): the
+            tokenizer's, or any of ``generation_config.eos_token_id`` (an id or a list).
         use_cache: reuse keys/values across steps (same tokens and logits as without).
         batch_size: prompts per forward pass.
         keep_logits: also return the logits of each step.

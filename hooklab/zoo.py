@@ -195,12 +195,30 @@ DECODER_ONLY = tuple(f.name for f in _DECODERS)
 ENCODER_DECODER = tuple(f.name for f in _ENCODER_DECODERS)
 
 
-def tokenizer(bos: bool = True, template: str | None = None, eos: str | None = None):
+#: A ChatML chat template (Qwen's layout), for :func:`tokenizer` with ``chat``.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def tokenizer(
+    bos: bool = True,
+    template: str | None = None,
+    eos: str | None = None,
+    *,
+    adds_bos: bool = False,
+    chat: bool = False,
+):
     """A byte-level BPE tokenizer of :data:`VOCAB` tokens trained on :data:`TEXTS` (offline).
 
     With ``bos``: ``<s>`` is its BOS token and ``</s>`` its EOS (also unk); without, it has no
     BOS token (as Qwen's and T5's) and ``eos`` (default ``<|endoftext|>``) is its EOS. ``<pad>``
-    pads. ``template`` (e.g. ``"$A </s>"``): the special tokens it adds around a text.
+    pads. ``template`` (e.g. ``"$A </s>"``): the special tokens it adds around a text; with
+    ``adds_bos`` (and no template) ``tokenizer(text)`` starts with BOS (as Llama's). With
+    ``chat``, it has the ChatML markers :data:`CHAT_TOKENS` as added special tokens (ids
+    ``VOCAB``, ``VOCAB + 1``) and :data:`CHAT_TEMPLATE`.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -217,6 +235,8 @@ def tokenizer(bos: bool = True, template: str | None = None, eos: str | None = N
         show_progress=False,
     )
     tok.train_from_iterator(list(TEXTS) * 5, trainer)
+    if template is None and adds_bos and bos:
+        template = "<s> $A"
     if template is not None:
         used = [t for t in specials if t in template.split()]
         tok.post_processor = processors.TemplateProcessing(
@@ -225,7 +245,11 @@ def tokenizer(bos: bool = True, template: str | None = None, eos: str | None = N
     names = {"eos_token": eos, "pad_token": "<pad>"}
     if bos:
         names.update(bos_token="<s>", unk_token=eos)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+    if chat:
+        out.add_special_tokens({"additional_special_tokens": list(CHAT_TOKENS)})
+        out.chat_template = CHAT_TEMPLATE
+    return out
 
 
 def _special_ids(family: Family, tok) -> dict[str, Any]:
@@ -258,8 +282,11 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
                 p.copy_(noise if offset else 1 + noise)
 
 
-def build(name: str, path: str | Path, *, seed: int = 0) -> Path:
+def build(name: str, path: str | Path, *, seed: int = 0, chat: bool = False) -> Path:
     """Build the tiny checkpoint of family ``name``, save it with its tokenizer to ``path``.
+
+    A decoder-only family's tokenizer adds its BOS token (where it has one); with ``chat`` it
+    also has ChatML markers and a chat template (see :func:`tokenizer`).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`, ready for ``hooklab.load(path)``.
@@ -271,7 +298,8 @@ def build(name: str, path: str | Path, *, seed: int = 0) -> Path:
     family = FAMILIES[name]
     transformers = importlib.import_module("transformers")
     eos = "</s>" if family.encoder_decoder else None
-    tok = tokenizer(bos=family.bos, template=family.template, eos=eos)
+    adds_bos = family.bos and not family.encoder_decoder
+    tok = tokenizer(family.bos, family.template, eos, adds_bos=adds_bos, chat=chat)
     config = getattr(transformers, family.config)(**family.fields, **_special_ids(family, tok))
     torch.manual_seed(seed)
     model = getattr(transformers, family.model)(config).eval()

@@ -246,6 +246,7 @@ def value_zeroing(
     rollout: bool = False,
     generation_kwargs: Mapping[str, Any] | None = None,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    prepend_bos: bool | None = None,
 ) -> list[MixingOutput]:
     """Compute value-zeroing context-mixing scores (Mohebbi et al., EACL 2023).
 
@@ -271,6 +272,8 @@ def value_zeroing(
         max_batch_tokens: token rows per batched recompute: each (query, key) pair is
             one row through the layer's post-attention part (bounds the memory; the scores
             do not depend on it). The same option as the attribution methods'.
+        prepend_bos: prepend BOS to the prompts (None: where the model's tokenizer adds it;
+            decoder-only models).
 
     Returns:
         One :class:`~hooklab.mixing.output.MixingOutput` per prompt, with scores
@@ -302,7 +305,8 @@ def value_zeroing(
         raise ValueError(f"max_batch_tokens must be a positive int, got {max_batch_tokens!r}.")
     chosen = per_prompt(targets, len(texts))
     outputs = []
-    for example, target in zip(adapter.encode(texts, targets, generation_kwargs), chosen):
+    examples = adapter.encode(texts, targets, generation_kwargs, prepend_bos)
+    for example, target in zip(examples, chosen):
         scores = _scores(adapter, example, head_ids, metric, normalize, max_batch_tokens)
         query_tokens, key_tokens = side_tokens(adapter, example)
         query_ids, key_ids = adapter.sides(example)
@@ -316,6 +320,7 @@ def value_zeroing(
             "normalize": normalize,
             "rollout": rollout,
             "max_batch_tokens": max_batch_tokens,
+            "prepend_bos": prepend_bos,
             "generation_kwargs": dict(generation_kwargs or {}) if target is None else None,
         }
         outputs.append(
