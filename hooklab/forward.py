@@ -86,15 +86,16 @@ def _runner(
         yield None
 
 
-def _decoder(model, runner, ids, mask, positions, *, embeds=None, past=None, cache=False,
-             logits_to_keep=None) -> tuple[Tensor, object]:  # fmt: skip
+def _decoder(
+    model, runner, ids, mask, positions, *, embeds=None, past=None, cache=False, logits_to_keep=None
+) -> tuple[Tensor, object]:
     """Run a decoder-only model once: on ``runner`` (the twin) if given, else on the bridge
     (with the hooks :func:`_runner` attached). Returns the logits and, with ``cache``, the
     KV cache."""
     keep = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
     if runner is not None:
-        # no use_cache=False on full passes: the model's default is what the bridge runs with
-        # (on GPT-2, use_cache=False changes padded logits in the last bit)
+        # no use_cache=False on full passes: the bridge runs with the model's default (on
+        # GPT-2, the twin with use_cache=False differs from it by 6e-8 on a padded batch)
         inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
         if cache:
             inputs.update(past_key_values=past, use_cache=True)
