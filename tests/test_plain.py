@@ -23,7 +23,7 @@ from hooklab.generation import generate
 from hooklab.hooks import count_hooks, hook_name, temporary_hooks
 from hooklab.inputs import make_batch, pad_token_id
 
-PROMPTS = ["George was sick yesterday. His", "It rained", "Mary was hungry"]
+PROMPTS = ["George was sick yesterday. His", "It rained"]
 
 
 @pytest.fixture(scope="module", params=zoo.DECODER_ONLY)
@@ -45,7 +45,7 @@ def _logits(model):
     with torch.no_grad():
         full = forward(model, batch)[batch.attention_mask.bool()]
         steps = step_logits(model, batch)
-    out = generate(model, PROMPTS, max_new_tokens=3, stop_at_eos=False, keep_logits=True)
+    out = generate(model, PROMPTS, max_new_tokens=2, stop_at_eos=False, keep_logits=True)
     return full, steps, out.output_ids, out.step_logits
 
 
