@@ -23,8 +23,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import is_encoder_decoder
-from hooklab.forward import forward
-from hooklab.hooks import hook_name, temporary_hooks
+from hooklab.forward import forward, seq2seq_logits
+from hooklab.hooks import hook_name
 from hooklab.inputs import make_batch, refuse_prepend_bos, str_tokens
 from hooklab.mixing.blocking import blocked_attention, blocked_mask_argument, modules_run
 from hooklab.mixing.sequences import per_prompt, prepare_sequences
@@ -185,8 +185,7 @@ class EncoderDecoder:
         device = self.model.cfg.device
         src = torch.tensor([example.ids], device=device).expand(copies, -1)
         tgt = torch.tensor([example.decoder_ids], device=device).expand(copies, -1)
-        with temporary_hooks(self.model, hooks):
-            return self.model(src, decoder_input_ids=tgt)[:, -1]
+        return seq2seq_logits(self.model, src, tgt, hooks=hooks)[:, -1]
 
     def attention_module(self, layer: int) -> torch.nn.Module:
         """The wrapped Hugging Face attention module of this part at ``layer``."""
