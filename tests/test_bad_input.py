@@ -347,6 +347,8 @@ INF_EMBEDS = torch.full((1, 1, 32), math.inf)
         ("occlusion", {"baseline": -1}, ValueError, r"-1 is outside 0\.\.390"),
         ("reagent", {"num_probes": 0}, ValueError, "num_probes must be a positive int"),
         ("reagent", {"replacing_ratio": 1.5}, ValueError, "replacing_ratio must be in"),
+        ("reagent", {"num_probes": True}, ValueError, "num_probes must be a positive int.*True"),
+        ("reagent", {"keep_top_n": -1}, ValueError, "keep_top_n must be a non-negative int"),
         ("attention", {"layers": 5}, ValueError, r"Invalid layers 5: choose from 0\.\.1"),
         ("attention", {"heads": 9}, ValueError, r"Invalid heads 9: choose from 0\.\.3"),
         ("value_zeroing", {"metric": "cos"}, ValueError, "'cos'. Did you mean 'cosine'"),
@@ -692,3 +694,100 @@ def test_misspelt_step_scores_kwargs_fail_before_any_model_work(gpt2, monkeypatc
     raises_clearly(gpt2, KeyError, "probabilty", hooklab.attribute, gpt2, "George was sick",
                    " yesterday", method="saliency", step_scores=["probability"],
                    step_scores_kwargs={"probabilty": {}})  # fmt: skip
+
+
+# --- faithfulness: outputs it cannot evaluate are refused, naming why (issue 21) ---
+
+
+@pytest.fixture(scope="module")
+def toy_saliency(toy):
+    prompt = "George was sick yesterday. His colleagues asked him to come"
+    return hooklab.attribute(toy, prompt, " to the hospital.", method="saliency")
+
+
+@pytest.mark.parametrize(
+    ("seed", "exc", "match"),
+    [("abc", TypeError, "seed must be a non-negative int.*'abc'"),
+     (0.5, TypeError, "seed must be a non-negative int.*0.5"),
+     (-1, TypeError, "seed must be a non-negative int.*-1"),
+     (True, TypeError, "seed must be a non-negative int.*True")],
+)  # fmt: skip
+def test_faithfulness_seed(toy, toy_saliency, seed, exc, match):
+    raises_clearly(toy, exc, match, hooklab.evaluate_faithfulness, toy, toy_saliency, seed=seed)
+
+
+def test_faithfulness_empty_output(toy, toy_saliency):
+    empty = hooklab.AttributionOutput((), toy_saliency.info, model=toy_saliency.model)
+    raises_clearly(toy, ValueError, "no sequences", hooklab.evaluate_faithfulness, toy, empty)
+
+
+def test_faithfulness_refuses_another_models_output(toy, gpt2, toy_saliency):
+    raises_clearly(
+        gpt2, ValueError, "another model.*name_or_path='toy'", hooklab.evaluate_faithfulness,
+        gpt2, toy_saliency,
+    )  # fmt: skip
+
+
+def test_faithfulness_refuses_an_aggregated_output(toy, toy_saliency):
+    words = toy_saliency.aggregate("words")
+    raises_clearly(toy, ValueError, "aggregated.*before aggregating",
+                   hooklab.evaluate_faithfulness, toy, words)  # fmt: skip
+
+
+def test_faithfulness_refuses_encoder_decoder_outputs():
+    mt = hooklab.load("toy-mt", device="cpu")
+    out = hooklab.attribute(mt, "The table was old.", "Der Tisch war alt.", method="saliency")
+    raises_clearly(mt, NotImplementedError, "encoder-decoder outputs",
+                   hooklab.evaluate_faithfulness, mt, out)  # fmt: skip
+    toy = hooklab.load("toy", device="cpu")
+    raises_clearly(toy, ValueError, "another model", hooklab.evaluate_faithfulness, toy, out)
+
+
+# --- placement: device_map and n_devices checked before loading (issue 21) ---
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"device_map": {"transformer.h.7": "cpu"}}, "module in device_map.*'transformer.h.7'"),
+        ({"device_map": {"transfomer.wte": "cpu", "": "cpu"}}, "transfomer.wte.*transformer.wte"),
+        ({"device_map": 42}, "device_map = 42 names GPU 42"),
+        ({"device_map": {"": "tpu"}}, r"device_map\[''\] = 'tpu'"),
+        ({"device_map": []}, "device_map must be a strategy.*got \\[\\]"),
+        ({"device_map": {"lm_head": 1.5}}, r"device_map\['lm_head'\] must be a device.*1.5"),
+        ({"n_devices": 0}, "n_devices must be a positive int.*got 0"),
+        ({"n_devices": True}, "n_devices must be a positive int.*got True"),
+    ],
+)
+def test_load_placement(gpt2_dir, kwargs, match):
+    raises_clearly(None, ValueError, match, hooklab.load, gpt2_dir, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"device_map": "cuda"}, "'cuda' asks for a GPU, but this machine has no GPU"),
+     ({"device_map": {"lm_head": 0, "": "cpu"}}, "names GPU 0, but this machine has no GPU"),
+     ({"n_devices": 2}, "n_devices=2 asks for 2 GPUs, but this machine has 0")],
+)  # fmt: skip
+def test_load_placement_without_a_gpu(gpt2_dir, kwargs, match):
+    raises_clearly(None, ValueError, match, hooklab.load, gpt2_dir, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"keep_ratio": "0.5"}, "keep_ratio must be a number, got str: '0.5'"),
+     ({"replacing_ratio": "x"}, "replacing_ratio must be a number, got str: 'x'"),
+     ({"seed": "abc"}, "seed must be a non-negative int, got str: 'abc'"),
+     ({"seed": 1.5}, "seed must be a non-negative int, got float: 1.5"),
+     ({"probes": True}, "num_probes must be a positive int, got bool: True")],
+)  # fmt: skip
+def test_reagent_option_types(change, match):
+    # Through hooklab.attribute the test-time type checker (jaxtyping + beartype) rejects a str
+    # for a float option before the method runs; without it (users), this check names it.
+    from hooklab.methods.reagent import _check
+
+    options = {"keep_top_n": 5, "keep_ratio": None, "stopping_condition_top_k": 3,
+               "replacing_ratio": 0.3, "steps": 10, "probes": 4, "seed": 0}  # fmt: skip
+    with pytest.raises(ValueError, match=re.escape(match)):
+        _check(**{**options, **change})

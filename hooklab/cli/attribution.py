@@ -9,6 +9,7 @@ Context mixing and knockout are in :mod:`hooklab.cli.mixing`.
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Any
 
 from hooklab.cli.args import Option, UsageError
@@ -23,20 +24,41 @@ def method_options() -> list[Option]:
     from hooklab.methods import METHODS
 
     found: dict[str, list[tuple[str, Any, str]]] = {}
+    hints: dict[str, set[Any]] = {}
     for name in METHODS.names():
         fn = METHODS.get(name).fn
         described = docstring_sections(fn.__doc__)[1]
         for p in inspect.signature(fn).parameters.values():
             if p.kind == p.KEYWORD_ONLY and p.name != "attributed_fn":
                 found.setdefault(p.name, []).append((name, p.default, described.get(p.name, "")))
+                hints.setdefault(p.name, set()).add(scalar_hint(fn, p.name))
     options = []
     for option, uses in found.items():
         default = uses[0][1]
-        hint = type(default) if isinstance(default, (bool, int, float, str)) else Any
+        hint = hints[option].pop() if len(hints[option]) == 1 else Any
         text = next((d for _, _, d in uses if d), "")
         shown = ", ".join(f"{method}: {value!r}" for method, value, _ in uses)
         options.append(Option(option, hint, default, text, default_text=shown))
     return options
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def scalar_hint(fn, name: str) -> Any:
+    """The annotation of option ``name`` of ``fn`` when it is made of bool, int, float, str and
+    None only (so the command line parses ``--n_steps 16`` and ``--n_steps auto`` alike for
+    ``int | str``); ``Any`` (Fire's own parsing) for anything richer."""
+    from hooklab.cli.args import _members
+
+    hint = inspect.signature(fn).parameters[name].annotation
+    if isinstance(hint, str):  # postponed annotations: "int | str", "float | None"...
+        names = {t.__name__: t for t in _SCALARS} | {"None": type(None)}
+        parts = [names.get(part.strip()) for part in hint.split("|")]
+        if None in parts:
+            return Any
+        return parts[0] if len(parts) == 1 else typing.Union[tuple(parts)]  # noqa: UP007
+    return hint if all(t in _SCALARS for t in _members(hint)) else Any
 
 
 def _check_method(method: str, method_kwargs: dict[str, Any]) -> None:
@@ -111,7 +133,7 @@ def attribute(
         keep_hidden: dataset mode: keep the attributions' hidden-size dimension (otherwise
             reduced by the method's own reduction to [step][pos]).
     """
-    from hooklab.output.aggregate import GROUPINGS
+    from hooklab.attribution.aggregate import GROUPINGS
     from hooklab.steps import STEP_FUNCTIONS
 
     _check_method(method, method_kwargs)

@@ -114,9 +114,11 @@ def mixing(
 
     import hooklab
     from hooklab.mixing import value_zeroing
+    from hooklab.mixing.adapter import model_adapter
 
     lm = hooklab.load(model, device=device, dtype=dtype)
-    rollout = part != "cross"
+    part = model_adapter(lm, part).part  # None: "cross" on encoder-decoder models
+    rollout = part != "cross"  # rollout composes square matrices
     (out,) = value_zeroing(lm, text, targets=targets, part=part, layers=chosen, metric=metric,
                            rollout=rollout)  # fmt: skip
     start = out.target_start or 0

@@ -11,6 +11,7 @@ in its own module under ``hooklab/methods/`` and is registered below with a
 
 from __future__ import annotations
 
+from hooklab.methods.alti_logit import alti_logit
 from hooklab.methods.attention import attention
 from hooklab.methods.base import (
     KINDS,
@@ -45,6 +46,7 @@ register_method(
     "value_zeroing", value_zeroing, kind="context_mixing", final_step_only=True, reduce="mean",
     encoder_decoder=True,
 )  # fmt: skip
+register_method("alti_logit", alti_logit, kind="context_mixing", final_step_only=True, reduce="sum")
 
 __all__ = [
     "KINDS",

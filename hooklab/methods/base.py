@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.output.aggregate import HIDDEN_REDUCTIONS
+from hooklab.attribution.aggregate import HIDDEN_REDUCTIONS
 from hooklab.registry import Registry, unknown_name_error
 from hooklab.scoring import Contrast, check_step_kwargs, make_step_args, run_step_function
 
@@ -102,7 +102,7 @@ class MethodSpec:
         needs_gradients: takes gradients; other methods run under ``torch.no_grad()``.
         encoder_decoder: supports encoder–decoder models.
         reduce: how trailing dimensions are reduced when shown (a name in
-            :data:`~hooklab.output.aggregate.HIDDEN_REDUCTIONS`).
+            :data:`~hooklab.attribution.aggregate.HIDDEN_REDUCTIONS`).
     """
 
     name: str

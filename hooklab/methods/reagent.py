@@ -76,12 +76,22 @@ def target_rank(
     return (logits > target).sum(-1) + 1
 
 
-def _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio, steps, probes):
+def _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio, steps, probes, seed):
+    """Raise a clear error for an option of the wrong type or out of range (bools are not
+    ints, strings are not numbers)."""
     ints = {"keep_top_n": keep_top_n, "stopping_condition_top_k": stopping_condition_top_k}
-    ints |= {"max_probe_steps": steps, "num_probes": probes}
+    ints |= {"max_probe_steps": steps, "num_probes": probes, "seed": seed}
     for name, value in ints.items():
-        if not isinstance(value, int) or value < (0 if name == "keep_top_n" else 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        lowest = 0 if name in ("keep_top_n", "seed") else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            kind = "a non-negative int" if lowest == 0 else "a positive int"
+            raise ValueError(f"{name} must be {kind}, got {type(value).__name__}: {value!r}.")
+    ratios = {"keep_ratio": keep_ratio, "replacing_ratio": replacing_ratio}
+    for name, value in ratios.items():
+        if value is None and name == "keep_ratio":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {type(value).__name__}: {value!r}.")
     if keep_ratio is not None and not 0 < keep_ratio <= 1:
         raise ValueError(f"keep_ratio must be in (0, 1] or None, got {keep_ratio!r}.")
     if not 0 < replacing_ratio < 1:
@@ -130,7 +140,8 @@ def reagent(
     encoder–decoder: over the input positions, source then decoder).
 
     Args:
-        keep_top_n: tokens kept (not replaced) in the stopping check.
+        keep_top_n: tokens kept (not replaced) in the stopping check; 0 keeps none (the check
+            then replaces every token it may), a non-negative int. Ignored with ``keep_ratio``.
         keep_ratio: when set, keep this fraction of the tokens instead (rounded up).
         invert_keep: replace the top tokens and keep the others in the stopping check.
         stopping_condition_top_k: a probe stops once the target is in the top k predictions.
@@ -142,12 +153,12 @@ def reagent(
             models an encoder–decoder one). Source tokens of encoder–decoder models are always
             drawn uniformly from the non-special tokens
             (:func:`~hooklab.methods.reagent_inputs.input_replacement_probs`).
-        seed: seed of the random draws.
+        seed: seed of the random draws (a non-negative int).
 
     The extra ``reagent_converged`` holds the fraction of probes that stopped, per step.
     """
     _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio,
-           max_probe_steps, num_probes)  # fmt: skip
+           max_probe_steps, num_probes, seed)  # fmt: skip
     B, W = batch.size, batch.input_width  # input positions (encoder-decoder: source first)
     T, P, dev = batch.n_steps, num_probes, batch.tokens.device
     ids, targets = batch.input_ids, batch.target_ids

@@ -15,6 +15,20 @@ the model's own causal mask uses, so each row renormalises over the remaining ke
 Each pass also records the pattern, values and ``z`` of the blocked layers and raises if the
 blocked weights are not 0 or ``z`` was not computed from the edited pattern: a bridge that
 silently discards the edit raises instead of reporting no effect.
+
+Where the block takes effect (TransformerLens 4.3). Most decoder-only bridges (GPT-2, Llama,
+Gemma, Bloom, Falcon...: ``JointQKVAttentionBridge``, ``PositionEmbeddingsAttentionBridge``
+and their kin) recompute attention from the wrapped module's weights and fire
+``hook_attn_scores`` on the scaled, masked (and soft-capped) scores right before their own
+softmax, so a score edit flows into the pattern and ``z``. OPT and GPT-J use the plain
+``AttentionBridge``, whose ``forward`` only wraps the Hugging Face module: the module computes
+scores, softmax and output, then the bridge fires ``hook_pattern`` and ``hook_attn_scores``
+*after the fact* on the returned (post-softmax) weights (``_fire_post_hoc_hook``), so the edit
+is discarded and the pattern still gives the blocked keys their weight (the self-check said
+"blocked weights = 0 is off by 0.0862"). The decoder-only adapter therefore checks, per model,
+which layers run the wrapped module, and blocks there in the additive attention mask that
+module adds to its scaled scores before the softmax (same value, same place), elsewhere at
+``hook_attn_scores``; see :meth:`~hooklab.mixing.adapter.DecoderOnly.blocked_edges`.
 """
 
 from __future__ import annotations
@@ -198,6 +212,7 @@ def attention_knockout(
     window: int | str | None = "auto",
     layers: int | range | Sequence[int] | None = None,
     batch_size: int = 16,
+    prepend_bos: bool | None = None,
 ) -> list[KnockoutOutput]:
     """Sweep attention knockouts over layers for named source sets (Geva et al., 2023).
 
@@ -223,6 +238,8 @@ def attention_knockout(
             it came from the rule (``window_rule`` None otherwise).
         layers: centre layers to sweep (all when None).
         batch_size: knockouts per batched forward pass.
+        prepend_bos: prepend BOS to the prompts (None: where the model's tokenizer adds it;
+            decoder-only models).
 
     Returns:
         One :class:`~hooklab.mixing.knockout_output.KnockoutOutput` per prompt, with the
@@ -258,7 +275,8 @@ def attention_knockout(
         else tuple(window_layers(c, window, n_layers) for c in centres)
     )
     outputs = []
-    for example, target in zip(adapter.encode(texts, chosen), chosen, strict=True):
+    examples = adapter.encode(texts, chosen, prepend_bos=prepend_bos)
+    for example, target in zip(examples, chosen, strict=True):
         query_tokens, key_tokens = side_tokens(adapter, example)
         queries = tuple(token_positions(query_tokens, query, "query"))
         if not queries:
@@ -285,6 +303,7 @@ def attention_knockout(
             "layers": centres,
             "batch_size": batch_size,
             "intervention": INTERVENTION,
+            "prepend_bos": prepend_bos,
         }
         outputs.append(
             KnockoutOutput(

@@ -301,6 +301,7 @@ def value_zeroing(
     generation_kwargs: Mapping[str, Any] | None = None,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
     fast_path: bool = True,
+    prepend_bos: bool | None = None,
 ) -> list[MixingOutput]:
     """Compute value-zeroing context-mixing scores (Mohebbi et al., EACL 2023).
 
@@ -330,6 +331,8 @@ def value_zeroing(
             model (decoder-only, pre-norm, attention then MLP; see
             :mod:`hooklab.mixing.value_zeroing_fast`); False always runs the model's blocks.
             The scores do not depend on it (up to rounding).
+        prepend_bos: prepend BOS to the prompts (None: where the model's tokenizer adds it;
+            decoder-only models).
 
     Returns:
         One :class:`~hooklab.mixing.output.MixingOutput` per prompt, with scores
@@ -357,7 +360,8 @@ def value_zeroing(
         )
     chosen = per_prompt(targets, len(texts))
     outputs = []
-    for example, target in zip(adapter.encode(texts, targets, generation_kwargs), chosen):
+    examples = adapter.encode(texts, targets, generation_kwargs, prepend_bos)
+    for example, target in zip(examples, chosen):
         scores = part_matrices(
             adapter, example, head_ids, metric=metric, normalize=normalize,
             max_batch_tokens=max_batch_tokens, fast_path=fast_path,
@@ -375,6 +379,7 @@ def value_zeroing(
             "rollout": rollout,
             "max_batch_tokens": max_batch_tokens,
             "fast_path": fast_path,
+            "prepend_bos": prepend_bos,
             "generation_kwargs": dict(generation_kwargs or {}) if target is None else None,
         }
         outputs.append(

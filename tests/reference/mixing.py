@@ -4,7 +4,8 @@ Value zeroing: for each layer and each token j, a full forward pass with token j
 vectors zeroed at that layer only (a ``hook_v`` edit; earlier layers are untouched, so the
 layer runs from its clean input), and the distance of every token's layer output from the
 clean one. Attention knockout: the attention pattern is replaced by hand with the blocked
-entries zeroed and each row renormalised.
+entries zeroed and each row renormalised (at ``hook_pattern``, or, on every bridge, by
+recomputing ``z`` from that pattern and the values and putting it in at ``hook_z``).
 """
 
 from __future__ import annotations
@@ -133,29 +134,71 @@ def ref_knockout_seq2seq(model, src, tgt, part, layers, queries, keys, target_id
     """Encoder–decoder knockout by hand: each blocked layer's z is recomputed from its pattern
     with the blocked entries zeroed and rows renormalised (layer by layer, since a layer's
     pattern depends on the knockouts below it), and put in through ``hook_z``."""
-    from hooklab.mixing.adapter import seq2seq_hook_name
+    return ref_knockout_encoder_decoder(model, src, tgt, part, layers, queries, keys, target_id)
 
+
+def ref_knockout_by_z(run, name, layers, queries, keys, target_id):
+    """P(target) at the last position with the edges ``queries <- keys`` removed by hand.
+
+    Each blocked layer's ``z`` is recomputed from its recorded pattern with the blocked entries
+    zeroed and each row renormalised (``p'_k = p_k / (1 - sum of the blocked p)``) and put in
+    through ``hook_z``, layer by layer (a layer's pattern depends on the knockouts below it).
+    No score, mask or attention-function edit, so it holds on bridges that ignore those.
+
+    Args:
+        run: ``run(hooks) -> logits [1, pos, d_vocab]``, one forward with ``hooks`` attached.
+        name: ``name(kind, layer) -> hook name`` for ``kind`` in "pattern", "v", "z".
+    """
     q, k = torch.tensor(queries)[:, None], torch.tensor(keys)[None, :]
     fixed = {}
 
     def put(layer):
         return lambda z, hook: fixed[layer]
 
-    def run(extra):
-        hooks = [(seq2seq_hook_name(part, "z", la), put(la)) for la in fixed] + extra
+    def run_fixed(extra):
+        return run([(name("z", la), put(la)) for la in fixed] + extra)
+
+    for layer in sorted(layers):
+        names = [name(kind, layer) for kind in ("pattern", "v")]
+        hooks, seen = recorder(names)
+        run_fixed(hooks)
+        pattern = seen[names[0]].clone()  # [batch, head, query_pos, key_pos]
+        pattern[:, :, q, k] = 0
+        pattern = pattern / pattern.sum(-1, keepdim=True)
+        v = seen[names[1]]  # [batch, key_pos, kv_head, d_head]
+        v = v.repeat_interleave(pattern.shape[1] // v.shape[2], dim=2)
+        fixed[layer] = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+    logits = run_fixed([])
+    return torch.softmax(logits[0, -1].double(), -1)[target_id].item()
+
+
+def ref_knockout_decoder_only(model, ids, layers, queries, keys, target_id):
+    """:func:`ref_knockout_by_z` on a decoder-only bridge (any family)."""
+    return ref_knockout_by_z(
+        lambda hooks: _run(model, ids, hooks),
+        lambda kind, layer: hook_name(kind, layer),
+        layers, queries, keys, target_id,
+    )  # fmt: skip
+
+
+def ref_knockout_encoder_decoder(model, src, tgt, part, layers, queries, keys, target_id):
+    """:func:`ref_knockout_by_z` on an encoder–decoder bridge (``part``: "encoder", "decoder"
+    self-attention or "cross"-attention)."""
+    attention = {
+        "encoder": "encoder_blocks.{}.attn",
+        "decoder": "decoder_blocks.{}.self_attn",
+        "cross": "decoder_blocks.{}.cross_attn",
+    }[part]
+
+    def run(hooks):
         with temporary_hooks(model, hooks):
             return model(torch.tensor([src]), decoder_input_ids=torch.tensor([tgt]))
 
-    for layer in sorted(layers):
-        names = [seq2seq_hook_name(part, kind, layer) for kind in ("pattern", "v")]
-        hooks, seen = recorder(names)
-        run(hooks)
-        pattern = seen[names[0]].clone()
-        pattern[:, :, q, k] = 0
-        pattern = pattern / pattern.sum(-1, keepdim=True)
-        fixed[layer] = torch.einsum("bhqk,bkhd->bqhd", pattern, seen[names[1]])
-    logits = run([])
-    return torch.softmax(logits[0, -1].double(), -1)[target_id].item()
+    return ref_knockout_by_z(
+        run,
+        lambda kind, layer: f"{attention.format(layer)}.hook_{kind}",
+        layers, queries, keys, target_id,
+    )  # fmt: skip
 
 
 def _stable_cosine_distance(a, b):

@@ -11,16 +11,18 @@ import itertools
 import math
 import unicodedata
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.output.provenance import thaw
-from hooklab.output.sequence import SequenceAttribution
 from hooklab.precision import upcast
 from hooklab.registry import unknown_name_error
+
+if TYPE_CHECKING:
+    from hooklab.attribution.output import SequenceAttribution
 
 
 def _absmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -196,7 +198,7 @@ def merge_groups(
     }
     if "aggregation" in seq.parameters:
         record["previous"] = seq.parameters["aggregation"]
-    return SequenceAttribution(
+    return type(seq)(
         tokens=tuple("".join(seq.tokens[s:e]) for s, e in spans),
         token_ids=seq.token_ids[[s for s, _ in spans]],
         target_start=first_target,
@@ -344,7 +346,7 @@ def difference(
         "reduce": [reduce or a.default_reduce, reduce or b.default_reduce],
         "normalize": normalize,
     }
-    return SequenceAttribution(
+    return type(a)(
         tokens=a.tokens,
         token_ids=a.token_ids,
         target_start=a.target_start,
