@@ -121,8 +121,10 @@ def test_encoder_decoder_parts_match_reference(seq2seq):
                 seq2seq, src, tgt, part, layer, heads=HEADS.get(layer)
             )
             assert_close(out.scores[row], expected, **TOL)
-            scale = expected.abs().max()  # some parts' distances are ~1e-4: relative too
-            assert_close(out.scores[row] / scale, expected / scale, **TOL)
+            # some parts' distances are ~1e-5 on these random models: relative to the largest
+            # too (float32 cosine distances of near-equal vectors carry ~1e-5 relative noise)
+            scale = expected.abs().max()
+            assert_close(out.scores[row] / scale, expected / scale, atol=1e-4, rtol=0)
         for budget in BUDGETS:
             (again,) = value_zeroing(
                 seq2seq, source, targets=target, part=part, layers=LAYERS, heads=HEADS,
