@@ -26,6 +26,7 @@ from hooklab.methods import (
 )
 from hooklab.mixing import KnockoutOutput, MixingOutput
 from hooklab.output.io import load as load_output
+from hooklab.plain import no_twin
 from hooklab.steps import StepArgs, list_step_functions, register_step_function
 from hooklab.version import __version__
 
@@ -54,6 +55,7 @@ __all__ = [
     "make_batch",
     "method_info",
     "mixing",
+    "no_twin",
     "pecore",
     "register_method",
     "register_step_function",

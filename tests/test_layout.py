@@ -16,9 +16,7 @@ PACKAGE = "hooklab"
 #: The output layer may import only these (and itself): no kind, method, CLI or demo.
 OUTPUT_MAY_IMPORT = ("hooklab.output", "hooklab.version", "hooklab.registry")
 #: Circles another branch removes; the lead deletes an entry when that branch is merged.
-KNOWN_CIRCLES: list[set[str]] = [
-    {"hooklab.forward", "hooklab.plain"},  # removed by the forward/plain helper's branch
-]
+KNOWN_CIRCLES: list[set[str]] = []
 
 
 def _modules() -> dict[str, Path]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 # order (the order of ``hooklab.list_methods()``)
 # isort: off
 from hooklab.methods import dummy, saliency, integrated_gradients, gradient_shap  # noqa: F401
-from hooklab.methods import occlusion, reagent, attention  # noqa: F401
+from hooklab.methods import occlusion, reagent, attention, value_zeroing  # noqa: F401
+from hooklab.methods import alti_logit  # noqa: F401
 
 # isort: on
 from hooklab.methods.base import (
@@ -30,13 +31,6 @@ from hooklab.methods.base import (
     method_info,
     register_method,
 )
-from hooklab.methods.value_zeroing import value_zeroing
-
-# TODO(lead): move beside the function after the merge
-register_method(
-    "value_zeroing", value_zeroing, kind="context_mixing", final_step_only=True, reduce="mean",
-    encoder_decoder=True,
-)  # fmt: skip
 
 __all__ = [
     "KINDS",

@@ -5,7 +5,7 @@ position, for each selected layer and head: ``[batch, step, pos, layer, head]``.
 method: one forward pass, no per-step loop. Shown averaged over layers and heads by default.
 On encoder–decoder models: the decoder's cross-attention over the source positions and its
 self-attention over the decoder positions, per decoder layer (the weights the Hugging Face
-model returns, see :func:`hooklab.seq2seq.attention_weights`).
+model returns, see :func:`hooklab.forward.attention_weights`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooklab.architecture import select_indices
-from hooklab.forward import step_logits
+from hooklab.forward import attention_weights, step_logits
 from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.methods.base import MethodResult, register_method
-from hooklab.seq2seq import attention_weights, n_decoder_layers
+from hooklab.seq2seq import n_decoder_layers
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch

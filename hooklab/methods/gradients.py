@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.budget import MAX_BATCH_TOKENS
 from hooklab.forward import step_logits
 from hooklab.options import Choice, PositiveInt, check_value
 from hooklab.precision import upcast
@@ -38,19 +39,10 @@ if TYPE_CHECKING:
 VJP_MODES = ("auto", "loop", "batched")
 #: The ``vjp`` option of the gradient methods.
 VjpMode = Annotated[str, Choice(*VJP_MODES)]
-#: Default of every method's ``max_batch_tokens``: sequence-tokens per forward pass or VJP.
-MAX_BATCH_TOKENS = 2048
 
 #: ``rows -> (embeddings [rows, pos, d_model], scale broadcastable to them)`` of the rows
 #: (indices into a stack of sequences) that :func:`summed_gradients` asks for.
 RowInputs = Callable[[Tensor], tuple[Tensor, Tensor | None]]
-
-
-def check_positive(name: str, value: object, what: str = "", *, optional: bool = False) -> None:
-    """Raise ValueError unless ``value`` is an int >= 1 (or None when ``optional``): the
-    :data:`~hooklab.options.PositiveInt` rule, for callers outside a method's declaration."""
-    del what  # the rule names itself
-    check_value(name, value, PositiveInt | None if optional else PositiveInt)
 
 
 def check_vjp(vjp: object, vjp_chunk: object, max_batch_tokens: object = MAX_BATCH_TOKENS) -> None:

@@ -23,9 +23,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import is_encoder_decoder
-from hooklab.forward import forward
-from hooklab.hooks import hook_name, temporary_hooks
-from hooklab.inputs import make_batch, str_tokens
+from hooklab.forward import forward, seq2seq_logits
+from hooklab.hooks import hook_name
+from hooklab.inputs import make_batch, refuse_prepend_bos, str_tokens
 from hooklab.mixing.blocking import blocked_attention, blocked_mask_argument, modules_run
 from hooklab.mixing.sequences import per_prompt, prepare_sequences
 
@@ -96,12 +96,14 @@ class DecoderOnly:
         """Hook name of ``kind`` at ``layer`` ("out" is the block output)."""
         return hook_name("resid_post" if kind == "out" else kind, layer)
 
-    def encode(self, prompts, targets, generation_kwargs=None) -> list[Example]:
+    def block(self, layer: int) -> torch.nn.Module:
+        """The block (bridge module) at ``layer``."""
+        return self.model.blocks[layer]
+
+    def encode(self, prompts, targets, generation_kwargs=None, prepend_bos=None) -> list[Example]:
         """Prompt + target ids per prompt (:func:`~hooklab.mixing.sequences.prepare_sequences`)."""
-        return [
-            Example(tuple(ids), target_start=start)
-            for ids, start in prepare_sequences(self.model, prompts, targets, generation_kwargs)
-        ]
+        sequences = prepare_sequences(self.model, prompts, targets, generation_kwargs, prepend_bos)
+        return [Example(tuple(ids), target_start=start) for ids, start in sequences]
 
     def sides(self, example: Example) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(query ids, key ids) of the attention."""
@@ -168,8 +170,14 @@ class EncoderDecoder:
         """Hook name of ``kind`` at ``layer`` ("out" is the block output)."""
         return seq2seq_hook_name(self.part, kind, layer)
 
-    def encode(self, prompts, targets, generation_kwargs=None) -> list[Example]:
+    def block(self, layer: int) -> torch.nn.Module:
+        """The encoder block (``part="encoder"``) or decoder block at ``layer``."""
+        blocks = self.model.encoder_blocks if self.part == "encoder" else self.model.decoder_blocks
+        return blocks[layer]
+
+    def encode(self, prompts, targets, generation_kwargs=None, prepend_bos=None) -> list[Example]:
         """Source and decoder input ids per prompt (see :func:`encode_pair`)."""
+        refuse_prepend_bos(prepend_bos)
         examples = []
         for prompt, target in zip(prompts, per_prompt(targets, len(prompts)), strict=True):
             src, tgt = encode_pair(self.model, prompt, target, generation_kwargs)
@@ -186,8 +194,7 @@ class EncoderDecoder:
         device = self.model.cfg.device
         src = torch.tensor([example.ids], device=device).expand(copies, -1)
         tgt = torch.tensor([example.decoder_ids], device=device).expand(copies, -1)
-        with temporary_hooks(self.model, hooks):
-            return self.model(src, decoder_input_ids=tgt)[:, -1]
+        return seq2seq_logits(self.model, src, tgt, hooks=hooks)[:, -1]
 
     def attention_module(self, layer: int) -> torch.nn.Module:
         """The wrapped Hugging Face attention module of this part at ``layer``."""

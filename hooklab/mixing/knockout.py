@@ -248,6 +248,7 @@ def attention_knockout(
     window: int | str | None = "auto",
     layers: int | range | Sequence[int] | None = None,
     batch_size: int = 16,
+    prepend_bos: bool | None = None,
 ) -> list[KnockoutOutput]:
     """Sweep attention knockouts over layers for named source sets (Geva et al., 2023).
 
@@ -273,6 +274,8 @@ def attention_knockout(
             it came from the rule (``window_rule`` None otherwise).
         layers: centre layers to sweep (all when None).
         batch_size: knockouts per batched forward pass.
+        prepend_bos: prepend BOS to the prompts (None: where the model's tokenizer adds it;
+            decoder-only models).
 
     Returns:
         One :class:`~hooklab.mixing.knockout_output.KnockoutOutput` per prompt, with the
@@ -299,7 +302,8 @@ def attention_knockout(
         raise ValueError(f"sources must be a non-empty {{name: positions}} dict, got {sources!r}.")
     window, rule, centres, windows = sweep_windows(adapter.n_layers, window, layers)
     outputs = []
-    for example, target in zip(adapter.encode(texts, chosen), chosen, strict=True):
+    examples = adapter.encode(texts, chosen, prepend_bos=prepend_bos)
+    for example, target in zip(examples, chosen, strict=True):
         query_tokens, key_tokens = side_tokens(adapter, example)
         queries = tuple(token_positions(query_tokens, query, "query"))
         if not queries:
@@ -326,6 +330,7 @@ def attention_knockout(
             "layers": centres,
             "batch_size": batch_size,
             "intervention": INTERVENTION,
+            "prepend_bos": prepend_bos,
         }
         outputs.append(_output(adapter, example, token_id, queries, keys, windows, centres,
                                probs, parameters))  # fmt: skip

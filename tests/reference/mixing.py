@@ -199,3 +199,95 @@ def ref_knockout_encoder_decoder(model, src, tgt, part, layers, queries, keys, t
         lambda kind, layer: f"{attention.format(layer)}.hook_{kind}",
         layers, queries, keys, target_id,
     )  # fmt: skip
+
+
+def _stable_cosine_distance(a, b):
+    """``1 - cos(a, b)`` per row as ``|â - b̂|² / 2`` (no cancellation near 0)."""
+    a, b = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    return (a - b).pow(2).sum(-1) / 2
+
+
+def value_zeroing_by_pattern(model, ids, layer, heads=None):
+    """Unnormalised cosine distances ``[query_pos, key_pos]`` of one decoder-only layer.
+
+    Independent of hooklab's mixing code: for each key j, one full forward pass (an explicit
+    loop) with ``blocks.{layer}.attn.hook_pattern`` replaced so that key j's column is 0 for the
+    query heads of the chosen key/value heads (zeroing a key's attention column is zeroing its
+    value vector; on grouped-query models a key/value head serves ``group`` query heads), and
+    the distance of every token's ``blocks.{layer}.hook_resid_post`` from the clean one. Each
+    pass checks that the edit reached ``hook_z`` (z = edited pattern @ v).
+    """
+    names = {k: f"blocks.{layer}.{k}" for k in ("hook_resid_post", "attn.hook_v", "attn.hook_z")}
+    pattern_name = f"blocks.{layer}.attn.hook_pattern"
+    seen = {}
+
+    def keep(name):
+        def fn(x, hook):
+            seen[name] = x.detach()
+
+        return fn
+
+    def run(edit=None):
+        hooks = [] if edit is None else [(pattern_name, edit)]
+        hooks += [(pattern_name, keep(pattern_name))] + [(n, keep(n)) for n in names.values()]
+        with model.hooks(fwd_hooks=hooks, reset_hooks_end=True):
+            model(torch.tensor([ids]), prepend_bos=False)
+        return seen[names["hook_resid_post"]][0]
+
+    clean = run()
+    n = len(ids)
+    n_heads, n_kv = seen[pattern_name].shape[1], seen[names["attn.hook_v"]].shape[2]
+    group = n_heads // n_kv
+    kv = range(n_kv) if heads is None else heads
+    query_heads = [h * group + g for h in kv for g in range(group)]
+    scores = torch.zeros(n, n, dtype=clean.dtype)
+    for j in range(n):
+
+        def zero_column(pattern, hook, j=j):
+            pattern = pattern.clone()  # [batch, head, query_pos, key_pos]
+            pattern[:, query_heads, :, j] = 0
+            return pattern
+
+        post = run(zero_column)
+        v = seen[names["attn.hook_v"]].repeat_interleave(group, dim=2)
+        z = torch.einsum("bhqk,bkhd->bqhd", seen[pattern_name], v)
+        if not torch.allclose(z, seen[names["attn.hook_z"]], atol=1e-5, rtol=1e-4):
+            raise RuntimeError(f"the hook_pattern edit at layer {layer} did not take effect")
+        scores[:, j] = _stable_cosine_distance(post, clean)
+    return scores
+
+
+def value_zeroing_seq2seq_by_forward(model, src, tgt, part, layer, heads=None):
+    """Unnormalised cosine distances ``[query_pos, key_pos]`` of one encoder–decoder part.
+
+    Independent of hooklab's mixing code. These bridges discard ``hook_pattern`` edits, so for
+    each key j one full forward pass zeroes key j's value vectors at the part's ``hook_v``
+    (keys: the source for "encoder" and "cross", the target for "decoder") and the block's
+    output (``hook_out`` of the encoder or decoder block) is compared with the clean one.
+    """
+    attention = {"encoder": "attn", "decoder": "self_attn", "cross": "cross_attn"}[part]
+    stack = "encoder_blocks" if part == "encoder" else "decoder_blocks"
+    out_name, v_name = f"{stack}.{layer}.hook_out", f"{stack}.{layer}.{attention}.hook_v"
+    seen = {}
+
+    def run(edit=None):
+        def keep(x, hook):
+            seen["out"] = x.detach()
+
+        hooks = ([] if edit is None else [(v_name, edit)]) + [(out_name, keep)]
+        with model.hooks(fwd_hooks=hooks, reset_hooks_end=True):
+            model(torch.tensor([src]), decoder_input_ids=torch.tensor([tgt]))
+        return seen["out"][0]
+
+    clean = run()
+    n_keys = len(tgt) if part == "decoder" else len(src)
+    scores = torch.zeros(clean.shape[0], n_keys, dtype=clean.dtype)
+    for j in range(n_keys):
+
+        def zero(v, hook, j=j):
+            v = v.clone()  # [batch, key_pos, kv_head, d_head]
+            v[:, j, heads if heads is not None else slice(None)] = 0
+            return v
+
+        scores[:, j] = _stable_cosine_distance(run(zero), clean)
+    return scores
