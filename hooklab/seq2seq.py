@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from hooklab.inputs import Batch, check_length, context_window, encode_text
+from hooklab.inputs import Batch, check_length, context_window, encode_text, own_tokenizer
 
 
 def decoder_start_id(model) -> int:
@@ -44,7 +44,9 @@ def encode_source(model, source: str | Sequence[int]) -> list[int]:
     ``</s>``), as the model sees them; token id lists are used as given."""
     if isinstance(source, str):
         encode_text(model, source, what="Source text")  # empty text -> ValueError
-        ids = list(model.tokenizer(source)["input_ids"])
+        # the model's own tokenizer: TransformerLens' copy is rebuilt with add_bos_token=True,
+        # which replaces a template such as BART's "<s> X </s>" with "<s> X"
+        ids = list(own_tokenizer(model)(source)["input_ids"])
     elif isinstance(source, Sequence) and source and all(isinstance(i, int) for i in source):
         ids = list(source)
     else:

@@ -15,26 +15,8 @@ import pytest
 
 from tests import zoo_matrix
 
-VZ_BROKEN = "value zeroing's self-check or recompute rejects this block layout"
-BOS_INVENTED = "hooklab prepends the EOS as BOS where the tokenizer has no BOS token (Qwen)"
-SOURCE_TEMPLATE = (
-    "TransformerLens reloads the tokenizer with add_bos_token=True, which replaces its template: "
-    "sources become <s> X (BART's <s> X </s> loses </s>; mBART's and M2M100's X </s> gain <s>)"
-)
-
-VZ_FAMILIES = ("gpt_neox", "phi", "gptj", "falcon", "gemma2", "gemma3_text", "olmo2", "granite")
-VZ_FAMILIES += ("opt", "bloom")
 #: ``{(family, feature): reason}``: the cells that fail today. Remove an entry with its fix.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    **{
-        (family, feature): VZ_BROKEN
-        for family in VZ_FAMILIES
-        for feature in ("method:value_zeroing", "vz_reference")
-    },
-    ("qwen2", "prompt_ids"): BOS_INVENTED,
-    ("qwen3", "prompt_ids"): BOS_INVENTED,
-    **{(family, "prompt_ids"): SOURCE_TEMPLATE for family in ("bart", "mbart", "m2m_100")},
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def _cells():

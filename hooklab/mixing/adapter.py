@@ -28,6 +28,7 @@ from hooklab.hooks import hook_name
 from hooklab.inputs import make_batch, refuse_prepend_bos, str_tokens
 from hooklab.mixing.blocking import blocked_attention, blocked_mask_argument, modules_run
 from hooklab.mixing.sequences import per_prompt, prepare_sequences
+from hooklab.seq2seq import encode_source
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -70,7 +71,7 @@ def encode_pair(model, source: str, target: str | None, generation_kwargs=None):
     """Source ids (the tokenizer's special tokens included) and decoder input ids (the decoder
     start token, then the forced target, or the greedy translation when ``target`` is None)."""
     hf = model.original_model
-    src = list(model.tokenizer(source)["input_ids"])
+    src = encode_source(model, source)
     start = hf.config.decoder_start_token_id
     if target is not None:
         return src, [start, *model.tokenizer(target, add_special_tokens=False)["input_ids"]]

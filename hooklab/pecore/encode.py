@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from hooklab import seq2seq
 from hooklab.architecture import is_encoder_decoder
 from hooklab.generation import generate
-from hooklab.inputs import check_length, encode_prompt, encode_target, refuse_prepend_bos
+from hooklab.inputs import (
+    check_length,
+    encode_prompt,
+    encode_target,
+    own_tokenizer,
+    refuse_prepend_bos,
+)
 from hooklab.pecore.options import PecoreOptions, check_texts, fill
 
 
@@ -61,7 +67,7 @@ def _span_positions(
     """
     if span is None or span[0] == span[1]:
         return []
-    enc = model.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+    enc = own_tokenizer(model)(text, add_special_tokens=special, return_offsets_mapping=True)
     return [
         offset + k
         for k, (a, b) in enumerate(enc["offset_mapping"])
