@@ -16,7 +16,7 @@ import fire
 
 DEFAULT_METHODS = (
     "saliency", "input_x_gradient", "integrated_gradients", "attention", "value_zeroing",
-    "reagent", "occlusion", "random",
+    "alti_logit", "reagent", "occlusion", "random",
 )  # fmt: skip
 
 

@@ -115,6 +115,13 @@ GALLERY = [
         ["knockout_custom.png"],
         "",
     ),
+    (
+        "Information-flow routes (Ferrando and Voita, 2024)",
+        "routes",
+        ["routes_example0.png"],
+        "Tokens on x, layers on y; edge width by importance (share of the target state). The "
+        "route into the last position's prediction, from one forward pass.",
+    ),
 ]
 
 
