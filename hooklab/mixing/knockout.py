@@ -41,11 +41,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import select_indices
+from hooklab.encoding import per_prompt
 from hooklab.hooks import recorder
 from hooklab.inputs import encode_text, str_tokens
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
-from hooklab.mixing.sequences import PositionsArg, as_texts, per_prompt, token_positions
+from hooklab.mixing.sequences import PositionsArg, as_texts, token_positions
 from hooklab.options import PositiveInt, check_value
 from hooklab.output.provenance import describe_model
 from hooklab.selfcheck import check_identity
@@ -242,7 +243,7 @@ def attention_knockout(
     *,
     sources: Mapping[str, PositionsArg] | None = None,
     measured_token: str | int | None = None,
-    targets: str | Sequence[str] = "",
+    targets: str | Sequence[str] | Sequence[Sequence[int]] = "",
     part: str | None = None,
     query: PositionsArg = -1,
     window: int | str | None = "auto",
@@ -261,9 +262,11 @@ def attention_knockout(
             ``{"subject": "Beats Music", "last": -1}``. Default: the last key and all others.
         measured_token: the token whose probability is measured at the last position: the
             model's prediction when None, or text (its first token) or a token id.
-        targets: forced continuation(s) before the measured position (one for all prompts, or
-            one per prompt); ``""`` measures the token right after the prompt (decoder-only) or
-            the decoder start token (encoder–decoder).
+        targets: forced continuation(s) before the measured position, as in
+            :func:`hooklab.attribute`: one text for every prompt, or one text or token-id list
+            per prompt; ``""`` (default) adds none, so the token right after the prompt
+            (decoder-only) or the decoder start token (encoder–decoder) is measured. Not None:
+            a knockout measures one position of a forced sequence.
         part: the attention whose edges are blocked: on encoder–decoder models ``"cross"``
             (default), ``"decoder"`` or ``"encoder"``; on decoder-only models ``"decoder"``.
         query: the query positions whose edges are blocked (default: the last token).
@@ -297,7 +300,7 @@ def attention_knockout(
             "attention_knockout measures the token after the prompt and its forced targets; "
             "pass targets='' (the default) or the continuation text, not None."
         )
-    chosen = per_prompt(targets, len(texts))
+    chosen = per_prompt(targets, len(texts)) or [None] * len(texts)
     if sources is not None and (not isinstance(sources, Mapping) or not sources):
         raise ValueError(f"sources must be a non-empty {{name: positions}} dict, got {sources!r}.")
     window, rule, centres, windows = sweep_windows(adapter.n_layers, window, layers)

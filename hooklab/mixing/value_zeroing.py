@@ -43,11 +43,12 @@ from torch import Tensor
 
 from hooklab.architecture import n_kv_heads, select_indices
 from hooklab.budget import MAX_BATCH_TOKENS, check_positive
+from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.hooks import recorder
 from hooklab.mixing.adapter import DecoderOnly, Example, model_adapter, side_tokens
 from hooklab.mixing.block_calls import BlockCall, capture_block_calls
 from hooklab.mixing.output import MixingOutput
-from hooklab.mixing.sequences import as_texts, per_prompt
+from hooklab.mixing.sequences import as_texts
 from hooklab.mixing.value_zeroing_fast import analytic_matrices
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype, upcast
@@ -291,7 +292,7 @@ def value_zeroing(
     model,
     prompts: str | Sequence[str],
     *,
-    targets: str | Sequence[str] | None = None,
+    targets: TargetsArg = None,
     part: str | None = None,
     layers: int | range | Sequence[int] | None = None,
     heads: HeadsArg = None,
@@ -310,9 +311,10 @@ def value_zeroing(
             mode, so that ``hook_v`` holds the true value vectors), decoder-only or
             encoder–decoder.
         prompts: one prompt or a list of prompts (the source texts of an encoder–decoder).
-        targets: continuation(s): ``None`` generates one greedily (``generation_kwargs`` go to
-            :func:`hooklab.generate`, or to Hugging Face ``generate`` for encoder–decoders),
-            ``""`` adds none, text forces it (one for all prompts, or one per prompt).
+        targets: as in :func:`hooklab.attribute`: ``None`` generates greedily with
+            :func:`hooklab.generate` (``generation_kwargs`` are its options, on every family);
+            one text for every prompt, or one text or token-id list per prompt; ``""`` adds
+            none.
         part: the attention whose values are zeroed: on encoder–decoder models ``"cross"``
             (default; target × source), ``"decoder"`` (target × target) or ``"encoder"``
             (source × source); on decoder-only models ``"decoder"``.
@@ -358,7 +360,7 @@ def value_zeroing(
             "rollout=True composes square [query_pos, key_pos] matrices; cross-attention's are "
             "target x source. Pass part='encoder' or 'decoder', or rollout=False."
         )
-    chosen = per_prompt(targets, len(texts))
+    chosen = per_prompt(targets, len(texts)) or [None] * len(texts)
     outputs = []
     examples = adapter.encode(texts, targets, generation_kwargs, prepend_bos)
     for example, target in zip(examples, chosen):
