@@ -147,3 +147,13 @@ def test_per_prompt():
         per_prompt(3, 1)
     with pytest.raises(TypeError, match=r"one flat list of token ids.*e\.g\. \[\[1, 2\]\]"):
         per_prompt([1, 2], 1)
+
+
+def test_contrasts_broadcast_like_targets(toy):
+    def scores(**contrast):
+        name = "contrast_prob_diff"
+        out = hooklab.attribute(toy, PROMPTS, " His", step_scores=[name], **contrast)
+        return [seq.step_scores[name].tolist() for seq in out]
+
+    assert scores(contrast_targets=" He") == scores(contrast_targets=[" He", " He"])
+    assert scores(contrast_prompts="It rained.") == scores(contrast_prompts=["It rained."] * 2)
