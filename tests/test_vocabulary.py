@@ -157,3 +157,13 @@ def test_contrasts_broadcast_like_targets(toy):
 
     assert scores(contrast_targets=" He") == scores(contrast_targets=[" He", " He"])
     assert scores(contrast_prompts="It rained.") == scores(contrast_prompts=["It rained."] * 2)
+
+
+def test_prompts_as_token_ids_mean_the_same(toy):
+    ids = [encode_prompt(toy, p) for p in PROMPTS]
+    assert _attributed(toy, ids, " His") == _attributed(toy, PROMPTS, " His")
+    by_ids = value_zeroing(toy, ids, targets=" His", layers=[0])
+    by_text = value_zeroing(toy, PROMPTS, targets=" His", layers=[0])
+    for a, b in zip(by_ids, by_text, strict=True):
+        assert a.tokens == b.tokens and a.scores.equal(b.scores)
+    assert _knocked(toy, ids, " His") == _knocked(toy, PROMPTS, " His")

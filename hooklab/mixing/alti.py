@@ -44,7 +44,7 @@ from hooklab.hooks import hook_name, recorder
 from hooklab.inputs import make_batch
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.output import MixingOutput
-from hooklab.mixing.sequences import as_texts
+from hooklab.mixing.sequences import as_prompts
 from hooklab.mixing.value_zeroing import normalize_rows, rollout_scores
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype
@@ -196,7 +196,7 @@ def check_supported(model, what: str) -> None:
 @torch.no_grad()
 def alti(
     model,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
     *,
     targets: TargetsArg = None,
     layers: int | range | Sequence[int] | None = None,
@@ -208,7 +208,7 @@ def alti(
     Args:
         model: a decoder-only ``TransformerBridge`` from :func:`hooklab.load` (default,
             non-compatibility mode, so that ``hook_v`` holds the true value vectors).
-        prompts: one prompt or a list of prompts.
+        prompts: one prompt or a list of prompts, texts or token-id lists.
         targets: as in :func:`hooklab.attribute`: ``None`` generates greedily with
             :func:`hooklab.generate` (``generation_kwargs`` are its options); one text for
             every prompt, or one text or token-id list per prompt; ``""`` adds none.
@@ -228,13 +228,13 @@ def alti(
         >>> out[0].rollout.sum(-1).allclose(torch.tensor(1.0))
         True
     """
-    texts = as_texts(prompts)
+    prompts = as_prompts(prompts)
     check_supported(model, "ALTI")
     adapter = model_adapter(model)
     layer_ids = select_indices(layers, adapter.n_layers, "layers")
-    chosen = per_prompt(targets, len(texts)) or [None] * len(texts)
+    chosen = per_prompt(targets, len(prompts)) or [None] * len(prompts)
     outputs = []
-    for example, target in zip(adapter.encode(texts, targets, generation_kwargs), chosen):
+    for example, target in zip(adapter.encode(prompts, targets, generation_kwargs), chosen):
         scores = alti_matrices(model, example.ids, layers=layer_ids)
         tokens, _ = side_tokens(adapter, example)
         parameters = {

@@ -46,7 +46,7 @@ from hooklab.hooks import recorder
 from hooklab.inputs import encode_text, str_tokens
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
-from hooklab.mixing.sequences import PositionsArg, as_texts, token_positions
+from hooklab.mixing.sequences import PositionsArg, as_prompts, token_positions
 from hooklab.options import PositiveInt, check_value
 from hooklab.output.provenance import describe_model
 from hooklab.selfcheck import check_identity
@@ -239,7 +239,7 @@ def _output(adapter: Adapter, example, token_id, queries, keys, windows, centres
 @torch.no_grad()
 def attention_knockout(
     model,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
     *,
     sources: Mapping[str, PositionsArg] | None = None,
     measured_token: str | int | None = None,
@@ -256,7 +256,8 @@ def attention_knockout(
     Args:
         model: a ``TransformerBridge`` from :func:`hooklab.load`, decoder-only or
             encoder–decoder.
-        prompts: one prompt or a list (the source texts of an encoder–decoder model).
+        prompts: one prompt or a list, texts or token-id lists (the sources of an
+            encoder–decoder model).
         sources: ``{name: key positions}``; positions are ints (negative from the end), lists,
             ranges, or a substring of the key tokens' text (the tokens covering it), e.g.
             ``{"subject": "Beats Music", "last": -1}``. Default: the last key and all others.
@@ -292,7 +293,7 @@ def attention_knockout(
         >>> float(out.relative_change[0, 0]) < 0
         True
     """
-    texts = as_texts(prompts)
+    prompts = as_prompts(prompts)
     adapter = model_adapter(model, part)
     check_options(window, batch_size)
     if targets is None:
@@ -300,12 +301,12 @@ def attention_knockout(
             "attention_knockout measures the token after the prompt and its forced targets; "
             "pass targets='' (the default) or the continuation text, not None."
         )
-    chosen = per_prompt(targets, len(texts)) or [None] * len(texts)
+    chosen = per_prompt(targets, len(prompts)) or [None] * len(prompts)
     if sources is not None and (not isinstance(sources, Mapping) or not sources):
         raise ValueError(f"sources must be a non-empty {{name: positions}} dict, got {sources!r}.")
     window, rule, centres, windows = sweep_windows(adapter.n_layers, window, layers)
     outputs = []
-    examples = adapter.encode(texts, chosen, prepend_bos=prepend_bos)
+    examples = adapter.encode(prompts, chosen, prepend_bos=prepend_bos)
     for example, target in zip(examples, chosen, strict=True):
         query_tokens, key_tokens = side_tokens(adapter, example)
         queries = tuple(token_positions(query_tokens, query, "query"))

@@ -1,10 +1,10 @@
 """Prompts and token positions for the context-mixing methods.
 
 Context-mixing methods score a whole sequence at once (prompt + target). ``prompts`` are the
-inputs; ``targets`` are read as attribution reads them (:mod:`hooklab.encoding`, through
-:func:`hooklab.mixing.adapter.encode_examples`). Token positions may be given as ints (negative
-ones count from the end), ranges, or a substring of the text, matched to the tokens that cover
-its first occurrence.
+inputs (texts or token-id lists); ``targets`` are read as attribution reads them
+(:mod:`hooklab.encoding`, through :func:`hooklab.mixing.adapter.encode_examples`). Token
+positions may be given as ints (negative ones count from the end), ranges, or a substring of
+the text, matched to the tokens that cover its first occurrence.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from collections.abc import Sequence
 PositionsArg = int | str | range | Sequence[int]
 
 
-def as_texts(prompts: str | Sequence[str]) -> list[str]:
-    """Return one prompt or a list of prompts as a non-empty list of strings."""
+def as_prompts(prompts: str | Sequence[str] | Sequence[Sequence[int]]) -> list:
+    """Return one prompt or a list of prompts (texts or token-id lists, as in
+    :func:`hooklab.attribute`) as a non-empty list; the ids are checked when encoded."""
     if isinstance(prompts, str):
         return [prompts]
-    if not isinstance(prompts, Sequence) or not all(isinstance(t, str) for t in prompts):
+    if not isinstance(prompts, Sequence) or not all(isinstance(p, Sequence) for p in prompts):
         raise TypeError(
-            f"Pass a prompt or a list of prompts, got {type(prompts).__name__}: {prompts!r}."
+            "Pass a prompt or a list of prompts (texts or token-id lists), got "
+            f"{type(prompts).__name__}: {prompts!r}."
         )
     if not prompts:
         raise ValueError("No prompts given: pass a prompt or a non-empty list of prompts.")
