@@ -239,9 +239,12 @@ def attribute(
         model: a ``TransformerBridge`` from :func:`hooklab.load`.
         prompts: one prompt or a list of prompts (text, or token id lists used as given).
             Special tokens written in the text (``<|im_start|>``) are single tokens.
-        targets: forced continuations (text, or token id lists), one per prompt; when None,
-            they are generated greedily (``generation_kwargs`` go to :func:`hooklab.generate`).
-            A text target that starts with its prompt has the prompt stripped (as in Inseq).
+        targets: forced continuations: one text for every prompt, or one text or token-id
+            list per prompt; when None, they are generated greedily (``generation_kwargs`` go
+            to :func:`hooklab.generate`). ``""`` means no target, which attribution refuses
+            (ValueError). Decoder-only models: a text target that starts with its prompt and
+            is longer has the prompt stripped (as in Inseq;
+            :func:`hooklab.encoding.strip_repeated_prompt`).
         method: a registered method name (:func:`hooklab.list_methods`,
             :func:`hooklab.method_info`); ``"dummy"`` computes only step scores.
         attributed_fn: the step function the method explains (default ``"probability"``).

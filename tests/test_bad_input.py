@@ -271,7 +271,7 @@ T = " His colleagues"
         ({"prompts": P, "targets": [[391]]}, ValueError, r"targets\[0\]: token id 391 .*0\.\.390"),
         ({"prompts": P, "targets": [[-1]]}, ValueError, r"targets\[0\]: token id -1"),
         ({"prompts": P, "targets": [[1.5]]}, TypeError, "targets"),
-        ({"prompts": P, "targets": [[]]}, ValueError, r"targets\[0\] is an empty id list"),
+        ({"prompts": P, "targets": [[]]}, ValueError, r"targets\[0\] is empty. targets='' means"),
         ({"prompts": P, "targets": [[5, 6]], "contrast_targets": [[7, 999]],
           "step_scores": ["contrast_prob"]}, ValueError, r"contrast_targets\[0\]: token id 999"),
         ({"prompts": P, "targets": [[5]], "contrast_prompts": [[1, 400]],
@@ -491,7 +491,8 @@ def test_perturbation_method_explains_non_differentiable_fn(gpt2):
         ("attribute", {"batch_size": 0}, ValueError, "batch_size must be a positive int, got 0"),
         ("attribute", {"targets": T, "attr_pos_start": 99}, ValueError,
          "attr_pos_start=99.*select no steps"),
-        ("attribute", {"targets": ""}, ValueError, "Target text is empty"),
+        ("attribute", {"targets": ""}, ValueError,
+         "targets='' means no target; attribution needs at least one target token"),
         ("attribute", {"targets": [T, T]}, ValueError, "Got 2 targets for 1 prompts"),
     ],
 )  # fmt: skip

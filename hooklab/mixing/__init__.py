@@ -9,7 +9,8 @@
 - :func:`attention_knockout` (Geva et al., EMNLP 2023): the change of the measured token's
   probability when attention edges are blocked in a window of layers.
 
-Both take ``prompts`` (one or a list), forced ``targets``, and return one output per prompt, on
+They take ``prompts`` (one or a list) and ``targets`` read as :func:`hooklab.attribute` reads
+them (:mod:`hooklab.encoding`; ``""`` adds no target), and return one output per prompt, on
 decoder-only and encoder–decoder models alike: ``part`` picks the attention ("decoder" on
 decoder-only models; "encoder", "decoder" or "cross" on encoder–decoder ones). The differences
 between the two kinds of models live in :mod:`hooklab.mixing.adapter`.

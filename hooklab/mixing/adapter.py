@@ -23,12 +23,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import is_encoder_decoder
+from hooklab.encoding import encode_prompts, forced_or_generated
 from hooklab.forward import forward, seq2seq_logits
 from hooklab.hooks import hook_name
-from hooklab.inputs import make_batch, refuse_prepend_bos, str_tokens
+from hooklab.inputs import make_batch, str_tokens
 from hooklab.mixing.blocking import blocked_attention, blocked_mask_argument, modules_run
-from hooklab.mixing.sequences import per_prompt, prepare_sequences
-from hooklab.seq2seq import encode_source
+from hooklab.seq2seq import decoder_start_id
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -67,19 +67,18 @@ def seq2seq_hook_name(part: str, kind: str, layer: int) -> str:
     return _ATTENTION[part].format(layer=layer) + f".hook_{kind}"
 
 
-def encode_pair(model, source: str, target: str | None, generation_kwargs=None):
-    """Source ids (the tokenizer's special tokens included) and decoder input ids (the decoder
-    start token, then the forced target, or the greedy translation when ``target`` is None)."""
-    hf = model.original_model
-    src = encode_source(model, source)
-    start = hf.config.decoder_start_token_id
-    if target is not None:
-        return src, [start, *model.tokenizer(target, add_special_tokens=False)["input_ids"]]
-    options = {"max_new_tokens": 32, **dict(generation_kwargs or {})}
-    out = hf.generate(torch.tensor([src], device=model.cfg.device), do_sample=False, **options)
-    tgt = out[0].tolist()
-    eos = hf.config.eos_token_id
-    return src, tgt[:-1] if tgt[-1] == eos and len(tgt) > 1 else tgt
+def encode_examples(model, prompts, targets, generation_kwargs=None, prepend_bos=None):
+    """Prompt (or source) ids and target ids per prompt, read as attribution reads them.
+
+    ``targets``: None generates greedily with :func:`hooklab.generate` (``generation_kwargs``
+    are its options); one text for every prompt, or one text or token-id list per prompt;
+    ``""`` adds no target (see :func:`hooklab.encoding.forced_or_generated`).
+    """
+    prompt_ids = encode_prompts(model, prompts, prepend_bos)
+    targets_ids = forced_or_generated(
+        model, prompts, targets, prompt_ids, generation_kwargs, allow_empty=True
+    )
+    return prompt_ids, targets_ids
 
 
 class DecoderOnly:
@@ -102,9 +101,14 @@ class DecoderOnly:
         return self.model.blocks[layer]
 
     def encode(self, prompts, targets, generation_kwargs=None, prepend_bos=None) -> list[Example]:
-        """Prompt + target ids per prompt (:func:`~hooklab.mixing.sequences.prepare_sequences`)."""
-        sequences = prepare_sequences(self.model, prompts, targets, generation_kwargs, prepend_bos)
-        return [Example(tuple(ids), target_start=start) for ids, start in sequences]
+        """Prompt + target ids per prompt (:func:`encode_examples`)."""
+        prompt_ids, target_ids = encode_examples(
+            self.model, prompts, targets, generation_kwargs, prepend_bos
+        )
+        return [
+            Example((*p, *t), target_start=len(p))
+            for p, t in zip(prompt_ids, target_ids, strict=True)
+        ]
 
     def sides(self, example: Example) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(query ids, key ids) of the attention."""
@@ -177,13 +181,15 @@ class EncoderDecoder:
         return blocks[layer]
 
     def encode(self, prompts, targets, generation_kwargs=None, prepend_bos=None) -> list[Example]:
-        """Source and decoder input ids per prompt (see :func:`encode_pair`)."""
-        refuse_prepend_bos(prepend_bos)
-        examples = []
-        for prompt, target in zip(prompts, per_prompt(targets, len(prompts)), strict=True):
-            src, tgt = encode_pair(self.model, prompt, target, generation_kwargs)
-            examples.append(Example(tuple(src), tuple(tgt)))
-        return examples
+        """Source ids and decoder input ids (the decoder start token, then the target) per
+        prompt (:func:`encode_examples`)."""
+        sources, target_ids = encode_examples(
+            self.model, prompts, targets, generation_kwargs, prepend_bos
+        )
+        start = decoder_start_id(self.model)
+        return [
+            Example(tuple(src), (start, *t)) for src, t in zip(sources, target_ids, strict=True)
+        ]
 
     def sides(self, example: Example) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(query ids, key ids) of the attention."""
@@ -251,7 +257,7 @@ __all__ = [
     "DecoderOnly",
     "EncoderDecoder",
     "Example",
-    "encode_pair",
+    "encode_examples",
     "model_adapter",
     "seq2seq_hook_name",
     "side_tokens",

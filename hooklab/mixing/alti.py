@@ -38,12 +38,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import is_encoder_decoder, select_indices
+from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.forward import forward
 from hooklab.hooks import hook_name, recorder
 from hooklab.inputs import make_batch
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.output import MixingOutput
-from hooklab.mixing.sequences import as_texts, per_prompt
+from hooklab.mixing.sequences import as_prompts
 from hooklab.mixing.value_zeroing import normalize_rows, rollout_scores
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype
@@ -195,9 +196,9 @@ def check_supported(model, what: str) -> None:
 @torch.no_grad()
 def alti(
     model,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
     *,
-    targets: str | Sequence[str] | None = None,
+    targets: TargetsArg = None,
     layers: int | range | Sequence[int] | None = None,
     rollout: bool = False,
     generation_kwargs: dict[str, Any] | None = None,
@@ -207,9 +208,10 @@ def alti(
     Args:
         model: a decoder-only ``TransformerBridge`` from :func:`hooklab.load` (default,
             non-compatibility mode, so that ``hook_v`` holds the true value vectors).
-        prompts: one prompt or a list of prompts.
-        targets: continuation(s): ``None`` generates one greedily (``generation_kwargs`` go to
-            :func:`hooklab.generate`), ``""`` adds none, text forces it.
+        prompts: one prompt or a list of prompts, texts or token-id lists.
+        targets: as in :func:`hooklab.attribute`: ``None`` generates greedily with
+            :func:`hooklab.generate` (``generation_kwargs`` are its options); one text for
+            every prompt, or one text or token-id list per prompt; ``""`` adds none.
         layers: layers to score (an int, a range, a list; negative counts from the end).
         rollout: also return ``R_ℓ = C_ℓ · R_{ℓ-1}`` over the selected layers in order (pass
             every layer for the paper's ALTI, the rollout from the embeddings).
@@ -226,13 +228,13 @@ def alti(
         >>> out[0].rollout.sum(-1).allclose(torch.tensor(1.0))
         True
     """
-    texts = as_texts(prompts)
+    prompts = as_prompts(prompts)
     check_supported(model, "ALTI")
     adapter = model_adapter(model)
     layer_ids = select_indices(layers, adapter.n_layers, "layers")
-    chosen = per_prompt(targets, len(texts))
+    chosen = per_prompt(targets, len(prompts)) or [None] * len(prompts)
     outputs = []
-    for example, target in zip(adapter.encode(texts, targets, generation_kwargs), chosen):
+    for example, target in zip(adapter.encode(prompts, targets, generation_kwargs), chosen):
         scores = alti_matrices(model, example.ids, layers=layer_ids)
         tokens, _ = side_tokens(adapter, example)
         parameters = {

@@ -41,11 +41,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import select_indices
+from hooklab.encoding import per_prompt
 from hooklab.hooks import recorder
 from hooklab.inputs import encode_text, str_tokens
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
-from hooklab.mixing.sequences import PositionsArg, as_texts, per_prompt, token_positions
+from hooklab.mixing.sequences import PositionsArg, as_prompts, token_positions
 from hooklab.options import PositiveInt, check_value
 from hooklab.output.provenance import describe_model
 from hooklab.selfcheck import check_identity
@@ -238,11 +239,11 @@ def _output(adapter: Adapter, example, token_id, queries, keys, windows, centres
 @torch.no_grad()
 def attention_knockout(
     model,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
     *,
     sources: Mapping[str, PositionsArg] | None = None,
     measured_token: str | int | None = None,
-    targets: str | Sequence[str] = "",
+    targets: str | Sequence[str] | Sequence[Sequence[int]] = "",
     part: str | None = None,
     query: PositionsArg = -1,
     window: int | str | None = "auto",
@@ -255,15 +256,18 @@ def attention_knockout(
     Args:
         model: a ``TransformerBridge`` from :func:`hooklab.load`, decoder-only or
             encoder–decoder.
-        prompts: one prompt or a list (the source texts of an encoder–decoder model).
+        prompts: one prompt or a list, texts or token-id lists (the sources of an
+            encoder–decoder model).
         sources: ``{name: key positions}``; positions are ints (negative from the end), lists,
             ranges, or a substring of the key tokens' text (the tokens covering it), e.g.
             ``{"subject": "Beats Music", "last": -1}``. Default: the last key and all others.
         measured_token: the token whose probability is measured at the last position: the
             model's prediction when None, or text (its first token) or a token id.
-        targets: forced continuation(s) before the measured position (one for all prompts, or
-            one per prompt); ``""`` measures the token right after the prompt (decoder-only) or
-            the decoder start token (encoder–decoder).
+        targets: forced continuation(s) before the measured position, as in
+            :func:`hooklab.attribute`: one text for every prompt, or one text or token-id list
+            per prompt; ``""`` (default) adds none, so the token right after the prompt
+            (decoder-only) or the decoder start token (encoder–decoder) is measured. Not None:
+            a knockout measures one position of a forced sequence.
         part: the attention whose edges are blocked: on encoder–decoder models ``"cross"``
             (default), ``"decoder"`` or ``"encoder"``; on decoder-only models ``"decoder"``.
         query: the query positions whose edges are blocked (default: the last token).
@@ -289,7 +293,7 @@ def attention_knockout(
         >>> float(out.relative_change[0, 0]) < 0
         True
     """
-    texts = as_texts(prompts)
+    prompts = as_prompts(prompts)
     adapter = model_adapter(model, part)
     check_options(window, batch_size)
     if targets is None:
@@ -297,12 +301,12 @@ def attention_knockout(
             "attention_knockout measures the token after the prompt and its forced targets; "
             "pass targets='' (the default) or the continuation text, not None."
         )
-    chosen = per_prompt(targets, len(texts))
+    chosen = per_prompt(targets, len(prompts)) or [None] * len(prompts)
     if sources is not None and (not isinstance(sources, Mapping) or not sources):
         raise ValueError(f"sources must be a non-empty {{name: positions}} dict, got {sources!r}.")
     window, rule, centres, windows = sweep_windows(adapter.n_layers, window, layers)
     outputs = []
-    examples = adapter.encode(texts, chosen, prepend_bos=prepend_bos)
+    examples = adapter.encode(prompts, chosen, prepend_bos=prepend_bos)
     for example, target in zip(examples, chosen, strict=True):
         query_tokens, key_tokens = side_tokens(adapter, example)
         queries = tuple(token_positions(query_tokens, query, "query"))

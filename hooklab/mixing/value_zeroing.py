@@ -43,11 +43,12 @@ from torch import Tensor
 
 from hooklab.architecture import n_kv_heads, select_indices
 from hooklab.budget import MAX_BATCH_TOKENS, check_positive
+from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.hooks import recorder
 from hooklab.mixing.adapter import DecoderOnly, Example, model_adapter, side_tokens
 from hooklab.mixing.block_calls import BlockCall, capture_block_calls
 from hooklab.mixing.output import MixingOutput
-from hooklab.mixing.sequences import as_texts, per_prompt
+from hooklab.mixing.sequences import as_prompts
 from hooklab.mixing.value_zeroing_fast import analytic_matrices
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype, upcast
@@ -289,9 +290,9 @@ def resolve_options(model, adapter: Adapter, layers, heads, metric: str, max_bat
 @torch.no_grad()
 def value_zeroing(
     model,
-    prompts: str | Sequence[str],
+    prompts: str | Sequence[str] | Sequence[Sequence[int]],
     *,
-    targets: str | Sequence[str] | None = None,
+    targets: TargetsArg = None,
     part: str | None = None,
     layers: int | range | Sequence[int] | None = None,
     heads: HeadsArg = None,
@@ -309,10 +310,12 @@ def value_zeroing(
         model: a ``TransformerBridge`` from :func:`hooklab.load` (default, non-compatibility
             mode, so that ``hook_v`` holds the true value vectors), decoder-only or
             encoder–decoder.
-        prompts: one prompt or a list of prompts (the source texts of an encoder–decoder).
-        targets: continuation(s): ``None`` generates one greedily (``generation_kwargs`` go to
-            :func:`hooklab.generate`, or to Hugging Face ``generate`` for encoder–decoders),
-            ``""`` adds none, text forces it (one for all prompts, or one per prompt).
+        prompts: one prompt or a list of prompts, texts or token-id lists (the sources of an
+            encoder–decoder).
+        targets: as in :func:`hooklab.attribute`: ``None`` generates greedily with
+            :func:`hooklab.generate` (``generation_kwargs`` are its options, on every family);
+            one text for every prompt, or one text or token-id list per prompt; ``""`` adds
+            none.
         part: the attention whose values are zeroed: on encoder–decoder models ``"cross"``
             (default; target × source), ``"decoder"`` (target × target) or ``"encoder"``
             (source × source); on decoder-only models ``"decoder"``.
@@ -347,7 +350,7 @@ def value_zeroing(
         >>> out[0].scores.sum(-1).allclose(torch.tensor(1.0))
         True
     """
-    texts = as_texts(prompts)
+    prompts = as_prompts(prompts)
     adapter = model_adapter(model, part)
     layer_ids, head_ids = resolve_options(model, adapter, layers, heads, metric, max_batch_tokens)
     check_flag("fast_path", fast_path)
@@ -358,9 +361,9 @@ def value_zeroing(
             "rollout=True composes square [query_pos, key_pos] matrices; cross-attention's are "
             "target x source. Pass part='encoder' or 'decoder', or rollout=False."
         )
-    chosen = per_prompt(targets, len(texts))
+    chosen = per_prompt(targets, len(prompts)) or [None] * len(prompts)
     outputs = []
-    examples = adapter.encode(texts, targets, generation_kwargs, prepend_bos)
+    examples = adapter.encode(prompts, targets, generation_kwargs, prepend_bos)
     for example, target in zip(examples, chosen):
         scores = part_matrices(
             adapter, example, head_ids, metric=metric, normalize=normalize,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from hooklab import seq2seq
 from hooklab.architecture import is_encoder_decoder
+from hooklab.encoding import strip_repeated_prompt
 from hooklab.generation import generate
 from hooklab.inputs import (
     check_length,
@@ -186,7 +187,8 @@ def _output_ids(model, opts, text: str | None, lead: str, generated, gen_input, 
     if not generated:
         raise ValueError(f"The model generated no output for {what!r}.")
     text = model.tokenizer.decode(list(generated))
-    return list(generated), text[len(lead) :] if lead and text.startswith(lead) else text
+    # The decoded output repeats the lead before the current text: the one repeated-prefix rule.
+    return list(generated), strip_repeated_prompt(lead, text)
 
 
 def _encode_seq2seq(
