@@ -43,9 +43,9 @@ from hooklab.forward import forward
 from hooklab.hooks import hook_name, recorder
 from hooklab.inputs import make_batch
 from hooklab.mixing.adapter import model_adapter, side_tokens
+from hooklab.mixing.matrices import normalize_rows, rollout_scores
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_prompts
-from hooklab.mixing.value_zeroing import normalize_rows, rollout_scores
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype
 from hooklab.selfcheck import check_identity

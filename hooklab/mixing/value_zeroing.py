@@ -37,7 +37,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
@@ -47,12 +46,19 @@ from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.hooks import recorder
 from hooklab.mixing.adapter import DecoderOnly, Example, model_adapter, side_tokens
 from hooklab.mixing.block_calls import BlockCall, capture_block_calls
+from hooklab.mixing.matrices import (  # noqa: F401  (re-exported: the value-zeroing API)
+    METRICS,
+    cosine_distance,
+    euclidean_distance,
+    metric_fn,
+    normalize_rows,
+    rollout_scores,
+)
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_prompts
 from hooklab.mixing.value_zeroing_fast import analytic_matrices
 from hooklab.output.provenance import describe_model
-from hooklab.precision import reduction_dtype, upcast
-from hooklab.registry import unknown_name_error
+from hooklab.precision import reduction_dtype
 from hooklab.selfcheck import check_identity
 
 if TYPE_CHECKING:
@@ -60,28 +66,6 @@ if TYPE_CHECKING:
 
 #: What ``heads=`` accepts (both entries): an int, a range, a list, or ``{layer: heads}``.
 HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
-
-
-def cosine_distance(
-    a: Float[Tensor, "*batch d_model"], b: Float[Tensor, "*batch d_model"]
-) -> Tensor:
-    """Return ``1 - cos(a, b)`` per row, as ``|â - b̂|² / 2`` (no cancellation near 0), in
-    float32 for half-precision inputs."""
-    a, b = upcast(a), upcast(b)
-    return (F.normalize(a, dim=-1) - F.normalize(b, dim=-1)).pow(2).sum(-1) / 2
-
-
-def euclidean_distance(
-    a: Float[Tensor, "*batch d_model"], b: Float[Tensor, "*batch d_model"]
-) -> Tensor:
-    """Return the L2 distance ``|a - b|`` per row, in float32 for half-precision inputs."""
-    return (upcast(a) - upcast(b)).norm(dim=-1)
-
-
-METRICS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "cosine": cosine_distance,
-    "euclidean": euclidean_distance,
-}
 
 
 def select_heads(heads: HeadsArg, layers: list[int], n_heads: int) -> dict[int, list[int]]:
@@ -100,14 +84,6 @@ def select_heads(heads: HeadsArg, layers: list[int], n_heads: int) -> dict[int, 
             f"{layers}. Add them to layers= or drop them from heads."
         )
     return {layer: select_indices(heads.get(layer), n_heads, what) for layer in layers}
-
-
-def rollout_scores(scores: Float[Tensor, "layer query_pos key_pos"]) -> Tensor:
-    """Roll mixing matrices out across layers: ``J_0 = S_0``, ``J_ℓ = S_ℓ · J_{ℓ-1}``."""
-    rolled = [scores[0]]
-    for layer_scores in scores[1:]:
-        rolled.append(layer_scores @ rolled[-1])
-    return torch.stack(rolled)
 
 
 def check_raw_mode(model) -> None:
@@ -188,19 +164,6 @@ def layer_scores(
         out = seen[names[0]]  # [copy, query_pos, d_model]
         scores[:, keys] = metric(out, call.clean.expand_as(out)).T.cpu()
     return scores.tril() if adapter.causal else scores
-
-
-def metric_fn(metric: str):
-    """Return the distance function named ``metric``; ValueError listing the valid ones."""
-    if metric not in METRICS:
-        raise ValueError(unknown_name_error("metric", metric, list(METRICS)).args[0])
-    return METRICS[metric]
-
-
-def normalize_rows(scores: Tensor) -> Tensor:
-    """Divide each row by its sum (rows that sum to 0 stay 0)."""
-    total = scores.sum(-1, keepdim=True)
-    return torch.where(total > 0, scores / torch.where(total > 0, total, 1), scores)
 
 
 def general_matrices(
