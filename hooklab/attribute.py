@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from hooklab.architecture import refuse_encoder_decoder
 from hooklab.attribution import AttributionOutput, SequenceAttribution
+from hooklab.budget import check_positive
 from hooklab.chat import Conversation, chat_prompt_ids
 from hooklab.encoding import Encoded, PromptsArg, TargetsArg, encode
 from hooklab.inputs import make_batch, pad_token_id, str_tokens
@@ -69,8 +70,7 @@ def validate(
     prompt_list = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompt_list:
         raise ValueError("No prompts given: pass a prompt or a list of prompts.")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    check_positive("batch_size", batch_size)
     if not spec.encoder_decoder:
         refuse_encoder_decoder(model, f"hooklab.attribute(method={method!r})")
     names = [step_scores] if isinstance(step_scores, str) else list(step_scores)

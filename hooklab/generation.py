@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from hooklab import seq2seq
 from hooklab.architecture import is_encoder_decoder
+from hooklab.budget import check_positive
 from hooklab.forward import decoder_steps, seq2seq_steps
 from hooklab.inputs import (
     Batch,
@@ -159,8 +160,7 @@ def check_generation_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    check_positive(name, value)
 
 
 def generate(

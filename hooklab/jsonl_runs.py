@@ -34,6 +34,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from hooklab import distributed
+from hooklab.budget import check_positive
 
 #: ``(line number, example or None, error message or None)`` for each non-blank input line
 Item = tuple[int, dict[str, Any] | None, str | None]
@@ -214,8 +215,7 @@ def run(
         The summary (also written as ``<output>.summary.json``; on ranks other than 0 the
         summary of this rank's part, not written).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    check_positive("batch_size", batch_size)
     distributed.check_rank(rank, world_size)
     input_path, output_path = Path(input_path), Path(output_path)
     _check_paths(input_path, output_path)

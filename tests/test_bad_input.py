@@ -49,7 +49,7 @@ def raises_clearly(model, exc: type[Exception], match: str, fn, *args, **kwargs)
         ("attribution_std_threshold", math.nan, ValueError, "attribution_std_threshold"),
         ("attribution_std_threshold", True, TypeError, "attribution_std_threshold"),
         ("context_sensitivity_topk", 0, ValueError, "context_sensitivity_topk"),
-        ("context_sensitivity_topk", True, ValueError, "context_sensitivity_topk"),
+        ("context_sensitivity_topk", True, TypeError, "context_sensitivity_topk"),
         ("attribution_topk", -1, ValueError, "attribution_topk"),
         ("special_tokens_to_keep", 5, TypeError, "special_tokens_to_keep"),
         ("special_tokens_to_keep", "<|endoftext|>", TypeError, "list of token strings"),
@@ -480,7 +480,7 @@ def test_perturbation_method_explains_non_differentiable_fn(gpt2):
     ("fn", "kwargs", "exc", "match"),
     [
         ("generate", {"max_new_tokens": 0}, ValueError, "max_new_tokens must be a positive int"),
-        ("generate", {"max_new_tokens": True}, ValueError, "max_new_tokens .*got True"),
+        ("generate", {"max_new_tokens": True}, TypeError, "max_new_tokens .*got bool: True"),
         ("generate", {"batch_size": 0}, ValueError, "batch_size must be a positive int"),
         ("generate", {"prompts": []}, ValueError, "No prompts given"),
         ("attribute", {"generation_kwargs": {"max_tokens": 3}}, TypeError,

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from hooklab.budget import check_positive
 from hooklab.methods import METHODS
 from hooklab.registry import unknown_name_error
 from hooklab.steps import CONTRASTIVE, STEP_FUNCTIONS
@@ -111,11 +112,7 @@ class PecoreOptions:
                 f"{self.prepend_bos!r}."
             )
         for name in ("context_sensitivity_topk", "attribution_topk"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+            check_positive(name, getattr(self, name), optional=True)
 
     def resolved(self) -> dict[str, Any]:
         """Every option with its value (defaults included), as recorded in each result."""
