@@ -16,6 +16,7 @@ from hooklab import zoo
 from hooklab.mixing import attention_knockout
 from hooklab.mixing.adapter import model_adapter
 from hooklab.mixing.blocking import blocked_mask_argument
+from hooklab.seq2seq import encode_source
 from tests.reference.mixing import ref_knockout_decoder_only, ref_knockout_encoder_decoder
 
 PROMPT = "George was sick yesterday. His"
@@ -81,7 +82,7 @@ def test_encoder_decoder_matches_reference(encoder_decoder, part):
     model = encoder_decoder
     sources = {"first": [1], "two": [0, 2]}
     (out,) = attention_knockout(model, SOURCE, targets=TARGET, part=part, sources=sources, window=1)
-    src = model.tokenizer(SOURCE)["input_ids"]
+    src = encode_source(model, SOURCE)  # the model's own tokenizer, as hooklab encodes
     start = model.original_model.config.decoder_start_token_id
     tgt = [start, *model.tokenizer(TARGET, add_special_tokens=False)["input_ids"]]
     assert out.token_ids.tolist() == (src if part == "encoder" else tgt)
