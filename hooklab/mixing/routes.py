@@ -31,7 +31,7 @@ from torch import Tensor
 
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.alti import check_supported, contributions, layer_acts, record
-from hooklab.options import Check, checked_options
+from hooklab.options import Check, PositiveFloat, checked_options
 from hooklab.output.io import register_kind
 from hooklab.output.provenance import describe_model, freeze
 
@@ -132,7 +132,8 @@ class RoutesOutput:
         )  # fmt: skip
 
     # ---- display ---------------------------------------------------------------------------
-    def plot(self, *, ax=None, max_width: float = 6.0) -> Figure:
+    @checked_options
+    def plot(self, *, ax=None, max_width: PositiveFloat = 6.0) -> Figure:
         """Return the route figure: tokens on x, depth on y, edge width by importance.
 
         Attention edges are blue, residual edges grey, MLP edges orange; never shown.
