@@ -33,6 +33,7 @@ from torch import Tensor
 from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.forward import step_logits
 from hooklab.inputs import bos_token_id, make_batch, pad_token_id
+from hooklab.options import Seed, checked_options
 from hooklab.output.provenance import describe_model
 
 METRICS = ("soft_ns", "soft_nc")
@@ -136,15 +137,15 @@ def sequence_metrics(
     }
 
 
-def check_evaluable(model, output: object, seed: object) -> None:
-    """Raise a clear error unless ``output`` can be evaluated on ``model`` with ``seed``.
+def check_evaluable(model, output: object) -> None:
+    """Raise a clear error unless ``output`` can be evaluated on ``model``.
 
     Refused: anything but a non-empty :class:`AttributionOutput`; an output another model
     made (its recorded name, architecture or config digest differs from ``model``'s); an
     encoder–decoder output (Soft-NS / Soft-NC would have to perturb the source too: not
     supported yet); an aggregated output (merged words keep one token id, so the model would
-    not run on the tokens that were attributed: evaluate before aggregating); a seed that is
-    not a non-negative int.
+    not run on the tokens that were attributed: evaluate before aggregating). The seed is
+    checked by its declaration (:class:`hooklab.options.Seed`).
     """
     if not isinstance(output, AttributionOutput):
         raise TypeError(
@@ -153,8 +154,6 @@ def check_evaluable(model, output: object, seed: object) -> None:
         )
     if len(output) == 0:
         raise ValueError("evaluate_faithfulness got an AttributionOutput with no sequences.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__}: {seed!r}.")
     _check_same_model(model, output)
     if any(seq.source_tokens is not None for seq in output):
         raise NotImplementedError(
@@ -185,16 +184,16 @@ def _check_same_model(model, output: AttributionOutput) -> None:
         )
 
 
+@checked_options
 def evaluate_faithfulness(
-    model, attribution_output: Any, *, seed: Any = 0, reduce: str | None = None
+    model, attribution_output: Any, *, seed: Seed = 0, reduce: str | None = None
 ) -> FaithfulnessResult:
     """Soft-NS and Soft-NC of each step's attribution, and of random importance.
 
     Args:
         model: the model the attributions explain.
         attribution_output: from :func:`hooklab.attribute` (token scores per step).
-        seed: seed of the Bernoulli masks and of the random baseline (a non-negative int;
-            typed ``Any`` so that a wrong value reaches the check that names it).
+        seed: seed of the Bernoulli masks and of the random baseline (a non-negative int).
         reduce: how hidden-size scores are reduced to one per token (the method's default).
 
     Returns:
@@ -209,7 +208,7 @@ def evaluate_faithfulness(
         >>> sorted(res.summary())[:2]
         ['log_ratio_soft_nc', 'log_ratio_soft_ns']
     """
-    check_evaluable(model, attribution_output, seed)
+    check_evaluable(model, attribution_output)
     scores: dict[str, list[Tensor]] = {k: [] for k in (*METRICS, *(f"random_{m}" for m in METRICS))}
     method = str(attribution_output[0].method)
     for i, seq in enumerate(attribution_output):

@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 
 from hooklab import seq2seq
 from hooklab.architecture import is_encoder_decoder
-from hooklab.budget import check_positive
 from hooklab.forward import decoder_steps, seq2seq_steps
 from hooklab.inputs import (
     Batch,
@@ -39,6 +38,7 @@ from hooklab.inputs import (
     make_batch,
     pad_token_id,
 )
+from hooklab.options import PositiveInt, checked_options
 
 
 @dataclass(frozen=True)
@@ -159,18 +159,15 @@ def check_generation_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(kwargs)
 
 
-def _positive_int(name: str, value: object) -> None:
-    check_positive(name, value)
-
-
+@checked_options
 def generate(
     model,
     prompts: str | Sequence[str] | Sequence[Sequence[int]],
     *,
-    max_new_tokens: int = 32,
+    max_new_tokens: PositiveInt = 32,
     stop_at_eos: bool = True,
     use_cache: bool = True,
-    batch_size: int = 16,
+    batch_size: PositiveInt = 16,
     keep_logits: bool = False,
     show_progress: bool = False,
     decoder_prefixes: Sequence[Sequence[int]] | None = None,
@@ -207,8 +204,6 @@ def generate(
     """
     if isinstance(prompts, str):
         prompts = [prompts]
-    _positive_int("max_new_tokens", max_new_tokens)
-    _positive_int("batch_size", batch_size)
     encoder_decoder = is_encoder_decoder(model)
     as_ids = seq2seq.encode_source if encoder_decoder else as_prompt_ids
     encoded = [as_ids(model, p) for p in prompts]

@@ -19,10 +19,13 @@ both name the option, the value and what is valid.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import difflib
+import functools
 import inspect
 import math
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -264,6 +267,12 @@ def check_options(fn: Callable, options: Mapping[str, Any]) -> None:
             check_value(name, value, declared[name].hint)
 
 
+def bare_type(hint: Any) -> Any:
+    """``hint`` without its :data:`typing.Annotated` metadata (on each member of a union)."""
+    members = [_split(m)[0] for m in _members(hint)]
+    return members[0] if len(members) == 1 else typing.Union[tuple(members)]  # noqa: UP007
+
+
 def scalar_type(hint: Any) -> Any:
     """``hint`` without metadata, literals as ``str``: what the command line parses it as
     (a union of bool, int, float, str and None), or ``Any`` for anything richer."""
@@ -278,3 +287,68 @@ def scalar_type(hint: Any) -> Any:
     if not all(b in scalars for b in bare):
         return Any
     return bare[0] if len(bare) == 1 else typing.Union[tuple(bare)]  # noqa: UP007
+
+
+def checked_options(fn: Callable) -> Callable:
+    """Check ``fn``'s declared scalar options (:func:`declared_options`) on every call.
+
+    A public function's keyword-only options with a scalar declaration (bools, ints, floats,
+    strings, choices and None, with their ranges) are checked by :func:`check_value` before
+    the body runs, so ``value_zeroing(model, p, max_batch_tokens=0)`` and ``generate(model, p,
+    use_cache="yes")`` fail at once with a message naming the option and the value. Apply it
+    outermost (above ``@torch.no_grad()``); richer options (layers, heads, mappings) keep their
+    own checks.
+    """
+    declared: dict[str, OptionSpec] | None = None
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal declared
+        if declared is None:  # the annotations name the module's globals: read them on use
+            declared = {
+                name: spec
+                for name, spec in declared_options(fn, skip=()).items()
+                if scalar_type(spec.hint) is not Any
+            }
+        for name, value in kwargs.items():
+            if name in declared:
+                check_value(name, value, declared[name].hint)
+        return fn(*args, **kwargs)
+
+    wrapper.checked_options = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    """A dataclass's field annotations, evaluated in its module (``typing.get_type_hints``
+    returns nothing for a class marked ``@typing.no_type_check``)."""
+    scope = {**vars(typing), **vars(sys.modules[cls.__module__])}
+    out = {}
+    for f in dataclasses.fields(cls):
+        try:
+            out[f.name] = eval(f.type, scope) if isinstance(f.type, str) else f.type
+        except (NameError, AttributeError, TypeError, SyntaxError):
+            out[f.name] = Any
+    return out
+
+
+def check_fields(obj: Any) -> None:
+    """Check a dataclass instance's scalar fields against their declared annotations (the
+    declaration of an options dataclass such as :class:`hooklab.pecore.PecoreOptions`)."""
+    hints = _field_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        hint = hints.get(f.name, Any)
+        if scalar_type(hint) is not Any:
+            check_value(f.name, getattr(obj, f.name), hint)
+
+
+def declared_fields(cls: type) -> dict[str, OptionSpec]:
+    """``{name: OptionSpec}`` of an options dataclass's fields (descriptions from its
+    ``Attributes:`` section)."""
+    hints = _field_hints(cls)
+    described = docstring_sections(cls.__doc__)[1]
+    out = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        out[f.name] = OptionSpec(f.name, hints.get(f.name, Any), default, described.get(f.name, ""))
+    return out

@@ -42,10 +42,20 @@ def raises_clearly(model, exc: type[Exception], match: str, fn, *args, **kwargs)
 @pytest.mark.parametrize(
     ("option", "value", "exc", "match"),
     [
-        ("context_sensitivity_std_threshold", math.nan, ValueError, "must be finite"),
-        ("context_sensitivity_std_threshold", math.inf, ValueError, "must be finite"),
-        # (a TypeError; under the test-time jaxtyping checks, its TypeCheckError subclass)
-        ("context_sensitivity_std_threshold", "1.0", TypeError, "context_sensitivity_std_thr"),
+        (
+            "context_sensitivity_std_threshold",
+            math.nan,
+            ValueError,
+            "context_sensitivity_std_threshold must be a finite number or None, got nan",
+        ),
+        ("context_sensitivity_std_threshold", math.inf, ValueError, "finite number.*got inf"),
+        (
+            "context_sensitivity_std_threshold",
+            "1.0",
+            TypeError,
+            "context_sensitivity_std_threshold must be a finite number or None, got str: '1.0'",
+        ),
+        ("prepend_bos", "yes", TypeError, "prepend_bos must be True or False or None.*'yes'"),
         ("attribution_std_threshold", math.nan, ValueError, "attribution_std_threshold"),
         ("attribution_std_threshold", True, TypeError, "attribution_std_threshold"),
         ("context_sensitivity_topk", 0, ValueError, "context_sensitivity_topk"),
@@ -710,7 +720,7 @@ def toy_saliency(toy):
     ("seed", "exc", "match"),
     [("abc", TypeError, "seed must be a non-negative int.*'abc'"),
      (0.5, TypeError, "seed must be a non-negative int.*0.5"),
-     (-1, TypeError, "seed must be a non-negative int.*-1"),
+     (-1, ValueError, "seed must be a non-negative int.*-1"),
      (True, TypeError, "seed must be a non-negative int.*True")],
 )  # fmt: skip
 def test_faithfulness_seed(toy, toy_saliency, seed, exc, match):
@@ -788,3 +798,84 @@ def test_reagent_option_types(change, match):
     # hooklab.attribute does), with or without the test-time type checker.
     with pytest.raises(TypeError, match=re.escape(match)):
         hooklab.method_info("reagent").resolve(change)
+
+
+# ---- one input check for every family (issue 21): encoder-decoder mixing, views -------------
+@pytest.mark.parametrize("fn", ["value_zeroing", "attention_knockout"])
+def test_encoder_decoder_mixing_bad_sources(seq2seq, fn):
+    """Empty and too-long sources get attribution's messages (they ran on ``('</s>',)`` or
+    failed deep in torch before)."""
+    run = getattr(hooklab.mixing, fn)
+    extra = {"sources": {"x": [0]}} if fn == "attention_knockout" else {}
+    window = seq2seq.cfg.n_ctx
+    raises_clearly(seq2seq, ValueError, r"Source text is empty \('  '\)", run, seq2seq, "  ",
+                   targets="Georg war", **extra)  # fmt: skip
+    raises_clearly(seq2seq, TypeError, r"non-empty list of token ids: \[\]", run, seq2seq, [[]],
+                   targets="Georg war", **extra)  # fmt: skip
+    long_source = [5 + i % 50 for i in range(window + 1)]
+    raises_clearly(seq2seq, ValueError, re.escape(f"source (encoder input) is {window + 1} tokens"),
+                   run, seq2seq, [long_source], targets="Georg war", **extra)  # fmt: skip
+    raises_clearly(seq2seq, ValueError, "token id 1000000 at position 0", run, seq2seq,
+                   [[10**6]], targets="Georg", **extra)  # fmt: skip
+
+
+def test_alti_bad_prompts(gpt2):
+    window = gpt2.cfg.n_ctx
+    raises_clearly(gpt2, ValueError, r"prompt is \d+ tokens long", hooklab.mixing.alti, gpt2,
+                   [[5] * (window + 1)], targets="")  # fmt: skip
+    raises_clearly(gpt2, ValueError, "token id 10000 at position 0", hooklab.mixing.alti, gpt2,
+                   [[10000]], targets="")  # fmt: skip
+    raises_clearly(gpt2, TypeError, "rollout must be True or False, got str: 'yes'",
+                   hooklab.mixing.alti, gpt2, P, targets="", rollout="yes")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs", "exc", "match"),
+    [
+        ("value_zeroing", {"fast_path": 1}, TypeError, "fast_path must be True or False, got int"),
+        ("value_zeroing", {"part": "crosss"}, ValueError, "part .*'crosss'. Did you mean 'cross'"),
+        ("attention_knockout", {"batch_size": True}, TypeError, "batch_size .*got bool: True"),
+        ("information_flow", {"threshold": 1.0}, ValueError, r"threshold .*\[0, 1\), got 1.0"),
+        ("information_flow", {"per_head": "no"}, TypeError, "per_head .*'no'"),
+    ],
+)  # fmt: skip
+def test_public_options_on_entry(gpt2, fn, kwargs, exc, match):
+    raises_clearly(gpt2, exc, match, getattr(hooklab.mixing, fn), gpt2, P, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [({"use_cache": "yes"}, TypeError, "use_cache must be True or False, got str: 'yes'"),
+     ({"max_new_tokens": 2.0}, TypeError, "max_new_tokens must be a positive int, got float"),
+     ({"show_progress": None}, TypeError, "show_progress .*None")],
+)  # fmt: skip
+def test_generate_options_on_entry(gpt2, kwargs, exc, match):
+    raises_clearly(gpt2, exc, match, hooklab.generate, gpt2, P, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def views(gpt2):
+    ko = hooklab.mixing.attention_knockout(gpt2, KO_PROMPT, sources={"x": [1]}, targets="")[0]
+    vz = hooklab.mixing.value_zeroing(gpt2, KO_PROMPT, targets="")[0]
+    attr = hooklab.attribute(gpt2, P, [[5, 6]])
+    return {"ko": ko, "vz": vz, "attr": attr}
+
+
+@pytest.mark.parametrize(
+    ("kind", "call", "exc", "match"),
+    [
+        ("ko", lambda o: o.to_text(digits=-1), ValueError,
+         "digits must be a non-negative int or None, got -1"),
+        ("ko", lambda o: o.to_html(digits=-1), ValueError, "digits .*got -1"),
+        ("ko", lambda o: o.to_text(color="yes"), TypeError, "color .*'yes'"),
+        ("attr", lambda o: o.plot(5), ValueError,
+         r"index 5 is out of range: this output has 1 sequences; valid: 0\.\.0"),
+        ("attr", lambda o: o.to_text(digits=-1), ValueError, "digits .*got -1"),
+        ("vz", lambda o: o.to_text(9), ValueError, r"Layer 9 was not computed"),
+        ("vz", lambda o: o.plot(True), TypeError, "layer must be an int or None, got bool"),
+        ("vz", lambda o: o.to_text(max_width=0), ValueError, "max_width .*got 0"),
+        ("vz", lambda o: o.to_text(digits=1.5), TypeError, "digits .*1.5"),
+    ],
+)  # fmt: skip
+def test_output_view_arguments(views, kind, call, exc, match):
+    raises_clearly(None, exc, match, call, views[kind])

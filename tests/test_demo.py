@@ -54,8 +54,11 @@ def test_default_form_follows_the_release_example():
 
 
 @pytest.mark.parametrize("field, raw, message", [
-    ("attribution_topk", "abc", "attribution_topk must be a positive int or None, got 'abc'"),
-    ("context_sensitivity_std_threshold", "x", "must be a number or None, got 'x'"),
+    ("attribution_topk", "abc", "attribution_topk must be a positive int or None, got str: 'abc'"),
+    ("attribution_topk", "0", "attribution_topk must be a positive int or None, got 0"),
+    ("attribution_topk", "2.5", "attribution_topk must be a positive int or None, got float: 2.5"),
+    ("context_sensitivity_std_threshold", "x", "must be a finite number or None, got str: 'x'"),
+    ("context_sensitivity_std_threshold", "inf", "must be a finite number or None, got inf"),
     ("context_sensitivity_metric", "kl", "Unknown context sensitivity metric 'kl'"),
     ("input_template", "{current}{oops}", "unknown placeholders ['oops']"),
 ])  # fmt: skip

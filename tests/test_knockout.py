@@ -108,7 +108,7 @@ def test_model_unchanged(gpt2):
     ("options", "error", "match"),
     [
         ({"window": 0}, ValueError, "window must be a positive int"),
-        ({"window": "all"}, ValueError, r"'auto' \(a quarter of the layers\) or None"),
+        ({"window": "all"}, ValueError, "window must be a positive int, 'auto' or None, got 'all'"),
         ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
         ({"part": "cross"}, ValueError, "decoder-only model has no 'cross' attention"),
         ({"measured_token": 10**6}, ValueError, "not a token id"),

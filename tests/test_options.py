@@ -1,6 +1,7 @@
 """Every declared option rejects a wrong type and an out-of-range value with a message that names
 the option and the value: method options through :func:`hooklab.attribute` and the command line,
-each command's own options through its parser and its checks (issue 21).
+the public functions' options (mixing, generation, faithfulness, PECoRe) on entry, each command's
+own options through its parser and its checks (issue 21).
 
 The cases are built from the declarations (:mod:`hooklab.options`), so a new method or option is
 tested by declaring it.
@@ -20,7 +21,8 @@ import hooklab
 from hooklab.cli import commands, main
 from hooklab.cli.args import UsageError
 from hooklab.methods import METHODS
-from hooklab.options import Check, Choice, check_value
+from hooklab.options import Check, Choice, check_value, declared_options, scalar_type
+from hooklab.pecore import PecoreOptions, pecore
 
 P, T = "George was sick yesterday.", " His colleagues"
 UNCHECKED = (Any, object)  # e.g. reagent's replacements: a name or a model
@@ -170,3 +172,62 @@ def test_command_option_out_of_range_exits_2(argv, no_model, capsys, tmp_path, m
     option, value = argv[-2], argv[-1]
     assert option in err or option[2:] in err, err
     assert value in err, err
+
+
+#: The public functions whose scalar options are declared in their signatures and checked on
+#: entry (``@checked_options``), with positional arguments: the check runs before the body, so
+#: no model is needed to see a bad option refused.
+PUBLIC = {
+    "value_zeroing": (hooklab.mixing.value_zeroing, (None, P)),
+    "attention_knockout": (hooklab.mixing.attention_knockout, (None, P)),
+    "knockout_probabilities": (hooklab.mixing.knockout_probabilities, (None, None, None)),
+    "alti": (hooklab.mixing.alti, (None, P)),
+    "information_flow": (hooklab.mixing.information_flow, (None, P)),
+    "generate": (hooklab.generate, (None, P)),
+    "evaluate_faithfulness": (hooklab.evaluate_faithfulness, (None, None)),
+}
+
+
+def public_cases() -> list[tuple[str, str, object]]:
+    cases = []
+    for fn_name, (fn, _) in PUBLIC.items():
+        for name, option in declared_options(fn, skip=()).items():
+            if scalar_type(option.hint) is not Any:
+                cases += [(fn_name, name, value) for value in bad_values(option.hint)]
+    return cases
+
+
+def pecore_cases() -> list[tuple[str, object]]:
+    return [
+        (name, value)
+        for name, option in PecoreOptions.declared().items()
+        if scalar_type(option.hint) is not Any
+        for value in bad_values(option.hint)
+    ]
+
+
+def test_public_functions_declare_their_options():
+    """Each public function is checked on entry, and every declared default passes its rule."""
+    for fn, _ in PUBLIC.values():
+        assert getattr(fn, "checked_options", False), fn
+        for name, option in declared_options(fn, skip=()).items():
+            check_value(name, option.default, option.hint)
+    for name, option in PecoreOptions.declared().items():
+        if scalar_type(option.hint) is not Any:
+            check_value(name, option.default, option.hint)
+    assert len(public_cases()) > 30 and len(pecore_cases()) > 10
+
+
+@pytest.mark.parametrize(("fn", "option", "value"), public_cases())
+def test_public_function_option_bad_value(fn, option, value):
+    function, args = PUBLIC[fn]
+    with pytest.raises((TypeError, ValueError), match=named(option, value)):
+        function(*args, **{option: value})
+
+
+@pytest.mark.parametrize(("option", "value"), pecore_cases())
+def test_pecore_option_bad_value(option, value):
+    with pytest.raises((TypeError, ValueError), match=named(option, value)):
+        PecoreOptions(**{option: value})
+    with pytest.raises((TypeError, ValueError), match=named(option, value)):
+        pecore(None, "a", "b", **{option: value})  # refused before the model is used

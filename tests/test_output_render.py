@@ -242,7 +242,7 @@ def test_digits_follow_the_scores_magnitude():
     bare = seq.with_(step_scores={}, extras={})
     assert _cells(to_text(bare, color=False, normalize=False), "orge") == ["3", "13", "23"]
     assert _cells(to_text(seq, color=False), "orge")[0] == "0.14"  # shares: 3 / 21
-    with pytest.raises(ValueError, match="digits must be None"):
+    with pytest.raises(ValueError, match="digits must be a non-negative int or None, got -1"):
         to_text(seq, digits=-1)
 
 

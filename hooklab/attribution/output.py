@@ -148,7 +148,14 @@ class AttributionOutput:
         return self.to_html()
 
     def plot(self, index: int = 0, **kwargs: Any) -> Figure:
-        """Return a Figure of sequence ``index``."""
+        """Return a Figure of sequence ``index`` (negative counts from the end)."""
+        n = len(self.sequences)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"index must be an int, got {type(index).__name__}: {index!r}.")
+        if not -n <= index < n:
+            valid = f"0..{n - 1} (or -{n}..-1)" if n else "none: the output is empty"
+            raise ValueError(f"index {index} is out of range: this output has {n} sequences; "
+                             f"valid: {valid}.")  # fmt: skip
         return self.sequences[index].plot(**kwargs)
 
     def aggregate(self, how: str = "words", **kwargs: Any) -> AttributionOutput:

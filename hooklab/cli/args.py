@@ -31,7 +31,7 @@ from typing import Any
 
 from fire.parser import DefaultParseValue
 
-from hooklab.options import docstring_sections
+from hooklab.options import bare_type, declared_fields, docstring_sections
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 _NONE = ("none", "null")
@@ -124,16 +124,11 @@ def _origin_name(hint: Any) -> str:
 
 def options_of(obj: Callable | type) -> list[Option]:
     """The options of a function (keyword parameters) or a dataclass (fields), documented."""
+    if dataclasses.is_dataclass(obj):  # an options dataclass: its declared fields
+        fields = declared_fields(obj).values()
+        return [Option(o.name, bare_type(o.hint), o.default, o.help) for o in fields]
     _, described = docstring_sections(obj.__doc__)
     hints = typing.get_type_hints(obj)
-    if dataclasses.is_dataclass(obj):
-        out = []
-        for f in dataclasses.fields(obj):
-            default = f.default
-            if f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            out.append(Option(f.name, hints[f.name], default, described.get(f.name, "")))
-        return out
     params = inspect.signature(obj).parameters.values()
     return [
         Option(p.name, hints.get(p.name, str), p.default, described.get(p.name, ""))

@@ -2,18 +2,21 @@
 
 Every field of the page is a string (what a text box holds). :func:`settings_from_form` turns
 them into the arguments of :func:`hooklab.pecore.pecore`: an empty optional output text is
-None (generate), a λ or top-k of ``""`` / ``"None"`` is None, numbers are parsed (text that is
-not a number raises the message ``PecoreOptions`` gives for it), special tokens are
-comma-separated, and everything else goes to ``PecoreOptions`` unchanged, so a bad value
-raises the API's own error and the page shows that message.
+None (generate); each option is read as :meth:`PecoreOptions.declared` declares it (a number
+field such as a λ or a top-k is parsed as its declared type, ``""`` / ``"None"`` is None where
+None is allowed, text that is not a number goes on unchanged); special tokens are
+comma-separated; then ``PecoreOptions`` checks everything against the same declaration, so a
+bad value raises the API's own error and the page shows that message.
 """
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hooklab.options import scalar_type
 from hooklab.pecore import PecoreOptions
 from hooklab.pecore.dataset import TEXT_KEYS
 from hooklab.pecore.examples import release_example
@@ -37,8 +40,6 @@ OPTION_FIELDS = (
 )
 FORM_FIELDS = TEXT_FIELDS + OPTION_FIELDS
 _OPTIONAL_TEXTS = ("output_context_text", "output_current_text")
-_NUMBERS = ("context_sensitivity_std_threshold", "attribution_std_threshold")
-_COUNTS = ("context_sensitivity_topk", "attribution_topk")
 
 
 @dataclass(frozen=True)
@@ -80,18 +81,20 @@ def to_field(value: Any) -> str:
     return str(value)
 
 
-def _parse_number(name: str, text: str, integer: bool) -> Any:
-    """``""`` / ``"none"`` → None, else an int (top-k) or a float (λ); other text raises the
-    error :class:`PecoreOptions` gives for that value."""
+def from_field(hint: Any, text: str) -> Any:
+    """The value a form field's ``text`` stands for, read as the option's declaration ``hint``
+    says: None for ``""`` / ``"none"`` where None is valid, an int or a number where one is
+    declared, else the text unchanged (so that :class:`PecoreOptions` names a bad one)."""
+    kinds = typing.get_args(scalar_type(hint)) or (scalar_type(hint),)
     stripped = text.strip()
-    if stripped.lower() in ("", "none"):
+    if type(None) in kinds and stripped.lower() in ("", "none"):
         return None
-    try:
-        return int(stripped) if integer else float(stripped)
-    except ValueError:
-        if integer:
-            raise ValueError(f"{name} must be a positive int or None, got {text!r}.") from None
-        raise TypeError(f"{name} must be a number or None, got {text!r}.") from None
+    for kind in (int, float) if int in kinds or float in kinds else ():
+        try:
+            return kind(stripped)
+        except ValueError:
+            pass
+    return text
 
 
 def settings_from_form(model_name_or_path: str, form: Mapping[str, Any]) -> Settings:
@@ -107,16 +110,15 @@ def settings_from_form(model_name_or_path: str, form: Mapping[str, Any]) -> Sett
     values = {**default_form(model_name_or_path), **form}
     values = {k: "" if v is None else v for k, v in values.items()}
     options: dict[str, Any] = {}
+    declared = PecoreOptions.declared()
     for name in OPTION_FIELDS:
         raw = values[name]
-        if name in _NUMBERS or name in _COUNTS:
-            options[name] = _parse_number(name, str(raw), integer=name in _COUNTS)
-        elif name == "special_tokens_to_keep":
+        if name == "special_tokens_to_keep":
             options[name] = tuple(t.strip() for t in str(raw).split(",") if t.strip())
         elif name == "output_template":
             options[name] = raw or None
         else:
-            options[name] = raw
+            options[name] = from_field(declared[name].hint, str(raw))
     texts = {
         name: (values[name] or None) if name in _OPTIONAL_TEXTS else values[name]
         for name in TEXT_FIELDS

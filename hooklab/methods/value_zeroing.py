@@ -15,15 +15,15 @@ the decoder self-attention's (``part="decoder"``), each normalised on its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import torch
 
 from hooklab.budget import MAX_BATCH_TOKENS
 from hooklab.methods.base import MethodResult, register_method
 from hooklab.mixing.adapter import EncoderDecoder, Example, model_adapter
-from hooklab.mixing.value_zeroing import HeadsArg, check_flag, part_matrices, resolve_options
-from hooklab.options import Choice, PositiveInt
+from hooklab.mixing.value_zeroing import HeadsArg, Metric, part_matrices, resolve_options
+from hooklab.options import PositiveInt
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -42,7 +42,7 @@ def value_zeroing(
     attributed_fn: AttributedFn,
     layers: int | range | Sequence[int] | None = None,
     heads: HeadsArg = None,
-    metric: Annotated[str, Choice("cosine", "euclidean")] = "cosine",
+    metric: Metric = "cosine",
     normalize: bool = True,
     max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
     fast_path: bool = True,
@@ -63,8 +63,7 @@ def value_zeroing(
     """
     del attributed_fn  # mixing does not depend on the explained function
     adapter = model_adapter(model, "decoder")  # the decoder's layers, on both kinds of models
-    layer_ids, head_ids = resolve_options(model, adapter, layers, heads, metric, max_batch_tokens)
-    check_flag("fast_path", fast_path)
+    layer_ids, head_ids = resolve_options(model, adapter, layers, heads)
     options = {"metric": metric, "normalize": normalize, "max_batch_tokens": max_batch_tokens,
                "fast_path": fast_path}  # fmt: skip
     out = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import torch
 from jaxtyping import Float
@@ -28,12 +28,15 @@ from hooklab.forward import forward, seq2seq_logits
 from hooklab.hooks import hook_name
 from hooklab.inputs import make_batch, str_tokens
 from hooklab.mixing.blocking import blocked_attention, blocked_mask_argument, modules_run
+from hooklab.options import Choice
 from hooklab.seq2seq import decoder_start_id
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 PARTS = ("encoder", "decoder", "cross")
+#: What ``part=`` names: one of :data:`PARTS` (None: the model's default part).
+Part = Annotated[str, Choice(*PARTS)]
 _ATTENTION = {
     "encoder": "encoder_blocks.{layer}.attn",
     "decoder": "decoder_blocks.{layer}.self_attn",
@@ -257,6 +260,7 @@ __all__ = [
     "DecoderOnly",
     "EncoderDecoder",
     "Example",
+    "Part",
     "encode_examples",
     "model_adapter",
     "seq2seq_hook_name",

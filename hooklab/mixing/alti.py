@@ -46,6 +46,7 @@ from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.matrices import normalize_rows, rollout_scores
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_prompts
+from hooklab.options import checked_options
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype
 from hooklab.selfcheck import check_identity
@@ -193,6 +194,7 @@ def check_supported(model, what: str) -> None:
         )
 
 
+@checked_options
 @torch.no_grad()
 def alti(
     model,

@@ -34,7 +34,7 @@ module adds to its scaled scores before the softmax (same value, same place), el
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -44,10 +44,10 @@ from hooklab.architecture import select_indices
 from hooklab.encoding import per_prompt
 from hooklab.hooks import recorder
 from hooklab.inputs import encode_text, str_tokens
-from hooklab.mixing.adapter import model_adapter, side_tokens
+from hooklab.mixing.adapter import Part, model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.sequences import PositionsArg, as_prompts, token_positions
-from hooklab.options import PositiveInt, check_value
+from hooklab.options import PositiveInt, checked_options
 from hooklab.output.provenance import describe_model
 from hooklab.selfcheck import check_identity
 
@@ -75,17 +75,8 @@ def auto_window(n_layers: int) -> int:
     return max(1, round(n_layers / 4))
 
 
-def check_options(window: Any, batch_size: Any) -> None:
-    """Raise ValueError for a window that is not a positive int, "auto" or None, or a batch
-    size that is not a positive int."""
-    if window is None or window == "auto":
-        pass
-    elif isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(
-            f"window must be a positive int, 'auto' (a quarter of the layers) or None (all "
-            f"layers at once), got {window!r}."
-        )
-    check_value("batch_size", batch_size, PositiveInt)
+#: What ``window=`` takes: a positive int, "auto" (:func:`auto_window`) or None (all layers).
+Window = PositiveInt | Literal["auto"] | None
 
 
 def _check_rows(adapter: Adapter, knockouts: Sequence[Knockout], n_keys: int) -> None:
@@ -148,6 +139,7 @@ def _verify(adapter: Adapter, masks: Mapping[int, Tensor], cache: Mapping[str, T
         check_identity("z = pattern @ v", recomputed, z, where=adapter.hook("z", layer), hint=hint)
 
 
+@checked_options
 @torch.no_grad()
 def knockout_probabilities(
     model,
@@ -155,8 +147,8 @@ def knockout_probabilities(
     knockouts: Sequence[Knockout],
     token_id: int,
     *,
-    part: str | None = None,
-    batch_size: int = 16,
+    part: Part | None = None,
+    batch_size: PositiveInt = 16,
 ) -> Float[Tensor, "batch"]:
     """P(``token_id``) at the last position under each knockout (one batch row each).
 
@@ -166,7 +158,6 @@ def knockout_probabilities(
         part: which attention (see :func:`~hooklab.mixing.adapter.model_adapter`).
     """
     adapter = model_adapter(model, part)
-    check_options(None, batch_size)
     query_ids, key_ids = adapter.sides(example)
     _check_rows(adapter, knockouts, len(key_ids))
     device, probs = model.cfg.device, []
@@ -236,6 +227,7 @@ def _output(adapter: Adapter, example, token_id, queries, keys, windows, centres
     )
 
 
+@checked_options
 @torch.no_grad()
 def attention_knockout(
     model,
@@ -244,11 +236,11 @@ def attention_knockout(
     sources: Mapping[str, PositionsArg] | None = None,
     measured_token: str | int | None = None,
     targets: str | Sequence[str] | Sequence[Sequence[int]] = "",
-    part: str | None = None,
+    part: Part | None = None,
     query: PositionsArg = -1,
-    window: int | str | None = "auto",
+    window: Window = "auto",
     layers: int | range | Sequence[int] | None = None,
-    batch_size: int = 16,
+    batch_size: PositiveInt = 16,
     prepend_bos: bool | None = None,
 ) -> list[KnockoutOutput]:
     """Sweep attention knockouts over layers for named source sets (Geva et al., 2023).
@@ -295,7 +287,6 @@ def attention_knockout(
     """
     prompts = as_prompts(prompts)
     adapter = model_adapter(model, part)
-    check_options(window, batch_size)
     if targets is None:
         raise ValueError(
             "attention_knockout measures the token after the prompt and its forced targets; "

@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooklab.options import NonNegativeInt, checked_options
 from hooklab.output.io import as_dict, load, register_kind, save
 from hooklab.output.provenance import freeze, thaw, unthaw, unthaw_float
 from hooklab.output.view import (
@@ -181,7 +182,8 @@ class KnockoutOutput:
             return [f"layers {w[0]}-{w[-1]}" for w in self.windows]
         return [str(c) for c in self.centres]
 
-    def to_text(self, digits: int = 1, *, color: bool | None = None) -> str:
+    @checked_options
+    def to_text(self, digits: NonNegativeInt = 1, *, color: bool | None = None) -> str:
         """Return the relative changes (in %) as a table: source sets by centre layer.
 
         ``color`` None: colour only on a terminal without ``NO_COLOR``.

@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from hooklab.options import NonNegativeInt, PositiveInt, checked_options
 from hooklab.output.io import as_dict, load, register_kind, save
 from hooklab.output.provenance import freeze, unthaw
 from hooklab.output.view import ColorScale, html_grid, number_format, text_grid, use_color
@@ -99,6 +100,8 @@ class MixingOutput:
         """Row of ``scores`` holding model layer ``layer`` (the last one when None)."""
         if layer is None:
             return len(self.layers) - 1
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise TypeError(f"layer must be an int or None, got {type(layer).__name__}: {layer!r}.")
         if layer not in self.layers:
             raise ValueError(f"Layer {layer!r} was not computed; computed layers: {self.layers}.")
         return self.layers.index(layer)
@@ -198,14 +201,15 @@ class MixingOutput:
         shown = self.layers[self.layer_index(layer)]
         return f"{self.method} {'rollout' if rollout else 'scores'}, layer {shown}"
 
+    @checked_options
     def to_text(
         self,
         layer: int | None = None,
         *,
         rollout: bool = False,
-        digits: int | None = None,
+        digits: NonNegativeInt | None = None,
         color: bool | None = None,
-        max_width: int | None = None,
+        max_width: PositiveInt | None = None,
     ) -> str:
         """Return a terminal table of one layer's matrix: query rows, key columns.
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
@@ -31,6 +31,7 @@ from torch import Tensor
 
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.alti import check_supported, contributions, layer_acts, record
+from hooklab.options import Check, PositiveFloat, checked_options
 from hooklab.output.io import register_kind
 from hooklab.output.provenance import describe_model, freeze
 
@@ -131,7 +132,8 @@ class RoutesOutput:
         )  # fmt: skip
 
     # ---- display ---------------------------------------------------------------------------
-    def plot(self, *, ax=None, max_width: float = 6.0) -> Figure:
+    @checked_options
+    def plot(self, *, ax=None, max_width: PositiveFloat = 6.0) -> Figure:
         """Return the route figure: tokens on x, depth on y, edge width by importance.
 
         Attention edges are blue, residual edges grey, MLP edges orange; never shown.
@@ -187,9 +189,14 @@ def _edges(parts, sources, total, threshold):
     return [(s, float(w)) for s, w in zip(sources, weights.tolist(), strict=True) if w > threshold]
 
 
+#: The edge threshold τ: a number in [0, 1).
+Threshold = Annotated[float, Check(min=0, max=1, max_open=True)]
+
+
+@checked_options
 @torch.no_grad()
 def information_flow(
-    model, prompt: str, *, threshold: float = 0.04, position: int = -1, per_head: bool = True
+    model, prompt: str, *, threshold: Threshold = 0.04, position: int = -1, per_head: bool = True
 ) -> RoutesOutput:
     """Extract the information-flow routes of one prediction (Ferrando and Voita, 2024).
 
@@ -209,8 +216,6 @@ def information_flow(
         >>> routes.weights.gt(0.04).all().item()
         True
     """
-    if not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
-        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}.")
     check_supported(model, "information_flow")
     adapter = model_adapter(model)
     example = adapter.encode([prompt], "")[0]

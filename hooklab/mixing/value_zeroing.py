@@ -34,17 +34,17 @@ cross-attention); the block output compared is the encoder or decoder block's.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import n_kv_heads, select_indices
-from hooklab.budget import MAX_BATCH_TOKENS, check_positive
+from hooklab.budget import MAX_BATCH_TOKENS
 from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.hooks import recorder
-from hooklab.mixing.adapter import DecoderOnly, Example, model_adapter, side_tokens
+from hooklab.mixing.adapter import DecoderOnly, Example, Part, model_adapter, side_tokens
 from hooklab.mixing.block_calls import BlockCall, capture_block_calls
 from hooklab.mixing.matrices import (  # noqa: F401  (re-exported: the value-zeroing API)
     METRICS,
@@ -57,6 +57,7 @@ from hooklab.mixing.matrices import (  # noqa: F401  (re-exported: the value-zer
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_prompts
 from hooklab.mixing.value_zeroing_fast import analytic_matrices
+from hooklab.options import Choice, PositiveInt, checked_options
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype
 from hooklab.selfcheck import check_identity
@@ -234,36 +235,34 @@ def mixing_matrices(
     )  # fmt: skip
 
 
-def check_flag(name: str, value: object) -> None:
-    """Raise TypeError unless ``value`` is a bool."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}.")
+#: The distances ``metric=`` names (:data:`~hooklab.mixing.matrices.METRICS`).
+Metric = Annotated[str, Choice(*METRICS)]
 
 
-def resolve_options(model, adapter: Adapter, layers, heads, metric: str, max_batch_tokens):
-    """Validate the options both entries share, before any model work; return the layers and
-    the key/value heads per layer (:func:`select_heads`)."""
+def resolve_options(model, adapter: Adapter, layers, heads):
+    """Validate the options both entries share that are not scalars (their scalar options are
+    declared in their signatures and checked on entry), before any model work; return the
+    layers and the key/value heads per layer (:func:`select_heads`)."""
     check_raw_mode(model)
-    metric_fn(metric)
-    check_positive("max_batch_tokens", max_batch_tokens)
     layer_ids = select_indices(layers, adapter.n_layers, "layers")
     return layer_ids, select_heads(heads, layer_ids, n_kv_heads(model))
 
 
+@checked_options
 @torch.no_grad()
 def value_zeroing(
     model,
     prompts: str | Sequence[str] | Sequence[Sequence[int]],
     *,
     targets: TargetsArg = None,
-    part: str | None = None,
+    part: Part | None = None,
     layers: int | range | Sequence[int] | None = None,
     heads: HeadsArg = None,
-    metric: str = "cosine",
+    metric: Metric = "cosine",
     normalize: bool = True,
     rollout: bool = False,
     generation_kwargs: Mapping[str, Any] | None = None,
-    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
     fast_path: bool = True,
     prepend_bos: bool | None = None,
 ) -> list[MixingOutput]:
@@ -315,8 +314,7 @@ def value_zeroing(
     """
     prompts = as_prompts(prompts)
     adapter = model_adapter(model, part)
-    layer_ids, head_ids = resolve_options(model, adapter, layers, heads, metric, max_batch_tokens)
-    check_flag("fast_path", fast_path)
+    layer_ids, head_ids = resolve_options(model, adapter, layers, heads)
     if rollout and not normalize:
         raise ValueError("rollout=True composes row-normalised matrices; pass normalize=True.")
     if rollout and adapter.part == "cross":

@@ -21,6 +21,8 @@ from typing import Any
 
 from torch import Tensor
 
+from hooklab.options import NonNegativeInt, PositiveInt, checked_options
+
 DIVERGING = "RdBu_r"  # signed scores: blue (negative) - white - red (positive)
 SEQUENTIAL = "Reds"  # non-negative scores: white - red
 
@@ -46,10 +48,11 @@ def decimals(values: Any, significant: int = 2, most: int = 8) -> int:
     return min(max(significant - 1 - math.floor(math.log10(peak)), 0), most)
 
 
+@checked_options
 def number_format(
     *values: Any,
-    significant: int = 2,
-    digits: int | None = None,
+    significant: PositiveInt = 2,
+    digits: NonNegativeInt | None = None,
     sign: bool = False,
     missing: str = "",
 ) -> Callable[[float | None], str]:
@@ -69,10 +72,6 @@ def number_format(
     """
     if digits is None:
         digits = max((decimals(v, significant) for v in values), default=significant)
-    elif isinstance(digits, bool) or not isinstance(digits, int) or digits < 0:
-        raise ValueError(
-            f"digits must be None (chosen from the values shown) or an int >= 0, got {digits!r}."
-        )
     spec = f"{'+' if sign else ''}.{digits}f"
 
     def fmt(value: float | None) -> str:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import math
 import string
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any
 
-from hooklab.budget import check_positive
 from hooklab.methods import METHODS
+from hooklab.options import Check, OptionSpec, PositiveInt, check_fields, declared_fields
 from hooklab.registry import unknown_name_error
 from hooklab.steps import CONTRASTIVE, STEP_FUNCTIONS
 
 RELATIVE_CONTEXT_SALIENCY = "relative_context_saliency"
+#: λ of a selection rule (|score| >= mean + λ·std): a finite number (None: top-k only).
+Lambda = Annotated[float, Check()]
 
 
 def cti_metrics() -> list[str]:
@@ -21,6 +23,9 @@ def cti_metrics() -> list[str]:
     return [*sorted(CONTRASTIVE), RELATIVE_CONTEXT_SALIENCY]
 
 
+# no_type_check: the declared fields are checked by check_fields in __post_init__, with the
+# messages of hooklab.options; the test-time type checker would pre-empt them.
+@typing.no_type_check
 @dataclass(frozen=True)
 class PecoreOptions:
     """Settings shared by the examples of a PECoRe run.
@@ -54,18 +59,19 @@ class PecoreOptions:
     contextless_output_current_text: str = "{current}"
     decoder_input_output_separator: str = " "
     context_sensitivity_metric: str = "kl_divergence"
-    context_sensitivity_std_threshold: float | None = 1.0
-    context_sensitivity_topk: int | None = None
+    context_sensitivity_std_threshold: Lambda | None = 1.0
+    context_sensitivity_topk: PositiveInt | None = None
     attribution_method: str = "saliency"
     attributed_fn: str = "contrast_prob_diff"
-    attribution_std_threshold: float | None = 1.0
-    attribution_topk: int | None = None
+    attribution_std_threshold: Lambda | None = 1.0
+    attribution_topk: PositiveInt | None = None
     special_tokens_to_keep: Sequence[str] = ()
     generation_kwargs: Mapping[str, Any] = field(default_factory=dict)
     attribution_kwargs: Mapping[str, Any] = field(default_factory=dict)
     prepend_bos: bool | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)  # the declared scalars: types, ranges (hooklab.options)
         keep = self.special_tokens_to_keep
         if isinstance(keep, str) or not isinstance(keep, (list, tuple)):
             raise TypeError(
@@ -93,30 +99,22 @@ class PecoreOptions:
             raise unknown_name_error("context sensitivity metric", metric, cti_metrics())
         METHODS.get(self.attribution_method)
         STEP_FUNCTIONS.get(self.attributed_fn)
-        for name in ("context_sensitivity_std_threshold", "attribution_std_threshold"):
-            _check_threshold(name, getattr(self, name))
-        if not isinstance(self.decoder_input_output_separator, str):
-            raise TypeError(
-                "decoder_input_output_separator must be a string (e.g. ' ' or ''), got "
-                f"{self.decoder_input_output_separator!r}."
-            )
         bad = [t for t in self.special_tokens_to_keep if not isinstance(t, str) or not t]
         if bad:
             raise TypeError(
                 f"special_tokens_to_keep must hold token strings such as '<|endoftext|>', "
                 f"got {bad!r}."
             )
-        if self.prepend_bos not in (None, True, False):
-            raise TypeError(
-                f"prepend_bos must be True, False or None (follow the tokenizer), got "
-                f"{self.prepend_bos!r}."
-            )
-        for name in ("context_sensitivity_topk", "attribution_topk"):
-            check_positive(name, getattr(self, name), optional=True)
 
     def resolved(self) -> dict[str, Any]:
         """Every option with its value (defaults included), as recorded in each result."""
         return {k: getattr(self, k) for k in self.field_names()}
+
+    @classmethod
+    def declared(cls) -> dict[str, OptionSpec]:
+        """Each option's declaration (annotation with its range, default, description): what
+        the checks, the demo's form and the saved parameters read."""
+        return declared_fields(cls)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -128,19 +126,6 @@ class PecoreOptions:
         if unknown:
             raise unknown_name_error("PECoRe option", unknown[0], self.field_names())
         return PecoreOptions(**{**self.resolved(), **changes})
-
-
-def _check_threshold(name: str, value: object) -> None:
-    """λ of a selection rule: None (no threshold) or a finite number."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number or None, got {value!r}.")
-    if not math.isfinite(value):
-        raise ValueError(
-            f"{name} must be finite (the rule selects |score| >= mean + λ·std), got {value!r}; "
-            "pass None to select without a threshold (top-k only)."
-        )
 
 
 def _placeholders(

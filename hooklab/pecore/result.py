@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
+from hooklab.options import checked_options
 from hooklab.output import io
 from hooklab.output.io import FORMAT_VERSION, header, register_kind
 from hooklab.output.provenance import freeze, thaw, unthaw, unthaw_float
@@ -271,6 +272,7 @@ class PecoreResult:
         return frame
 
     # ---- views ------------------------------------------------------------------------------
+    @checked_options
     def to_text(self, *, color: bool | None = None) -> str:
         """Inseq-style text: targets as ``{token}(score)``, cues as ``[token](score)``.
 
