@@ -10,7 +10,15 @@ import torch
 import hooklab
 from hooklab.methods.alti_logit import logit_contributions
 from hooklab.mixing import alti
-from hooklab.mixing.alti import alti_matrices
+from hooklab.mixing.adapter import Example, model_adapter
+from hooklab.mixing.alti import (
+    alti_matrices,
+    layer_acts,
+    part_acts,
+    part_matrices,
+    record,
+    record_seq2seq,
+)
 from hooklab.testing import check_method
 from hooklab.zoo import build
 from tests.reference import flow
@@ -123,13 +131,6 @@ def test_parallel_blocks_are_decomposed(family):
     torch.testing.assert_close(mixing.sum(-1), torch.ones(2, len(ids)).double())
 
 
-@pytest.mark.parametrize("family", ["gemma2", "olmo2"])
-def test_post_attention_norms_are_refused(family):
-    model = hooklab.load(build(family, tempfile.mkdtemp()), device="cpu", dtype=torch.float64)
-    with pytest.raises(NotImplementedError, match="norm after attention"):
-        alti(model, PROMPT, targets="")
-
-
 @pytest.mark.parametrize("per_head", [False, True])
 @torch.no_grad()
 def test_route_weights_are_the_contributions_they_come_from(tiny64, per_head):
@@ -188,3 +189,58 @@ def test_routes_command_writes_the_figure_and_the_routes(tmp_path):
     routes(figure_path=str(tmp_path / "r.png"), save_path=str(tmp_path / "r.safetensors"))
     assert (tmp_path / "r.png").exists() and (tmp_path / "r.pdf").exists()
     assert len(hooklab.mixing.RoutesOutput.load(tmp_path / "r.safetensors").weights) > 0
+
+
+@pytest.fixture(scope="module", params=["marian", "bart", "t5"])
+def seq2seq64(request):
+    """Tiny encoder–decoders in float64: post-norm (Marian, BART) and pre-norm (T5)."""
+    return hooklab.load(build(request.param, tempfile.mkdtemp()), device="cpu",
+                        dtype=torch.float64)  # fmt: skip
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder", "cross"])
+def test_alti_plus_parts_sum_to_the_sublayer_output(seq2seq64, part):
+    adapter = model_adapter(seq2seq64, part)
+    example = adapter.encode([PROMPT], [" asked him to come"])[0]
+    act = record_seq2seq(seq2seq64, example, part, range(adapter.n_layers))
+    for layer in range(adapter.n_layers):
+        acts = part_acts(seq2seq64, act, part, layer)
+        n = acts.y.shape[0]
+        t = acts.transformed(torch.arange(n))
+        torch.testing.assert_close(t.sum(1) + acts.bias, acts.y, atol=1e-10, rtol=1e-10)
+    out = alti(seq2seq64, PROMPT, targets=" asked him to come", part=part)[0]
+    rows = out.scores.sum(-1)
+    if part == "cross":  # the residual's share is the rest of the row
+        assert out.scores.shape[-1] == len(example.ids) and rows.le(1 + 1e-12).all()
+    else:
+        torch.testing.assert_close(rows, torch.ones_like(rows))
+    assert out.parameters["part"] == part
+
+
+def test_alti_plus_post_norm_encoder_matches_the_reference():
+    model = hooklab.load(build("marian", tempfile.mkdtemp()), device="cpu", dtype=torch.float64)
+    src = model.tokenizer(PROMPT)["input_ids"]
+    scores = part_matrices(model, Example(tuple(src), (0,)), "encoder", layers=[0, 1])
+    for layer in (0, 1):
+        ref = flow.ref_post_norm_alti(model, src, layer)
+        torch.testing.assert_close(scores[layer], ref, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "gemma3_text", "olmo2"])
+def test_post_attention_norms_are_decomposed(family):
+    model = hooklab.load(build(family, tempfile.mkdtemp()), device="cpu", dtype=torch.float64)
+    ids = model.tokenizer(PROMPT)["input_ids"]
+    recorded = record(model, ids, range(model.cfg.n_layers))
+    for layer in range(model.cfg.n_layers):
+        acts = layer_acts(model, recorded, layer)
+        assert acts.norm is not None
+        t = acts.transformed(torch.arange(len(ids)))
+        torch.testing.assert_close(t.sum(1) + acts.bias, acts.y, atol=1e-6, rtol=1e-6)
+    mixing = alti_matrices(model, ids, layers=[0, 1])
+    torch.testing.assert_close(mixing.sum(-1), torch.ones(2, len(ids)).double())
+    if family == "gemma2":  # tanh soft-capped logits are no linear readout: refused
+        with pytest.raises(NotImplementedError, match="soft-caps its logits"):
+            logit_contributions(model, ids, [4], [ids[5]])
+        return
+    scores, remainder, logit = logit_contributions(model, ids, [4], [ids[5]])
+    assert (scores.sum() + remainder).item() == pytest.approx(logit.item(), abs=1e-5)

@@ -74,19 +74,19 @@ class NotSupported(Exception):
     """Raised by a check whose feature refuses the family with the documented clear error."""
 
 
-_POST_NORM = "norm after attention: ALTI's decomposition of the block output is undefined"
+_SOFTCAP = "tanh soft-capped logits: no linear readout of the last residual stream"
 #: ``{(family, feature): (what the refusal must say, why)}``: the cells where a feature refuses
 #: the family by design (also in the README's "Supported models" table). The check asserts the
 #: refusal is a ``NotImplementedError`` whose message matches; a cell that starts working fails
 #: until its entry is removed.
 UNSUPPORTED: dict[tuple[str, str], tuple[str, str]] = {
-    **{(f, "method:alti_logit"): ("Self-check failed", _POST_NORM)
-       for f in ("gemma2", "gemma3_text", "olmo2")},
+    ("gemma2", "method:alti_logit"): ("soft-caps its logits", _SOFTCAP),
     ("granite", "method:alti_logit"): (
         "Self-check failed", "scaled residual branches and logits: the decomposition is undefined"
     ),
-    **{(f, "method:alti_logit"): ("does not support encoder-deco", "ALTI+ is not built yet")
-       for f in zoo.ENCODER_DECODER},
+    **{(f, "method:alti_logit"): (
+        "does not support encoder-deco", "ALTI-Logit with source contributions is not built"
+    ) for f in zoo.ENCODER_DECODER},
 }  # fmt: skip
 
 

@@ -36,8 +36,9 @@ from torch import Tensor
 from hooklab.hooks import hook_name
 from hooklab.methods.base import MethodResult, register_method
 from hooklab.mixing.alti import check_supported, layer_acts, layer_alti, record
+from hooklab.mixing.linear_norm import linear_norm
 from hooklab.precision import upcast
-from hooklab.selfcheck import check_identity, tolerance
+from hooklab.selfcheck import check_identity
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,32 +48,20 @@ if TYPE_CHECKING:
 
 
 def final_norm(model, x_in: Tensor, x_out: Tensor) -> tuple[Tensor, Tensor, bool, torch.dtype]:
-    """``(γ / s, β, center, dtype)`` of the final norm on ``x_in`` ``[pos, d_model]``: its
-    output is ``P(x_in) ⊙ γ / s + β`` (``P`` centers when ``center``), proved against
-    ``x_out`` at the precision of ``dtype`` (float32 for norms that compute in float32 inside a
-    float64 model, as Hugging Face RMSNorms do).
+    """``(γ / s, β, center, dtype)`` of the final norm on ``x_in`` ``[pos, d_model]`` (see
+    :func:`~hooklab.mixing.linear_norm.linear_norm`), proved against ``x_out``.
 
     Raises:
         NotImplementedError: the norm is neither a LayerNorm nor an RMSNorm (w or 1 + w scale).
     """
-    norm = getattr(model.ln_final, "original_component", model.ln_final)
-    x_in = upcast(x_in)
-    weight, bias = norm.weight.to(x_in.dtype), getattr(norm, "bias", None)
-    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-6)
-    beta = torch.zeros_like(weight) if bias is None else bias.to(x_in.dtype)
-    centered = x_in - x_in.mean(-1, keepdim=True)
-    candidates = [(weight, centered, True)] if bias is not None else []
-    candidates += [(weight, x_in, False), (1 + weight, x_in, False)]  # RMSNorm: w, Gemma: 1 + w
-    for gamma, p, center in candidates:
-        scale = gamma / (p.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-        got = p * scale + beta
-        for dtype in dict.fromkeys([x_out.dtype, torch.float32]):
-            if (got.to(dtype) - x_out.to(dtype)).abs().max() <= tolerance(x_out.to(dtype)):
-                return scale, beta, center, dtype
-    raise NotImplementedError(
-        f"ALTI-Logit linearises the final norm as a LayerNorm or RMSNorm; {type(norm).__name__} "
-        "computes something else: not supported."
-    )
+    fitted = linear_norm(model.ln_final, x_in, x_out)
+    if fitted is None:
+        norm = getattr(model.ln_final, "original_component", model.ln_final)
+        raise NotImplementedError(
+            f"ALTI-Logit linearises the final norm as a LayerNorm or RMSNorm; "
+            f"{type(norm).__name__} computes something else: not supported."
+        )
+    return fitted.scale, fitted.beta, fitted.center, fitted.dtype
 
 
 @torch.no_grad()
@@ -94,6 +83,12 @@ def logit_contributions(
             compared with (the logit difference is explained), or None.
     """
     n_layers = model.cfg.n_layers
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    if getattr(config, "final_logit_softcapping", None):
+        raise NotImplementedError(
+            "ALTI-Logit reads the logit linearly off the last residual stream; this model "
+            "soft-caps its logits (tanh, final_logit_softcapping): not supported."
+        )
     act = record(model, ids, range(n_layers), logits=True)
     q = torch.tensor(list(queries), device=model.cfg.device)
     x_in, x_out = act["ln_final.hook_in"], act["ln_final.hook_out"]
@@ -118,7 +113,8 @@ def logit_contributions(
         acts = layer_acts(model, act, layer)
         # Δ[s, j]: layer's attention update of step s through source j
         pattern, head_values = upcast(acts.pattern[:, q]), upcast(acts.head_values)
-        delta = torch.einsum("hsk,khm,sm->sk", pattern, head_values, r)
+        r_attn = r if acts.norm is None else acts.norm.readout(r, q)  # through N on attn_out
+        delta = torch.einsum("hsk,khm,sm->sk", pattern, head_values, r_attn)
         before = rolled
         rolled = layer_alti(acts) @ rolled
         layer_scores = delta @ before
@@ -130,7 +126,7 @@ def logit_contributions(
             remainder += mlp_update * (1 - mixing.sum(-1))
         else:
             remainder += mlp_update
-        remainder += (upcast(acts.bias) * r).sum(-1)
+        remainder += (upcast(acts.bias[q]) * r).sum(-1)
         scores.append(layer_scores)
     scores = torch.stack(scores, dim=-1)  # [step, pos, layer]
     total = scores.sum((1, 2)) + remainder

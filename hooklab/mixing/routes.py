@@ -241,7 +241,7 @@ def information_flow(
             active, top = below, mid
         below = set()
         for i in sorted(active):
-            heads = acts.pattern[:, i, :, None] * acts.head_values.transpose(0, 1)  # [h, k, m]
+            heads = acts.head_terms(i)  # [head, key_pos, d_model]
             parts = list(heads.flatten(0, 1)) if per_head else list(heads.sum(0))
             # part h * n + j per head (flatten order), else part j
             sources = [(attention, j, h) for h in range(len(heads)) for j in range(n)]

@@ -104,3 +104,35 @@ def ref_alti_logit(model, ids, query, target, foil=None):
             scores[s, layer] += mlp * rolled[layer + 1][query, s]
         remainder += float(b_o @ r)
     return scores, remainder, float(logit)
+
+
+@torch.no_grad()
+def ref_post_norm_alti(model, src_ids, layer):
+    """``[query_pos, key_pos]`` ALTI of a post-norm encoder block (Marian, BART: ``y_i =
+    LN(x_i + Σ_j a_ij + b_O)``), the LayerNorm's statistics taken at its actual input, pair by
+    pair; values recomputed from the weights (``x_j W_V + b_V``)."""
+    name = f"encoder_blocks.{layer}.hook_in"
+    pattern_name = f"encoder_blocks.{layer}.attn.hook_pattern"
+    hooks, cache = recorder([name, pattern_name])
+    with temporary_hooks(model, hooks):
+        model(torch.tensor([src_ids]), decoder_input_ids=torch.tensor([[0]]))
+    x, pattern = cache[name][0], cache[pattern_name][0]
+    block = model.encoder_blocks[layer]
+    attn, norm = block.attn, block.ln1.original_component
+    n, d = x.shape
+    a = torch.zeros(n, n, d, dtype=x.dtype)
+    for i in range(n):
+        for j in range(n):
+            for h in range(attn.W_O.shape[0]):
+                a[i, j] += pattern[h, i, j] * ((x[j] @ attn.W_V[h] + attn.b_V[h]) @ attn.W_O[h])
+    c = torch.zeros(n, n, dtype=x.dtype)
+    for i in range(n):
+        z = x[i] + a[i].sum(0) + attn.b_O
+        y = norm(z)
+        s = ((z - z.mean()).pow(2).mean() + norm.eps).sqrt()
+        for j in range(n):
+            part = a[i, j] + (x[i] if i == j else 0)
+            t = norm.weight * (part - part.mean()) / s
+            c[i, j] = max(0.0, float(y.abs().sum() - (y - t).abs().sum()))
+        c[i] /= c[i].sum()
+    return c
