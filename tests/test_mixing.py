@@ -172,7 +172,7 @@ def test_hooks_removed_when_a_hook_raises(gpt2, monkeypatch):
         ({"targets": [TARGET, TARGET]}, "2 targets for 1 prompts"),
         ({"heads": 4}, r"Invalid heads .* 4: choose from 0\.\.3"),
         ({"heads": {3: 0}}, r"layers \[3\].*computed layers: \[0, 1\]"),
-        ({"metric": "cosin"}, r"Unknown metric 'cosin'. Did you mean 'cosine'\?.*euclidean"),
+        ({"metric": "cosin"}, r"metric must be one of 'cosine', 'euclidean', got 'cosin'. Did you"),
         ({"rollout": True, "normalize": False}, "normalize=True"),
     ],
 )

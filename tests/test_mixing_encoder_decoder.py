@@ -114,7 +114,9 @@ def test_heads_layers_and_hooks(marian):
 def test_generated_target_and_errors(marian):
     (out,) = value_zeroing(marian, SOURCE, part="decoder", generation_kwargs={"max_new_tokens": 3})
     assert 1 < len(out.tokens) <= 4 and out.parameters["targets"] is None
-    with pytest.raises(ValueError, match="Unknown part 'enc'.*encoder, decoder, cross"):
+    with pytest.raises(
+        ValueError, match="part must be one of 'encoder', .*'cross' or None, got 'enc'"
+    ):
         value_zeroing(marian, SOURCE, targets=TARGET, part="enc")
     with pytest.raises(ValueError, match="rollout"):
         value_zeroing(marian, SOURCE, targets=TARGET, rollout=True)
@@ -223,7 +225,7 @@ def test_knockout_lists_validation_and_provenance(marian):
     for bad, match in [
         ({"window": 0}, "window must be a positive int"),
         ({"batch_size": 0}, "batch_size must be a positive int"),
-        ({"part": "self"}, "Unknown part 'self'"),
+        ({"part": "self"}, "part must be one of 'encoder', 'decoder', 'cross' or None, got 'self'"),
         ({"sources": {"x": 99}}, "Invalid source 'x' 99"),
     ]:
         with pytest.raises(ValueError, match=match):
