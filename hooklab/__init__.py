@@ -10,6 +10,7 @@ Example:
 
 from hooklab import mixing, pecore, testing
 from hooklab.attribute import attribute
+from hooklab.cite import CitationResult, cite
 from hooklab.faithfulness import evaluate_faithfulness
 from hooklab.generation import Generation, generate
 from hooklab.hooks import hook_name, temporary_hooks
@@ -33,6 +34,7 @@ __all__ = [
     "AttributedFn",
     "AttributionOutput",
     "Batch",
+    "CitationResult",
     "Generation",
     "KnockoutOutput",
     "MethodResult",
@@ -42,6 +44,7 @@ __all__ = [
     "StepArgs",
     "__version__",
     "attribute",
+    "cite",
     "encode_prompt",
     "encode_target",
     "evaluate_faithfulness",
