@@ -7,6 +7,7 @@ from hooklab.toy_rag.corpus import (
     DOCUMENT_SEPARATOR,
     DOCUMENT_TEMPLATE,
     INPUT_TEMPLATE,
+    RELEASE_EXAMPLE,
     generate_eval_examples,
     join_documents,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "DOCUMENT_TEMPLATE",
     "EVAL_EXAMPLES",
     "INPUT_TEMPLATE",
+    "RELEASE_EXAMPLE",
     "TOY_RAG_DIR",
     "generate_eval_examples",
     "join_documents",

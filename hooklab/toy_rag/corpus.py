@@ -179,3 +179,17 @@ def generate_eval_examples(n: int, seed: int) -> list[dict[str, Any]]:
 def write_eval_examples(path, n: int, seed: int):
     """Write :func:`generate_eval_examples` as JSONL (package data)."""
     return write_jsonl(path, generate_eval_examples(n, seed))
+
+
+#: The default example of ``hooklab cite`` / ``scripts/cite.py`` (answer generated).
+RELEASE_EXAMPLE: dict[str, Any] = {
+    "question": "Where does Ben live? Which pet does Clara have?",
+    "documents": [
+        "Anna lives in Rome. Anna has a dog.",
+        "Ben lives in Oslo.",
+        "Clara has a cat. Clara lives in Paris.",
+        "David lives in Madrid. David has a horse.",
+    ],
+    "answer": "Ben lives in Oslo. Clara has a cat.",
+    "gold_documents": [[1], [2]],
+}
