@@ -1,9 +1,10 @@
 """Train the embedded toy retrieval model shipped in ``hooklab/toy_rag/model``.
 
 Generates the corpus (``hooklab.toy_rag.corpus``), trains a byte-level BPE tokenizer in which
-every corpus word is one token, trains a tiny GPT-2 on the answers (the loss covers the answer
-tokens and the final end-of-text only), saves a standard Hugging Face checkpoint and writes
-``eval_examples.jsonl`` (held out: another seed). Deterministic on CPU given the arguments.
+every corpus word is one token, trains a tiny GPT-2 (the loss covers every token, or with
+``--answer_only`` the answer and the final end-of-text only), saves a standard Hugging Face
+checkpoint and writes ``eval_examples.jsonl`` (held out: another seed). Deterministic on CPU
+given the arguments.
 
     nice -n 10 python scripts/train_toy_rag.py --out hooklab/toy_rag/model --seed 0
 """
@@ -64,8 +65,8 @@ def encode(tok, example: dict) -> tuple[list[int], int]:
     return [*p, *tok.encode(answer), 0], len(p)
 
 
-def make_batch(items: list[tuple[list[int], int]]) -> tuple[torch.Tensor, ...]:
-    """Right-padded ids, attention mask, and labels on the answer tokens only."""
+def make_batch(items: list[tuple[list[int], int]], answer_only: bool) -> tuple[torch.Tensor, ...]:
+    """Right-padded ids, attention mask, and labels (on the answer only, or on every token)."""
     width = max(len(s) for s, _ in items)
     ids = torch.zeros(len(items), width, dtype=torch.long)
     mask = torch.zeros(len(items), width, dtype=torch.long)
@@ -73,6 +74,7 @@ def make_batch(items: list[tuple[list[int], int]]) -> tuple[torch.Tensor, ...]:
     for i, (s, a) in enumerate(items):
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
+        a = a if answer_only else 1
         labels[i, a : len(s)] = ids[i, a : len(s)]
     return ids, mask, labels
 
@@ -110,16 +112,17 @@ def main(
     out: str = "hooklab/toy_rag/model",
     seed: int = 0,
     n_examples: int = 60000,
-    steps: int = 2500,
-    batch_size: int = 32,
+    steps: int = 4000,
+    batch_size: int = 16,
     lr: float = 3e-3,
     warmup: int = 100,
     weight_decay: float = 0.01,
-    n_layer: int = 4,
-    n_embd: int = 96,
+    n_layer: int = 3,
+    n_embd: int = 64,
     n_head: int = 4,
     dropout: float = 0.0,
     curriculum: float = 0.0,
+    answer_only: bool = False,
     n_eval: int = 120,
     eval_seed: int = 12345,
     eval_every: int = 500,
@@ -156,7 +159,7 @@ def main(
     print(f"model: {n_params} parameters")
 
     def loss_of(idx: list[int]) -> torch.Tensor:
-        ids, mask, labels = make_batch([items[i] for i in idx])
+        ids, mask, labels = make_batch([items[i] for i in idx], answer_only)
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
     train(

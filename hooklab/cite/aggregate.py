@@ -24,6 +24,8 @@ import re
 from collections.abc import Sequence
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -77,8 +79,8 @@ def owners(
 
 
 def filter_scores(
-    scores: Sequence[float], *, top_p: float | None, top_k: int | None
-) -> torch.Tensor:
+    scores: Sequence[float], *, top_p: float | int | None, top_k: int | None
+) -> Float[Tensor, "pos"]:
     """Keep the top ``top_k`` scores, or those within the top ``top_p`` % of the range; zero
     the others (non-finite scores are dropped too)."""
     s = torch.as_tensor(list(scores), dtype=torch.float64)

@@ -49,12 +49,12 @@ class CiteOptions:
     input_template: str = INPUT_TEMPLATE
     contextless_input_template: str = CONTEXTLESS_TEMPLATE
     cti_metric: str = "kl_divergence"
-    cti_std_threshold: float = 1.0
-    cti_threshold: float | None = None
+    cti_std_threshold: float | int = 1.0
+    cti_threshold: float | int | None = None
     attribution_method: str = "saliency"
     attributed_fn: str = "contrast_prob_diff"
     cci_filter: str = "top_p"
-    cci_top_p: float = 5.0
+    cci_top_p: float | int = 5.0
     cci_top_k: int = 3
     max_citations: int | None = 3
     pecore_options: Mapping[str, Any] = field(default_factory=dict)

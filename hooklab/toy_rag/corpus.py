@@ -64,6 +64,7 @@ RELATIONS: dict[str, dict[str, Any]] = {
     },
 }
 KINDS = ("single", "two_people", "one_person")  # one fact; two facts of two / of one person
+TRAINING_KINDS = {"single": 0.3, "two_people": 0.3, "one_person": 0.15, "three_people": 0.25}
 
 
 def corpus_words() -> list[str]:
@@ -90,7 +91,7 @@ def make_example(rng: random.Random, kind: str, n_documents: int) -> dict[str, A
     its fact (always exactly one).
     """
     people = rng.sample(NAMES, n_documents)
-    asked_people = [0, 1] if kind == "two_people" else [0]
+    asked_people = {"two_people": [0, 1], "three_people": [0, 1, 2]}.get(kind, [0])
     relations = list(RELATIONS)
     if kind == "one_person":
         asked = [(0, r) for r in rng.sample(relations, 2)]
@@ -125,8 +126,7 @@ def make_example(rng: random.Random, kind: str, n_documents: int) -> dict[str, A
 
 
 def _kind(rng: random.Random) -> str:
-    x = rng.random()
-    return "single" if x < 0.5 else "two_people" if x < 0.8 else "one_person"
+    return rng.choices(list(TRAINING_KINDS), weights=list(TRAINING_KINDS.values()))[0]
 
 
 def training_text(example: dict[str, Any]) -> tuple[str, str]:
@@ -142,7 +142,11 @@ def training_text(example: dict[str, Any]) -> tuple[str, str]:
 
 
 def generate_examples(n: int, seed: int, contextless: float = 0.15) -> list[dict[str, Any]]:
-    """Training examples; a ``contextless`` share has no documents and random answer values."""
+    """Training examples; a ``contextless`` share has no documents and random answer values.
+
+    Training also asks about three people at once (``three_people``): more answer values per
+    sequence, so more signal for finding the right document.
+    """
     rng = random.Random(seed)
     out = []
     for _ in range(n):
