@@ -18,7 +18,14 @@ import time
 import fire
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (
+    GenerationConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
@@ -123,6 +130,7 @@ def main(
     dropout: float = 0.0,
     curriculum: float = 0.0,
     answer_only: bool = False,
+    arch: str = "gpt2",
     n_eval: int = 120,
     eval_seed: int = 12345,
     eval_every: int = 500,
@@ -141,22 +149,9 @@ def main(
     if write_package_data:
         corpus.write_eval_examples(TOY_RAG / "eval_examples.jsonl", n_eval, eval_seed)
 
-    config = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=128,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=n_head,
-        resid_pdrop=dropout,
-        embd_pdrop=dropout,
-        attn_pdrop=dropout,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=0,
-    )
-    model = GPT2LMHeadModel(config)
+    model = build_model(arch, len(tok), n_layer, n_embd, n_head, dropout)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params} parameters")
+    print(f"model: {arch}, {n_params} parameters")
 
     def loss_of(idx: list[int]) -> torch.Tensor:
         ids, mask, labels = make_batch([items[i] for i in idx], answer_only)
@@ -181,6 +176,42 @@ def main(
     train_time = time.time() - t0
     print("held-out exact match:", evaluate(model, tok, held_out))
     print_size(out_dir, n_params, train_time)
+
+
+def build_model(arch: str, vocab: int, n_layer: int, n_embd: int, n_head: int, dropout: float):
+    """A GPT-2 (learned absolute positions) or a Llama (rotary positions: the relative offsets
+    between a name and its value are learned much faster)."""
+    if arch == "llama":
+        config = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=n_embd,
+            intermediate_size=4 * n_embd,
+            num_hidden_layers=n_layer,
+            num_attention_heads=n_head,
+            max_position_embeddings=128,
+            attention_dropout=dropout,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+            tie_word_embeddings=True,
+        )
+        return LlamaForCausalLM(config)
+    if arch != "gpt2":
+        raise ValueError(f"arch must be 'gpt2' or 'llama', got {arch!r}.")
+    config = GPT2Config(
+        vocab_size=vocab,
+        n_positions=128,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    return GPT2LMHeadModel(config)
 
 
 if __name__ == "__main__":

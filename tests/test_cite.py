@@ -9,7 +9,13 @@ import pytest
 import torch
 
 import hooklab
-from hooklab.cite import CitationResult, CiteOptions, cite_from_pecore, filter_scores
+from hooklab.cite import (
+    CitationResult,
+    CiteOptions,
+    cite_from_inseq,
+    cite_from_pecore,
+    filter_scores,
+)
 from hooklab.cite.aggregate import split_sentences
 from hooklab.cite.evaluate import evaluate_citations, lexical_citations, score_citations
 from hooklab.toy_rag import EVAL_EXAMPLES, RELEASE_EXAMPLE
@@ -126,6 +132,20 @@ def test_calibrated_threshold_and_offline_rethreshold(toy_rag):
     assert [s.selected for s in offline.sentences] == [s.selected for s in online.sentences]
     for a, b in zip(offline.sentences, online.sentences, strict=True):
         torch.testing.assert_close(torch.tensor(a.mass), torch.tensor(b.mass), rtol=1e-5, atol=0)
+    from_inseq = cite_from_inseq(low.to_inseq(), DOCS, cti_threshold=t, question=q)
+    assert from_inseq.citations == online.citations
+
+
+def test_from_inseq_json_default_rule(toy_rag):
+    q, answer = (
+        "Where does Ben live? Which pet does Anna have?",
+        "Ben lives in Oslo. Anna has a dog.",
+    )
+    res = hooklab.cite(toy_rag, q, DOCS, answer=answer)
+    record = json.loads(json.dumps(res.to_inseq()))
+    again = cite_from_inseq(record, DOCS, question=q)
+    assert again.citations == res.citations
+    assert again.document_of_token == res.document_of_token
 
 
 def test_result_views_and_save_load(toy_rag, tmp_path):

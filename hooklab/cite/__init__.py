@@ -9,7 +9,7 @@ Example:
 """
 
 from hooklab.cite.aggregate import filter_scores, split_sentences
-from hooklab.cite.core import cite, cite_from_pecore, join_documents
+from hooklab.cite.core import cite, cite_from_inseq, cite_from_pecore, join_documents
 from hooklab.cite.options import CiteOptions
 from hooklab.cite.result import CitationResult, SentenceCitation
 
@@ -18,6 +18,7 @@ __all__ = [
     "CiteOptions",
     "SentenceCitation",
     "cite",
+    "cite_from_inseq",
     "cite_from_pecore",
     "filter_scores",
     "join_documents",

@@ -5,7 +5,7 @@ Steps, all on the recorded scores of a :class:`~hooklab.pecore.PecoreResult`:
 1. **Sentences.** The answer is split with :func:`split_sentences`: a sentence ends after
    ``.``, ``!`` or ``?`` followed by whitespace (or the end of the answer), or at a line break.
    Each answer token belongs to the sentence holding its first non-space character.
-2. **CTI.** An answer token is selected when its CTI score is at least the threshold: a
+2. **CTI.** An answer token is selected when its |CTI score| is at least the threshold: a
    calibrated ``cti_threshold``, or mean + k·std of the answer's CTI scores (population std,
    over the candidate tokens: what :func:`hooklab.pecore.select.selection_threshold` computes).
 3. **CCI filter.** For each selected token, its CCI scores over the document tokens keep only

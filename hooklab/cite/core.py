@@ -9,7 +9,8 @@ mass (:mod:`hooklab.cite.aggregate`). The PECoRe run is :func:`hooklab.pecore.pe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -23,7 +24,8 @@ from hooklab.cite.aggregate import (
 from hooklab.cite.options import CiteOptions
 from hooklab.cite.result import CitationResult, SentenceCitation
 from hooklab.inputs import context_window, encode_prompt, encode_target
-from hooklab.pecore import PecoreResult, pecore
+from hooklab.pecore import PecoreOptions, PecoreResult, pecore
+from hooklab.pecore.select import selection_threshold
 
 
 def join_documents(
@@ -143,7 +145,9 @@ def cite_from_pecore(
     doc_of = owners(token_spans(result.input_context_tokens, context), regions)
     threshold = opts.cti_threshold if opts.cti_threshold is not None else result.cti_threshold
     selected = [
-        c for c in result.context_sensitive if opts.cti_threshold is None or c.score >= threshold
+        c
+        for c in result.context_sensitive
+        if opts.cti_threshold is None or abs(c.score) >= threshold
     ]
     out_text = "".join(result.output_current_tokens)
     sentences = split_sentences(out_text)
@@ -188,3 +192,71 @@ def cite_from_pecore(
         parameters=opts.resolved(),
         model=result.model,
     )
+
+
+_PIECE_MARKS = {"Ġ": " ", "▁": " ", "Ċ": "\n", "<0x0A>": "\n"}
+
+
+def _piece_text(token: str) -> str:
+    """A tokenizer piece as text (``"Ġhospital"`` -> ``" hospital"``), as Inseq writes them."""
+    for mark, text in _PIECE_MARKS.items():
+        token = token.replace(mark, text)
+    return token
+
+
+def cite_from_inseq(
+    record: Mapping[str, Any],
+    documents: Sequence[str],
+    options: CiteOptions | None = None,
+    *,
+    question: str | None = None,
+    **option_overrides,
+) -> CitationResult:
+    """Citations from a recorded Inseq ``attribute-context`` JSON (re-threshold offline).
+
+    ``record`` is Inseq's ``AttributeContextOutput.to_dict()`` (or
+    :meth:`~hooklab.pecore.PecoreResult.to_inseq`) of a run on ``documents`` joined with the
+    options' template and separator. The CTI threshold is the calibrated ``cti_threshold``, or
+    mean + k·std of the recorded CTI scores (all output tokens, as MIRAGE computes it); only
+    the tokens with recorded CCI scores can be selected.
+    """
+    from hooklab.pecore.result import ContextSensitiveToken
+
+    opts = (options or CiteOptions()).replace(**option_overrides)
+    scores = [float(x) for x in record["cti_scores"]]
+    if opts.cti_threshold is not None:
+        threshold = float(opts.cti_threshold)
+    else:
+        threshold = selection_threshold(torch.tensor(scores), opts.cti_std_threshold)
+    context_tokens = tuple(_piece_text(t) for t in record["input_context_tokens"])
+    output_tokens = tuple(_piece_text(t) for t in record["output_current_tokens"])
+    entries = tuple(
+        ContextSensitiveToken(
+            index=c["cti_idx"],
+            token=output_tokens[c["cti_idx"]],
+            score=float(c["cti_score"]),
+            contextless_token=c.get("contrast_token") or "",
+            input_context_tokens=context_tokens,
+            input_context_scores=tuple(float(x) for x in c["input_context_scores"]),
+            cues=(),
+        )
+        for c in record["cci_scores"]
+        if threshold is None or abs(float(c["cti_score"])) >= threshold
+    )
+    info = record.get("info") or {}
+    result = PecoreResult(
+        input_context=record["input_context"],
+        input_current=question or info.get("input_current_text") or "",
+        output_current=record.get("output_current") or "".join(output_tokens),
+        input_context_tokens=context_tokens,
+        output_current_tokens=output_tokens,
+        cti_metric=info.get("context_sensitivity_metric") or opts.cti_metric,
+        cti_scores=tuple(scores),
+        cti_threshold=threshold,
+        context_sensitive=entries,
+        cci_method=info.get("attribution_method") or opts.attribution_method,
+        cci_attributed_fn=info.get("attributed_fn") or opts.attributed_fn,
+        parameters={k: v for k, v in info.items() if k in PecoreOptions.field_names()},
+        model={"name_or_path": info.get("model_name_or_path")},
+    )
+    return cite_from_pecore(result, documents, opts.replace(cti_threshold=None), question=question)
