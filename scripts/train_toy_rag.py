@@ -1,8 +1,9 @@
 """Train the embedded toy retrieval model shipped in ``hooklab/toy_rag/model``.
 
 Generates the corpus (``hooklab.toy_rag.corpus``), trains a byte-level BPE tokenizer in which
-every corpus word is one token, trains a tiny GPT-2 (the loss covers every token, or with
-``--answer_only`` the answer and the final end-of-text only), saves a standard Hugging Face
+every corpus word is one token, trains a tiny Llama (rotary positions; ``--arch gpt2`` for GPT-2) on
+the answers (``--answer_only False``: every token), the answer values weighted ``value_weight``
+times (the tokens that need the right document), saves a standard Hugging Face
 checkpoint and writes ``eval_examples.jsonl`` (held out: another seed). Deterministic on CPU
 given the arguments.
 
@@ -72,6 +73,12 @@ def encode(tok, example: dict) -> tuple[list[int], int]:
     return [*p, *tok.encode(answer), 0], len(p)
 
 
+def has_distractor(example: dict) -> bool:
+    """Whether a document of ``example`` holds no asked fact (the curriculum starts without)."""
+    gold = {d for ids in example["gold_documents"] for d in ids}
+    return len(example["documents"]) > len(gold)
+
+
 def make_batch(items: list[tuple[list[int], int]], answer_only: bool) -> tuple[torch.Tensor, ...]:
     """Right-padded ids, attention mask, and labels (on the answer only, or on every token)."""
     width = max(len(s) for s, _ in items)
@@ -125,12 +132,13 @@ def main(
     warmup: int = 100,
     weight_decay: float = 0.01,
     n_layer: int = 3,
-    n_embd: int = 64,
+    n_embd: int = 96,
     n_head: int = 4,
     dropout: float = 0.0,
-    curriculum: float = 0.0,
-    answer_only: bool = False,
-    arch: str = "gpt2",
+    curriculum: float = 0.3,
+    answer_only: bool = True,
+    arch: str = "llama",
+    value_weight: float = 4.0,
     n_eval: int = 120,
     eval_seed: int = 12345,
     eval_every: int = 500,
@@ -153,14 +161,25 @@ def main(
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {arch}, {n_params} parameters")
 
+    values = torch.zeros(len(tok), dtype=torch.bool)
+    values[[tok.convert_tokens_to_ids("Ġ" + w) for w in corpus.value_words()]] = True
+
     def loss_of(idx: list[int]) -> torch.Tensor:
         ids, mask, labels = make_batch([items[i] for i in idx], answer_only)
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        target = labels[:, 1:]
+        per_token = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), target, ignore_index=-100, reduction="none"
+        )
+        weight = (target != -100).float() * torch.where(
+            values[target.clamp(min=0)], value_weight, 1.0
+        )
+        return (per_token * weight).sum() / weight.sum()
 
     train(
         model,
         loss_of,
-        [e["kind"] == "single" for e in examples],
+        [not has_distractor(e) for e in examples],
         steps=steps,
         batch_size=batch_size,
         lr=lr,

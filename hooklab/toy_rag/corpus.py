@@ -64,6 +64,7 @@ RELATIONS: dict[str, dict[str, Any]] = {
     },
 }
 KINDS = ("single", "two_people", "one_person")  # one fact; two facts of two / of one person
+NEEDED = {"single": 1, "one_person": 1, "two_people": 2, "three_people": 3}  # documents
 TRAINING_KINDS = {"single": 0.3, "two_people": 0.3, "one_person": 0.15, "three_people": 0.25}
 
 
@@ -75,6 +76,11 @@ def corpus_words() -> list[str]:
         for t in (rel["fact"], rel["question"]):
             words |= set(t.replace("{name}", "").replace("{value}", "").strip(".?").split())
     return sorted(words)
+
+
+def value_words() -> list[str]:
+    """The answer values (cities, jobs, pets): the words copied from the gold document."""
+    return sorted({v for rel in RELATIONS.values() for v in rel["values"]})
 
 
 def join_documents(documents: list[str]) -> str:
@@ -145,12 +151,14 @@ def generate_examples(n: int, seed: int, contextless: float = 0.15) -> list[dict
     """Training examples; a ``contextless`` share has no documents and random answer values.
 
     Training also asks about three people at once (``three_people``): more answer values per
-    sequence, so more signal for finding the right document.
+    sequence, so more signal for finding the right document; it has 1–5 documents (held-out
+    examples 3–5), so some examples have no distractor (the curriculum starts with those).
     """
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        ex = make_example(rng, _kind(rng), rng.randint(3, 5))
+        kind = _kind(rng)
+        ex = make_example(rng, kind, max(NEEDED[kind], rng.randint(1, 5)))
         if rng.random() < contextless:
             other = make_example(rng, ex["kind"], 3)  # same shape, other values
             names = ex["question"]
