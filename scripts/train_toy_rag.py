@@ -126,7 +126,7 @@ def main(
     out: str = "hooklab/toy_rag/model",
     seed: int = 0,
     n_examples: int = 60000,
-    steps: int = 4000,
+    steps: int = 5000,
     batch_size: int = 16,
     lr: float = 3e-3,
     warmup: int = 100,

@@ -23,7 +23,8 @@ def cite(
     """Cite the documents each answer sentence relies on (MIRAGE) and print the answer.
 
     With no option: the toy-rag example (four documents, a two-part question; the answer is
-    generated), printed as "Answer: Ben lives in Oslo. [2] Clara has a cat. [3]".
+    generated), printed as the numbered documents, the question, and the answer with [n]
+    markers after each sentence.
 
     Args:
         model_name_or_path: "toy-rag" (the embedded retrieval model), a checkpoint directory
