@@ -5,7 +5,8 @@ biases and a word-level tokenizer built offline, saved once under ``$HOOKLAB_BEN
 20-token prompt (BOS included) + 10 greedily generated tokens.
 
 Printed side by side:
-- hooklab: ``hooklab.mixing.value_zeroing`` (generation included, and on the forced sequence);
+- hooklab: ``hooklab.mixing.value_zeroing`` (generation included, and on the forced sequence,
+  also with ``fast_path=False``: the general path that reruns the model's own blocks);
 - naive: Inseq's algorithm (``tests/reference/mixing.py``): one full forward per zeroed
   token, values zeroed in every layer, each layer's output put back to the clean one;
 - optionally the per-layer naive reference used in the tests (one forward per layer and token);
@@ -82,6 +83,9 @@ def run(model, prompt: str, repeats: int, per_layer_reference: bool, t_inseq) ->
         raise RuntimeError(f"Expected 20 + 10 tokens, got {len(ids)}.")
     target = " " + " ".join(out.tokens[20:])
     t_forced, _ = median_time(lambda: value_zeroing(model, prompt, targets=target), repeats)
+    t_general, _ = median_time(
+        lambda: value_zeroing(model, prompt, targets=target, fast_path=False), repeats
+    )
     tokens = torch.tensor([ids])
     with torch.no_grad():
         t_forward, _ = median_time(lambda: model(tokens, prepend_bos=False), repeats)
@@ -92,6 +96,7 @@ def run(model, prompt: str, repeats: int, per_layer_reference: bool, t_inseq) ->
     rows = [
         ("hooklab value_zeroing (generation included)", t_ours),
         ("hooklab value_zeroing (forced 30-token sequence)", t_forced),
+        ("  the same, fast_path=False (the model's own blocks)", t_general),
         ("naive: one forward per zeroed token (Inseq's algorithm)", t_naive),
         ("Inseq 0.7.1 (quoted; transformers 4.57, same machine)", INSEQ_SECONDS),
         ("one full forward pass (30 tokens)", t_forward),

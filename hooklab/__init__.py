@@ -10,6 +10,7 @@ Example:
 
 from hooklab import mixing, pecore, testing
 from hooklab.attribute import attribute
+from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.cite import CitationResult, cite
 from hooklab.faithfulness import evaluate_faithfulness
 from hooklab.generation import Generation, generate
@@ -26,7 +27,7 @@ from hooklab.methods import (
 )
 from hooklab.mixing import KnockoutOutput, MixingOutput
 from hooklab.output.io import load as load_output
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
+from hooklab.plain import no_twin
 from hooklab.steps import StepArgs, list_step_functions, register_step_function
 from hooklab.version import __version__
 
@@ -57,6 +58,7 @@ __all__ = [
     "make_batch",
     "method_info",
     "mixing",
+    "no_twin",
     "pecore",
     "register_method",
     "register_step_function",

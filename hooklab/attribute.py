@@ -2,7 +2,7 @@
 
 The call runs in named steps: validate (names and options, before any model work) → encode
 (prompts, targets, contrasts) → generate (when no targets are given) → batch → run the method →
-step scores → split into one :class:`~hooklab.output.sequence.SequenceAttribution` per prompt.
+step scores → split into one :class:`~hooklab.attribution.SequenceAttribution` per prompt.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from hooklab.architecture import refuse_encoder_decoder
+from hooklab.attribution import AttributionOutput, SequenceAttribution
+from hooklab.chat import Conversation, chat_prompt_ids
 from hooklab.encoding import Encoded, PromptsArg, TargetsArg, encode
 from hooklab.inputs import make_batch, pad_token_id, str_tokens
 from hooklab.methods import METHODS, AttributedFn, MethodResult
 from hooklab.output.provenance import describe_model
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.scoring import (
     check_step_functions,
     check_step_scores_kwargs,
@@ -76,6 +77,23 @@ def validate(
     check_step_functions([*names, attributed_fn], has_contrast)
     check_step_scores_kwargs(names, step_scores_kwargs)  # a misspelt key fails before any work
     return Request(spec, prompt_list, names, spec.resolve(method_options))
+
+
+def prompts_or_messages(model, prompts, messages, prepend_bos: bool | None) -> PromptsArg:
+    """The prompts, or the chat prompts (token ids) of ``messages``; exactly one is given."""
+    if messages is None:
+        if prompts is None:
+            raise TypeError(
+                "hooklab.attribute needs prompts (text or token ids) or messages (a chat "
+                "conversation, [{'role': 'user', 'content': ...}])."
+            )
+        return prompts
+    if prompts is not None:
+        raise ValueError(
+            "prompts and messages were both given; they are exclusive. Pass the text as "
+            "prompts, or the conversation(s) as messages."
+        )
+    return chat_prompt_ids(model, messages, prepend_bos=prepend_bos)
 
 
 # ---- batch, run, split ------------------------------------------------------------------------
@@ -190,7 +208,7 @@ def special_tokens(model) -> tuple[str, ...]:
 # ---- the entry point ----------------------------------------------------------------------------
 def attribute(
     model,
-    prompts: PromptsArg,
+    prompts: PromptsArg | None = None,
     targets: TargetsArg = None,
     *,
     method: str = "dummy",
@@ -206,6 +224,8 @@ def attribute(
     contrast_forced: Sequence[Sequence[int]] | None = None,
     batch_size: int = 8,
     show_progress: bool = False,
+    prepend_bos: bool | None = None,
+    messages: Conversation | Sequence[Conversation] | None = None,
     **method_options: Any,
 ) -> AttributionOutput:
     """Attribute each target token of each prompt to the tokens before it.
@@ -218,6 +238,7 @@ def attribute(
     Args:
         model: a ``TransformerBridge`` from :func:`hooklab.load`.
         prompts: one prompt or a list of prompts (text, or token id lists used as given).
+            Special tokens written in the text (``<|im_start|>``) are single tokens.
         targets: forced continuations (text, or token id lists), one per prompt; when None,
             they are generated greedily (``generation_kwargs`` go to :func:`hooklab.generate`).
             A text target that starts with its prompt has the prompt stripped (as in Inseq).
@@ -239,10 +260,16 @@ def attribute(
         step_scores_kwargs: per step score name, extra keyword arguments.
         batch_size: prompts per forward pass.
         show_progress: show a progress bar over batches.
+        prepend_bos: prepend the BOS token to text prompts (decoder-only models); None
+            (default): where the model's own tokenizer adds it (``tokenizer(text)`` starts with
+            it: Llama, Mistral, Gemma; not GPT-2, Pythia or Qwen). Never doubled.
+        messages: instead of ``prompts``, a chat conversation (``[{"role": "user",
+            "content": ...}, ...]``) or a list of them, formatted with the tokenizer's chat
+            template and its generation prompt (:mod:`hooklab.chat`).
         **method_options: options of the method (its defaults fill the rest).
 
     Returns:
-        An :class:`~hooklab.output.sequence.AttributionOutput` with one sequence per prompt;
+        An :class:`~hooklab.attribution.AttributionOutput` with one sequence per prompt;
         each sequence's ``parameters`` hold every option used, defaults included.
 
     Example:
@@ -253,6 +280,7 @@ def attribute(
         >>> out[0].target_tokens[:3]
         (' to', ' the', ' hospital')
     """
+    prompts = prompts_or_messages(model, prompts, messages, prepend_bos)
     request = validate(
         model, prompts, method=method, attributed_fn=attributed_fn, step_scores=step_scores,
         has_contrast=contrast_prompts is not None or contrast_targets is not None,
@@ -263,7 +291,7 @@ def attribute(
         model, request.prompts, targets, contrast_prompts=contrast_prompts,
         contrast_targets=contrast_targets, attr_pos_start=attr_pos_start,
         attr_pos_end=attr_pos_end, generation_kwargs=generation_kwargs,
-        contrast_forced=contrast_forced,
+        contrast_forced=contrast_forced, prepend_bos=prepend_bos,
     )  # fmt: skip
     spec = request.spec
     parameters = {
@@ -272,6 +300,7 @@ def attribute(
         "attributed_fn_kwargs": dict(attributed_fn_kwargs or {}),
         "attr_pos_start": attr_pos_start,
         "attr_pos_end": attr_pos_end,
+        "prepend_bos": prepend_bos,
         **request.options,
         "reduce": spec.reduce,
         "final_step_only": spec.final_step_only,

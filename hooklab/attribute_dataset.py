@@ -9,7 +9,7 @@ Input: one JSON object per line with
 
 Output: one JSON record per input line, in order of completion (a data-parallel run's merged
 output is in line order): ``line`` (the 1-based input line number), then the one-sequence
-:class:`~hooklab.output.sequence.AttributionOutput` of that line in its ``to_dict()`` form --
+:class:`~hooklab.attribution.AttributionOutput` of that line in its ``to_dict()`` form --
 the header every saved output starts with (``format_version``, ``hooklab_version``,
 ``kind: "attribution"``, ``model``, ``parameters``: the options used, defaults included),
 ``info`` (method, step scores, generation, ``keep_hidden``; the timing is left out so that
@@ -36,10 +36,10 @@ from typing import Any
 
 from hooklab import jsonl_runs
 from hooklab.attribute import attribute, validate
+from hooklab.attribution import AttributionOutput, SequenceAttribution
+from hooklab.attribution.aggregate import reduce_hidden
 from hooklab.jsonl_runs import DatasetTask
-from hooklab.output.aggregate import reduce_hidden
 from hooklab.output.provenance import describe_model, thaw
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 
 #: the keys of an input line (besides ``id``)
 KEYS = ("prompt", "target")

@@ -1,6 +1,7 @@
 """Encode prompts, forced or generated targets, and contrasts into token ids.
 
-Prompts get BOS once (see :mod:`hooklab.inputs`); text targets that repeat their prompt have it
+Prompts get BOS once where the model's tokenizer adds it, or as ``prepend_bos`` says (see
+:mod:`hooklab.inputs`); text targets that repeat their prompt have it
 stripped (as in Inseq); each sequence is then split at the attributed span: targets before
 ``attr_pos_start`` join the forced prefix. On encoder–decoder models prompts are sources
 (tokenised with the tokenizer's special tokens, :func:`hooklab.seq2seq.encode_source`) and the
@@ -11,12 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from hooklab import seq2seq
 from hooklab.architecture import is_encoder_decoder
 from hooklab.generation import check_generation_kwargs, generate
-from hooklab.inputs import as_prompt_ids, check_length, check_token_ids, encode_target
+from hooklab.inputs import (
+    as_prompt_ids,
+    check_length,
+    check_token_ids,
+    encode_target,
+    refuse_prepend_bos,
+)
 
 PromptsArg = str | Sequence[str] | Sequence[Sequence[int]]
 TargetsArg = str | Sequence[str] | Sequence[Sequence[int]] | None
@@ -130,14 +138,21 @@ def encode(
     attr_pos_end: int | None = None,
     generation_kwargs: Mapping[str, Any] | None = None,
     contrast_forced: Sequence[Sequence[int]] | None = None,
+    prepend_bos: bool | None = None,
 ) -> Encoded:
     """Encode prompts, targets (generated when None) and contrasts; split at the span.
 
     ``contrast_forced`` (token ids per prompt) replaces the forced targets before the span in
     the contrast (default: the same ones), e.g. to drop an output context from it.
+    ``prepend_bos`` (decoder-only): prepend BOS to text prompts (None: where the model's
+    tokenizer adds it).
     """
     encoder_decoder = is_encoder_decoder(model)
-    as_ids = seq2seq.encode_source if encoder_decoder else as_prompt_ids
+    if encoder_decoder:
+        refuse_prepend_bos(prepend_bos)
+        as_ids = seq2seq.encode_source
+    else:
+        as_ids = partial(as_prompt_ids, prepend_bos=prepend_bos)
     prompt_ids = [as_ids(model, p) for p in prompts]
     for k, ids in enumerate(prompt_ids):
         check_token_ids(model, ids, f"prompts[{k}]")

@@ -30,9 +30,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.forward import step_logits
 from hooklab.inputs import bos_token_id, make_batch, pad_token_id
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
+from hooklab.output.provenance import describe_model
 
 METRICS = ("soft_ns", "soft_nc")
 
@@ -135,15 +136,65 @@ def sequence_metrics(
     }
 
 
+def check_evaluable(model, output: object, seed: object) -> None:
+    """Raise a clear error unless ``output`` can be evaluated on ``model`` with ``seed``.
+
+    Refused: anything but a non-empty :class:`AttributionOutput`; an output another model
+    made (its recorded name, architecture or config digest differs from ``model``'s); an
+    encoder–decoder output (Soft-NS / Soft-NC would have to perturb the source too: not
+    supported yet); an aggregated output (merged words keep one token id, so the model would
+    not run on the tokens that were attributed: evaluate before aggregating); a seed that is
+    not a non-negative int.
+    """
+    if not isinstance(output, AttributionOutput):
+        raise TypeError(
+            "evaluate_faithfulness needs an AttributionOutput from hooklab.attribute, got "
+            f"{type(output).__name__}."
+        )
+    if len(output) == 0:
+        raise ValueError("evaluate_faithfulness got an AttributionOutput with no sequences.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int, got {type(seed).__name__}: {seed!r}.")
+    _check_same_model(model, output)
+    if any(seq.source_tokens is not None for seq in output):
+        raise NotImplementedError(
+            "evaluate_faithfulness does not support encoder-decoder outputs yet (their source "
+            "attributions would need the source embeddings perturbed too); evaluate a "
+            "decoder-only model's output."
+        )
+    aggregated = [i for i, seq in enumerate(output) if "aggregation" in seq.parameters]
+    if aggregated:
+        raise ValueError(
+            f"Sequence {aggregated[0]} is aggregated: its merged tokens keep one token id, so "
+            "the model would not run on the tokens that were attributed. Evaluate the output "
+            "before aggregating: evaluate_faithfulness(model, out), then out.aggregate(...)."
+        )
+
+
+def _check_same_model(model, output: AttributionOutput) -> None:
+    """Raise ValueError when the output records another model than ``model``."""
+    recorded, given = dict(output.model or {}), dict(describe_model(model))
+    keys = [k for k in ("name_or_path", "architecture", "config_digest") if k in recorded]
+    differ = [k for k in keys if k in given and recorded[k] != given[k]]
+    if differ:
+        theirs = ", ".join(f"{k}={recorded[k]!r}" for k in differ)
+        ours = ", ".join(f"{k}={given[k]!r}" for k in differ)
+        raise ValueError(
+            f"This output was made by another model ({theirs}) than the one given ({ours}). "
+            "Pass the model that made the attributions."
+        )
+
+
 def evaluate_faithfulness(
-    model, attribution_output: AttributionOutput, *, seed: int = 0, reduce: str | None = None
+    model, attribution_output: Any, *, seed: Any = 0, reduce: str | None = None
 ) -> FaithfulnessResult:
     """Soft-NS and Soft-NC of each step's attribution, and of random importance.
 
     Args:
         model: the model the attributions explain.
         attribution_output: from :func:`hooklab.attribute` (token scores per step).
-        seed: seed of the Bernoulli masks and of the random baseline.
+        seed: seed of the Bernoulli masks and of the random baseline (a non-negative int;
+            typed ``Any`` so that a wrong value reaches the check that names it).
         reduce: how hidden-size scores are reduced to one per token (the method's default).
 
     Returns:
@@ -158,11 +209,7 @@ def evaluate_faithfulness(
         >>> sorted(res.summary())[:2]
         ['log_ratio_soft_nc', 'log_ratio_soft_ns']
     """
-    if not isinstance(attribution_output, AttributionOutput) or len(attribution_output) == 0:
-        raise TypeError(
-            "evaluate_faithfulness needs an AttributionOutput from hooklab.attribute, got "
-            f"{type(attribution_output).__name__}."
-        )
+    check_evaluable(model, attribution_output, seed)
     scores: dict[str, list[Tensor]] = {k: [] for k in (*METRICS, *(f"random_{m}" for m in METRICS))}
     method = str(attribution_output[0].method)
     for i, seq in enumerate(attribution_output):
@@ -221,19 +268,23 @@ def compare_methods(
 
 
 def plot_comparison(results: Mapping[str, FaithfulnessResult]):
-    """Bar chart of Soft-NS and Soft-NC log-ratios against random importance; returns a Figure."""
-    from matplotlib.figure import Figure
+    """Bar chart of Soft-NS and Soft-NC log-ratios against random importance; returns a Figure.
+
+    In the style of :mod:`hooklab.output.style` (double-column width, TrueType fonts in PDF).
+    """
+    from hooklab.output.style import DOUBLE_COLUMN, new_figure, paper_style
 
     names = list(results)
-    fig = Figure(figsize=(1.1 * len(names) + 2, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    x = torch.arange(len(names)).numpy()
-    for k, (metric, label) in enumerate([("soft_ns", "Soft-NS"), ("soft_nc", "Soft-NC")]):
-        values = [results[n].log_ratio(metric) for n in names]
-        ax.bar(x + (k - 0.5) * 0.38, values, width=0.38, label=label)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("log(metric / random)")
-    ax.set_title("Faithfulness against random importance (higher is better)")
-    ax.legend()
+    with paper_style():
+        fig = new_figure((DOUBLE_COLUMN, 2.6))
+        ax = fig.add_subplot()
+        x = torch.arange(len(names)).numpy()
+        for k, (metric, label) in enumerate([("soft_ns", "Soft-NS"), ("soft_nc", "Soft-NC")]):
+            values = [results[n].log_ratio(metric) for n in names]
+            ax.bar(x + (k - 0.5) * 0.38, values, width=0.38, label=label)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_ylabel("log(metric / random)")
+        ax.set_title("Faithfulness against random importance (higher is better)")
+        ax.legend()
     return fig

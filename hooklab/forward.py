@@ -1,4 +1,14 @@
-"""Forward passes over a batch; one forward pass serves every generation step.
+"""The one module that runs the model: full forwards and KV-cached steps, with or without hooks.
+
+Everything in hooklab that runs a model on token ids or embeddings comes here: attribution
+methods and step scores (:func:`step_logits`), contrast and CTI passes, generation
+(:func:`decoder_steps`, :func:`seq2seq_steps`), the mixing adapters (:func:`forward`,
+:func:`seq2seq_logits`) and attention weights. Two rules live here and nowhere else:
+
+* **bridge or twin**: a pass with no hook and no gradient runs on the bridge's plain Hugging
+  Face twin (:mod:`hooklab.plain`) where a probe of exactly these calls found it bit-identical;
+  everything else runs through the bridge (:func:`twin`);
+* **padding guard**: on the bridge, left-padded batches get :func:`padding_guard_hooks`.
 
 With teacher forcing, the logits that predict target token t only see tokens before it, so a
 single forward over the whole prompt + target sequence yields the logits of every step. Only
@@ -10,18 +20,21 @@ with respect to them or to perturb them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
-from torch import Tensor
+from torch import Tensor, nn
 
 from hooklab import plain, seq2seq
 from hooklab.hooks import hook_name, temporary_hooks
-from hooklab.inputs import Batch
+from hooklab.inputs import Batch, make_batch, pad_token_id
 
 # dtypes whose attention masks use a finite minimum (no -inf scores outside compatibility mode)
 _FINITE_MASK_DTYPES = (torch.float32, torch.bfloat16)
+
+#: ``step(tokens, mask, past) -> (logits of each sequence's next token, past)``
+Step = Callable[[Tensor, Tensor, object], tuple[Tensor, object]]
 
 
 def _finite_scores(scores: Tensor, hook) -> Tensor:
@@ -50,6 +63,61 @@ def padding_guard_hooks(model, batch: Batch) -> list[tuple[str, object]]:
     ]
 
 
+def twin(model, *, hooks: Sequence = (), embeds: bool = False) -> nn.Module | None:
+    """The plain twin a pass with these ``hooks`` (and given token ``embeds``, if True) runs
+    on, or None for the bridge. The one place that chooses; see :mod:`hooklab.plain` for the
+    rules and :func:`hooklab.no_twin` for the switch."""
+    return None if hooks else plain.twin(model, _probe, embeds=embeds)
+
+
+@contextlib.contextmanager
+def _runner(
+    model, batch: Batch, hooks: Sequence = (), embeds: Tensor | None = None, *, fast: bool = True
+) -> Iterator[nn.Module | None]:
+    """Yield the twin to run ``batch`` on, or None with the bridge ready: padding guard,
+    ``embeds`` in place of ``hook_embed``'s output and ``hooks`` attached until exit."""
+    runner = twin(model, hooks=hooks, embeds=embeds is not None) if fast else None
+    if runner is not None:
+        yield runner
+        return
+    replace = [] if embeds is None else [(hook_name("embed"), lambda x, hook: embeds)]
+    attached = [*padding_guard_hooks(model, batch), *replace, *hooks]
+    with temporary_hooks(model, attached) if attached else contextlib.nullcontext():
+        yield None
+
+
+def _decoder(
+    model, runner, ids, mask, positions, *, embeds=None, past=None, cache=False, logits_to_keep=None
+) -> tuple[Tensor, object]:
+    """Run a decoder-only model once: on ``runner`` (the twin) if given, else on the bridge
+    (with the hooks :func:`_runner` attached). Returns the logits and, with ``cache``, the
+    KV cache."""
+    keep = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
+    if runner is not None:
+        # no use_cache=False on full passes: the bridge runs with the model's default (on
+        # GPT-2, the twin with use_cache=False differs from it by 6e-8 on a padded batch)
+        inputs = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
+        if cache:
+            inputs.update(past_key_values=past, use_cache=True)
+        out = runner(**inputs, attention_mask=mask, position_ids=positions, **keep)
+        return out.logits, out.past_key_values if cache else None
+    if cache:
+        return model(ids, return_type="logits_and_cache", past_key_values=past,
+                     attention_mask=mask, position_ids=positions, prepend_bos=False)  # fmt: skip
+    return model(ids, attention_mask=mask, position_ids=positions, prepend_bos=False, **keep), None
+
+
+def _logits(model, batch: Batch, hooks, logits_to_keep, embeds, *, fast: bool = True) -> Tensor:
+    """A full decoder-only forward of ``batch``; ``embeds`` (if given) in place of the token
+    embeddings: the output of ``hook_embed`` on the bridge, ``inputs_embeds`` on the twin."""
+    with _runner(model, batch, hooks, embeds, fast=fast) as runner:
+        ids, mask, positions = batch.tokens, batch.attention_mask, batch.position_ids
+        logits, _ = _decoder(
+            model, runner, ids, mask, positions, embeds=embeds, logits_to_keep=logits_to_keep
+        )
+    return logits
+
+
 def bridge_forward(
     model,
     batch: Batch,
@@ -58,16 +126,7 @@ def bridge_forward(
     logits_to_keep: Tensor | None = None,
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """:func:`forward` through the bridge always (its hook points live, ``hooks`` attached)."""
-    kwargs = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
-    all_hooks = [*padding_guard_hooks(model, batch), *hooks]
-    with temporary_hooks(model, all_hooks) if all_hooks else contextlib.nullcontext():
-        return model(
-            batch.tokens,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            prepend_bos=False,
-            **kwargs,
-        )
+    return _logits(model, batch, hooks, logits_to_keep, None, fast=False)
 
 
 def forward(
@@ -89,21 +148,99 @@ def forward(
     return _logits(model, batch, hooks, logits_to_keep, None)
 
 
-def _logits(model, batch: Batch, hooks, logits_to_keep, embeds) -> Tensor:
-    """:func:`forward`, with ``embeds`` (if given) in place of the token embeddings: the
-    output of ``hook_embed`` on the bridge, ``inputs_embeds`` on the twin."""
-    runner = None if hooks else plain.twin(model, embeds=embeds is not None)
-    if runner is None:
-        if embeds is not None:
-            hooks = [(hook_name("embed"), lambda x, hook: embeds), *hooks]
-        return bridge_forward(model, batch, hooks=hooks, logits_to_keep=logits_to_keep)
-    kwargs = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
-    if embeds is None:
-        kwargs["input_ids"] = batch.tokens
-    else:
-        kwargs["inputs_embeds"] = embeds
-    out = runner(attention_mask=batch.attention_mask, position_ids=batch.position_ids, **kwargs)
-    return out.logits
+def _step(model, runner, tokens, mask, past, use_cache: bool) -> tuple[Tensor, object]:
+    """One greedy-decoding step on ``runner`` (None: the bridge): with ``use_cache`` the first
+    step (``past`` None) feeds every token and later ones only the last."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    if use_cache and past is not None:
+        tokens, positions = tokens[:, -1:], positions[:, -1:]
+    logits, past = _decoder(model, runner, tokens, mask, positions, past=past, cache=use_cache)
+    return logits[:, -1], past
+
+
+@contextlib.contextmanager
+def decoder_steps(model, batch: Batch, *, use_cache: bool = True) -> Iterator[Step]:
+    """Yield a greedy-decoding :data:`Step` for a decoder-only model, starting from ``batch``.
+
+    With ``use_cache`` the first step feeds every token and later ones only the last (KV
+    cache); without, every step reruns the whole sequence (the reference in tests). The
+    bridge-or-twin choice is made once, and on the bridge the padding guard stays attached
+    until exit.
+    """
+    with _runner(model, batch) as runner:
+        yield lambda tokens, mask, past: _step(model, runner, tokens, mask, past, use_cache)
+
+
+def seq2seq_logits(
+    model,
+    source_ids: Tensor,
+    decoder_ids: Tensor,
+    *,
+    source_mask: Tensor | None = None,
+    hooks: Sequence[tuple[str, object]] = (),
+    replaced: contextlib.AbstractContextManager | None = None,
+) -> Float[Tensor, "batch target_pos d_vocab"]:
+    """Logits of every decoder position of an encoder–decoder model (through the bridge):
+    encoder on ``source_ids`` (masked by ``source_mask`` when given), decoder on
+    ``decoder_ids``, ``hooks`` attached, then ``replaced`` entered (embedding replacement)."""
+    with temporary_hooks(model, hooks), replaced or contextlib.nullcontext():
+        return model(source_ids, attention_mask=source_mask, decoder_input_ids=decoder_ids)
+
+
+def seq2seq_forward(
+    model,
+    batch: Batch,
+    *,
+    hooks: Sequence[tuple[str, object]] = (),
+    embeds: Float[Tensor, "batch pos d_model"] | None = None,
+) -> Float[Tensor, "batch target_pos d_vocab"]:
+    """Logits of every decoder position: encoder on the source (with its mask), decoder on
+    ``batch.tokens``; ``embeds`` (``[batch, input position, d_model]``) replace both stacks'
+    token embeddings."""
+    replaced = None if embeds is None else seq2seq.replaced_embeddings(model, batch, embeds)
+    return seq2seq_logits(
+        model, batch.source_ids, batch.tokens, source_mask=batch.source_mask, hooks=hooks,
+        replaced=replaced,
+    )  # fmt: skip
+
+
+def attention_weights(
+    model, batch: Batch
+) -> tuple[list[Float[Tensor, "batch head query_pos key_pos"]], list[Tensor]]:
+    """Per decoder layer, the cross-attention weights (keys: the source) and the decoder
+    self-attention weights, as the Hugging Face model returns them (``output_attentions``).
+
+    Measured on transformers 5 / TransformerLens 4.3: on Marian and BART the bridge's
+    ``hook_pattern`` of the second decoder layer differs from the weights the model uses (by
+    ~1e-2 on the tiny test models), while these equal a per-prefix reference.
+    """
+    out = model.original_model(
+        input_ids=batch.source_ids, attention_mask=batch.source_mask,
+        decoder_input_ids=batch.tokens, output_attentions=True,
+    )  # fmt: skip
+    return list(out.cross_attentions), list(out.decoder_attentions)
+
+
+@contextlib.contextmanager
+def seq2seq_steps(model, batch: Batch, *, use_cache: bool = True) -> Iterator[Step]:
+    """Yield a greedy-decoding :data:`Step` for an encoder–decoder model: the encoder runs
+    once here, on ``batch``'s right-padded, masked sources; the decoder starts from
+    ``batch.tokens`` and, with ``use_cache``, feeds one token per step (self- and
+    cross-attention keys/values cached), as Hugging Face's greedy ``generate`` does."""
+    hf = model.original_model
+    encoded = hf.get_encoder()(input_ids=batch.source_ids, attention_mask=batch.source_mask)
+
+    def step(tokens: Tensor, mask: Tensor, past: object) -> tuple[Tensor, object]:
+        out = hf(
+            encoder_outputs=encoded,
+            attention_mask=batch.source_mask,
+            decoder_input_ids=tokens if past is None else tokens[:, -1:],
+            past_key_values=past,
+            use_cache=use_cache,
+        )
+        return out.logits[:, -1], out.past_key_values if use_cache else None
+
+    yield step
 
 
 def gather_steps(
@@ -152,7 +289,7 @@ def step_logits(
             On encoder–decoder batches: one per input position (source, then decoder).
     """
     if batch.encoder_decoder:
-        logits = seq2seq.seq2seq_forward(model, batch, embeds=embeds)
+        logits = seq2seq_forward(model, batch, embeds=embeds)
         return gather_steps(logits, batch)
     keep, rel = _rows(batch)
     logits = _logits(model, batch, (), keep, embeds)
@@ -160,3 +297,36 @@ def step_logits(
         logits = logits[:, keep]
     index = rel[:, :, None].expand(-1, -1, logits.shape[-1])
     return logits.gather(1, index)
+
+
+def _probe(model, module: nn.Module, embeds: bool) -> bool:
+    """True if ``module`` (the twin) gives the bridge's logits bit for bit through the calls
+    real passes make, on a left-padded batch. Without ``embeds``: a full forward (every real
+    position), one with ``logits_to_keep``, a KV-cached first step and one more; with
+    ``embeds``: a full forward with given token embeddings."""
+    vocab = min(int(model.cfg.d_vocab), 64)
+    rows = [[(7 * i + 3) % vocab for i in range(6)], [(5 * i + 1) % vocab for i in range(3)]]
+    batch = make_batch(rows, pad_id=pad_token_id(model), device=model.cfg.device)
+    tokens, mask, positions = batch.tokens, batch.attention_mask, batch.position_ids
+    real, width = mask.bool(), tokens.shape[1]
+    given = token_embeddings(model, batch) * 0.5 if embeds else None  # not the model's own
+    keep = torch.arange(width - 2, width, device=tokens.device)
+    grown = torch.cat([tokens, torch.full_like(tokens[:, :1], 2 % vocab)], dim=1)
+    grown_mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+
+    def passes(runner) -> list[Tensor]:
+        def full(kept=None):
+            out = _decoder(
+                model, runner, tokens, mask, positions, embeds=given, logits_to_keep=kept
+            )
+            return out[0]
+
+        if embeds:
+            return [full()[real]]
+        first, past = _step(model, runner, tokens, mask, None, True)
+        last, _ = _step(model, runner, grown, grown_mask, past, True)
+        return [full()[real], full(keep), first, last]
+
+    with _runner(model, batch, (), given, fast=False):
+        bridge = passes(None)
+    return all(torch.equal(a, b) for a, b in zip(bridge, passes(module), strict=True))

@@ -2,9 +2,10 @@
 
 A batch of prompts generates exactly what each prompt generates alone: padding is masked,
 positions count real tokens only, and finished examples stop contributing (their later tokens
-are dropped). The KV-cached loop feeds one token per step through the bridge with the
-Hugging Face cache (``return_type="logits_and_cache"``); ``use_cache=False`` reruns the whole
-sequence each step and serves as the reference in tests.
+are dropped). The KV-cached loop feeds one token per step (the steps are
+:func:`hooklab.forward.decoder_steps` and :func:`~hooklab.forward.seq2seq_steps`, which also
+choose between the bridge and its plain twin); ``use_cache=False`` reruns the whole sequence
+each step and serves as the reference in tests.
 
 Encoder–decoder models (Marian, BART, T5): the sources (right-padded, masked) run through the
 encoder once; the decoder starts from the decoder start token and, with the cache, feeds one
@@ -14,7 +15,6 @@ token per step (self- and cross-attention keys/values cached), as Hugging Face's
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,16 +25,16 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hooklab import plain, seq2seq
+from hooklab import seq2seq
 from hooklab.architecture import is_encoder_decoder
-from hooklab.forward import forward, padding_guard_hooks
-from hooklab.hooks import temporary_hooks
+from hooklab.forward import decoder_steps, seq2seq_steps
 from hooklab.inputs import (
     Batch,
     as_prompt_ids,
     check_length,
     check_token_ids,
     context_window,
+    eos_token_ids,
     make_batch,
     pad_token_id,
 )
@@ -55,64 +55,12 @@ class Generation:
     step_logits: list[Float[Tensor, "step d_vocab"]] | None = None
 
 
-def cached_step(model, tokens, mask, past, runner=None) -> tuple[Tensor, object]:
-    """One KV-cached greedy step: logits of the next token of each sequence, and the cache.
-
-    The first step (``past`` None) feeds every token; later ones only the last. ``runner``:
-    the bridge's plain twin (:mod:`hooklab.plain`), or None to run through the bridge.
-    """
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    step_input = tokens if past is None else tokens[:, -1:]
-    step_pos = positions if past is None else positions[:, -1:]
-    if runner is not None:
-        out = runner(
-            step_input,
-            attention_mask=mask,
-            position_ids=step_pos,
-            past_key_values=past,
-            use_cache=True,
-        )
-        return out.logits[:, -1], out.past_key_values
-    logits, past = model(
-        step_input,
-        return_type="logits_and_cache",
-        past_key_values=past,
-        attention_mask=mask,
-        position_ids=step_pos,
-        prepend_bos=False,
-    )
-    return logits[:, -1], past
-
-
-def _next_logits(model, tokens, mask, past, use_cache: bool, runner) -> tuple[Tensor, object]:
-    """Logits of the next token of each sequence, and the updated KV cache."""
-    if not use_cache:
-        batch = Batch(tokens, mask, (tokens.shape[1],) * tokens.shape[0], (0,) * tokens.shape[0])
-        return forward(model, batch)[:, -1], None
-    return cached_step(model, tokens, mask, past, runner)
-
-
-def _seq2seq_stepper(model, sources: list[list[int]], use_cache: bool, prefixes=None):
-    """Start tokens and a ``step(tokens, mask, past) -> (next logits, past)`` for an encoder–
-    decoder model: the encoder runs once here, on the right-padded, masked sources. The decoder
-    starts from its start token and the forced ``prefixes`` (all of one length)."""
-    hf = model.original_model
+def _start(model, sources: list[list[int]], prefixes=None) -> Batch:
+    """An encoder–decoder model's first decoder input: its start token and the forced
+    ``prefixes`` (all of one length), with the right-padded, masked ``sources``."""
     prefixes = prefixes or [[] for _ in sources]
     start = [[seq2seq.decoder_start_id(model), *p] for p in prefixes]
-    batch = make_batch(start, sources=sources, pad_id=pad_token_id(model), device=model.cfg.device)
-    encoded = hf.get_encoder()(input_ids=batch.source_ids, attention_mask=batch.source_mask)
-
-    def step(tokens, mask, past):
-        out = hf(
-            encoder_outputs=encoded,
-            attention_mask=batch.source_mask,
-            decoder_input_ids=tokens if past is None else tokens[:, -1:],
-            past_key_values=past,
-            use_cache=use_cache,
-        )
-        return out.logits[:, -1], out.past_key_values if use_cache else None
-
-    return batch.tokens, step
+    return make_batch(start, sources=sources, pad_id=pad_token_id(model), device=model.cfg.device)
 
 
 @torch.no_grad()
@@ -127,31 +75,26 @@ def _generate_batch(
     decoder_prefixes: list[list[int]] | None = None,
 ) -> tuple[list[list[int]], list[Tensor] | None]:
     if is_encoder_decoder(model):
-        tokens, step = _seq2seq_stepper(model, prompts, use_cache, decoder_prefixes)
-        mask, guard = torch.ones_like(tokens), []
+        batch = _start(model, prompts, decoder_prefixes)
+        steps = seq2seq_steps(model, batch, use_cache=use_cache)
     else:
         batch = make_batch(prompts, pad_id=pad_token_id(model), device=model.cfg.device)
-        runner = plain.twin(model)  # None: run through the bridge, with the padding guard
-        tokens, mask = batch.tokens, batch.attention_mask
-        guard = padding_guard_hooks(model, batch) if runner is None else []
-
-        def step(tokens, mask, past):
-            return _next_logits(model, tokens, mask, past, use_cache, runner)
-
-    eos = getattr(model.tokenizer, "eos_token_id", None)
+        steps = decoder_steps(model, batch, use_cache=use_cache)
+    tokens, mask = batch.tokens, batch.attention_mask
+    eos = eos_token_ids(model)
     n = len(prompts)
     outputs: list[list[int]] = [[] for _ in range(n)]
     logits_out: list[list[Tensor]] = [[] for _ in range(n)]
     done = [False] * n
     past = None
-    with temporary_hooks(model, guard) if guard else contextlib.nullcontext():
+    with steps as step:
         for _ in range(max_new_tokens):
             logits, past = step(tokens, mask, past)
             next_ids = logits.argmax(-1)
             for i, token in enumerate(next_ids.tolist()):
                 if done[i]:
                     continue
-                if stop_at_eos and eos is not None and token == eos:
+                if stop_at_eos and token in eos:
                     done[i] = True
                     continue
                 outputs[i].append(token)
@@ -236,12 +179,14 @@ def generate(
 
     Args:
         model: a ``TransformerBridge`` (see :func:`hooklab.load`).
-        prompts: one prompt or a list; BOS is prepended once when the model has one. Token
+        prompts: one prompt or a list; BOS is prepended once where the model's tokenizer adds
+            it (:func:`hooklab.inputs.encode_prompt`; pass ids for other choices). Token
             id lists are used as given. Encoder–decoder models: the sources, tokenised with
             the tokenizer's special tokens (:func:`hooklab.seq2seq.encode_source`); the
             outputs are the decoder's tokens after the decoder start token.
         max_new_tokens: at most this many tokens per prompt.
-        stop_at_eos: stop an example at its EOS token (not included in the output).
+        stop_at_eos: stop an example at an EOS token (not included in the output): the
+            tokenizer's, or any of ``generation_config.eos_token_id`` (an id or a list).
         use_cache: reuse keys/values across steps (same tokens and logits as without).
         batch_size: prompts per forward pass.
         keep_logits: also return the logits of each step.

@@ -1,9 +1,11 @@
 """Tokenisation and batching of prompts and targets.
 
-hooklab owns BOS handling instead of relying on the tokenizer's settings (TransformerLens
-rebuilds tokenizers and may add BOS on its own): text is always tokenised with
-``add_special_tokens=False``; the model's BOS token, when it has one, is prepended to every
-prompt exactly once (never doubled if the prompt already starts with it); targets never get one.
+BOS follows the model's own tokenizer (the Hugging Face one it was saved with, not the copy
+TransformerLens rebuilds, which gets a BOS token even where the model has none, e.g. Qwen's EOS):
+text is tokenised with ``add_special_tokens=False`` (special tokens written in the text, such as
+``<|im_start|>``, stay single tokens) and the BOS token is prepended to a prompt exactly once
+where that tokenizer adds it (``tokenizer(text)`` starts with it), or where ``prepend_bos=True``
+asks for it; never doubled if the prompt already starts with it. Targets never get one.
 
 Sequences in a batch are left-padded, so every example ends at the last position. Positions
 follow the real tokens (``position_ids`` count from the first non-pad token), so a padded
@@ -26,10 +28,14 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-
-def bos_token_id(model) -> int | None:
-    """Return the model's BOS token id, or None when its tokenizer has none."""
-    return getattr(model.tokenizer, "bos_token_id", None)
+from hooklab.tokenizer import (  # noqa: F401  (re-exported: hooklab.inputs is where users look)
+    bos_token_id,
+    eos_token_ids,
+    own_tokenizer,
+    refuse_prepend_bos,
+    resolve_prepend_bos,
+    tokenizer_adds_bos,
+)
 
 
 def pad_token_id(model) -> int:
@@ -97,19 +103,22 @@ def encode_text(model, text: str, *, what: str = "text") -> list[int]:
     return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_prompt(model, text: str) -> list[int]:
-    """Tokenise a prompt and prepend BOS once when the model has a BOS token."""
+def encode_prompt(model, text: str, *, prepend_bos: bool | None = None) -> list[int]:
+    """Tokenise a prompt; prepend BOS once where the model's tokenizer adds it (``prepend_bos``
+    None) or ``prepend_bos`` is True."""
     ids = encode_text(model, text, what="Prompt text")
     bos = bos_token_id(model)
-    if bos is not None and (not ids or ids[0] != bos):
+    if resolve_prepend_bos(model, prepend_bos) and (not ids or ids[0] != bos):
         ids = [bos, *ids]
     return ids
 
 
-def as_prompt_ids(model, prompt: str | Sequence[int]) -> list[int]:
-    """Encode a prompt given as text (BOS added once) or pass through given token ids."""
+def as_prompt_ids(
+    model, prompt: str | Sequence[int], *, prepend_bos: bool | None = None
+) -> list[int]:
+    """Encode a prompt given as text (see :func:`encode_prompt`) or pass through token ids."""
     if isinstance(prompt, str):
-        return encode_prompt(model, prompt)
+        return encode_prompt(model, prompt, prepend_bos=prepend_bos)
     if isinstance(prompt, Sequence) and prompt:
         return check_token_ids(model, prompt, "prompt token ids")
     raise TypeError(f"A prompt must be a string or a non-empty list of token ids, got {prompt!r}.")

@@ -60,11 +60,18 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _boot(source, *, device, dtype, tokenizer=None, hf_model=None, **kwargs):
+    """Boot the bridge. TransformerLens adjusts the tokenizer it is given (a BOS token where the
+    model has none, a pad token): it gets a copy, and the bridge keeps the model's own one as
+    ``hooklab_tokenizer`` (what :mod:`hooklab.inputs` reads BOS and EOS from)."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    return TransformerBridge.boot_transformers(
-        source, device=device, dtype=dtype, tokenizer=tokenizer, hf_model=hf_model, **kwargs
+    given = None if tokenizer is None else copy.deepcopy(tokenizer)
+    bridge = TransformerBridge.boot_transformers(
+        source, device=device, dtype=dtype, tokenizer=given, hf_model=hf_model, **kwargs
     )
+    if tokenizer is not None:
+        bridge.hooklab_tokenizer = tokenizer
+    return bridge
 
 
 def _check_checkpoint_files(path: Path) -> None:
@@ -122,23 +129,51 @@ def _local_tokenizer(path: Path):
         ) from None
 
 
-def check_vocabulary(model) -> None:
+def check_vocabulary(model, *, own: bool = True) -> None:
     """Raise ValueError if the tokenizer does not fit the model's embedding.
 
-    A tokenizer with more tokens than embedding rows yields ids the model cannot embed; one
-    with less than half as many is a stand-in, not the model's own (checkpoints pad their
-    embedding by a few rows, never by half).
+    Vocabulary-sized tables follow the embedding (``d_vocab`` rows, which may exceed
+    ``config.vocab_size`` or the tokenizer: padding rows are fine). A tokenizer with more tokens
+    than rows yields ids the model cannot embed: tokens added to the tokenizer but not to the
+    model (fix: ``model.resize_token_embeddings(len(tokenizer))`` before saving), or another
+    model's tokenizer. With ``own`` (the checkpoint's own tokenizer), one with less than half as
+    many tokens is a stand-in too (checkpoints pad their embedding by a few rows, never by half).
     """
+    from hooklab.inputs import own_tokenizer
+
     rows = int(model.cfg.d_vocab)
-    size = len(model.tokenizer)
-    if size > rows or size < rows // 2:
+    tokenizer = own_tokenizer(model)
+    size = len(tokenizer)
+    base = int(getattr(tokenizer, "vocab_size", size))  # without added tokens
+    if size > rows and base <= rows:
+        beyond = [t for t, i in tokenizer.get_added_vocab().items() if i >= rows]
+        raise ValueError(
+            f"The tokenizer has {size} tokens but the model's embedding has {rows} rows: "
+            f"{len(beyond)} added tokens ({', '.join(map(repr, beyond[:5]))}) have ids the model "
+            "cannot embed. Resize the embedding after adding tokens, "
+            "model.resize_token_embeddings(len(tokenizer)), and save the model again."
+        )
+    if size > rows or (own and size < rows // 2):
         raise ValueError(
             f"The tokenizer has {size} tokens but the model's embedding has {rows} rows: they do "
             "not belong together. Pass the model's own tokenizer with tokenizer=."
         )
 
 
+def _hub_tokenizer(name: str, kwargs):
+    """The checkpoint's own tokenizer (None where it cannot be read: the bridge loads its own)."""
+    from transformers import AutoTokenizer
+
+    options = {k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
+    try:
+        return AutoTokenizer.from_pretrained(name, **options)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def _load_hub(name: str, *, device, dtype, **kwargs):
+    if kwargs.get("tokenizer") is None:
+        kwargs["tokenizer"] = _hub_tokenizer(name, kwargs)
     try:
         return _boot(name, device=device, dtype=dtype, **kwargs)
     except OSError as err:
@@ -164,6 +199,33 @@ def _load_in_memory(hf_model, *, tokenizer, device, dtype, copy_model: bool, **k
     model = model.to(device=device, dtype=dtype).eval()
     name = getattr(model.config, "name_or_path", "") or type(model).__name__
     return _boot(name, device=device, dtype=dtype, tokenizer=tokenizer, hf_model=model, **kwargs)
+
+
+def _check_placement(name_or_path, kwargs) -> None:
+    """``device_map`` / ``n_devices`` checked before loading (:mod:`hooklab.placement`)."""
+    from hooklab.placement import check_placement
+
+    if isinstance(name_or_path, torch.nn.Module):
+        if kwargs.get("device_map") is not None or kwargs.get("n_devices") is not None:
+            raise ValueError(
+                "device_map / n_devices place the modules of a checkpoint being loaded; an "
+                "in-memory model is already placed. Move it yourself (model.to(...)) or pass "
+                "its checkpoint directory."
+            )
+        return
+    source = None
+    if isinstance(name_or_path, (str, os.PathLike)):
+        name = os.fspath(name_or_path)
+        if name in (TOY_NAME, TOY_MT_NAME):
+            from hooklab.toy import TOY_DIR
+            from hooklab.toy_mt import TOY_MT_DIR
+
+            source = str(TOY_DIR if name == TOY_NAME else TOY_MT_DIR)
+        elif Path(name).expanduser().is_dir():
+            source = str(Path(name).expanduser())
+        elif not _looks_like_path(name):
+            source = name  # a hub name: its config, if cached (else keys are not checked)
+    check_placement(kwargs, source)
 
 
 def load(
@@ -216,6 +278,7 @@ def load(
         )
     if not split:
         device = resolve_device(device)
+    _check_placement(name_or_path, kwargs)
     if isinstance(name_or_path, torch.nn.Module):
         model = _load_in_memory(
             name_or_path,
@@ -252,8 +315,7 @@ def load(
         )
     if compatibility_mode:
         model.enable_compatibility_mode(disable_warnings=True)
-    if tokenizer is None:
-        check_vocabulary(model)
+    check_vocabulary(model, own=tokenizer is None)
     if isinstance(name_or_path, (str, os.PathLike)):
         model.hooklab_name = os.fspath(name_or_path)  # recorded in every output (provenance)
     model.eval()

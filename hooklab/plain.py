@@ -5,35 +5,56 @@ time dispatching than computing (the toy model: ~4 ms per forward against ~1.8 m
 same Hugging Face model). Forwards that attach no hook (greedy generation, the CTI passes,
 contrast passes, step scores) run a *twin* instead: a fresh instance of the model's Hugging
 Face class whose parameters and buffers are the bridge's own tensors (shared, not copied).
+This module owns the twin (building it, keeping it current, the switch that turns it off);
+:mod:`hooklab.forward`, the one module that runs the model, decides per pass whether to use it
+and supplies the probe.
 
 The twin must give the bridge's logits bit for bit, so:
 
 * where the bridge computes a layer norm itself (its Python path: centre, divide by
   ``sqrt(mean(x²) + eps)``, scale, shift), the twin's norm module does the same operations in
   the same order (:class:`BridgeOrderNorm`); norms the bridge delegates to Hugging Face stay;
-* on first use, a probe compares both on a left-padded batch (a full forward that fills the
-  KV cache, then one cached decoding step; and a pass with given token embeddings, which the
-  twin takes as ``inputs_embeds``), and the twin is used only where every logit is equal
+* on first use, a probe (``hooklab.forward``'s, run through the same calls as real passes)
+  compares both on a left-padded batch, and the twin is used only where every logit is equal
   (otherwise, and for architectures where an operation differs, the bridge runs as before;
   on the tiny float64 Llama of the tests, for one, the probe finds a difference);
+* it is rebuilt (and probed again) after any change to what it shares or mirrors: a parameter,
+  buffer or submodule of the bridge's model replaced (``setattr``, ``load_state_dict(assign=
+  True)``, adapter injection or merge), a move to another dtype or device, or ``p.data``
+  swapped. :func:`_key` checks every module, parameter and buffer on each call (about 0.5 ms
+  on a GPT-2-small-shaped model, 0.15% of a 30-token forward: ``benchmarks/twin_key.py``);
+  in-place edits need nothing (the tensors are shared). A patched ``forward`` method is not
+  seen: use :func:`no_twin` then;
 * the twin is not used in compatibility mode (folded weights), in training mode, with
   gradients enabled (measured: on GPT-2 the input gradients then differ at rounding level,
   the fused QKV projection summing them in another order than the bridge's split one; on
   Llama they are equal, but one rule is simpler), under an Accelerate device map, for
-  encoder–decoder models, or while a PyTorch hook attached after the twin was built is on any
-  module of the bridge (hooklab's own temporary hooks included). It is rebuilt when the
-  parameters move (``model.to(...)``). The twin lives on the bridge as a plain attribute
-  (not a submodule: ``state_dict`` and ``modules()`` are unchanged).
+  encoder–decoder models, while a PyTorch hook attached after the twin was built is on any
+  module of the bridge (hooklab's own temporary hooks included), inside :func:`no_twin`, or
+  while the environment variable ``HOOKLAB_NO_TWIN`` is set (to anything but ``""``/``"0"``;
+  read on every call). The twin lives on the bridge as a plain attribute (not a submodule:
+  ``state_dict`` and ``modules()`` are unchanged).
 
-``tests/test_fast_paths.py`` checks the equality on GPT-2 (non-zero biases), Llama (grouped KV
-heads) and the toy model, with and without padding, and generation against Hugging Face's.
+``tests/test_plain.py`` checks on every decoder-only family of :mod:`hooklab.zoo` that forwards
+and greedy generation equal the bridge's exactly, after a replaced weight, a dtype round trip,
+with user hooks and with the switch off; ``tests/test_fast_paths.py`` covers padding, given
+embeddings and generation against Hugging Face's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
+
+#: A probe: ``probe(model, twin, embeds)`` is True if ``twin`` gives the bridge's logits bit for
+#: bit (with ``embeds``: on passes whose token embeddings are given).
+Probe = Callable[[object, nn.Module, bool], bool]
 
 _FLOAT_FULL = (torch.float32, torch.float64)
 
@@ -154,8 +175,54 @@ def _build(model) -> nn.Module | None:
 
 
 def _key(model) -> tuple:
-    first = next(model.original_model.parameters())
-    return (first.data_ptr(), first.dtype, first.device)
+    """What the twin depends on: every module of the bridge and of its Hugging Face model, and
+    every parameter and buffer (identity, storage, dtype, device). Any replacement or move
+    changes it; in-place edits (shared with the twin) do not."""
+    stack, seen, key = [model.original_model, model], set(), []
+    while stack:
+        module = stack.pop()
+        if module is None or id(module) in seen:
+            continue
+        seen.add(id(module))
+        key.append(id(module))
+        for store in (module._parameters, module._buffers):
+            for t in store.values():
+                if t is not None:
+                    key.append((id(t), t.data_ptr(), t.dtype, t.device))
+        stack.extend(module._modules.values())
+    return tuple(key)
+
+
+_OFF: ContextVar[bool] = ContextVar("hooklab_no_twin", default=False)
+
+
+def enabled() -> bool:
+    """Whether twins may be used here: not inside :func:`no_twin`, and the environment
+    variable ``HOOKLAB_NO_TWIN`` unset, empty or ``"0"`` (read on every call)."""
+    return not _OFF.get() and os.environ.get("HOOKLAB_NO_TWIN", "") in ("", "0")
+
+
+@contextlib.contextmanager
+def no_twin() -> Iterator[None]:
+    """Within the block every forward runs through the bridge (no plain twin).
+
+    The twin never changes a number (a probe checks it on every model, see the module
+    docstring); this switch is for timing the bridge alone or ruling the twin out while
+    debugging. It is per thread and per asyncio task (a context variable) and restored on
+    exit, exceptions included. To turn the twin off for a whole process, set the environment
+    variable ``HOOKLAB_NO_TWIN=1``.
+
+    Example:
+        >>> import hooklab
+        >>> model = hooklab.load("toy")
+        >>> with hooklab.no_twin():
+        ...     out = hooklab.generate(model, "It rained", max_new_tokens=2)
+    """
+    token = _OFF.set(True)
+    try:
+        yield
+    finally:
+        _OFF.reset(token)
 
 
 def usable(model) -> bool:
@@ -163,6 +230,7 @@ def usable(model) -> bool:
     hf = getattr(model, "original_model", None)
     return (
         hf is not None
+        and enabled()
         and not torch.is_grad_enabled()
         and not model.training
         and not getattr(model, "compatibility_mode", False)
@@ -215,12 +283,13 @@ def _hooked(entry: _Twin) -> bool:
     return not entry.clean
 
 
-def twin(model, *, embeds: bool = False) -> nn.Module | None:
+def twin(model, probe: Probe, *, embeds: bool = False) -> nn.Module | None:
     """The twin to run a hook-free forward of ``model`` on, or None to use the bridge.
 
-    Built (and probed against the bridge) on first use; see the module docstring. With
-    ``embeds``: for a pass whose token embeddings are given (``inputs_embeds`` on the twin,
-    ``hook_embed`` replaced on the bridge), which the probe checks separately.
+    Built and checked with ``probe`` on first use, and again after any change :func:`_key`
+    sees; see the module docstring. With ``embeds``: for a pass whose token embeddings are
+    given (``inputs_embeds`` on the twin, ``hook_embed`` replaced on the bridge), which is
+    probed separately, on first need.
     """
     if not usable(model):
         return None
@@ -232,13 +301,15 @@ def twin(model, *, embeds: bool = False) -> nn.Module | None:
         )
         if not _library_hooks_only(modules):
             return None  # built later, when only the libraries' own hooks are attached
-        module = _checked(_build_and_probe, model)
-        entry = _Twin(module, key, modules)
+        module = _checked(_build, model)
+        # probed before the hook census starts: a bridge's first forward attaches its own hooks
+        ok = module is not None and bool(_checked(probe, model, module, False))
+        entry = _Twin(module if ok else None, key, modules)
         setattr(model, _ATTRIBUTE, entry)
     if entry.module is None or _hooked(entry):
         return None
     if embeds and entry.embeds_ok is None:  # probed on first need
-        entry.embeds_ok = bool(_checked(_probe_embeds, model, entry.module))
+        entry.embeds_ok = bool(_checked(probe, model, entry.module, True))
     return entry.module if entry.embeds_ok or not embeds else None
 
 
@@ -253,78 +324,3 @@ def _checked(fn, *args):
         return fn(*args)
     except _UNFIT:
         return None
-
-
-def _build_and_probe(model) -> nn.Module | None:
-    module = _build(model)
-    return module if module is not None and _probe(model, module) else None
-
-
-def _probe(model, module: nn.Module) -> bool:
-    """True if the twin's logits equal the bridge's bit for bit on a left-padded batch: a
-    full forward that fills the KV cache (every real position compared), then one cached
-    decoding step."""
-    from hooklab.forward import padding_guard_hooks
-    from hooklab.hooks import temporary_hooks
-    from hooklab.inputs import make_batch, pad_token_id
-
-    vocab = min(int(model.cfg.d_vocab), 64)
-    rows = [[(7 * i + 3) % vocab for i in range(6)], [(5 * i + 1) % vocab for i in range(3)]]
-    batch = make_batch(rows, pad_id=pad_token_id(model), device=model.cfg.device)
-    mask, real = batch.attention_mask, batch.attention_mask.bool()
-    grow = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-    step = torch.full_like(batch.tokens[:, :1], 2 % vocab)
-    results = []
-    for runner in (None, module):
-        call = _bridge_call(model) if runner is None else _twin_call(runner)
-        guard = padding_guard_hooks(model, batch) if runner is None else []
-        with temporary_hooks(model, guard):
-            first, past = call(batch.tokens, mask, batch.position_ids, None)
-            last, _ = call(step, grow, batch.position_ids[:, -1:] + 1, past)
-        results.append((first[real], last))
-    (a, b), (c, d) = results
-    return torch.equal(a, c) and torch.equal(b, d)
-
-
-def _probe_embeds(model, module: nn.Module) -> bool:
-    """True if the twin given token embeddings (``inputs_embeds``) equals the bridge with
-    ``hook_embed`` replaced by them, bit for bit, on a left-padded batch."""
-    from hooklab.forward import bridge_forward, token_embeddings
-    from hooklab.hooks import hook_name
-    from hooklab.inputs import make_batch, pad_token_id
-
-    vocab = min(int(model.cfg.d_vocab), 64)
-    rows = [[(3 * i + 2) % vocab for i in range(5)], [(11 * i + 4) % vocab for i in range(2)]]
-    batch = make_batch(rows, pad_id=pad_token_id(model), device=model.cfg.device)
-    embeds = token_embeddings(model, batch) * 0.5  # not what the model would embed
-    hook = [(hook_name("embed"), lambda x, hook: embeds)]
-    ours = module(
-        inputs_embeds=embeds, attention_mask=batch.attention_mask, position_ids=batch.position_ids
-    ).logits
-    real = batch.attention_mask.bool()
-    return torch.equal(bridge_forward(model, batch, hooks=hook)[real], ours[real])
-
-
-def _bridge_call(model):
-    def call(tokens, mask, positions, past):
-        return model(
-            tokens,
-            return_type="logits_and_cache",
-            past_key_values=past,
-            attention_mask=mask,
-            position_ids=positions,
-            prepend_bos=False,
-        )
-
-    return call
-
-
-def _twin_call(module: nn.Module):
-    def call(tokens, mask, positions, past):
-        out = module(
-            tokens, attention_mask=mask, position_ids=positions, past_key_values=past,
-            use_cache=True,
-        )  # fmt: skip
-        return out.logits, out.past_key_values
-
-    return call

@@ -2,9 +2,9 @@
 
 Every method runs one algorithm on a :class:`~hooklab.inputs.Batch`; for these models the batch
 also holds the source (see :mod:`hooklab.inputs`), and this module says how to tokenise a
-source, which token starts the decoder, how to embed both sides, how to run a forward pass
-with ``input_ids`` / ``attention_mask`` / ``decoder_input_ids``, and how to replace the input
-embeddings of both stacks in that pass.
+source, which token starts the decoder, how to embed both sides, and how to replace the input
+embeddings of both stacks in a forward pass (which :func:`hooklab.forward.seq2seq_forward`
+runs, with ``input_ids`` / ``attention_mask`` / ``decoder_input_ids``).
 
 Embeddings. The bridge's ``hook_embed`` is not on every model's path: T5's stacks call their own
 ``embed_tokens`` (tied to ``shared``), while the bridge hooks ``shared``, so on T5 an edit of
@@ -22,8 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from hooklab.hooks import temporary_hooks
-from hooklab.inputs import Batch, check_length, context_window, encode_text
+from hooklab.inputs import Batch, check_length, context_window, encode_text, own_tokenizer
 
 
 def decoder_start_id(model) -> int:
@@ -45,7 +44,9 @@ def encode_source(model, source: str | Sequence[int]) -> list[int]:
     ``</s>``), as the model sees them; token id lists are used as given."""
     if isinstance(source, str):
         encode_text(model, source, what="Source text")  # empty text -> ValueError
-        ids = list(model.tokenizer(source)["input_ids"])
+        # the model's own tokenizer: TransformerLens' copy is rebuilt with add_bos_token=True,
+        # which replaces a template such as BART's "<s> X </s>" with "<s> X"
+        ids = list(own_tokenizer(model)(source)["input_ids"])
     elif isinstance(source, Sequence) and source and all(isinstance(i, int) for i in source):
         ids = list(source)
     else:
@@ -117,42 +118,6 @@ def replaced_embeddings(
     finally:
         for handle in handles:
             handle.remove()
-
-
-def seq2seq_forward(
-    model,
-    batch: Batch,
-    *,
-    hooks: Sequence[tuple[str, object]] = (),
-    embeds: Float[Tensor, "batch pos d_model"] | None = None,
-) -> Float[Tensor, "batch target_pos d_vocab"]:
-    """Logits of every decoder position: encoder on the source (with its mask), decoder on
-    ``batch.tokens``; ``embeds`` (``[batch, input position, d_model]``) replace both stacks'
-    token embeddings."""
-    replaced = (
-        contextlib.nullcontext() if embeds is None else replaced_embeddings(model, batch, embeds)
-    )
-    with temporary_hooks(model, hooks), replaced:
-        return model(
-            batch.source_ids, attention_mask=batch.source_mask, decoder_input_ids=batch.tokens
-        )
-
-
-def attention_weights(
-    model, batch: Batch
-) -> tuple[list[Float[Tensor, "batch head query_pos key_pos"]], list[Tensor]]:
-    """Per decoder layer, the cross-attention weights (keys: the source) and the decoder
-    self-attention weights, as the Hugging Face model returns them (``output_attentions``).
-
-    Measured on transformers 5 / TransformerLens 4.3: on Marian and BART the bridge's
-    ``hook_pattern`` of the second decoder layer differs from the weights the model uses (by
-    ~1e-2 on the tiny test models), while these equal a per-prefix reference.
-    """
-    out = model.original_model(
-        input_ids=batch.source_ids, attention_mask=batch.source_mask,
-        decoder_input_ids=batch.tokens, output_attentions=True,
-    )  # fmt: skip
-    return list(out.cross_attentions), list(out.decoder_attentions)
 
 
 def last_block_hook(model) -> str:

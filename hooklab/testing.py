@@ -31,10 +31,10 @@ import torch
 
 from hooklab.architecture import is_encoder_decoder
 from hooklab.attribute import attribute
+from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.hooks import count_hooks, hook_name, temporary_hooks
 from hooklab.methods import METHODS
 from hooklab.output.provenance import thaw
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.seq2seq import embedding_modules, last_block_hook
 
 PROMPTS = ("George was sick yesterday. His colleagues", "It rained")

@@ -3,7 +3,8 @@
 hooklab annotates public tensors with :mod:`jaxtyping` shapes built from these names; tests run
 with ``--jaxtyping-packages=hooklab,beartype.beartype`` so shapes are checked there and users pay
 nothing. Use the names below (as string parts of a shape, e.g. ``Float[Tensor, "batch step
-pos"]``) and add a new one here, with its meaning, before using it anywhere.
+pos"]``) and add a new one here, with its meaning, before using it anywhere. A fixed size is
+written as a number (``"edge 6"``).
 
 =============  ==============================================================================
 name           meaning
@@ -23,6 +24,9 @@ d_head         the width of one head's query, key and value vectors
 d_vocab        the vocabulary (logit rows)
 source         named source sets of an attention knockout
 window         the layer windows of a knockout sweep (one per sweep point)
+part           the parts a vector is decomposed into (ALTI: one transformed vector per token)
+rows           leading dimensions of a row-wise function (any number, as ``*rows``)
+edge           the edges of an information-flow route graph
 =============  ==============================================================================
 """
 
@@ -45,4 +49,7 @@ DIMENSIONS: tuple[str, ...] = (
     "d_vocab",
     "source",
     "window",
+    "part",
+    "rows",
+    "edge",
 )

@@ -8,8 +8,8 @@ byte-level BPE tokenizer (no download), builds the model, gives every bias and n
 random non-zero values (so that a method that drops a bias or a norm is caught) and saves both
 to a directory that :func:`hooklab.load` reads.
 
-The test matrix (``tests/test_zoo.py``) and ``scripts/model_zoo.py`` (which writes the README's
-"Supported models" table) run every feature on every family built here.
+The test matrix (``tests/test_zoo.py``) and ``python -m tests.zoo_matrix --markdown`` (which
+prints the README's "Supported models" table) run every feature on every family built here.
 
 Example:
     >>> import hooklab, tempfile
@@ -47,7 +47,9 @@ class Family:
         model: ``transformers`` model class name (a causal LM or a seq2seq LM).
         fields: config fields that make it tiny (sizes, positions, biases).
         encoder_decoder: whether it is an encoder–decoder model.
-        bos: whether its tokenizer prepends a BOS token (False: Qwen, whose tokenizer has none).
+        bos: whether its tokenizer has a BOS token (False: Qwen, T5, Marian, Pegasus).
+        template: what its tokenizer adds around a text (a ``tokenizers`` template, e.g.
+            ``"$A </s>"`` for T5's EOS, ``"<s> $A </s>"`` for BART's); None adds nothing.
         label: the name shown in tables (e.g. "GPT-NeoX (Pythia)").
     """
 
@@ -57,6 +59,7 @@ class Family:
     fields: dict[str, Any] = field(default_factory=dict)
     encoder_decoder: bool = False
     bos: bool = True
+    template: str | None = None
     label: str = ""
 
 
@@ -165,22 +168,24 @@ _DECODERS = [
            _llama_like(use_qkv_bias=True, partial_rotary_factor=0.25), label="StableLM"),
 ]  # fmt: skip
 
+_EOS = "$A </s>"  # what Marian, T5, Pegasus, mBART and M2M100 tokenizers add (no language codes)
 _ENCODER_DECODERS = [
-    Family("marian", "MarianConfig", "MarianMTModel", _seq2seq(), True, label="Marian"),
+    Family("marian", "MarianConfig", "MarianMTModel", _seq2seq(), True, False, _EOS,
+           label="Marian"),
     Family("bart", "BartConfig", "BartForConditionalGeneration", _seq2seq(), True,
-           label="BART"),
+           template="<s> $A </s>", label="BART"),
     Family("mbart", "MBartConfig", "MBartForConditionalGeneration", _seq2seq(), True,
-           label="mBART"),
+           template=_EOS, label="mBART"),
     Family("m2m_100", "M2M100Config", "M2M100ForConditionalGeneration", _seq2seq(), True,
-           label="M2M100 / NLLB"),
+           template=_EOS, label="M2M100 / NLLB"),
     Family("pegasus", "PegasusConfig", "PegasusForConditionalGeneration", _seq2seq(), True,
-           label="Pegasus"),
+           False, _EOS, label="Pegasus"),
     Family(
         "t5", "T5Config", "T5ForConditionalGeneration",
         {"d_model": HIDDEN, "d_ff": 2 * HIDDEN, "d_kv": 16, "num_layers": LAYERS,
          "num_decoder_layers": LAYERS, "num_heads": HEADS, "relative_attention_num_buckets": 8,
          "feed_forward_proj": "gated-gelu"},
-        True, label="T5 / mT5",
+        True, False, _EOS, label="T5 / mT5",
     ),
 ]  # fmt: skip
 
@@ -190,16 +195,36 @@ DECODER_ONLY = tuple(f.name for f in _DECODERS)
 ENCODER_DECODER = tuple(f.name for f in _ENCODER_DECODERS)
 
 
-def tokenizer(bos: bool = True):
+#: A ChatML chat template (Qwen's layout), for :func:`tokenizer` with ``chat``.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def tokenizer(
+    bos: bool = True,
+    template: str | None = None,
+    eos: str | None = None,
+    *,
+    adds_bos: bool = False,
+    chat: bool = False,
+):
     """A byte-level BPE tokenizer of :data:`VOCAB` tokens trained on :data:`TEXTS` (offline).
 
-    With ``bos``: ``<s>`` is its BOS token and ``</s>`` its EOS (also pad and unk); without,
-    it has no BOS token (as Qwen's), and ``<|endoftext|>`` is EOS and pad.
+    With ``bos``: ``<s>`` is its BOS token and ``</s>`` its EOS (also unk); without, it has no
+    BOS token (as Qwen's and T5's) and ``eos`` (default ``<|endoftext|>``) is its EOS. ``<pad>``
+    pads. ``template`` (e.g. ``"$A </s>"``): the special tokens it adds around a text; with
+    ``adds_bos`` (and no template) ``tokenizer(text)`` starts with BOS (as Llama's). With
+    ``chat``, it has the ChatML markers :data:`CHAT_TOKENS` as added special tokens (ids
+    ``VOCAB``, ``VOCAB + 1``) and :data:`CHAT_TEMPLATE`.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    specials = ["</s>", "<s>", "<pad>"] if bos else ["<|endoftext|>", "<pad>"]
+    eos = eos or ("</s>" if bos else "<|endoftext|>")
+    specials = [eos, "<s>", "<pad>"] if bos else [eos, "<pad>"]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -210,14 +235,21 @@ def tokenizer(bos: bool = True):
         show_progress=False,
     )
     tok.train_from_iterator(list(TEXTS) * 5, trainer)
+    if template is None and adds_bos and bos:
+        template = "<s> $A"
+    if template is not None:
+        used = [t for t in specials if t in template.split()]
+        tok.post_processor = processors.TemplateProcessing(
+            single=template, special_tokens=[(t, tok.token_to_id(t)) for t in used]
+        )
+    names = {"eos_token": eos, "pad_token": "<pad>"}
     if bos:
-        return PreTrainedTokenizerFast(
-            tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="</s>",
-            pad_token="<pad>",
-        )  # fmt: skip
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<pad>"
-    )
+        names.update(bos_token="<s>", unk_token=eos)
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+    if chat:
+        out.add_special_tokens({"additional_special_tokens": list(CHAT_TOKENS)})
+        out.chat_template = CHAT_TEMPLATE
+    return out
 
 
 def _special_ids(family: Family, tok) -> dict[str, Any]:
@@ -230,6 +262,12 @@ def _special_ids(family: Family, tok) -> dict[str, Any]:
     return ids
 
 
+def _is_norm_weight(name: str, p: torch.Tensor) -> bool:
+    """A norm's weight: 1-D with "norm" in its name, or GPT-2-style ``ln_*.weight``."""
+    norm = "norm" in name.lower() or name.rsplit(".", 2)[-2].startswith("ln_")
+    return p.ndim == 1 and name.endswith("weight") and norm
+
+
 def randomize(model: torch.nn.Module, seed: int) -> None:
     """Give every bias random values (std 0.2) and every norm weight ``1 + N(0, 0.2²)``
     (Gemma-style ``1 + w`` norms then scale by about 1 too), in place."""
@@ -239,15 +277,16 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
             noise = torch.randn(p.shape, generator=gen).to(p.dtype) * 0.2
             if name.endswith("bias"):
                 p.copy_(noise)
-            elif p.ndim == 1 and "norm" in name.lower() or name.endswith(("ln_1.weight",
-                                                                          "ln_2.weight",
-                                                                          "ln_f.weight")):
+            elif _is_norm_weight(name, p):
                 offset = "gemma" in type(model).__name__.lower()
                 p.copy_(noise if offset else 1 + noise)
 
 
-def build(name: str, path: str | Path, *, seed: int = 0) -> Path:
+def build(name: str, path: str | Path, *, seed: int = 0, chat: bool = False) -> Path:
     """Build the tiny checkpoint of family ``name``, save it with its tokenizer to ``path``.
+
+    A decoder-only family's tokenizer adds its BOS token (where it has one); with ``chat`` it
+    also has ChatML markers and a chat template (see :func:`tokenizer`).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`, ready for ``hooklab.load(path)``.
@@ -258,7 +297,9 @@ def build(name: str, path: str | Path, *, seed: int = 0) -> Path:
         raise unknown_name_error("family", name, list(FAMILIES))
     family = FAMILIES[name]
     transformers = importlib.import_module("transformers")
-    tok = tokenizer(bos=family.bos)
+    eos = "</s>" if family.encoder_decoder else None
+    adds_bos = family.bos and not family.encoder_decoder
+    tok = tokenizer(family.bos, family.template, eos, adds_bos=adds_bos, chat=chat)
     config = getattr(transformers, family.config)(**family.fields, **_special_ids(family, tok))
     torch.manual_seed(seed)
     model = getattr(transformers, family.model)(config).eval()

@@ -36,6 +36,7 @@ def main(
     import hooklab
     from hooklab.faithfulness import compare_methods, plot_comparison
     from hooklab.methods import METHODS
+    from hooklab.output.style import save
     from hooklab.toy import EVAL_EXAMPLES
 
     for name in names:
@@ -55,11 +56,8 @@ def main(
         s = res.summary()
         print(f"{name:22s} {s['soft_ns']:8.3f} {s['soft_nc']:8.3f} "
               f"{s['log_ratio_soft_ns']:13.3f} {s['log_ratio_soft_nc']:13.3f}")  # fmt: skip
-    fig = plot_comparison(results)
-    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(f"{out}.{ext}", dpi=150)
-    print(f"saved {out}.png and {out}.pdf")
+    written = save(plot_comparison(results), out)  # the paper style: TrueType fonts in PDF
+    print("saved " + " and ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
         unk_token=EOT,
         pad_token=EOT,
         model_max_length=128,
+        add_bos_token=True,  # the model is trained with EOT first: tokenizer(text) adds it
     )
 
 

@@ -43,8 +43,9 @@ def _tokenizer(bos: str, eos: str):
     )
     tok.train_from_iterator(TEXTS * 5, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token=eos, pad_token=eos
-    )
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token=eos, pad_token=eos,
+        add_bos_token=True,  # tokenizer(text) starts with BOS, so hooklab prepends it
+    )  # fmt: skip
 
 
 def _randomise_biases(model, seed: int) -> None:

@@ -322,12 +322,12 @@ INF_EMBEDS = torch.full((1, 1, 32), math.inf)
     [
         ("saliency", {"vjp_chunk": 0}, ValueError, "vjp_chunk must be a positive int .*got 0"),
         ("saliency", {"vjp_chunk": -1}, ValueError, "vjp_chunk must be a positive int .*got -1"),
-        ("saliency", {"vjp": "fast"}, ValueError, "vjp='fast' is not one of"),
+        ("saliency", {"vjp": "fast"}, ValueError, "vjp must be one of .*got 'fast'"),
         ("saliency", {"vjpchunk": 4}, TypeError, "no option 'vjpchunk'; its options: abs, vjp"),
         ("input_x_gradient", {"vjp_chunk": 0}, ValueError, "vjp_chunk"),
         ("integrated_gradients", {"n_steps": 0}, ValueError, "n_steps must be a positive int"),
         ("integrated_gradients", {"n_steps": -3}, ValueError, "n_steps"),
-        ("integrated_gradients", {"rule": "simpson"}, ValueError, "'simpson'.*gausslegendre"),
+        ("integrated_gradients", {"rule": "simpson"}, ValueError, "gausslegendre.*'simpson'"),
         ("integrated_gradients", {"rule": "riemann_trapezoid", "n_steps": 1}, ValueError,
          "riemann_trapezoid needs n_steps >= 2"),
         ("integrated_gradients", {"internal_batch_size": 0}, ValueError, "internal_batch_size"),
@@ -335,7 +335,7 @@ INF_EMBEDS = torch.full((1, 1, 32), math.inf)
         ("integrated_gradients", {"baseline": NAN_EMBEDS}, ValueError, "baseline .*NaN or inf"),
         ("integrated_gradients", {"baseline": INF_EMBEDS}, ValueError, "baseline .*NaN or inf"),
         ("integrated_gradients", {"baseline": 391}, ValueError, r"391 is outside 0\.\.390"),
-        ("integrated_gradients", {"baseline": "mask"}, ValueError, "'mask'.*zeros"),
+        ("integrated_gradients", {"baseline": "mask"}, ValueError, "baseline .*zeros.*'mask'"),
         ("integrated_gradients", {"baseline": torch.zeros(3, 5)}, ValueError, "does not broadcast"),
         ("gradient_shap", {"n_samples": 0}, ValueError, "n_samples must be a positive int"),
         ("gradient_shap", {"stdevs": math.nan}, ValueError, "stdevs must be a finite number"),
@@ -346,7 +346,9 @@ INF_EMBEDS = torch.full((1, 1, 32), math.inf)
         ("occlusion", {"internal_batch_size": 0}, ValueError, "internal_batch_size"),
         ("occlusion", {"baseline": -1}, ValueError, r"-1 is outside 0\.\.390"),
         ("reagent", {"num_probes": 0}, ValueError, "num_probes must be a positive int"),
-        ("reagent", {"replacing_ratio": 1.5}, ValueError, "replacing_ratio must be in"),
+        ("reagent", {"replacing_ratio": 1.5}, ValueError, r"replacing_ratio .*\(0, 1\), got 1.5"),
+        ("reagent", {"num_probes": True}, TypeError, "num_probes must be a positive int.*True"),
+        ("reagent", {"keep_top_n": -1}, ValueError, "keep_top_n must be a non-negative int"),
         ("attention", {"layers": 5}, ValueError, r"Invalid layers 5: choose from 0\.\.1"),
         ("attention", {"heads": 9}, ValueError, r"Invalid heads 9: choose from 0\.\.3"),
         ("value_zeroing", {"metric": "cos"}, ValueError, "'cos'. Did you mean 'cosine'"),
@@ -692,3 +694,96 @@ def test_misspelt_step_scores_kwargs_fail_before_any_model_work(gpt2, monkeypatc
     raises_clearly(gpt2, KeyError, "probabilty", hooklab.attribute, gpt2, "George was sick",
                    " yesterday", method="saliency", step_scores=["probability"],
                    step_scores_kwargs={"probabilty": {}})  # fmt: skip
+
+
+# --- faithfulness: outputs it cannot evaluate are refused, naming why (issue 21) ---
+
+
+@pytest.fixture(scope="module")
+def toy_saliency(toy):
+    prompt = "George was sick yesterday. His colleagues asked him to come"
+    return hooklab.attribute(toy, prompt, " to the hospital.", method="saliency")
+
+
+@pytest.mark.parametrize(
+    ("seed", "exc", "match"),
+    [("abc", TypeError, "seed must be a non-negative int.*'abc'"),
+     (0.5, TypeError, "seed must be a non-negative int.*0.5"),
+     (-1, TypeError, "seed must be a non-negative int.*-1"),
+     (True, TypeError, "seed must be a non-negative int.*True")],
+)  # fmt: skip
+def test_faithfulness_seed(toy, toy_saliency, seed, exc, match):
+    raises_clearly(toy, exc, match, hooklab.evaluate_faithfulness, toy, toy_saliency, seed=seed)
+
+
+def test_faithfulness_empty_output(toy, toy_saliency):
+    empty = hooklab.AttributionOutput((), toy_saliency.info, model=toy_saliency.model)
+    raises_clearly(toy, ValueError, "no sequences", hooklab.evaluate_faithfulness, toy, empty)
+
+
+def test_faithfulness_refuses_another_models_output(toy, gpt2, toy_saliency):
+    raises_clearly(
+        gpt2, ValueError, "another model.*name_or_path='toy'", hooklab.evaluate_faithfulness,
+        gpt2, toy_saliency,
+    )  # fmt: skip
+
+
+def test_faithfulness_refuses_an_aggregated_output(toy, toy_saliency):
+    words = toy_saliency.aggregate("words")
+    raises_clearly(toy, ValueError, "aggregated.*before aggregating",
+                   hooklab.evaluate_faithfulness, toy, words)  # fmt: skip
+
+
+def test_faithfulness_refuses_encoder_decoder_outputs():
+    mt = hooklab.load("toy-mt", device="cpu")
+    out = hooklab.attribute(mt, "The table was old.", "Der Tisch war alt.", method="saliency")
+    raises_clearly(mt, NotImplementedError, "encoder-decoder outputs",
+                   hooklab.evaluate_faithfulness, mt, out)  # fmt: skip
+    toy = hooklab.load("toy", device="cpu")
+    raises_clearly(toy, ValueError, "another model", hooklab.evaluate_faithfulness, toy, out)
+
+
+# --- placement: device_map and n_devices checked before loading (issue 21) ---
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"device_map": {"transformer.h.7": "cpu"}}, "module in device_map.*'transformer.h.7'"),
+        ({"device_map": {"transfomer.wte": "cpu", "": "cpu"}}, "transfomer.wte.*transformer.wte"),
+        ({"device_map": 42}, "device_map = 42 names GPU 42"),
+        ({"device_map": {"": "tpu"}}, r"device_map\[''\] = 'tpu'"),
+        ({"device_map": []}, "device_map must be a strategy.*got \\[\\]"),
+        ({"device_map": {"lm_head": 1.5}}, r"device_map\['lm_head'\] must be a device.*1.5"),
+        ({"n_devices": 0}, "n_devices must be a positive int.*got 0"),
+        ({"n_devices": True}, "n_devices must be a positive int.*got True"),
+    ],
+)
+def test_load_placement(gpt2_dir, kwargs, match):
+    raises_clearly(None, ValueError, match, hooklab.load, gpt2_dir, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"device_map": "cuda"}, "'cuda' asks for a GPU, but this machine has no GPU"),
+     ({"device_map": {"lm_head": 0, "": "cpu"}}, "names GPU 0, but this machine has no GPU"),
+     ({"n_devices": 2}, "n_devices=2 asks for 2 GPUs, but this machine has 0")],
+)  # fmt: skip
+def test_load_placement_without_a_gpu(gpt2_dir, kwargs, match):
+    raises_clearly(None, ValueError, match, hooklab.load, gpt2_dir, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"keep_ratio": "0.5"}, "keep_ratio must be a number in (0, 1] or None, got str: '0.5'"),
+     ({"replacing_ratio": "x"}, "replacing_ratio must be a number in (0, 1), got str: 'x'"),
+     ({"seed": "abc"}, "seed must be a non-negative int, got str: 'abc'"),
+     ({"seed": 1.5}, "seed must be a non-negative int, got float: 1.5"),
+     ({"num_probes": True}, "num_probes must be a positive int, got bool: True")],
+)  # fmt: skip
+def test_reagent_option_types(change, match):
+    # The method's declaration is checked before it runs (MethodSpec.resolve, as
+    # hooklab.attribute does), with or without the test-time type checker.
+    with pytest.raises(TypeError, match=re.escape(match)):
+        hooklab.method_info("reagent").resolve(change)

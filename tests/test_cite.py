@@ -172,6 +172,12 @@ def test_result_views_and_save_load(toy_rag, tmp_path):
     assert back == res
     with pytest.raises(FileExistsError):
         res.save(path)
+    binary = res.save(tmp_path / "cite.safetensors")  # the file of every output
+    assert CitationResult.load(binary) == res
+    assert hooklab.output.io.load(binary, "citation") == res
+    assert hooklab.output.io.as_dict(res)["kind"] == "citation"
+    with pytest.raises(ValueError, match="not a 'pecore' output"):
+        hooklab.output.io.load(binary, "pecore")
     inseq = res.to_inseq()
     assert inseq["input_context"] == res.pecore.input_context
     assert len(inseq["cci_scores"]) == len(res.pecore.context_sensitive)

@@ -56,7 +56,7 @@ def test_misspelt_flag_exits_2_without_a_traceback(monkeypatch, capsys):
         (["attribute-context", "--attribution_method", "salency"], "'saliency'"),
         (["attribute-context", "--context_sensitivity_std_threshold", "nan"], "finite"),
         (["attribute-context", "--context_sensitivity_topk", "two"], "integer"),
-        (["attribute", "--method", "saliency", "--n_steps", "4"], "not an option of 'saliency'"),
+        (["attribute", "--method", "saliency", "--n_steps", "4"], "has no option 'n_steps'"),
         (["attribute", "--step_scores", "probability,entorpy"], "entropy"),
         (["knockout", "--example", "999"], "--example must be in 0..99"),
         (["knockout", "--window", "0"], "--window"),
@@ -142,6 +142,13 @@ def test_strings_stay_strings_and_numbers_are_parsed():
     assert commands()["attribute"].parse(["--step_scores", "probability,entropy"]) == {
         "step_scores": ("probability", "entropy")
     }
+    # method options are typed by their annotations: int | str parses both ways (issue 21)
+    attribute = commands()["attribute"]
+    assert attribute.parse(["--n_steps", "auto"]) == {"n_steps": "auto"}
+    assert attribute.parse(["--n_steps", "16"]) == {"n_steps": 16}
+    assert attribute.parse(["--keep_ratio", "none"]) == {"keep_ratio": None}
+    with pytest.raises(UsageError, match="--num_probes expects an integer, got 'many'"):
+        attribute.parse(["--num_probes", "many"])
 
 
 def test_positions_sources_and_depth_window():
@@ -184,3 +191,16 @@ def test_python_m_hooklab_and_scripts_are_thin_wrappers():
     for script in ("attribute", "knockout", "mixing", "pecore"):
         assert len((ROOT / "scripts" / f"{script}.py").read_text().splitlines()) < 30
     assert "hooklab = hooklab.cli:run" in (ROOT / "setup.cfg").read_text()
+
+
+def test_mixing_on_an_encoder_decoder_model_with_the_default_part(tmp_path):
+    # the default part of an encoder-decoder model is cross-attention, which has no rollout
+    prefix = str(tmp_path / "mt")
+    text, targets = "The table was old. <brk> It was broken.", "Der Tisch war alt. <brk> Er war."
+    argv = ["mixing", "--model", "toy-mt", "--text", text, "--targets", targets,
+            "--out_prefix", prefix]  # fmt: skip
+    assert main(argv) == 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert "mt.safetensors" in written and "mt_layers.png" in written
+    assert not any("rollout" in name for name in written)
+    assert hooklab.load_output(prefix + ".safetensors").parameters["part"] == "cross"

@@ -28,11 +28,11 @@ import torch
 from torch.testing import assert_close
 
 import hooklab
+from hooklab.attribution.aggregate import reduce_hidden
 from hooklab.forward import step_logits
 from hooklab.inputs import make_batch
 from hooklab.mixing import attention_knockout, value_zeroing
 from hooklab.mixing.value_zeroing import cosine_distance, euclidean_distance
-from hooklab.output.aggregate import reduce_hidden
 from hooklab.pecore import pecore
 from hooklab.pecore.select import selection_threshold
 from hooklab.steps import CONTRASTIVE, STEP_FUNCTIONS, StepArgs

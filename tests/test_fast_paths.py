@@ -1,7 +1,8 @@
 """Hook-free forwards on the plain Hugging Face twin equal the bridge's, bit for bit.
 
-See :mod:`hooklab.plain`. Every comparison here is exact (``torch.equal``): the twin is only
-worth having if nothing downstream can tell it from the bridge.
+See :mod:`hooklab.plain` (and ``tests/test_plain.py`` for every zoo family). Every comparison
+here is exact (``torch.equal``): the twin is only worth having if nothing downstream can tell
+it from the bridge.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hooklab.forward import (
     padding_guard_hooks,
     step_logits,
     token_embeddings,
+    twin,
 )
 from hooklab.generation import generate
 from hooklab.hooks import count_hooks, hook_name, temporary_hooks
@@ -55,7 +57,7 @@ def _batch(model, padded: bool):
 def test_forward_on_twin_equals_bridge(model, padded):
     batch = _batch(model, padded)
     with torch.no_grad():
-        assert plain.twin(model) is not None  # the fast path is really taken
+        assert twin(model) is not None  # the fast path is really taken
         fast = forward(model, batch)
         slow = bridge_forward(model, batch)
     real = batch.attention_mask.bool()
@@ -69,7 +71,7 @@ def test_step_logits_on_twin_equal_bridge(model, padded):
     with torch.no_grad():
         fast = step_logits(model, batch)
         with bridge_only(model):
-            assert plain.twin(model) is None
+            assert twin(model) is None
             slow = step_logits(model, batch)
     assert torch.equal(fast, slow)
 
@@ -81,13 +83,13 @@ def test_given_embeddings_on_twin_equal_bridge(model, padded):
     batch = _batch(model, padded)
     embeds = token_embeddings(model, batch).flip(1) * 0.7  # not the model's own embeddings
     with torch.no_grad():
-        assert plain.twin(model, embeds=True) is not None
+        assert twin(model, embeds=True) is not None
         fast = step_logits(model, batch, embeds)
         with bridge_only(model):
             slow = step_logits(model, batch, embeds)
     assert torch.equal(fast, slow)
     leaf = embeds.clone().requires_grad_(True)
-    assert plain.twin(model, embeds=True) is None
+    assert twin(model, embeds=True) is None
     assert torch.equal(step_logits(model, batch, leaf).detach(), slow)
 
 
@@ -173,39 +175,39 @@ def test_hook_on_a_hook_point_sends_forwards_to_the_bridge(toy):
         point = toy.hook_dict[hook_name("embed")]
         point.add_hook(lambda x, hook: x * 0)
         try:
-            assert plain.twin(toy) is None
+            assert twin(toy) is None
             hooked = forward(toy, batch)
         finally:
             point.remove_hooks("fwd")
-        assert plain.twin(toy) is not None
+        assert twin(toy) is not None
         again = forward(toy, batch)
     assert not torch.equal(clean, hooked)
     assert torch.equal(clean, again)
 
 
 def test_no_twin_with_gradients_or_in_training_mode(toy):
-    assert plain.twin(toy) is None  # gradients are enabled here
+    assert twin(toy) is None  # gradients are enabled here
     with torch.no_grad():
         toy.train()
         try:
-            assert plain.twin(toy) is None
+            assert twin(toy) is None
         finally:
             toy.eval()
-        assert plain.twin(toy) is not None
+        assert twin(toy) is not None
 
 
 def test_no_twin_in_compatibility_mode(gpt2_dir):
     model = hooklab.load(gpt2_dir, device="cpu", compatibility_mode=True)
     batch = _batch(model, True)
     with torch.no_grad():
-        assert plain.twin(model) is None
+        assert twin(model) is None
         out = forward(model, batch)
         assert torch.equal(out, bridge_forward(model, batch))
 
 
 def test_twin_shares_the_bridge_tensors(toy):
     with torch.no_grad():
-        module = plain.twin(toy)
+        module = twin(toy)
     theirs = {p.data_ptr() for p in toy.original_model.parameters()}
     assert {p.data_ptr() for p in module.parameters()} <= theirs
 
@@ -228,13 +230,13 @@ def test_an_architecture_the_twin_does_not_fit_runs_on_the_bridge(gpt2_dir, monk
     model = hooklab.load(gpt2_dir, device="cpu")
     batch = _batch(model, True)
     with torch.no_grad():
-        assert plain.twin(model) is None
+        assert twin(model) is None
         assert torch.equal(forward(model, batch), bridge_forward(model, batch))
     assert generate(model, PROMPTS[0], max_new_tokens=3).output_ids
 
 
 def test_a_probe_difference_keeps_the_bridge(gpt2_dir, monkeypatch):
-    monkeypatch.setattr(plain, "_probe", lambda model, module: False)
+    monkeypatch.setattr("hooklab.forward._probe", lambda model, module, embeds: False)
     model = hooklab.load(gpt2_dir, device="cpu")
     with torch.no_grad():
-        assert plain.twin(model) is None
+        assert twin(model) is None

@@ -13,6 +13,7 @@ import torch
 
 matplotlib.use("Agg")
 
+from hooklab.attribution import SequenceAttribution
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.plot import (
@@ -23,7 +24,6 @@ from hooklab.mixing.plot import (
     plot_query_layers,
     plot_token_mixing,
 )
-from hooklab.output.sequence import SequenceAttribution
 from hooklab.output.style import DOUBLE_COLUMN, SINGLE_COLUMN, token_label
 from hooklab.output.view import decimals, number_format
 from hooklab.pecore.result import ContextSensitiveToken, Cue, PecoreResult
@@ -205,7 +205,7 @@ def test_tokens_and_digits():
 
 
 def test_difference_is_a_signed_map_of_reduced_scores():
-    from hooklab.output.aggregate import difference
+    from hooklab.attribution.aggregate import difference
 
     a = sequence()
     hidden = torch.stack([a.attributions, a.attributions], -1)  # L2 = sqrt(2) * scores
@@ -418,3 +418,22 @@ def test_pecore_default_example_figures(name, toy_mt, toy):
         assert b"Type3" not in _pdf_fonts(fig)
     if name == "toy-mt":
         assert "Er" in _boxed(fig) and "Der" in _boxed(fig)  # target; its output-side cue
+
+
+def test_style_save_embeds_truetype_fonts_only(tmp_path):
+    # Type 3 fonts are rejected by some publishers; the style writes TrueType (pdf.fonttype 42)
+    # whatever the global rcParams say.
+    from hooklab.output.style import new_figure, paper_style, save
+
+    with matplotlib.rc_context({"pdf.fonttype": 3}):  # the global setting must not leak in
+        with paper_style():
+            fig = new_figure((3.3, 1.5))
+            ax = fig.add_subplot()
+            ax.plot([0, 1], [1, 0], label="Soft-NS ▁was Ġx")
+            ax.set_title("log(metric / random) – α")
+            ax.legend()
+        (pdf,) = save(fig, tmp_path / "fig", formats=("pdf",))
+        fig.savefig(tmp_path / "direct.pdf")  # a PaperFigure saves in the style too
+    for path in (pdf, tmp_path / "direct.pdf"):
+        data = path.read_bytes()
+        assert b"/Subtype /Type3" not in data and b"/FontFile2" in data

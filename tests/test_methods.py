@@ -24,6 +24,10 @@ from tests.reference.attribution import (
     ref_occlusion,
     ref_value_zeroing,
 )
+from tests.test_alti import (  # tiny64: the fixture the reference test runs on
+    test_alti_logit_matches_the_reference_and_the_logit,
+    tiny64,  # noqa: F401
+)
 from tests.test_mixing_encoder_decoder import build_seq2seq
 from tests.test_reagent import test_reagent_matches_the_slow_reference
 
@@ -285,6 +289,7 @@ REFERENCE_TESTS = {
     "attention": test_attention,
     "value_zeroing": test_value_zeroing,
     "reagent": test_reagent_matches_the_slow_reference,
+    "alti_logit": test_alti_logit_matches_the_reference_and_the_logit,
 }
 BUILTIN = hooklab.list_methods()
 

@@ -18,6 +18,7 @@ PROMPT = "George was sick yesterday."
 TARGET = " His colleagues asked him"
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 vz_module = importlib.import_module("hooklab.mixing.value_zeroing")  # the package attribute
+fast_module = importlib.import_module("hooklab.mixing.value_zeroing_fast")
 # `hooklab.mixing.value_zeroing` is the function
 
 
@@ -30,9 +31,11 @@ def _ids(out: MixingOutput) -> list[int]:
     return out.token_ids.tolist()
 
 
+@pytest.mark.parametrize("fast_path", [True, False])
 @pytest.mark.parametrize(("metric", "normalize"), [("cosine", True), ("euclidean", False)])
-def test_matches_reference(model64, metric, normalize):
-    (out,) = value_zeroing(model64, PROMPT, targets=TARGET, metric=metric, normalize=normalize)
+def test_matches_reference(model64, metric, normalize, fast_path):
+    options = {"metric": metric, "normalize": normalize, "fast_path": fast_path}
+    (out,) = value_zeroing(model64, PROMPT, targets=TARGET, **options)
     assert out.layers == (0, 1)
     for row, layer in enumerate(out.layers):
         expected = ref_value_zeroing(model64, _ids(out), layer, metric=metric, normalize=normalize)
@@ -117,9 +120,11 @@ def test_model_unchanged_and_hooks_removed(gpt2, monkeypatch):
         raise RuntimeError("boom")
 
     # Fail inside the method, after the hooked forward pass...
-    monkeypatch.setattr(vz_module, "_post_attention", boom)
-    with pytest.raises(RuntimeError, match="boom"):
-        value_zeroing(gpt2, PROMPT, targets=TARGET)
+    monkeypatch.setattr(vz_module, "layer_scores", boom)  # the general path
+    monkeypatch.setattr(fast_module, "analytic_layer_scores", boom)  # the fast path
+    for fast_path in (False, True):
+        with pytest.raises(RuntimeError, match="boom"):
+            value_zeroing(gpt2, PROMPT, targets=TARGET, fast_path=fast_path)
     monkeypatch.undo()
     # ...and inside a hook, during the method's own hooked forward pass: a hook of the caller
     # on the last block raises while value zeroing's recording hooks are attached.
@@ -141,19 +146,21 @@ def test_model_unchanged_and_hooks_removed(gpt2, monkeypatch):
 
 def test_hooks_removed_when_a_hook_raises(gpt2, monkeypatch):
     hooks = count_hooks(gpt2)
-    real = vz_module.clean_activations
+    real = vz_module.capture_block_calls
 
-    def failing(model, ids, layers):
+    def failing(adapter, example, layers):
         def fail(x, hook):
             raise RuntimeError("hook failed")
 
-        with temporary_hooks(model, [(hook_name("v", 0), fail)]):
-            return real(model, ids, layers)
+        with temporary_hooks(adapter.model, [(hook_name("v", 0), fail)]):
+            return real(adapter, example, layers)
 
-    monkeypatch.setattr(vz_module, "clean_activations", failing)
+    monkeypatch.setattr(vz_module, "capture_block_calls", failing)
     with pytest.raises(RuntimeError, match="hook failed"):
-        value_zeroing(gpt2, PROMPT, targets=TARGET)
+        value_zeroing(gpt2, PROMPT, targets=TARGET, fast_path=False)
     assert count_hooks(gpt2) == hooks
+    # the pre-hooks that capture the blocks' arguments are gone too
+    assert not any(block._forward_pre_hooks for block in gpt2.blocks)
 
 
 @pytest.mark.parametrize(
@@ -210,3 +217,17 @@ def test_provenance_and_resolved_parameters(gpt2):
     assert p["metric"] == "cosine" and p["normalize"] is True and p["rollout"] is False
     assert p["max_batch_tokens"] == 2048 and p["part"] == "decoder" and p["targets"] == TARGET
     assert p["layers"] == (0, 1) and p["heads"] == {"0": (0, 1, 2, 3), "1": (0, 1, 2, 3)}
+
+
+def test_refuses_compatibility_mode(gpt2_dir):
+    # compatibility mode folds the value bias away: hook_v no longer holds the true values
+    model = hooklab.load(gpt2_dir, device="cpu", compatibility_mode=True)
+    for fast_path in (True, False):
+        with pytest.raises(ValueError, match="compatibility_mode=True"):
+            value_zeroing(model, PROMPT, targets=TARGET, fast_path=fast_path)
+
+
+@pytest.mark.parametrize("fast_path", [1, None, "yes"])
+def test_fast_path_must_be_a_bool(gpt2, fast_path):
+    with pytest.raises(TypeError, match="fast_path"):  # the type check or ours
+        value_zeroing(gpt2, PROMPT, targets=TARGET, fast_path=fast_path)

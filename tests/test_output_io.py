@@ -14,12 +14,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import hooklab
+from hooklab.attribution import AttributionOutput, SequenceAttribution
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.output import MixingOutput
 from hooklab.output import FORMAT_VERSION, load_output, save_output
 from hooklab.output import io as output_io
 from hooklab.output.provenance import describe_model
-from hooklab.output.sequence import AttributionOutput, SequenceAttribution
 from hooklab.pecore.result import ContextSensitiveToken, Cue, PecoreResult
 
 MODEL = {"name_or_path": "tiny", "architecture": "GPT2LMHeadModel", "config_digest": "abc123"}
@@ -276,7 +276,9 @@ def test_load_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.json.*not a hooklab output"):
         load_output(tmp_path / "bad.json")
     (tmp_path / "mix.json").write_text(json.dumps(mixing().to_dict()))
-    with pytest.raises(ValueError, match=r"mix\.json.*only PECoRe results load from"):
+    with pytest.raises(
+        ValueError, match=r"mix\.json.*only a PECoRe result .* loads from its JSON export"
+    ):
         load_output(tmp_path / "mix.json")
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pandas as pd
 import torch
 from test_output_io import BUILDERS
+
+from hooklab.pecore import PecoreResult
 
 
 def test_attribution_frame_matches_the_tensors():
@@ -93,6 +96,7 @@ def test_pecore_frame_matches_the_result():
         "kind",
         "output_pos",
         "output_token",
+        "context",
         "context_pos",
         "context_token",
         "score",
@@ -102,7 +106,9 @@ def test_pecore_frame_matches_the_result():
     assert cti.output_token.tolist() == list(res.output_current_tokens)
     assert cti.score.iloc[0] == res.cti_scores[0] and math.isnan(cti.score.iloc[1])
     assert cti.selected.tolist() == [False, True] and cti.context_pos.isna().all()
+    assert cti.context.isna().all()
     cci = frame[frame.kind == "cci"]
+    assert (cci.context == "input").all()  # this result has no output context
     c = res.context_sensitive[0]
     assert (cci.output_pos == c.index).all() and cci.context_token.tolist() == list(
         c.input_context_tokens
@@ -111,3 +117,18 @@ def test_pecore_frame_matches_the_result():
         cci.score.reset_index(drop=True), pd.Series(c.input_context_scores, name="score")
     )
     assert cci.selected.tolist() == [False, False, True]
+
+
+def test_pecore_frame_has_the_output_context_scores():
+    res = PecoreResult.load(Path(__file__).parent / "fixtures" / "formats" / "pecore_v2.json")
+    frame = res.to_pandas()
+    c = res.context_sensitive[0]
+    for side in ("input", "output"):
+        rows = frame[(frame.kind == "cci") & (frame.context == side)]
+        assert rows.context_token.tolist() == list(getattr(c, f"{side}_context_tokens"))
+        assert rows.score.tolist() == list(getattr(c, f"{side}_context_scores"))
+        cues = [q.index for q in c.cues if q.side == side]
+        assert rows[rows.selected].context_pos.tolist() == cues
+    assert len(frame) == len(res.cti_scores) + len(c.input_context_tokens) + len(
+        c.output_context_tokens
+    )

@@ -14,7 +14,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from hooklab.output.aggregate import (
+from hooklab.attribution import SequenceAttribution
+from hooklab.attribution.aggregate import (
     HIDDEN_REDUCTIONS,
     aggregate,
     difference,
@@ -22,8 +23,7 @@ from hooklab.output.aggregate import (
     reduce_hidden,
     word_groups,
 )
-from hooklab.output.render import to_html, to_text
-from hooklab.output.sequence import SequenceAttribution
+from hooklab.attribution.views import to_html, to_text
 
 NAN = math.nan
 TOKENS = ("<|endoftext|>", "Ge", "orge", " was", " sick", ".", " His", " col", "leagues")

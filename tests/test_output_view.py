@@ -164,7 +164,7 @@ def test_every_output_plots_a_figure_on_the_one_scale(kind):
 
 
 def test_display_token_is_one_function():
-    from hooklab.output.render import display_token
+    from hooklab.attribution.views import display_token
 
     assert display_token is view.display_token
     assert display_token("  a\n") == "▁▁a\\n"

@@ -1,6 +1,9 @@
-"""The result of :func:`hooklab.cite.cite`, its JSON record and its views.
+"""The result of :func:`hooklab.cite.cite`, its record and its views.
 
-JSON record (``CitationResult.to_dict``; ``save`` writes it for any path)::
+Saved through :mod:`hooklab.output.io` as kind ``"citation"``: a safetensors file whose tensors
+hold the per-sentence document masses (``mass``, float64, sentence x document) and the PECoRe
+run's scores (``pecore.*``), and whose metadata holds the rest; or, for a path ending in
+``.json``, the JSON export (``CitationResult.to_dict``)::
 
     format_version, hooklab_version, kind ("citation"), model, parameters (every cite option)
     question, documents, answer: the texts used
@@ -23,7 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hooklab.output.io import FORMAT_VERSION
+import torch
+from torch import Tensor
+
+from hooklab.output import io
+from hooklab.output.io import FORMAT_VERSION, header, register_kind
 from hooklab.output.provenance import freeze, thaw, unthaw, unthaw_float
 from hooklab.pecore.result import PecoreResult
 
@@ -90,8 +97,6 @@ class CitationResult:
     # ---- record ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Return the documented JSON-friendly dict (see the module docstring)."""
-        from hooklab.output.io import header
-
         out = header(self.kind, self.model, self.parameters)
         out.update(
             question=self.question,
@@ -142,16 +147,65 @@ class CitationResult:
             model=None if data.get("model") is None else unthaw(data["model"]),
         )
 
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Save :meth:`to_dict` as JSON at exactly ``path``; refuse to overwrite unless asked."""
-        from hooklab.output import io
+    # ---- record: the JSON export with the masses and PECoRe's scores as tensors -------------
+    _HEADER: ClassVar[tuple[str, ...]] = (
+        "format_version",
+        "hooklab_version",
+        "kind",
+        "model",
+        "parameters",
+    )
 
-        return io.write_json(path, self.to_dict(), overwrite=overwrite)
+    def _record(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The tensors and fields of the saved file (see :mod:`hooklab.output.io`)."""
+        fields = self.to_dict()
+        for key in self._HEADER:
+            fields.pop(key)  # the header, which the file layer writes
+        mass = torch.tensor([s.mass for s in self.sentences], dtype=torch.float64)
+        tensors = {"mass": mass.reshape(len(self.sentences), len(self.documents))}
+        for entry in fields["sentences"]:
+            entry.pop("mass")
+        pecore_tensors, pecore_fields = self.pecore._record()
+        tensors.update({f"pecore.{k}": v for k, v in pecore_tensors.items()})
+        head = {k: fields["pecore"][k] for k in self._HEADER}
+        fields["pecore"] = {**head, **pecore_fields}
+        return tensors, fields
+
+    @classmethod
+    def _from_record(
+        cls, meta: Mapping[str, Any], tensors: Mapping[str, Tensor] | None
+    ) -> CitationResult:
+        """The result from a saved file; ``tensors`` None: the JSON export (:meth:`to_dict`)."""
+        if tensors is not None:  # put the tensors back into the JSON export
+            mass = tensors["mass"].tolist()
+            sentences = [{**s, "mass": m} for s, m in zip(meta["sentences"], mass, strict=True)]
+            inner = {k[len("pecore.") :]: v for k, v in tensors.items() if k.startswith("pecore.")}
+            pecore = PecoreResult._from_record(meta["pecore"], inner)
+            meta = {**meta, "sentences": sentences, "pecore": pecore.to_dict()}
+        return cls.from_dict(meta)
+
+    def save(self, path: str | Path, *, overwrite: bool = False, format: str = "auto") -> Path:
+        """Save to exactly ``path``; refuse to overwrite unless asked.
+
+        Args:
+            path: the file to write.
+            overwrite: replace an existing file.
+            format: ``"safetensors"`` (the file of every output, :mod:`hooklab.output.io`),
+                ``"json"`` (the JSON export, :meth:`to_dict`) or ``"auto"``: JSON when
+                ``path`` ends in ``.json``, else safetensors. :meth:`load` reads both.
+        """
+        if format not in SAVE_FORMATS:
+            raise ValueError(f"format={format!r}; choose from {SAVE_FORMATS}.")
+        if format == "auto":
+            format = "json" if Path(path).suffix.lower() == ".json" else "safetensors"
+        if format == "json":
+            return io.write_json(path, self.to_dict(), overwrite=overwrite)
+        return io.save(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> CitationResult:
-        """Load a result written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Load a result written by :meth:`save` (safetensors or the JSON export)."""
+        return io.load(path, cls.kind)
 
     def to_inseq(self) -> dict[str, Any]:
         """Inseq's ``attribute-context`` JSON of the underlying PECoRe run."""
@@ -206,3 +260,14 @@ class CitationResult:
     def show(self, **kwargs: Any) -> None:
         """Print :meth:`to_text`."""
         print(self.to_text(**kwargs))
+
+
+#: The formats :meth:`CitationResult.save` writes.
+SAVE_FORMATS = ("auto", "safetensors", "json")
+
+register_kind(
+    "citation",
+    CitationResult,
+    what="a citation result (hooklab.CitationResult)",
+    json_export=True,
+)

@@ -8,6 +8,7 @@ Subcommands (each ``--help`` lists every option with its description and default
 - ``attribute``: feature attribution of generated (or forced) tokens;
 - ``mixing``: value-zeroing context mixing figures;
 - ``knockout``: attention-knockout curves;
+- ``routes``: information-flow routes of one prediction;
 - ``demo``: the interactive PECoRe page (Gradio; the demo extra);
 - ``cite``: citations of an answer's sentences to retrieved documents (MIRAGE).
 
@@ -33,6 +34,7 @@ def commands() -> dict[str, Command]:
     from hooklab.cli.demo import demo
     from hooklab.cli.mixing import knockout, mixing
     from hooklab.cli.pecore import attribute_context, dataset, toy_dataset
+    from hooklab.cli.routes import routes
     from hooklab.pecore import PecoreOptions
 
     pecore = options_of(PecoreOptions)
@@ -46,6 +48,7 @@ def commands() -> dict[str, Command]:
         ),
         "mixing": Command("mixing", mixing),
         "knockout": Command("knockout", knockout),
+        "routes": Command("routes", routes),
         "demo": Command("demo", demo),
         "cite": Command("cite", cite, options_of(CiteOptions), "Citation options (CiteOptions):"),
     }

@@ -31,6 +31,8 @@ from typing import Any
 
 from fire.parser import DefaultParseValue
 
+from hooklab.options import docstring_sections
+
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 _NONE = ("none", "null")
 
@@ -118,25 +120,6 @@ def _origin_name(hint: Any) -> str:
     if origin in (dict, Mapping):
         return "{KEY: VALUE}"
     return getattr(origin, "__name__", str(origin)).upper()
-
-
-def docstring_sections(doc: str | None) -> tuple[str, dict[str, str]]:
-    """The description (before ``Args:``/``Attributes:``) and ``{name: description}``."""
-    doc = inspect.cleandoc(doc or "")
-    parts = re.split(r"^(?:Args|Attributes):\s*$", doc, maxsplit=1, flags=re.M)
-    head, rest = parts[0], parts[1] if len(parts) > 1 else ""
-    described: dict[str, str] = {}
-    name = None
-    for line in rest.splitlines():
-        if line and not line.startswith(" "):  # the next section (Returns:, Example:)
-            break
-        match = re.match(r"^ {4}(\*{0,2}\w+)(?: \(.*?\))?:\s*(.*)$", line)
-        if match:
-            name = match.group(1).lstrip("*")
-            described[name] = match.group(2).strip()
-        elif name and line.strip():
-            described[name] += " " + line.strip()
-    return head.strip(), described
 
 
 def options_of(obj: Callable | type) -> list[Option]:

@@ -8,49 +8,57 @@ Context mixing and knockout are in :mod:`hooklab.cli.mixing`.
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hooklab.cli.args import Option, UsageError
 from hooklab.cli.checks import check_outputs, figure_paths, fill_path
+
+if TYPE_CHECKING:
+    from hooklab.options import OptionSpec
 
 DEFAULT_PROMPT = "George was sick yesterday. His colleagues asked him to come"
 
 
 def method_options() -> list[Option]:
-    """Every attribution method's own options (typed by their defaults), for ``--help``."""
-    from hooklab.cli.args import docstring_sections
+    """Every attribution method's own options, from their declarations
+    (:attr:`hooklab.methods.MethodSpec.options`): parsed by their annotation (``--n_steps 16``
+    and ``--n_steps auto`` alike), described in ``--help`` with what is valid."""
     from hooklab.methods import METHODS
+    from hooklab.options import scalar_type
 
-    found: dict[str, list[tuple[str, Any, str]]] = {}
+    found: dict[str, list[tuple[str, OptionSpec]]] = {}
     for name in METHODS.names():
-        fn = METHODS.get(name).fn
-        described = docstring_sections(fn.__doc__)[1]
-        for p in inspect.signature(fn).parameters.values():
-            if p.kind == p.KEYWORD_ONLY and p.name != "attributed_fn":
-                found.setdefault(p.name, []).append((name, p.default, described.get(p.name, "")))
+        for option in METHODS.get(name).options.values():
+            found.setdefault(option.name, []).append((name, option))
     options = []
     for option, uses in found.items():
-        default = uses[0][1]
-        hint = type(default) if isinstance(default, (bool, int, float, str)) else Any
-        text = next((d for _, _, d in uses if d), "")
-        shown = ", ".join(f"{method}: {value!r}" for method, value, _ in uses)
-        options.append(Option(option, hint, default, text, default_text=shown))
+        first = uses[0][1]
+        hints = {scalar_type(o.hint) for _, o in uses}
+        hint = hints.pop() if len(hints) == 1 else Any
+        text = next((o.help for _, o in uses if o.help), "")
+        rules = dict.fromkeys(o.rule for _, o in uses if o.hint not in (bool, object, Any))
+        if rules:
+            text += f" Valid: {'; '.join(rules)}."
+        shown = ", ".join(f"{method}: {o.default!r}" for method, o in uses)
+        options.append(Option(option, hint, first.default, text.strip(), default_text=shown))
     return options
 
 
 def _check_method(method: str, method_kwargs: dict[str, Any]) -> None:
+    """Check the method and its options through its declaration (:meth:`MethodSpec.resolve`),
+    as :func:`hooklab.attribute` does, before the model is loaded."""
     from hooklab.methods import METHODS
 
     try:
-        fn = METHODS.get(method).fn
+        spec = METHODS.get(method)
     except KeyError as err:
         raise UsageError(err.args[0]) from None
-    own = [p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY]
-    for name in method_kwargs:
-        if name not in own or name == "attributed_fn":
-            valid = ", ".join(f"--{n}" for n in own if n != "attributed_fn") or "none"
-            raise UsageError(f"--{name} is not an option of {method!r} (its options: {valid}).")
+    try:
+        spec.resolve(method_kwargs)
+    except (TypeError, ValueError) as err:
+        message = str(err)  # "n_steps must be ..." names the option: shown as the flag
+        flag = "--" if message.split(" ", 1)[0] in spec.options else ""
+        raise UsageError(flag + message) from None
 
 
 def attribute(
@@ -111,7 +119,7 @@ def attribute(
         keep_hidden: dataset mode: keep the attributions' hidden-size dimension (otherwise
             reduced by the method's own reduction to [step][pos]).
     """
-    from hooklab.output.aggregate import GROUPINGS
+    from hooklab.attribution.aggregate import GROUPINGS
     from hooklab.steps import STEP_FUNCTIONS
 
     _check_method(method, method_kwargs)

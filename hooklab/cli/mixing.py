@@ -77,14 +77,6 @@ def mixing(
         device: torch device (default: CUDA if available, else CPU).
         dtype: torch dtype, e.g. "float32".
     """
-    from hooklab.mixing.plot import (
-        plot_layers,
-        plot_matrix,
-        plot_query_layers,
-        plot_token_mixing,
-        top_keys,
-    )
-    from hooklab.mixing.sequences import token_positions
     from hooklab.mixing.value_zeroing import metric_fn
 
     ex, name = _texts(text, example)
@@ -114,60 +106,24 @@ def mixing(
 
     import hooklab
     from hooklab.mixing import value_zeroing
+    from hooklab.mixing.adapter import model_adapter
 
     lm = hooklab.load(model, device=device, dtype=dtype)
-    rollout = part != "cross"
+    part = model_adapter(lm, part).part  # None: "cross" on encoder-decoder models
+    rollout = part != "cross"  # rollout composes square matrices
     (out,) = value_zeroing(lm, text, targets=targets, part=part, layers=chosen, metric=metric,
                            rollout=rollout)  # fmt: skip
-    start = out.target_start or 0
-    query = len(out.tokens) - 1
-    if word is not None:
-        query = start + token_positions(out.tokens[start:], word, "word")[0]
-    keys, cue_pos = top_keys(out, query, 5), []
-    if cue is not None:
-        context = out.keys[: (start or None) if out.key_tokens is None else None]
-        cue_pos = token_positions(context, cue, "cue")
-        keys = sorted({*keys, *cue_pos})
+    from hooklab.mixing.recipes import query_position, value_zeroing_figures
     from hooklab.output.style import save
 
-    figures = {
-        "layers": plot_layers(out, max_panels=panels),
-        "query_layers": plot_query_layers(out, query, rollout=False),
-        "target_mixing": plot_token_mixing(out, query, keys=keys, highlight=cue_pos),
-    }
-    if rollout:
-        figures["rollout"] = plot_matrix(out, rollout=True, annotate=False)
+    query = query_position(out, word)
+    figures = value_zeroing_figures(out, query=query, cue=cue, panels=panels)
     written = [p for k, fig in figures.items() for p in save(fig, outputs[k])]
     written.append(out.save(f"{prefix}.safetensors", overwrite=overwrite))
     print("text:", "".join(out.tokens))
     print("query token:", repr(out.tokens[query]), "at", query)
     out.show(color=False)
     print("\n".join(["wrote:", *map(str, written)]))
-
-
-def _toy_case(ex: dict[str, Any]) -> tuple[str, str, str, str]:
-    """(prompt, measured word, cue word, context) of a toy example."""
-    output = ex["output_current_text"]
-    cut = output.index(ex["dependent_word"])
-    prompt = f"{ex['input_context_text']} {ex['input_current_text']}{output[:cut]}"
-    return prompt.rstrip(), " " + ex["dependent_word"], ex["cue_word"], ex["input_context_text"]
-
-
-def _toy_sources(model, prompt: str, cue: str, context: str) -> dict[str, list[int]]:
-    """Cue tokens, other context tokens, current-sentence tokens (last excluded), last token."""
-    from hooklab.inputs import encode_prompt, str_tokens
-    from hooklab.mixing.sequences import token_positions
-
-    tokens = str_tokens(model, encode_prompt(model, prompt))
-    cue_pos = token_positions(tokens, cue, "cue")
-    ctx = token_positions(tokens, context, "context")
-    ctx = list(range(1 if len(tokens) > 1 else 0, ctx[-1] + 1))  # BOS excluded
-    return {
-        "cue": cue_pos,
-        "other context": [p for p in ctx if p not in cue_pos],
-        "current": list(range(ctx[-1] + 1, len(tokens) - 1)),
-        "last": [len(tokens) - 1],
-    }
 
 
 def knockout(
@@ -231,12 +187,13 @@ def knockout(
     import hooklab
     from hooklab.mixing import attention_knockout
     from hooklab.mixing.adapter import model_adapter
+    from hooklab.mixing.recipes import cue_knockouts, toy_knockout_case, toy_knockout_sources
 
     lm = hooklab.load(model, device=device, dtype=dtype)
     if ex is not None:
-        text, measured, cue, context = _toy_case(ex)
+        text, measured, cue, context = toy_knockout_case(ex)
         measured_token = measured if measured_token is None else measured_token
-        spec = spec or _toy_sources(lm, text, cue, context)
+        spec = spec or toy_knockout_sources(lm, text, cue, context)
     n_layers = model_adapter(lm, part).n_layers
     (curves,) = attention_knockout(
         lm, text, sources=spec, measured_token=measured_token, part=part, query=query_pos,
@@ -254,16 +211,10 @@ def knockout(
     if ex is None:
         return
     cases = [x for x in toy_examples() if x.get("kind", "").startswith("contextual")]
-    drops = []
-    for case in cases if all_examples else [ex]:
-        prompt, measured, cue, _ = _toy_case(case)
-        (out,) = attention_knockout(lm, prompt, sources={"cue": cue}, measured_token=measured,
-                                    window=None)  # fmt: skip
-        before, after = out.base_probability, float(out.probabilities[0, 0])
-        drops.append(float(out.relative_change[0, 0]))
-        change = f"{100 * drops[-1]:+.1f}%"
-        print(f"P({measured!r}) {before:.4f} -> {after:.4f} ({change}), last <- {cue!r} blocked")
-    if len(drops) > 1:
-        print(
-            f"mean relative change over {len(drops)} examples: {100 * statistics.mean(drops):+.1f}%"
-        )
+    rows = cue_knockouts(lm, cases if all_examples else [ex])
+    for row in rows:
+        print(f"P({row['measured']!r}) {row['before']:.4f} -> {row['after']:.4f} "
+              f"({100 * row['change']:+.1f}%), last <- {row['cue']!r} blocked")  # fmt: skip
+    if len(rows) > 1:
+        mean = statistics.mean(row["change"] for row in rows)
+        print(f"mean relative change over {len(rows)} examples: {100 * mean:+.1f}%")

@@ -13,8 +13,6 @@ from typing import Any
 from hooklab.cli.args import UsageError
 from hooklab.cli.checks import check_outputs
 
-OUTPUT_FORMATS = ("auto", "json", "safetensors", "inseq")
-
 
 def pecore_options(options: dict[str, Any], defaults: dict[str, Any] | None = None):
     """:class:`PecoreOptions` from the flags over ``defaults`` (validated: unknown metric,
@@ -84,8 +82,10 @@ def attribute_context(
     elif input_context_text is None or input_current_text is None:
         raise UsageError("Give both --input_context_text and --input_current_text (or neither).")
     opts = pecore_options(options, example["options"])
-    if output_format not in OUTPUT_FORMATS:
-        raise UsageError(f"--output_format {output_format!r}; choose from {OUTPUT_FORMATS}.")
+    from hooklab.pecore.result import SAVE_FORMATS  # PecoreResult.save's formats
+
+    if output_format not in SAVE_FORMATS:
+        raise UsageError(f"--output_format {output_format!r}; choose from {SAVE_FORMATS}.")
     check_outputs([save_path, viz_path, figure_path], overwrite)
     if figure_path and Path(figure_path).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--figure_path {figure_path!r} should end in .png, .pdf or .svg.")
@@ -112,14 +112,12 @@ def attribute_context(
     if show_viz:
         result.show()
     if save_path:
-        print(f"saved {save_result(result, save_path, output_format, overwrite)}")
+        print(f"saved {result.save(save_path, overwrite=overwrite, format=output_format)}")
     if viz_path:
-        from hooklab.output.io import atomic_write
+        from hooklab.output.files import write_text
 
         page = f"<!doctype html><meta charset='utf-8'>\n{result.to_html()}\n"
-        path = atomic_write(
-            viz_path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"), overwrite=True
-        )  # existing files were refused above unless --overwrite
+        path = write_text(viz_path, page, overwrite=True)  # existing: refused above
         print(f"saved {path}")
     if figure_path:
         from hooklab.output.style import save
@@ -128,17 +126,6 @@ def attribute_context(
         path = Path(figure_path)
         (written,) = save(fig, path, formats=(path.suffix.lstrip(".").lower(),))
         print(f"saved {written}")
-
-
-def save_result(result, path: str, output_format: str, overwrite: bool) -> Path:
-    """Write ``result`` in ``output_format`` (see :func:`attribute_context`)."""
-    from hooklab.output.io import write_json
-
-    if output_format == "inseq":
-        return write_json(path, result.to_inseq(), overwrite=overwrite)
-    if output_format == "json" or (output_format == "auto" and path.endswith(".json")):
-        return write_json(path, result.to_dict(), overwrite=overwrite)
-    return result.save(path, overwrite=overwrite)
 
 
 def dataset(

@@ -9,10 +9,8 @@ context-sensitive output token, ``data-index`` into ``context_sensitive``) and `
 from __future__ import annotations
 
 import html
-import math
-from collections.abc import Sequence
 
-from hooklab.output.view import ColorScale, decimals, html_legend, html_style
+from hooklab.output.view import ColorScale, html_legend, html_tokens, number_format
 from hooklab.pecore.result import PecoreResult
 
 CSS = """
@@ -27,30 +25,6 @@ CSS = """
 """
 
 
-def _fmt(x: float | None, places: int) -> str:
-    return "None" if x is None or not math.isfinite(x) else f"{x:.{places}f}"
-
-
-def _tokens(
-    tokens: Sequence[str], scores: Sequence[float], scale: ColorScale, marks: dict[int, str]
-) -> str:
-    """Tokens coloured by score; ``marks[i]`` is the opening ``<mark ...>`` of a marked one,
-    whose score follows it."""
-    places = decimals([scores[i] for i in marks])
-    out = []
-    for i, (tok, x) in enumerate(zip(tokens, scores, strict=True)):
-        style = html_style(x, scale)
-        title = f"{x:.6g}" if math.isfinite(x) else "None"
-        if i in marks:
-            out.append(
-                f'{marks[i]} style="{style}" title="{title}">{html.escape(tok)}</mark>'
-                f'<sub class="hl-score">{_fmt(x, places)}</sub>'
-            )
-        else:
-            out.append(f'<span style="{style}" title="{title}">{html.escape(tok)}</span>')
-    return "".join(out)
-
-
 def output_html(result: PecoreResult) -> str:
     """The output coloured by CTI, context-sensitive tokens marked with their scores, and a
     table of them with their contextless alternatives and top cues."""
@@ -62,9 +36,9 @@ def output_html(result: PecoreResult) -> str:
     given = html.escape(result.input_current + " ")
     if result.output_context:
         given += html.escape(" ⏎ " + result.output_context + " ")
-    line = _tokens(result.output_current_tokens, result.cti_scores, scale, marks)
-    places = decimals(result.cti_scores)
-    threshold = _fmt(result.cti_threshold, places)
+    line = html_tokens(result.output_current_tokens, result.cti_scores, scale, marks=marks)
+    fmt = number_format(result.cti_scores, missing="None")
+    threshold = fmt(result.cti_threshold)
     parts = [
         '<div class="hl-output">',
         f'<p class="hl-tokens"><span class="hl-given">{given}</span>{line}</p>',
@@ -82,7 +56,7 @@ def output_html(result: PecoreResult) -> str:
             cue = "—" if top is None else f"{html.escape(repr(top.token))} ({top.score:.3g})"
             rows.append(
                 f"<tr><td>{c.index}</td><td>{html.escape(repr(c.token))}</td>"
-                f"<td>{_fmt(c.score, places)}</td><td>{html.escape(repr(c.contextless_token))}"
+                f"<td>{fmt(c.score)}</td><td>{html.escape(repr(c.contextless_token))}"
                 f"</td><td>{cue}</td></tr>"
             )
         parts.append(f'<table class="hl-table">{"".join(rows)}</table>')
@@ -118,7 +92,7 @@ def cues_html(result: PecoreResult, target: int | None) -> str:
         scores = getattr(c, f"{side}_context_scores")
         parts.append(
             f'<p class="hl-tokens"><b>{side} context:</b> '
-            f"{_tokens(tokens, scores, scale, marks)}</p>"
+            f"{html_tokens(tokens, scores, scale, marks=marks)}</p>"
         )
     parts.append(html_legend(scale, f"CCI ({result.cci_method} of {result.cci_attributed_fn})"))
     if not ranked:

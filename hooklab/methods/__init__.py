@@ -4,14 +4,23 @@ A method is a function ``fn(model, batch, *, attributed_fn, **options) -> Method
 a :class:`~hooklab.inputs.Batch` (left-padded; on encoder–decoder models with a
 right-padded source) and an :class:`~hooklab.methods.base.AttributedFn`
 (the step function to explain) and returns scores in the batch's padded coordinates. Each lives
-in its own module under ``hooklab/methods/`` and is registered below with a
-:class:`~hooklab.methods.base.MethodSpec` (its kind and what it supports); add your own with
-:func:`register_method` and check it with :func:`hooklab.testing.check_method`.
+in its own module under ``hooklab/methods/`` and is registered beside its function with
+``@register_method(name, kind=...)`` (a :class:`~hooklab.methods.base.MethodSpec`: its kind
+and what it supports; its options are its keyword-only signature, :mod:`hooklab.options`);
+add your own with :func:`register_method` and check it with
+:func:`hooklab.testing.check_method`.
 """
 
 from __future__ import annotations
 
-from hooklab.methods.attention import attention
+# each module registers its methods beside their functions (``@register_method``), in this
+# order (the order of ``hooklab.list_methods()``)
+# isort: off
+from hooklab.methods import dummy, saliency, integrated_gradients, gradient_shap  # noqa: F401
+from hooklab.methods import occlusion, reagent, attention, value_zeroing  # noqa: F401
+from hooklab.methods import alti_logit  # noqa: F401
+
+# isort: on
 from hooklab.methods.base import (
     KINDS,
     METHODS,
@@ -22,29 +31,6 @@ from hooklab.methods.base import (
     method_info,
     register_method,
 )
-from hooklab.methods.dummy import dummy
-from hooklab.methods.gradient_shap import gradient_shap
-from hooklab.methods.integrated_gradients import integrated_gradients
-from hooklab.methods.occlusion import occlusion
-from hooklab.methods.reagent import reagent
-from hooklab.methods.saliency import input_x_gradient, saliency
-from hooklab.methods.value_zeroing import value_zeroing
-
-register_method("dummy", dummy, kind="step_scores", encoder_decoder=True)
-for _method in (saliency, input_x_gradient, integrated_gradients, gradient_shap):
-    register_method(
-        _method.__name__, _method, kind="gradient", needs_gradients=True, encoder_decoder=True
-    )
-register_method("occlusion", occlusion, kind="perturbation", encoder_decoder=True)
-register_method("reagent", reagent, kind="perturbation", encoder_decoder=True)
-register_method(
-    "attention", attention, kind="attention", final_step_only=True, reduce="mean",
-    encoder_decoder=True,
-)  # fmt: skip
-register_method(
-    "value_zeroing", value_zeroing, kind="context_mixing", final_step_only=True, reduce="mean",
-    encoder_decoder=True,
-)  # fmt: skip
 
 __all__ = [
     "KINDS",

@@ -5,7 +5,7 @@ position, for each selected layer and head: ``[batch, step, pos, layer, head]``.
 method: one forward pass, no per-step loop. Shown averaged over layers and heads by default.
 On encoder–decoder models: the decoder's cross-attention over the source positions and its
 self-attention over the decoder positions, per decoder layer (the weights the Hugging Face
-model returns, see :func:`hooklab.seq2seq.attention_weights`).
+model returns, see :func:`hooklab.forward.attention_weights`).
 """
 
 from __future__ import annotations
@@ -14,18 +14,23 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from hooklab.architecture import select_indices
-from hooklab.forward import step_logits
-from hooklab.hooks import hook_name, recorder, temporary_hooks
-from hooklab.methods.base import MethodResult
-from hooklab.seq2seq import attention_weights, n_decoder_layers
+from hooklab.forward import attention_weights, step_logits
+from hooklab.hooks import hook_name, temporary_hooks
+from hooklab.methods.base import MethodResult, register_method
+from hooklab.seq2seq import n_decoder_layers
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
     from hooklab.methods.base import AttributedFn
 
 
+@register_method(
+    "attention", kind="attention", final_step_only=True, reduce="mean", encoder_decoder=True
+)
 @torch.no_grad()
 def attention(
     model,
@@ -35,7 +40,13 @@ def attention(
     layers: int | Sequence[int] | None = None,
     heads: int | Sequence[int] | None = None,
 ) -> MethodResult:
-    """Attention weights ``[batch, step, pos, layer, head]`` of each step's query position."""
+    """Attention weights ``[batch, step, pos, layer, head]`` of each step's query position.
+
+    Args:
+        layers: the layers kept (an index, several, or None: all; encoder–decoder models:
+            decoder layers).
+        heads: the heads kept (an index, several, or None: all).
+    """
     del attributed_fn  # attention weights do not depend on the explained function
     n_layers = n_decoder_layers(model) if batch.encoder_decoder else model.cfg.n_layers
     layer_ids = select_indices(layers, n_layers, "layers")
@@ -44,15 +55,35 @@ def attention(
         # keys side by side: cross-attention over the source, then decoder self-attention
         cross, decoder = attention_weights(model, batch)
         patterns = [torch.cat([cross[la], decoder[la]], dim=-1) for la in layer_ids]
+        patterns = [step_rows(p[:, head_ids], batch.target_rows) for p in patterns]
     else:
-        hooks, cache = recorder([hook_name("pattern", layer) for layer in layer_ids])
-        with temporary_hooks(model, hooks):
-            step_logits(model, batch)
-        patterns = [cache[hook_name("pattern", layer)] for layer in layer_ids]
-    rows = batch.target_rows  # [batch, step]
-    # per layer: [batch, head, query_pos, key_pos]
-    stacked = torch.stack([p[:, head_ids] for p in patterns], dim=1)
-    # stacked: [batch, layer, head, query_pos, key_pos] -> query rows of each step
-    index = rows[:, None, None, :, None].expand(-1, *stacked.shape[1:3], -1, stacked.shape[-1])
-    picked = stacked.gather(3, index)  # [batch, layer, head, step, key_pos]
-    return MethodResult(picked.permute(0, 3, 4, 1, 2))  # [batch, step, key_pos, layer, head]
+        patterns = _kept_rows(model, batch, layer_ids, head_ids)
+    stacked = torch.stack(patterns, dim=1)  # [batch, layer, head, step, key_pos]
+    return MethodResult(stacked.permute(0, 3, 4, 1, 2))  # [batch, step, key_pos, layer, head]
+
+
+def step_rows(
+    pattern: Float[Tensor, "batch head query_pos key_pos"], rows: Int[Tensor, "batch step"]
+) -> Float[Tensor, "batch head step key_pos"]:
+    """The query rows ``rows`` (each step's query position) of a pattern."""
+    index = rows[:, None, :, None].expand(-1, pattern.shape[1], -1, pattern.shape[-1])
+    return pattern.gather(2, index)
+
+
+def _kept_rows(model, batch: Batch, layer_ids: list[int], head_ids: list[int]) -> list[Tensor]:
+    """Per layer, the selected heads' pattern rows of the attributed steps, ``[batch, head,
+    step, key_pos]``, cut out inside the hook: only these rows are kept, so memory grows as
+    layers x heads x steps x pos, not with pos² (each full pattern lives only while its layer
+    runs)."""
+    kept: dict[int, Tensor] = {}
+    heads = torch.tensor(head_ids, device=batch.tokens.device)
+
+    def keep(layer: int):
+        def fn(pattern, hook):  # [batch, head, query_pos, key_pos]
+            kept[layer] = step_rows(pattern.detach()[:, heads], batch.target_rows)
+
+        return fn
+
+    with temporary_hooks(model, [(hook_name("pattern", la), keep(la)) for la in layer_ids]):
+        step_logits(model, batch)
+    return [kept[la] for la in layer_ids]

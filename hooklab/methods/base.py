@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.output.aggregate import HIDDEN_REDUCTIONS
+from hooklab.attribution.aggregate import HIDDEN_REDUCTIONS
+from hooklab.options import OptionSpec, check_options, declared_options
 from hooklab.registry import Registry, unknown_name_error
 from hooklab.scoring import Contrast, check_step_kwargs, make_step_args, run_step_function
 
@@ -102,7 +103,7 @@ class MethodSpec:
         needs_gradients: takes gradients; other methods run under ``torch.no_grad()``.
         encoder_decoder: supports encoder–decoder models.
         reduce: how trailing dimensions are reduced when shown (a name in
-            :data:`~hooklab.output.aggregate.HIDDEN_REDUCTIONS`).
+            :data:`~hooklab.attribution.aggregate.HIDDEN_REDUCTIONS`).
     """
 
     name: str
@@ -126,23 +127,22 @@ class MethodSpec:
         return self.fn(model, batch, **kwargs)
 
     @property
+    def options(self) -> Mapping[str, OptionSpec]:
+        """The method's declared options (:func:`hooklab.options.declared_options`): name,
+        annotation with its range or choices, default and description (read-only)."""
+        return MappingProxyType(declared_options(self.fn))
+
+    @property
     def defaults(self) -> Mapping[str, Any]:
         """The method's options and their defaults, from its signature (read-only)."""
-        params = inspect.signature(self.fn).parameters.values()
-        return MappingProxyType(
-            {
-                p.name: p.default
-                for p in params
-                if p.kind is p.KEYWORD_ONLY
-                and p.name != "attributed_fn"
-                and p.default is not p.empty
-            }
-        )
+        return MappingProxyType({name: o.default for name, o in self.options.items()})
 
     def resolve(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Return every option the method will run with: its defaults updated by ``options``.
 
-        Raises TypeError for an option the method does not take (unless it takes ``**kwargs``).
+        Raises TypeError for an option the method does not take (unless it takes ``**kwargs``),
+        and TypeError / ValueError for a value its declaration does not accept
+        (:func:`hooklab.options.check_options`): all before any model work.
         """
         params = inspect.signature(self.fn).parameters.values()
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
@@ -153,6 +153,7 @@ class MethodSpec:
                 raise TypeError(
                     f"Method {self.name!r} has no option {name!r}; its options: {choices}."
                 )
+        check_options(self.fn, options)
         return {**valid, **options}
 
     def describe(self) -> dict[str, Any]:
@@ -173,7 +174,7 @@ METHODS: Registry[MethodSpec] = Registry(
 
 def register_method(
     name: str,
-    fn: Method,
+    fn: Method | None = None,
     *,
     kind: str = "other",
     final_step_only: bool = False,
@@ -181,19 +182,36 @@ def register_method(
     encoder_decoder: bool = False,
     reduce: str = "l2",
     overwrite: bool = False,
-) -> MethodSpec:
+) -> Any:
     """Register ``fn(model, batch, *, attributed_fn, **options) -> MethodResult`` as ``name``.
+
+    Beside the function, as a decorator (it returns the function unchanged)::
+
+        @register_method("my_method", kind="perturbation", encoder_decoder=True)
+        def my_method(model, batch, *, attributed_fn, n_samples: PositiveInt = 8): ...
+
+    or as a call, ``register_method("my_method", my_method, kind="other")``, which returns the
+    :class:`MethodSpec`.
 
     The method gets a left-padded :class:`~hooklab.inputs.Batch` and an :class:`AttributedFn`
     (the step function to explain) and returns scores in the batch's padded coordinates:
-    ``[batch, step, pos, ...]``. Its keyword-only options with defaults are recorded in each
-    output's parameters. Pass ``needs_gradients=True`` if it takes gradients: other methods run
-    under ``torch.no_grad()``. See :class:`MethodSpec` for the flags; check a new method with
+    ``[batch, step, pos, ...]``. Its keyword-only options with defaults are its declared options
+    (:mod:`hooklab.options`: type, range or choices in the annotation, description in the
+    docstring's ``Args:``); they are checked before it runs and recorded in each output's
+    parameters. Pass ``needs_gradients=True`` if it takes gradients: other methods run under
+    ``torch.no_grad()``. See :class:`MethodSpec` for the flags; check a new method with
     :func:`hooklab.testing.check_method`. Registering a taken name raises ValueError unless
     ``overwrite``.
     """
-    spec = MethodSpec(name, fn, kind, final_step_only, needs_gradients, encoder_decoder, reduce)
-    return METHODS.register(name, spec, overwrite=overwrite)
+    flags = (kind, final_step_only, needs_gradients, encoder_decoder, reduce)
+    if fn is None:
+
+        def decorate(method: Method) -> Method:
+            METHODS.register(name, MethodSpec(name, method, *flags), overwrite=overwrite)
+            return method
+
+        return decorate
+    return METHODS.register(name, MethodSpec(name, fn, *flags), overwrite=overwrite)
 
 
 def list_methods() -> list[str]:

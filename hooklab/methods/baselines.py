@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.inputs import Batch
+from hooklab.inputs import Batch, own_tokenizer
+from hooklab.options import Choice
 
 BASELINE_NAMES = ("zeros", "pad", "eos", "unk", "bos")
+#: The ``baseline`` option: a name, a token id (checked against the vocabulary) or a tensor.
+Baseline = Annotated[str, Choice(*BASELINE_NAMES)] | int | Tensor
 
 
 def baseline_embeddings(
@@ -44,7 +49,8 @@ def baseline_embeddings(
     if isinstance(baseline, str):
         if baseline not in BASELINE_NAMES:
             raise ValueError(f"Unknown baseline {baseline!r}; use one of {BASELINE_NAMES}.")
-        token = getattr(model.tokenizer, f"{baseline}_token_id", None)
+        # the model's own tokenizer: TransformerLens' copy has a BOS (= EOS) where it has none
+        token = getattr(own_tokenizer(model), f"{baseline}_token_id", None)
         if token is None:
             raise ValueError(f"The tokenizer has no {baseline} token; pick another baseline.")
         baseline = int(token)

@@ -9,16 +9,16 @@ does not depend on the batch it runs in.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.methods.base import MethodResult
-from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import MAX_BATCH_TOKENS, check_vjp, summed_gradients
+from hooklab.methods.base import MethodResult, register_method
+from hooklab.methods.baselines import Baseline, baseline_embeddings
+from hooklab.methods.gradients import MAX_BATCH_TOKENS, VjpMode, summed_gradients
+from hooklab.options import NonNegativeFloat, PositiveInt, Seed
 from hooklab.precision import upcast
 
 if TYPE_CHECKING:
@@ -41,34 +41,35 @@ def _samples(batch: Batch, x: Tensor, n_samples: int, seed: int) -> tuple[Tensor
     return alphas.reshape(-1), noise.reshape(-1, *x.shape[1:])
 
 
+@register_method("gradient_shap", kind="gradient", needs_gradients=True, encoder_decoder=True)
 def gradient_shap(
     model,
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
-    n_samples: int = 8,
-    stdevs: float = 0.0,
-    baseline: str | int | Tensor = "zeros",
-    seed: int = 0,
-    vjp: str = "auto",
-    vjp_chunk: int | None = None,
-    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    n_samples: PositiveInt = 8,
+    stdevs: NonNegativeFloat = 0.0,
+    baseline: Baseline = "zeros",
+    seed: Seed = 0,
+    vjp: VjpMode = "auto",
+    vjp_chunk: PositiveInt | None = None,
+    max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
 ) -> MethodResult:
     """Gradient SHAP attributions ``[batch, step, pos, d_model]``, all steps per sample.
 
     The samples are rows of one stack, run in forward passes and batched VJPs of at most
     ``max_batch_tokens`` sequence-tokens (see :mod:`hooklab.methods.gradients`); the result
     does not depend on it.
+
+    Args:
+        n_samples: random points per example.
+        stdevs: standard deviation of the Gaussian noise added to the input (0: none).
+        baseline: see :func:`hooklab.methods.baselines.baseline_embeddings`.
+        seed: seed of the random draws (each example its own generator).
+        vjp: ``"auto"``, ``"batched"`` or ``"loop"`` (see :mod:`hooklab.methods.gradients`).
+        vjp_chunk: at most this many steps per batched VJP; None: set by the budget.
+        max_batch_tokens: sequence-tokens per forward pass or batched VJP; bounds the memory.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}.")
-    if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)):
-        raise TypeError(f"stdevs must be a number >= 0, got {type(stdevs).__name__}: {stdevs!r}.")
-    if not math.isfinite(stdevs) or stdevs < 0:
-        raise ValueError(f"stdevs must be a finite number >= 0 (noise std), got {stdevs!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}: {seed!r}.")
-    check_vjp(vjp, vjp_chunk, max_batch_tokens)
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
     alphas, noise = _samples(batch, x, n_samples, seed)  # [n_samples * batch], [.., pos, d_model]

@@ -21,13 +21,15 @@ per-forward overhead 50 times. On a GPU, raise it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.budget import MAX_BATCH_TOKENS
 from hooklab.forward import step_logits
+from hooklab.options import Choice, PositiveInt, check_value
 from hooklab.precision import upcast
 
 if TYPE_CHECKING:
@@ -35,30 +37,20 @@ if TYPE_CHECKING:
     from hooklab.methods.base import AttributedFn
 
 VJP_MODES = ("auto", "loop", "batched")
-#: Default of every method's ``max_batch_tokens``: sequence-tokens per forward pass or VJP.
-MAX_BATCH_TOKENS = 2048
+#: The ``vjp`` option of the gradient methods.
+VjpMode = Annotated[str, Choice(*VJP_MODES)]
 
 #: ``rows -> (embeddings [rows, pos, d_model], scale broadcastable to them)`` of the rows
 #: (indices into a stack of sequences) that :func:`summed_gradients` asks for.
 RowInputs = Callable[[Tensor], tuple[Tensor, Tensor | None]]
 
 
-def check_positive(name: str, value: object, what: str = "", *, optional: bool = False) -> None:
-    """Raise ValueError unless ``value`` is an int >= 1 (or None when ``optional``)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        allowed = "a positive int or None" if optional else "a positive int"
-        raise ValueError(f"{name} must be {allowed}{f' ({what})' if what else ''}, got {value!r}.")
-
-
 def check_vjp(vjp: object, vjp_chunk: object, max_batch_tokens: object = MAX_BATCH_TOKENS) -> None:
-    """Raise ValueError for an unknown ``vjp`` mode, or a ``vjp_chunk`` (steps per batched
-    backward pass; None: set by the budget) or ``max_batch_tokens`` that is not an int >= 1."""
-    if vjp not in VJP_MODES:
-        raise ValueError(f"vjp={vjp!r} is not one of {VJP_MODES}.")
-    check_positive("vjp_chunk", vjp_chunk, "steps per batched backward pass", optional=True)
-    check_positive("max_batch_tokens", max_batch_tokens, "sequence-tokens per pass")
+    """Raise for an unknown ``vjp`` mode, or a ``vjp_chunk`` (steps per batched backward pass;
+    None: set by the budget) or ``max_batch_tokens`` that is not an int >= 1."""
+    check_value("vjp", vjp, VjpMode)
+    check_value("vjp_chunk", vjp_chunk, PositiveInt | None)
+    check_value("max_batch_tokens", max_batch_tokens, PositiveInt)
 
 
 def plan(

@@ -16,9 +16,8 @@ larger delta warns.
 
 from __future__ import annotations
 
-import math
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
@@ -26,15 +25,15 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.methods.base import MethodResult
-from hooklab.methods.baselines import baseline_embeddings
+from hooklab.methods.base import MethodResult, register_method
+from hooklab.methods.baselines import Baseline, baseline_embeddings
 from hooklab.methods.gradients import (
     MAX_BATCH_TOKENS,
-    check_positive,
-    check_vjp,
+    VjpMode,
     scores_in_passes,
     summed_gradients,
 )
+from hooklab.options import Choice, IntOrAuto, PositiveFloat, PositiveInt
 from hooklab.precision import reduction_dtype
 
 if TYPE_CHECKING:
@@ -71,20 +70,6 @@ def quadrature(n_steps: int, rule: str = "gausslegendre") -> tuple[Tensor, Tenso
         raise ValueError(f"Unknown quadrature rule {rule!r}; use one of {QUADRATURES}.")
     alphas = (torch.arange(n, dtype=torch.float64) + offsets[rule]) / n
     return alphas, torch.full((n,), 1.0 / n, dtype=torch.float64)
-
-
-def _validate(n_steps, tolerance, max_steps, internal_batch_size) -> None:
-    """Raise ValueError for options that cannot work (``n_steps`` ints are checked later)."""
-    if isinstance(n_steps, str) and n_steps != "auto":
-        raise ValueError(f"n_steps must be a positive int or 'auto', got {n_steps!r}.")
-    check_positive("max_steps", max_steps)
-    check_positive("internal_batch_size", internal_batch_size, optional=True)
-    if (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, int | float)
-        or not (0 < tolerance < math.inf)
-    ):
-        raise ValueError(f"tolerance must be a positive finite number, got {tolerance!r}.")
 
 
 def path_gradients(
@@ -150,20 +135,23 @@ def excess(delta: Tensor, gap: Tensor) -> float:
     return float(ratio.nan_to_num(0.0).max()) if ratio.numel() else 0.0
 
 
+@register_method(
+    "integrated_gradients", kind="gradient", needs_gradients=True, encoder_decoder=True
+)
 def integrated_gradients(
     model,
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
-    n_steps: int | str = 16,
-    rule: str = "gausslegendre",
-    tolerance: float = 1e-3,
-    max_steps: int = 256,
-    baseline: str | int | Tensor = "zeros",
-    internal_batch_size: int | None = None,
-    vjp: str = "auto",
-    vjp_chunk: int | None = None,
-    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    n_steps: IntOrAuto = 16,
+    rule: Annotated[str, Choice(*QUADRATURES)] = "gausslegendre",
+    tolerance: PositiveFloat = 1e-3,
+    max_steps: PositiveInt = 256,
+    baseline: Baseline = "zeros",
+    internal_batch_size: PositiveInt | None = None,
+    vjp: VjpMode = "auto",
+    vjp_chunk: PositiveInt | None = None,
+    max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
 ) -> MethodResult:
     """Integrated gradients of each step's attributed function with respect to the input embeddings.
 
@@ -190,11 +178,9 @@ def integrated_gradients(
         Attributions ``[batch, step, pos, d_model]`` and the extras ``completeness_delta``
         (Σ IG_t - (F_t(x) - F_t(x'))) and ``n_points`` (points used), each ``[batch, step]``.
     """
-    _validate(n_steps, tolerance, max_steps, internal_batch_size)
-    check_vjp(vjp, vjp_chunk, max_batch_tokens)
     auto = n_steps == "auto"
     n = min(AUTO_START, max_steps) if auto else n_steps
-    quadrature(n, rule)  # checks n_steps and rule before any model work
+    quadrature(n, rule)  # riemann_trapezoid needs 2 points: checked before any model work
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
     gap = endpoint_gap(model, batch, attributed_fn, x, x0, max_batch_tokens)

@@ -14,28 +14,26 @@ import torch
 from torch import Tensor
 
 from hooklab.forward import token_embeddings
-from hooklab.methods.base import MethodResult
-from hooklab.methods.baselines import baseline_embeddings
-from hooklab.methods.gradients import (
-    MAX_BATCH_TOKENS,
-    check_positive,
-    scores_in_passes,
-)
+from hooklab.methods.base import MethodResult, register_method
+from hooklab.methods.baselines import Baseline, baseline_embeddings
+from hooklab.methods.gradients import MAX_BATCH_TOKENS, scores_in_passes
+from hooklab.options import PositiveInt
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
     from hooklab.methods.base import AttributedFn
 
 
+@register_method("occlusion", kind="perturbation", encoder_decoder=True)
 @torch.no_grad()
 def occlusion(
     model,
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
-    baseline: str | int | Tensor = "zeros",
-    internal_batch_size: int | None = None,
-    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    baseline: Baseline = "zeros",
+    internal_batch_size: PositiveInt | None = None,
+    max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
 ) -> MethodResult:
     """Occlusion scores ``[batch, step, pos]``: each token's drop of each step's function.
 
@@ -47,8 +45,6 @@ def occlusion(
         max_batch_tokens: sequence-tokens per forward pass (copies x width); bounds the memory.
             The result does not depend on it.
     """
-    check_positive("internal_batch_size", internal_batch_size, optional=True)
-    check_positive("max_batch_tokens", max_batch_tokens, "sequence-tokens per pass")
     x = token_embeddings(model, batch)
     x0 = baseline_embeddings(model, batch, x, baseline)
     clean = scores_in_passes(

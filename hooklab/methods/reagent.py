@@ -47,9 +47,10 @@ from torch import Tensor
 
 from hooklab.forward import step_logits
 from hooklab.inputs import make_batch, pad_token_id
-from hooklab.methods.base import MethodResult
+from hooklab.methods.base import MethodResult, register_method
 from hooklab.methods.reagent_inputs import input_replacement_probs, replaceable, with_input_ids
 from hooklab.methods.replacements import sample
+from hooklab.options import NonNegativeInt, OpenRatio, PositiveInt, Ratio, Seed
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -76,18 +77,6 @@ def target_rank(
     return (logits > target).sum(-1) + 1
 
 
-def _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio, steps, probes):
-    ints = {"keep_top_n": keep_top_n, "stopping_condition_top_k": stopping_condition_top_k}
-    ints |= {"max_probe_steps": steps, "num_probes": probes}
-    for name, value in ints.items():
-        if not isinstance(value, int) or value < (0 if name == "keep_top_n" else 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if keep_ratio is not None and not 0 < keep_ratio <= 1:
-        raise ValueError(f"keep_ratio must be in (0, 1] or None, got {keep_ratio!r}.")
-    if not 0 < replacing_ratio < 1:
-        raise ValueError(f"replacing_ratio must be in (0, 1), got {replacing_ratio!r}.")
-
-
 def _prefix_batch(model, batch: Batch, tokens, b, t) -> Batch:
     """Rows ending at target token ``t[i]`` of example ``b[i]`` (prefix = ``tokens[i]``)."""
     starts = [batch.target_start(i) for i in range(batch.size)]
@@ -110,27 +99,29 @@ def _check_logits(model, batch: Batch, ids, b, t) -> Float[Tensor, "batch step d
     return logits[torch.arange(len(b), device=ids.device), t][:, None]
 
 
+@register_method("reagent", kind="perturbation", encoder_decoder=True)
 @torch.no_grad()
 def reagent(
     model,
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
-    keep_top_n: int = 5,
-    keep_ratio: float | None = None,
+    keep_top_n: NonNegativeInt = 5,
+    keep_ratio: Ratio | None = None,
     invert_keep: bool = False,
-    stopping_condition_top_k: int = 3,
-    replacing_ratio: float = 0.3,
-    max_probe_steps: int = 3000,
-    num_probes: int = 16,
+    stopping_condition_top_k: PositiveInt = 3,
+    replacing_ratio: OpenRatio = 0.3,
+    max_probe_steps: PositiveInt = 3000,
+    num_probes: PositiveInt = 16,
     replacements: object = "model",
-    seed: int = 0,
+    seed: Seed = 0,
 ) -> MethodResult:
     """ReAGent importance ``[batch, step, pos]`` (rows sum to 1 over the tokens a step sees;
     encoder–decoder: over the input positions, source then decoder).
 
     Args:
-        keep_top_n: tokens kept (not replaced) in the stopping check.
+        keep_top_n: tokens kept (not replaced) in the stopping check; 0 keeps none (the check
+            then replaces every token it may), a non-negative int. Ignored with ``keep_ratio``.
         keep_ratio: when set, keep this fraction of the tokens instead (rounded up).
         invert_keep: replace the top tokens and keep the others in the stopping check.
         stopping_condition_top_k: a probe stops once the target is in the top k predictions.
@@ -142,84 +133,116 @@ def reagent(
             models an encoder–decoder one). Source tokens of encoder–decoder models are always
             drawn uniformly from the non-special tokens
             (:func:`~hooklab.methods.reagent_inputs.input_replacement_probs`).
-        seed: seed of the random draws.
+        seed: seed of the random draws (a non-negative int).
 
     The extra ``reagent_converged`` holds the fraction of probes that stopped, per step.
     """
-    _check(keep_top_n, keep_ratio, stopping_condition_top_k, replacing_ratio,
-           max_probe_steps, num_probes)  # fmt: skip
-    B, W = batch.size, batch.input_width  # input positions (encoder-decoder: source first)
     T, P, dev = batch.n_steps, num_probes, batch.tokens.device
-    ids, targets = batch.input_ids, batch.target_ids
     slots = replaceable(model, batch)  # [batch, pos]
-    idx = [slots[b].nonzero()[:, 0] for b in range(B)]  # replaceable positions of each example
     sees = batch.visible & slots[:, None]  # [batch, step, pos]
     n_sees = sees.sum(-1)  # [batch, step]
     n_keep = n_sees.clamp(max=keep_top_n)
     if keep_ratio is not None:
         n_keep = (n_sees * keep_ratio).ceil().long()
-
     cdfs = input_replacement_probs(model, batch, replacements).cumsum(-1)  # [batch, pos, d_vocab]
+    draws = _Draws(batch, slots, cdfs, P, seed)
     clean = step_logits(model, batch)
     f_clean = attributed_fn(model, batch, clean)  # [batch, step]
     # a probe stops once the kept tokens rank the target within the top k; a forced target the
     # model ranks lower on the whole input needs only reach that rank again
+    targets = batch.target_ids
     need = torch.maximum(target_rank(clean, targets), torch.tensor(stopping_condition_top_k))
-    gens = [torch.Generator().manual_seed(seed) for _ in range(B)]
 
-    def draw(b: int, steps: bool) -> Tensor:
-        """U(0, 1) draws [probe, (step,) pos] of example b: its own sizes, padded to the batch's."""
-        n = len(idx[b])
-        if steps:
-            out = torch.zeros(P, T, W)
-            T_b = batch.target_lengths[b]
-            out[:, :T_b, idx[b].cpu()] = torch.rand(P, T_b, n, generator=gens[b])
-        else:
-            out = torch.zeros(P, W)
-            out[:, idx[b].cpu()] = torch.rand(P, n, generator=gens[b])
-        return out.to(dev)
-
-    def draw_tokens(b: int, steps: bool) -> Tensor:
-        """Replacement tokens [probe, (step,) pos] of example b (originals where not replaced)."""
-        u = draw(b, steps)
-        out = ids[b].expand(*u.shape).clone()
-        out[..., idx[b]] = sample(cdfs[b, idx[b]], u[..., idx[b]])
-        return out
-
-    logits = torch.stack([draw(b, True) for b in range(B)])  # [batch, probe, step, pos]
-    stopped = torch.zeros(B, P, T, dtype=torch.bool, device=dev)
-    done = (n_sees == 0)[:, None, :].expand(B, P, T).clone()
+    logits = draws.uniform(steps=True)  # [batch, probe, step, pos]
+    stopped = torch.zeros(batch.size, P, T, dtype=torch.bool, device=dev)
+    done = (n_sees == 0)[:, None, :].expand(batch.size, P, T).clone()
     for _ in range(max_probe_steps):
         active = ~(done | stopped)
         if not active.any():
             break
         # fixed-size draws per example, whatever is still active: [batch, probe, (step,) pos]
-        u_mask = torch.stack([draw(b, False) for b in range(B)])
-        alt = torch.stack([draw_tokens(b, False) for b in range(B)])
-        alt_stop = torch.stack([draw_tokens(b, True) for b in range(B)])
+        u_mask, alt = draws.uniform(steps=False), draws.tokens(steps=False)
+        alt_stop = draws.tokens(steps=True)
         # 1. one randomly replaced copy per (example, probe) serves all its active steps
-        rb, rp = active.any(-1).nonzero(as_tuple=True)
-        replaced = (u_mask[rb, rp] < replacing_ratio) & slots[rb]
-        rows = batch.take(rb)  # scored against the original targets, on the replaced tokens
-        perturbed = with_input_ids(rows, torch.where(replaced, alt[rb, rp], rows.input_ids))
-        f_rows = attributed_fn.take(rb)(model, rows, step_logits(model, perturbed))
-        n = f_rows.shape[1]  # the rows' longest target
-        delta = (f_clean[rb, :n] - f_rows).nan_to_num().clamp(-1, 1).to(logits.dtype)
-        old = logits[rb, rp, :n]
-        upd = update_logits(old, replaced[:, None].expand_as(old), delta)
-        apply = active[rb, rp, :n, None] & sees[rb, :n]
-        logits[rb, rp, :n] = torch.where(apply, upd, old)
+        chosen = (u_mask < replacing_ratio) & slots[:, None]  # [batch, probe, pos]
+        _update_logits(model, batch, attributed_fn, logits, active, sees, chosen, alt, f_clean)
         # 2. stopping check: keep the top tokens of each active (example, probe, step)
         sb, sp, st = active.nonzero(as_tuple=True)
-        score = logits[sb, sp, st].masked_fill(~sees[sb, st], -math.inf)
-        rank = score.argsort(-1, descending=True).argsort(-1)
-        top = (rank < n_keep[sb, st, None]) & sees[sb, st]
+        top = _top_tokens(logits[sb, sp, st], sees[sb, st], n_keep[sb, st])
         swap = sees[sb, st] & (top if invert_keep else ~top)
-        probe = torch.where(swap, alt_stop[sb, sp, st], ids[sb])
+        probe = torch.where(swap, alt_stop[sb, sp, st], batch.input_ids[sb])
         rank = target_rank(_check_logits(model, batch, probe, sb, st), targets[sb, st, None])
-        rank = rank[:, 0]
-        stopped[sb, sp, st] = rank <= need[sb, st]
+        stopped[sb, sp, st] = rank[:, 0] <= need[sb, st]
+    return _result(logits, stopped, sees, n_sees, batch, max_probe_steps,
+                   stopping_condition_top_k)  # fmt: skip
 
+
+class _Draws:
+    """Random draws of each example from its own ``torch.Generator`` (seeded with ``seed``),
+    of fixed sizes per example, so results do not depend on the other examples of the batch."""
+
+    def __init__(self, batch: Batch, slots: Tensor, cdfs: Tensor, probes: int, seed: int):
+        self.batch, self.cdfs, self.probes = batch, cdfs, probes
+        self.idx = [slots[b].nonzero()[:, 0] for b in range(batch.size)]  # replaceable positions
+        self.gens = [torch.Generator().manual_seed(seed) for _ in range(batch.size)]
+
+    def _one(self, b: int, steps: bool) -> Tensor:
+        """U(0, 1) draws [probe, (step,) pos] of example b: its own sizes, padded to the batch's."""
+        P, T, W = self.probes, self.batch.n_steps, self.batch.input_width
+        idx, n = self.idx[b].cpu(), len(self.idx[b])
+        if steps:
+            out = torch.zeros(P, T, W)
+            T_b = self.batch.target_lengths[b]
+            out[:, :T_b, idx] = torch.rand(P, T_b, n, generator=self.gens[b])
+        else:
+            out = torch.zeros(P, W)
+            out[:, idx] = torch.rand(P, n, generator=self.gens[b])
+        return out.to(self.batch.tokens.device)
+
+    def _tokens(self, b: int, steps: bool) -> Tensor:
+        """Replacement tokens [probe, (step,) pos] of example b (originals where not replaced)."""
+        u = self._one(b, steps)
+        idx = self.idx[b]
+        out = self.batch.input_ids[b].expand(*u.shape).clone()
+        out[..., idx] = sample(self.cdfs[b, idx], u[..., idx])
+        return out
+
+    def uniform(self, steps: bool) -> Tensor:
+        """U(0, 1) draws ``[batch, probe, (step,) pos]``, example by example."""
+        return torch.stack([self._one(b, steps) for b in range(self.batch.size)])
+
+    def tokens(self, steps: bool) -> Tensor:
+        """Replacement tokens ``[batch, probe, (step,) pos]``, example by example."""
+        return torch.stack([self._tokens(b, steps) for b in range(self.batch.size)])
+
+
+def _update_logits(model, batch, attributed_fn, logits, active, sees, chosen, alt, f_clean):
+    """Step 1 of every active probe, in place on ``logits``: one randomly replaced copy per
+    (example, probe) (``chosen`` positions replaced by ``alt``) serves all its active steps,
+    scored against the original targets."""
+    rb, rp = active.any(-1).nonzero(as_tuple=True)
+    replaced = chosen[rb, rp]
+    rows = batch.take(rb)
+    perturbed = with_input_ids(rows, torch.where(replaced, alt[rb, rp], rows.input_ids))
+    f_rows = attributed_fn.take(rb)(model, rows, step_logits(model, perturbed))
+    n = f_rows.shape[1]  # the rows' longest target
+    delta = (f_clean[rb, :n] - f_rows).nan_to_num().clamp(-1, 1).to(logits.dtype)
+    old = logits[rb, rp, :n]
+    upd = update_logits(old, replaced[:, None].expand_as(old), delta)
+    apply = active[rb, rp, :n, None] & sees[rb, :n]
+    logits[rb, rp, :n] = torch.where(apply, upd, old)
+
+
+def _top_tokens(score: Tensor, sees: Tensor, n_keep: Tensor) -> Tensor:
+    """``[row, pos]`` True for the ``n_keep`` highest-scored positions a row sees."""
+    rank = score.masked_fill(~sees, -math.inf).argsort(-1, descending=True).argsort(-1)
+    return (rank < n_keep[:, None]) & sees
+
+
+def _result(logits, stopped, sees, n_sees, batch, max_probe_steps, top_k) -> MethodResult:
+    """The mean importance over the probes that stopped (all probes where none did, with a
+    warning) and the extra ``reagent_converged``."""
+    P = logits.shape[1]
     importance = logits.masked_fill(~sees[:, None], -math.inf).softmax(-1).nan_to_num()
     converged = stopped.sum(1)  # [batch, step]
     weights = torch.where(converged[:, None] > 0, stopped, torch.ones_like(stopped)).float()
@@ -229,9 +252,9 @@ def reagent(
         warnings.warn(
             f"ReAGent: no probe stopped within max_probe_steps={max_probe_steps} for "
             f"{int(failed.sum())} (example, step) pairs (the target never reached the top "
-            f"{stopping_condition_top_k} with the top tokens kept); their scores are the mean "
+            f"{top_k} with the top tokens kept); their scores are the mean "
             "over all probes. Raise max_probe_steps or stopping_condition_top_k.",
-            stacklevel=2,
+            stacklevel=3,
         )
     extras = {"reagent_converged": converged.float() / P}
     return MethodResult(mean.masked_fill(~sees, 0.0), extras)

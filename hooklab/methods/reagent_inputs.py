@@ -22,9 +22,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from hooklab.architecture import is_encoder_decoder
+from hooklab.forward import seq2seq_forward
 from hooklab.inputs import Batch, bos_token_id
 from hooklab.methods.replacements import _check_source, replacement_probs, special_ids
-from hooklab.seq2seq import seq2seq_forward
 
 
 def replaceable(model, batch: Batch) -> Bool[Tensor, "batch pos"]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hooklab.forward import token_embeddings
-from hooklab.methods.base import MethodResult
-from hooklab.methods.gradients import MAX_BATCH_TOKENS, check_vjp, summed_gradients
+from hooklab.methods.base import MethodResult, register_method
+from hooklab.methods.gradients import MAX_BATCH_TOKENS, VjpMode, summed_gradients
+from hooklab.options import PositiveInt
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
@@ -21,15 +22,16 @@ def _gradients(model, batch: Batch, attributed_fn: AttributedFn, embeds, vjp, vj
     )  # fmt: skip
 
 
+@register_method("saliency", kind="gradient", needs_gradients=True, encoder_decoder=True)
 def saliency(
     model,
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
     abs: bool = True,
-    vjp: str = "auto",
-    vjp_chunk: int | None = None,
-    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    vjp: VjpMode = "auto",
+    vjp_chunk: PositiveInt | None = None,
+    max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
 ) -> MethodResult:
     """Gradient of each step's attributed function with respect to every input token embedding.
 
@@ -38,25 +40,36 @@ def saliency(
     one backward pass per step, batched (``vjp``, ``vjp_chunk``: see
     :mod:`hooklab.methods.gradients`). ``max_batch_tokens`` bounds the examples per forward pass
     times their width times the steps per batched VJP (memory); the result does not depend on it.
+
+    Args:
+        abs: return the gradients' absolute value.
+        vjp: ``"auto"``, ``"batched"`` or ``"loop"`` (see :mod:`hooklab.methods.gradients`).
+        vjp_chunk: at most this many steps per batched VJP; None: set by the budget.
+        max_batch_tokens: sequence-tokens per forward pass or batched VJP (examples x width x
+            steps per VJP); bounds the memory. The result does not depend on it.
     """
-    check_vjp(vjp, vjp_chunk, max_batch_tokens)
     embeds = token_embeddings(model, batch)
     grads = _gradients(model, batch, attributed_fn, embeds, vjp, vjp_chunk, max_batch_tokens)
     return MethodResult(grads.abs() if abs else grads)
 
 
+@register_method("input_x_gradient", kind="gradient", needs_gradients=True, encoder_decoder=True)
 def input_x_gradient(
     model,
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
-    vjp: str = "auto",
-    vjp_chunk: int | None = None,
-    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    vjp: VjpMode = "auto",
+    vjp_chunk: PositiveInt | None = None,
+    max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
 ) -> MethodResult:
-    """Gradient times input embedding, per step and token: ``[batch, step, pos, d_model]``
-    (options as :func:`saliency`)."""
-    check_vjp(vjp, vjp_chunk, max_batch_tokens)
+    """Gradient times input embedding, per step and token: ``[batch, step, pos, d_model]``.
+
+    Args:
+        vjp: as :func:`saliency`.
+        vjp_chunk: as :func:`saliency`.
+        max_batch_tokens: as :func:`saliency`.
+    """
     embeds = token_embeddings(model, batch)
     grads = _gradients(model, batch, attributed_fn, embeds, vjp, vjp_chunk, max_batch_tokens)
     return MethodResult(grads * embeds[:, None])

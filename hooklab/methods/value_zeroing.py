@@ -14,36 +14,26 @@ the decoder self-attention's (``part="decoder"``), each normalised on its own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import torch
 
-from hooklab.architecture import n_kv_heads, select_indices
-from hooklab.methods.base import MethodResult
-from hooklab.methods.gradients import MAX_BATCH_TOKENS, check_positive
-from hooklab.mixing.adapter import EncoderDecoder, Example
-from hooklab.mixing.encoder_decoder import part_scores
-from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, normalize_rows, select_heads
-from hooklab.seq2seq import n_decoder_layers
+from hooklab.budget import MAX_BATCH_TOKENS
+from hooklab.methods.base import MethodResult, register_method
+from hooklab.mixing.adapter import EncoderDecoder, Example, model_adapter
+from hooklab.mixing.value_zeroing import HeadsArg, check_flag, part_matrices, resolve_options
+from hooklab.options import Choice, PositiveInt
 
 if TYPE_CHECKING:
     from hooklab.inputs import Batch
     from hooklab.methods.base import AttributedFn
 
-HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
 
-
-def check_raw_mode(model) -> None:
-    """Raise ValueError for a model in TransformerLens' compatibility mode."""
-    if getattr(model, "compatibility_mode", False):
-        raise ValueError(
-            "Value zeroing needs the model's true value vectors, but this model was loaded with "
-            "compatibility_mode=True, which folds the value bias into other weights. Load it "
-            "with hooklab.load(..., compatibility_mode=False) (the default)."
-        )
-
-
+@register_method(
+    "value_zeroing", kind="context_mixing", final_step_only=True, reduce="mean",
+    encoder_decoder=True,
+)  # fmt: skip
 @torch.no_grad()
 def value_zeroing(
     model,
@@ -52,9 +42,10 @@ def value_zeroing(
     attributed_fn: AttributedFn,
     layers: int | range | Sequence[int] | None = None,
     heads: HeadsArg = None,
-    metric: str = "cosine",
+    metric: Annotated[str, Choice("cosine", "euclidean")] = "cosine",
     normalize: bool = True,
-    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
+    fast_path: bool = True,
 ) -> MethodResult:
     """Value-zeroing rows ``[batch, step, pos, layer]`` of each step's query position.
 
@@ -64,22 +55,23 @@ def value_zeroing(
             ``{layer: heads}`` dict; all when None.
         metric: ``"cosine"`` (as in the paper) or ``"euclidean"``.
         normalize: rows sum to 1.
-        max_batch_tokens: token rows per batched recompute: each (query, key) pair is
-            one row through the layer's post-attention part (bounds the memory; the scores
-            do not depend on it). The same option as the attribution methods'.
+        max_batch_tokens: token rows per batched block call: each zeroed key is one copy
+            of the query tokens through the block (bounds the memory; the scores do not
+            depend on it). The same option as the attribution methods'.
+        fast_path: allow the analytic MLP recompute where a self-check proves it
+            (:mod:`hooklab.mixing.value_zeroing_fast`); False always runs the model's blocks.
     """
     del attributed_fn  # mixing does not depend on the explained function
-    check_raw_mode(model)
-    metric_fn(metric)  # validate before any model work
-    check_positive("max_batch_tokens", max_batch_tokens)
-    n_layers = n_decoder_layers(model) if batch.encoder_decoder else model.cfg.n_layers
-    layer_ids = select_indices(layers, n_layers, "layers")
-    head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
+    adapter = model_adapter(model, "decoder")  # the decoder's layers, on both kinds of models
+    layer_ids, head_ids = resolve_options(model, adapter, layers, heads, metric, max_batch_tokens)
+    check_flag("fast_path", fast_path)
+    options = {"metric": metric, "normalize": normalize, "max_batch_tokens": max_batch_tokens,
+               "fast_path": fast_path}  # fmt: skip
     out = None
     for i in range(batch.size):
         start, steps = batch.prompt_lengths[i], batch.target_lengths[i]
         # scores: [layer, query_pos, key_pos] over the input positions of example i
-        scores = _matrices(model, batch, i, head_ids, metric, normalize, max_batch_tokens)
+        scores = _matrices(model, batch, i, head_ids, options)
         if out is None:
             shape = (batch.size, batch.n_steps, batch.input_width, len(layer_ids))
             out = scores.new_full(shape, torch.nan)
@@ -89,19 +81,14 @@ def value_zeroing(
     return MethodResult(out)
 
 
-def _matrices(model, batch: Batch, i: int, heads, metric, normalize, max_batch_tokens):
-    """Value-zeroing matrices of example ``i``: decoder-only, the self-attention's; encoder–
-    decoder, the cross-attention's (keys: the source) and the decoder's side by side."""
+def _matrices(model, batch: Batch, i: int, heads, options):
+    """Value-zeroing matrices of example ``i`` (``options``: :func:`part_matrices`'):
+    decoder-only, the self-attention's; encoder–decoder, the cross-attention's (keys: the
+    source) and the decoder's side by side."""
     if not batch.encoder_decoder:
-        return mixing_matrices(
-            model, batch.sequence(i).tolist(), layers=list(heads), heads=heads, metric=metric,
-            normalize=normalize, max_batch_tokens=max_batch_tokens,
-        )  # fmt: skip
+        example = Example(tuple(batch.sequence(i).tolist()))
+        return part_matrices(model_adapter(model), example, heads, **options)
     example = Example(tuple(batch.source(i).tolist()), tuple(batch.sequence(i).tolist()))
-    sides = []
-    for part in ("cross", "decoder"):
-        scores = part_scores(EncoderDecoder(model, part), example, heads, metric_fn(metric),
-                             max_batch_tokens)  # fmt: skip
-        scores = scores.tril() if part == "decoder" else scores
-        sides.append(normalize_rows(scores) if normalize else scores)
+    parts = ("cross", "decoder")
+    sides = [part_matrices(EncoderDecoder(model, p), example, heads, **options) for p in parts]
     return torch.cat(sides, dim=-1)

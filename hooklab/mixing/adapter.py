@@ -4,15 +4,17 @@ Value zeroing and attention knockout are written once, against an adapter: which
 (``part``) of which blocks, its hook names, how to tokenise a prompt and its target, how to run
 copies of one example, and how to block attention edges. :func:`model_adapter` returns
 :class:`DecoderOnly` (GPT-2, Llama...: one causal self-attention per block; edges blocked
-through ``hook_attn_scores``, which these bridges honour) or :class:`EncoderDecoder` (Marian,
-BART, T5: ``"encoder"`` self-attention, ``"decoder"`` self-attention or ``"cross"``-attention;
-edges blocked in the attention function, :mod:`hooklab.mixing.blocking`, since these bridges
-discard pattern edits).
+through ``hook_attn_scores`` where the bridge computes the scores itself, else in the Hugging
+Face module's attention mask, see :meth:`DecoderOnly.blocked_edges`) or :class:`EncoderDecoder`
+(Marian, BART, T5: ``"encoder"`` self-attention, ``"decoder"`` self-attention or
+``"cross"``-attention; edges blocked in the attention function, :mod:`hooklab.mixing.blocking`,
+since these bridges discard pattern edits).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,11 +23,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import is_encoder_decoder
-from hooklab.forward import forward
-from hooklab.hooks import hook_name, temporary_hooks
-from hooklab.inputs import make_batch, str_tokens
-from hooklab.mixing.blocking import blocked_attention
+from hooklab.forward import forward, seq2seq_logits
+from hooklab.hooks import hook_name
+from hooklab.inputs import make_batch, refuse_prepend_bos, str_tokens
+from hooklab.mixing.blocking import blocked_attention, blocked_mask_argument, modules_run
 from hooklab.mixing.sequences import per_prompt, prepare_sequences
+from hooklab.seq2seq import encode_source
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -68,7 +71,7 @@ def encode_pair(model, source: str, target: str | None, generation_kwargs=None):
     """Source ids (the tokenizer's special tokens included) and decoder input ids (the decoder
     start token, then the forced target, or the greedy translation when ``target`` is None)."""
     hf = model.original_model
-    src = list(model.tokenizer(source)["input_ids"])
+    src = encode_source(model, source)
     start = hf.config.decoder_start_token_id
     if target is not None:
         return src, [start, *model.tokenizer(target, add_special_tokens=False)["input_ids"]]
@@ -94,12 +97,14 @@ class DecoderOnly:
         """Hook name of ``kind`` at ``layer`` ("out" is the block output)."""
         return hook_name("resid_post" if kind == "out" else kind, layer)
 
-    def encode(self, prompts, targets, generation_kwargs=None) -> list[Example]:
+    def block(self, layer: int) -> torch.nn.Module:
+        """The block (bridge module) at ``layer``."""
+        return self.model.blocks[layer]
+
+    def encode(self, prompts, targets, generation_kwargs=None, prepend_bos=None) -> list[Example]:
         """Prompt + target ids per prompt (:func:`~hooklab.mixing.sequences.prepare_sequences`)."""
-        return [
-            Example(tuple(ids), target_start=start)
-            for ids, start in prepare_sequences(self.model, prompts, targets, generation_kwargs)
-        ]
+        sequences = prepare_sequences(self.model, prompts, targets, generation_kwargs, prepend_bos)
+        return [Example(tuple(ids), target_start=start) for ids, start in sequences]
 
     def sides(self, example: Example) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(query ids, key ids) of the attention."""
@@ -112,10 +117,28 @@ class DecoderOnly:
         last = torch.tensor([len(example.ids) - 1], device=device)
         return forward(self.model, batch, hooks=hooks, logits_to_keep=last)[:, -1]
 
+    def attention_module(self, layer: int) -> torch.nn.Module:
+        """The wrapped Hugging Face attention module of the block at ``layer``."""
+        return self.model.blocks[layer].attn.original_component
+
+    @functools.cached_property
+    def delegating_layers(self) -> frozenset[int]:
+        """Layers whose bridge runs the wrapped Hugging Face attention module (checked with one
+        one-token forward): there the module computes the scores and ``hook_attn_scores``
+        fires afterwards, on the weights, so an edit of it is discarded (OPT, GPT-J)."""
+        modules = [self.attention_module(layer) for layer in range(self.n_layers)]
+        return modules_run(lambda: self.run(Example((0,)), 1, []), modules)
+
     @contextlib.contextmanager
     def blocked_edges(self, masks: Mapping[int, Tensor]) -> Iterator[list]:
-        """Yield hooks that set the pre-softmax scores of the blocked edges (``masks[layer]``:
-        ``[batch, query_pos, key_pos]``, True = blocked) to the dtype minimum."""
+        """Set the pre-softmax scores of the blocked edges (``masks[layer]``: ``[batch,
+        query_pos, key_pos]``, True = blocked) to the dtype minimum, where the scores are made.
+
+        Where the bridge computes the scores (:attr:`delegating_layers` does not hold the
+        layer), through the yielded ``hook_attn_scores`` hooks; where the Hugging Face module
+        does, in the additive attention mask it receives
+        (:func:`~hooklab.mixing.blocking.blocked_mask_argument`).
+        """
 
         def block(mask):
             def fn(scores, hook):  # [batch, head, query_pos, key_pos]
@@ -123,7 +146,14 @@ class DecoderOnly:
 
             return fn
 
-        yield [(self.hook("attn_scores", layer), block(mask)) for layer, mask in masks.items()]
+        inside = self.delegating_layers
+        modules = {self.attention_module(la): m for la, m in masks.items() if la in inside}
+        with blocked_mask_argument(modules):
+            yield [
+                (self.hook("attn_scores", layer), block(mask))
+                for layer, mask in masks.items()
+                if layer not in inside
+            ]
 
 
 class EncoderDecoder:
@@ -141,8 +171,14 @@ class EncoderDecoder:
         """Hook name of ``kind`` at ``layer`` ("out" is the block output)."""
         return seq2seq_hook_name(self.part, kind, layer)
 
-    def encode(self, prompts, targets, generation_kwargs=None) -> list[Example]:
+    def block(self, layer: int) -> torch.nn.Module:
+        """The encoder block (``part="encoder"``) or decoder block at ``layer``."""
+        blocks = self.model.encoder_blocks if self.part == "encoder" else self.model.decoder_blocks
+        return blocks[layer]
+
+    def encode(self, prompts, targets, generation_kwargs=None, prepend_bos=None) -> list[Example]:
         """Source and decoder input ids per prompt (see :func:`encode_pair`)."""
+        refuse_prepend_bos(prepend_bos)
         examples = []
         for prompt, target in zip(prompts, per_prompt(targets, len(prompts)), strict=True):
             src, tgt = encode_pair(self.model, prompt, target, generation_kwargs)
@@ -159,8 +195,7 @@ class EncoderDecoder:
         device = self.model.cfg.device
         src = torch.tensor([example.ids], device=device).expand(copies, -1)
         tgt = torch.tensor([example.decoder_ids], device=device).expand(copies, -1)
-        with temporary_hooks(self.model, hooks):
-            return self.model(src, decoder_input_ids=tgt)[:, -1]
+        return seq2seq_logits(self.model, src, tgt, hooks=hooks)[:, -1]
 
     def attention_module(self, layer: int) -> torch.nn.Module:
         """The wrapped Hugging Face attention module of this part at ``layer``."""

@@ -16,6 +16,15 @@ Exactness. ``transformers/masking_utils.py`` (``_preprocess_mask_arguments``, tr
 causal mask (and any padding mask) silently disappears. So the eager mask function is
 registered under the same name too (``AttentionMaskInterface.register``): the attention
 function then receives exactly the 4-d additive float mask that eager attention gets.
+
+Decoder-only bridges that delegate to the Hugging Face module (OPT, GPT-J in TransformerLens
+4.3; see :mod:`hooklab.mixing.knockout`) are blocked one step earlier, in the additive
+``attention_mask`` argument that the module adds to its scaled scores before the softmax
+(:func:`blocked_mask_argument`, a forward pre-hook): GPT-J's attention computes its scores in
+its own ``_attn`` method and never calls the attention interface, so the argument is the one
+place both families share. Encoder–decoder models keep the attention function, which needs no
+mask argument (T5's modules take theirs as ``mask``, and unpadded cross-attention may get
+None). Either way the pass's self-check proves the edit took effect.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from torch import Tensor, nn
 
@@ -106,3 +115,64 @@ def blocked_attention(hf_model, masks: Mapping[nn.Module, Tensor]) -> Iterator[N
         for config, implementation in before.values():
             if config._attn_implementation != implementation:
                 config._attn_implementation = implementation
+
+
+def modules_run(run: Callable[[], object], modules: Sequence[nn.Module]) -> frozenset[int]:
+    """Indices of the ``modules`` whose forward runs during ``run()``.
+
+    Read-only forward pre-hooks, removed in ``finally``. A TransformerLens attention bridge
+    that recomputes attention itself (and fires ``hook_attn_scores`` before its softmax) never
+    calls the wrapped Hugging Face module; one that delegates to it does.
+    """
+    ran: set[int] = set()
+    handles = []
+    try:
+        for i, module in enumerate(modules):
+            handles.append(module.register_forward_pre_hook(lambda *_, i=i: ran.add(i)))
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return frozenset(ran)
+
+
+def _block_mask_argument(blocked: Tensor):
+    def hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
+            got = None if mask is None else tuple(getattr(mask, "shape", ()))
+            raise RuntimeError(
+                f"{type(module).__name__} received attention_mask={got!r}, not a 4-d "
+                "[batch, 1, query_pos, key_pos] mask, so attention knockout cannot block edges "
+                "in it; load the model with attn_implementation='eager'."
+            )
+        edges = blocked.to(mask.device)[:, None]  # [batch, 1, query_pos, key_pos]
+        if mask.dtype == torch.bool:  # True = attend
+            edited = mask & ~edges
+        else:
+            edited = torch.where(edges, mask.new_tensor(torch.finfo(mask.dtype).min), mask)
+        return args, {**kwargs, "attention_mask": edited}
+
+    return hook
+
+
+@contextlib.contextmanager
+def blocked_mask_argument(masks: Mapping[nn.Module, Tensor]) -> Iterator[None]:
+    """Block the edges ``masks[module]`` in the ``attention_mask`` each module receives.
+
+    The blocked entries of the 4-d additive mask get the dtype minimum, the value of the
+    causal mask's hidden entries (or False in a boolean mask); every other module and call
+    sees the mask unchanged. Forward pre-hooks, removed in ``finally``.
+
+    Args:
+        masks: ``{attention module: [batch, query_pos, key_pos]}`` bool, True = blocked.
+    """
+    handles = []
+    try:
+        for module, blocked in masks.items():
+            hook = _block_mask_argument(blocked)
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -15,6 +15,20 @@ the model's own causal mask uses, so each row renormalises over the remaining ke
 Each pass also records the pattern, values and ``z`` of the blocked layers and raises if the
 blocked weights are not 0 or ``z`` was not computed from the edited pattern: a bridge that
 silently discards the edit raises instead of reporting no effect.
+
+Where the block takes effect (TransformerLens 4.3). Most decoder-only bridges (GPT-2, Llama,
+Gemma, Bloom, Falcon...: ``JointQKVAttentionBridge``, ``PositionEmbeddingsAttentionBridge``
+and their kin) recompute attention from the wrapped module's weights and fire
+``hook_attn_scores`` on the scaled, masked (and soft-capped) scores right before their own
+softmax, so a score edit flows into the pattern and ``z``. OPT and GPT-J use the plain
+``AttentionBridge``, whose ``forward`` only wraps the Hugging Face module: the module computes
+scores, softmax and output, then the bridge fires ``hook_pattern`` and ``hook_attn_scores``
+*after the fact* on the returned (post-softmax) weights (``_fire_post_hoc_hook``), so the edit
+is discarded and the pattern still gives the blocked keys their weight (the self-check said
+"blocked weights = 0 is off by 0.0862"). The decoder-only adapter therefore checks, per model,
+which layers run the wrapped module, and blocks there in the additive attention mask that
+module adds to its scaled scores before the softmax (same value, same place), elsewhere at
+``hook_attn_scores``; see :meth:`~hooklab.mixing.adapter.DecoderOnly.blocked_edges`.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ from hooklab.inputs import encode_text, str_tokens
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
 from hooklab.mixing.sequences import PositionsArg, as_texts, per_prompt, token_positions
+from hooklab.options import PositiveInt, check_value
 from hooklab.output.provenance import describe_model
 from hooklab.selfcheck import check_identity
 
@@ -69,8 +84,7 @@ def check_options(window: Any, batch_size: Any) -> None:
             f"window must be a positive int, 'auto' (a quarter of the layers) or None (all "
             f"layers at once), got {window!r}."
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    check_value("batch_size", batch_size, PositiveInt)
 
 
 def _check_rows(adapter: Adapter, knockouts: Sequence[Knockout], n_keys: int) -> None:
@@ -185,6 +199,42 @@ def measured_token_id(adapter: Adapter, example: Example, measured_token: str | 
     return int(adapter.run(example, 1, [])[0].argmax())
 
 
+def sweep_windows(
+    n_layers: int, window: int | str | None, layers: Any
+) -> tuple[int | None, str | None, tuple[int, ...] | None, tuple[tuple[int, ...], ...]]:
+    """(window, its rule, centre layers, blocked layers of each centre) of a sweep: ``"auto"``
+    resolves to :func:`auto_window` (rule ``"auto"``); None blocks every layer at once (no
+    centres, one window)."""
+    rule = "auto" if window == "auto" else None
+    if window == "auto":
+        window = auto_window(n_layers)
+    if window is None:
+        return None, rule, None, (tuple(range(n_layers)),)
+    centres = tuple(select_indices(layers, n_layers, "layers"))
+    return window, rule, centres, tuple(window_layers(c, window, n_layers) for c in centres)
+
+
+def _output(adapter: Adapter, example, token_id, queries, keys, windows, centres, probs,
+            parameters) -> KnockoutOutput:  # fmt: skip
+    """The :class:`KnockoutOutput` of one example (``probs[0]``: no knockout)."""
+    query_tokens, key_tokens = side_tokens(adapter, example)
+    return KnockoutOutput(
+        tokens=query_tokens,
+        token_ids=torch.tensor(adapter.sides(example)[0]),
+        target_id=token_id,
+        target_token=str_tokens(adapter.model, [token_id])[0],
+        queries=queries,
+        sources=keys,
+        windows=windows,
+        centres=centres,
+        base_probability=float(probs[0]),
+        probabilities=probs[1:].reshape(len(keys), len(windows)),
+        parameters=parameters,
+        key_tokens=key_tokens if adapter.part == "cross" else None,
+        model=describe_model(adapter.model),
+    )
+
+
 @torch.no_grad()
 def attention_knockout(
     model,
@@ -198,6 +248,7 @@ def attention_knockout(
     window: int | str | None = "auto",
     layers: int | range | Sequence[int] | None = None,
     batch_size: int = 16,
+    prepend_bos: bool | None = None,
 ) -> list[KnockoutOutput]:
     """Sweep attention knockouts over layers for named source sets (Geva et al., 2023).
 
@@ -223,6 +274,8 @@ def attention_knockout(
             it came from the rule (``window_rule`` None otherwise).
         layers: centre layers to sweep (all when None).
         batch_size: knockouts per batched forward pass.
+        prepend_bos: prepend BOS to the prompts (None: where the model's tokenizer adds it;
+            decoder-only models).
 
     Returns:
         One :class:`~hooklab.mixing.knockout_output.KnockoutOutput` per prompt, with the
@@ -247,18 +300,10 @@ def attention_knockout(
     chosen = per_prompt(targets, len(texts))
     if sources is not None and (not isinstance(sources, Mapping) or not sources):
         raise ValueError(f"sources must be a non-empty {{name: positions}} dict, got {sources!r}.")
-    n_layers = adapter.n_layers
-    rule = "auto" if window == "auto" else None
-    if window == "auto":
-        window = auto_window(n_layers)
-    centres = None if window is None else tuple(select_indices(layers, n_layers, "layers"))
-    windows = (
-        (tuple(range(n_layers)),)
-        if centres is None
-        else tuple(window_layers(c, window, n_layers) for c in centres)
-    )
+    window, rule, centres, windows = sweep_windows(adapter.n_layers, window, layers)
     outputs = []
-    for example, target in zip(adapter.encode(texts, chosen), chosen, strict=True):
+    examples = adapter.encode(texts, chosen, prepend_bos=prepend_bos)
+    for example, target in zip(examples, chosen, strict=True):
         query_tokens, key_tokens = side_tokens(adapter, example)
         queries = tuple(token_positions(query_tokens, query, "query"))
         if not queries:
@@ -285,22 +330,8 @@ def attention_knockout(
             "layers": centres,
             "batch_size": batch_size,
             "intervention": INTERVENTION,
+            "prepend_bos": prepend_bos,
         }
-        outputs.append(
-            KnockoutOutput(
-                tokens=query_tokens,
-                token_ids=torch.tensor(adapter.sides(example)[0]),
-                target_id=token_id,
-                target_token=str_tokens(model, [token_id])[0],
-                queries=queries,
-                sources=keys,
-                windows=windows,
-                centres=centres,
-                base_probability=float(probs[0]),
-                probabilities=probs[1:].reshape(len(keys), len(windows)),
-                parameters=parameters,
-                key_tokens=key_tokens if adapter.part == "cross" else None,
-                model=describe_model(model),
-            )
-        )
+        outputs.append(_output(adapter, example, token_id, queries, keys, windows, centres,
+                               probs, parameters))  # fmt: skip
     return outputs

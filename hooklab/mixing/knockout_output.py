@@ -1,4 +1,9 @@
-"""The output of an attention-knockout sweep (:mod:`hooklab.mixing.knockout`)."""
+"""The output of an attention-knockout sweep (:mod:`hooklab.mixing.knockout`).
+
+This module owns the kind's record (:meth:`KnockoutOutput._record`, saved through
+:mod:`hooklab.output.io`), its rows (:meth:`KnockoutOutput.table`, which ``to_pandas`` and
+``to_dict`` read) and its terminal and HTML tables; the figure is in :mod:`hooklab.mixing.plot`.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.output.provenance import freeze, thaw
+from hooklab.output.io import as_dict, load, register_kind, save
+from hooklab.output.provenance import freeze, thaw, unthaw, unthaw_float
+from hooklab.output.view import (
+    ColorScale,
+    display_token,
+    html_grid,
+    number_format,
+    text_grid,
+    use_color,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,45 +87,116 @@ class KnockoutOutput:
         """``(p_knocked - p) / p`` per source set and window."""
         return (self.probabilities - self.base_probability) / self.base_probability
 
+    # ---- record: the one serialisation (to_dict, save and load derive from it) -------------
+    def _record(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The tensors and fields of the saved file (see :mod:`hooklab.output.io`)."""
+        tensors = {"token_ids": self.token_ids, "probabilities": self.probabilities}
+        fields = {
+            "tokens": list(self.tokens),
+            "target_id": self.target_id,
+            "target_token": self.target_token,
+            "queries": list(self.queries),
+            "sources": {k: list(v) for k, v in self.sources.items()},
+            "windows": [list(w) for w in self.windows],
+            "centres": None if self.centres is None else list(self.centres),
+            "base_probability": thaw(self.base_probability),
+            "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
+        }
+        return tensors, fields
+
+    @classmethod
+    def _from_record(cls, meta: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> KnockoutOutput:
+        return cls(
+            tokens=tuple(meta["tokens"]),
+            token_ids=tensors["token_ids"],
+            target_id=meta["target_id"],
+            target_token=meta["target_token"],
+            queries=tuple(meta["queries"]),
+            sources={k: tuple(v) for k, v in meta["sources"].items()},
+            windows=tuple(tuple(w) for w in meta["windows"]),
+            centres=None if meta["centres"] is None else tuple(meta["centres"]),
+            base_probability=unthaw_float(meta["base_probability"]),
+            probabilities=tensors["probabilities"],
+            parameters=unthaw(meta["parameters"]),
+            key_tokens=None if meta["key_tokens"] is None else tuple(meta["key_tokens"]),
+            model=None if meta.get("model") is None else unthaw(meta["model"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-friendly dict: the saved header, the fields and :meth:`table`."""
+        return {**as_dict(self), "table": thaw(self.table())}
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save to exactly ``path`` (see :mod:`hooklab.output.io`); refuse to overwrite."""
+        return save(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> KnockoutOutput:
+        """Load a knockout output written by :meth:`save`."""
+        return load(path, cls.kind)
+
+    # ---- tables ----------------------------------------------------------------------------
     def table(self) -> list[dict[str, Any]]:
-        """One row per (source set, window): the blocked layers, P(target), relative change."""
-        change = self.relative_change
+        """One row per (source set, window), sources in order, then windows.
+
+        Keys: ``source`` (the set's name), ``window`` (index of the sweep point), ``centre``
+        (its centre layer; None when one window holds all layers), ``layers`` (tuple of the
+        blocked layers), ``probability`` (P(target) with the edges blocked) and
+        ``relative_change`` (``(probability - base_probability) / base_probability``).
+        """
+        probs = self.probabilities.detach().to("cpu", torch.float64)
+        change = self.relative_change.detach().to("cpu", torch.float64)
         return [
             {
                 "source": name,
+                "window": w,
                 "centre": None if self.centres is None else self.centres[w],
-                "layers": list(self.windows[w]),
-                "probability": float(self.probabilities[s, w]),
-                "relative_change": float(change[s, w]),
+                "layers": tuple(self.windows[w]),
+                "probability": probs[s, w].item(),
+                "relative_change": change[s, w].item(),
             }
             for s, name in enumerate(self.sources)
             for w in range(len(self.windows))
         ]
 
     def to_pandas(self) -> pd.DataFrame:
-        """Return a tidy table: one row per (source set, window).
+        """Return :meth:`table` as a tidy DataFrame (``centre`` a nullable integer column)."""
+        import pandas as pd
 
-        Columns ``source, window, centre, layers, probability, relative_change``; see
-        :func:`hooklab.output.tidy.knockout_frame`.
-        """
-        from hooklab.output.tidy import knockout_frame
+        columns = ["source", "window", "centre", "layers", "probability", "relative_change"]
+        frame = pd.DataFrame(self.table(), columns=columns)
+        frame["centre"] = frame["centre"].astype("Int64")
+        return frame
 
-        return knockout_frame(self)
+    def _title(self) -> str:
+        query = ", ".join(display_token(self.tokens[q]) for q in self.queries)
+        return (
+            f"attention knockout: P({display_token(self.target_token)!r}) = "
+            f"{self.base_probability:.4f}; relative change (%) when {query} cannot attend to "
+            "the source"
+        )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-friendly dict: the saved header, the fields and :meth:`table`."""
-        from hooklab.output.io import as_dict
-
-        return {**as_dict(self), "table": thaw(self.table())}
+    def _columns(self) -> list[str]:
+        if self.centres is None:
+            return [f"layers {w[0]}-{w[-1]}" for w in self.windows]
+        return [str(c) for c in self.centres]
 
     def to_text(self, digits: int = 1, *, color: bool | None = None) -> str:
         """Return the relative changes (in %) as a table: source sets by centre layer.
 
         ``color`` None: colour only on a terminal without ``NO_COLOR``.
         """
-        from hooklab.output.render import knockout_text
-
-        return knockout_text(self, digits=digits, color=color)
+        grid = (100 * self.relative_change).double().tolist()
+        which = "centre layer" if self.centres else "window"
+        return text_grid(
+            list(self.sources),
+            self._columns(),
+            grid,
+            scale=ColorScale.fit(grid, signed=True),
+            color=use_color(color),
+            fmt=number_format(digits=digits, sign=True),
+            title=[self._title(), f"source \\ {which}"],
+        )
 
     def show(self, **kwargs: Any) -> None:
         """Print :meth:`to_text`."""
@@ -118,9 +204,17 @@ class KnockoutOutput:
 
     def to_html(self, digits: int = 1) -> str:
         """Return the table of relative changes as HTML, with the colour legend."""
-        from hooklab.output.render import knockout_html
-
-        return knockout_html(self, digits=digits)
+        grid = (100 * self.relative_change).double().tolist()
+        return html_grid(
+            list(self.sources),
+            self._columns(),
+            grid,
+            scale=ColorScale.fit(grid, signed=True),
+            fmt=number_format(digits=digits, sign=True),
+            title=self._title(),
+            kind="knockout",
+            legend="relative change of P(target) (%)",
+        )
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -131,16 +225,7 @@ class KnockoutOutput:
 
         return plot_knockout(self, **kwargs)
 
-    # ---- persistence -----------------------------------------------------------------------
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Save to exactly ``path`` (see :mod:`hooklab.output.io`); refuse to overwrite."""
-        from hooklab.output.io import save
 
-        return save(self, path, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: str | Path) -> KnockoutOutput:
-        """Load a knockout output written by :meth:`save`."""
-        from hooklab.output.io import load
-
-        return load(path, cls.kind)
+register_kind(
+    "knockout", KnockoutOutput, what="an attention-knockout output (hooklab.KnockoutOutput)"
+)

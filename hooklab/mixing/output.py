@@ -3,8 +3,10 @@
 ``scores[l, i, j]`` says how much token ``i`` (query) mixes in token ``j`` (key) at layer
 ``layers[l]``. Query and key tokens are the same sequence for self-attention; for
 cross-attention (encoder–decoder models) the keys are the source tokens (``key_tokens``).
-Saved through :mod:`hooklab.output.io` (one safetensors file, JSON metadata, no pickle) and
-rendered through :mod:`hooklab.output.render` like every output.
+This module owns the kind's record (:meth:`MixingOutput._record`, saved through
+:mod:`hooklab.output.io`: one safetensors file, JSON metadata, no pickle), its pandas table and
+its terminal and HTML tables (on :mod:`hooklab.output.view`'s one scale); the figures are in
+:mod:`hooklab.mixing.plot`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.output.provenance import freeze
+from hooklab.output.io import as_dict, load, register_kind, save
+from hooklab.output.provenance import freeze, unthaw
+from hooklab.output.view import ColorScale, html_grid, number_format, text_grid, use_color
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,43 +117,136 @@ class MixingOutput:
             return torch.ones(n_q, n_k, dtype=torch.bool)
         return torch.ones(n_q, n_k, dtype=torch.bool).tril()
 
-    # ---- conversions -----------------------------------------------------------------------
+    # ---- record: the one serialisation (to_dict, save and load derive from it) -------------
+    def _record(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The tensors and fields of the saved file (see :mod:`hooklab.output.io`)."""
+        tensors = {n: getattr(self, n) for n in _TENSORS if getattr(self, n) is not None}
+        fields = {
+            "tokens": list(self.tokens),
+            "layers": list(self.layers),
+            "method": self.method,
+            "target_start": self.target_start,
+            "key_tokens": None if self.key_tokens is None else list(self.key_tokens),
+            "causal": self.causal,
+        }
+        return tensors, fields
+
+    @classmethod
+    def _from_record(cls, meta: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> MixingOutput:
+        return cls(
+            tokens=tuple(meta["tokens"]),
+            layers=tuple(meta["layers"]),
+            method=meta["method"],
+            parameters=unthaw(meta["parameters"]),
+            target_start=meta["target_start"],
+            key_tokens=None if meta["key_tokens"] is None else tuple(meta["key_tokens"]),
+            causal=meta["causal"],
+            model=None if meta.get("model") is None else unthaw(meta["model"]),
+            **{n: tensors.get(n) for n in _TENSORS},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly dict: the saved header, fields, tensors as nested lists."""
-        from hooklab.output.io import as_dict
-
         return as_dict(self)
 
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save to exactly ``path`` (see :mod:`hooklab.output.io`); refuse to overwrite."""
+        return save(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MixingOutput:
+        """Load a mixing output written by :meth:`save`."""
+        return load(path, cls.kind)
+
+    # ---- tables ----------------------------------------------------------------------------
     def to_pandas(self) -> pd.DataFrame:
         """Return a tidy table: one row per (layer, query, visible key).
 
-        Columns ``layer, query_pos, query_token, key_pos, key_token, score[, rollout]``; see
-        :func:`hooklab.output.tidy.mixing_frame`.
+        Columns: ``layer`` (the model layer), ``query_pos``, ``query_token``, ``key_pos``,
+        ``key_token``, ``score`` (``scores[layers.index(layer), query_pos, key_pos]``) and,
+        when the output has it, ``rollout``. Keys a query cannot see (after it, under a causal
+        mask) are left out.
         """
-        from hooklab.output.tidy import mixing_frame
+        import pandas as pd
 
-        return mixing_frame(self)
+        pairs = self.visible().nonzero().tolist()  # [(query, key)]
+        q = torch.tensor([i for i, _ in pairs], dtype=torch.long)
+        k = torch.tensor([j for _, j in pairs], dtype=torch.long)
+        n_layers = len(self.layers)
+        scores = self.scores.detach().to("cpu", torch.float64)
+        frame = pd.DataFrame(
+            {
+                "layer": [layer for layer in self.layers for _ in pairs],
+                "query_pos": q.tolist() * n_layers,
+                "query_token": [self.tokens[i] for i, _ in pairs] * n_layers,
+                "key_pos": k.tolist() * n_layers,
+                "key_token": [self.keys[j] for _, j in pairs] * n_layers,
+                "score": scores[:, q, k].reshape(-1).tolist(),
+            }
+        )
+        if self.rollout is not None:
+            rollout = self.rollout.detach().to("cpu", torch.float64)
+            frame["rollout"] = rollout[:, q, k].reshape(-1).tolist()
+        return frame
 
-    # ---- display ---------------------------------------------------------------------------
-    def to_text(self, layer: int | None = None, *, rollout: bool = False, **kwargs: Any) -> str:
+    def _grid(self, layer: int | None, rollout: bool) -> list[list[float]]:
+        grid = self.matrix(layer, rollout=rollout).detach().to("cpu", torch.float64).clone()
+        grid[~self.visible()] = float("nan")
+        return grid.tolist()
+
+    def _title(self, layer: int | None, rollout: bool) -> str:
+        shown = self.layers[self.layer_index(layer)]
+        return f"{self.method} {'rollout' if rollout else 'scores'}, layer {shown}"
+
+    def to_text(
+        self,
+        layer: int | None = None,
+        *,
+        rollout: bool = False,
+        digits: int | None = None,
+        color: bool | None = None,
+        max_width: int | None = None,
+    ) -> str:
         """Return a terminal table of one layer's matrix: query rows, key columns.
 
-        Options: ``digits``, ``color`` (None: colour only on a terminal without ``NO_COLOR``),
-        ``max_width``; see :func:`hooklab.output.render.mixing_text`.
+        ``digits`` None: decimals chosen from the matrix (two significant digits at its
+        largest). ``color`` None: colour only on a terminal without ``NO_COLOR``.
+        ``max_width``: split the columns into blocks that fit.
         """
-        from hooklab.output.render import mixing_text
-
-        return mixing_text(self, layer, rollout=rollout, **kwargs)
+        grid = self._grid(layer, rollout)
+        return text_grid(
+            self.tokens,
+            self.keys,
+            grid,
+            scale=ColorScale.fit(grid),
+            color=use_color(color),
+            fmt=number_format(grid, digits=digits),
+            title=[self._title(layer, rollout)],
+            max_width=max_width,
+        )
 
     def show(self, layer: int | None = None, *, rollout: bool = False, **kwargs: Any) -> None:
         """Print one layer's mixing matrix (the last layer when None) as a table."""
         print(self.to_text(layer, rollout=rollout, **kwargs))
 
     def to_html(self, layer: int | None = None, *, rollout: bool = False, digits: int = 3) -> str:
-        """Return an HTML table of one layer's matrix with the colour legend."""
-        from hooklab.output.render import mixing_html
+        """Return an HTML table of one layer's matrix with the colour legend.
 
-        return mixing_html(self, layer, rollout=rollout, digits=digits)
+        ``digits`` None: decimals chosen from the matrix (three significant digits at its
+        largest).
+        """
+        grid = self._grid(layer, rollout)
+        return html_grid(
+            self.tokens,
+            self.keys,
+            grid,
+            scale=ColorScale.fit(grid),
+            fmt=number_format(grid, significant=3, digits=digits),
+            title=self._title(layer, rollout),
+            kind="mixing",
+            legend="rollout" if rollout else "mixing score",
+            rule_before=self.target_start if self.key_tokens is None else None,
+        )
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -162,16 +259,7 @@ class MixingOutput:
             return plot_layers(self, rollout=rollout, **kwargs)
         return plot_matrix(self, layer, rollout=rollout, **kwargs)
 
-    # ---- persistence -----------------------------------------------------------------------
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Save to exactly ``path`` (see :mod:`hooklab.output.io`); refuse to overwrite."""
-        from hooklab.output.io import save
 
-        return save(self, path, overwrite=overwrite)
+_TENSORS = ("token_ids", "scores", "rollout", "key_token_ids")
 
-    @classmethod
-    def load(cls, path: str | Path) -> MixingOutput:
-        """Load a mixing output written by :meth:`save`."""
-        from hooklab.output.io import load
-
-        return load(path, cls.kind)
+register_kind("mixing", MixingOutput, what="a context-mixing output (hooklab.MixingOutput)")

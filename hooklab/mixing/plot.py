@@ -30,9 +30,8 @@ from hooklab.output.style import (
     rotate_ticks,
     token_label,
     token_labels,
-    value_format,
 )
-from hooklab.output.view import ColorScale
+from hooklab.output.view import ColorScale, number_format
 
 if TYPE_CHECKING:
     from hooklab.mixing.knockout_output import KnockoutOutput
@@ -141,12 +140,12 @@ def plot_matrix(
         ax.set_xlabel("key (mixed in)")
         ax.set_ylabel("query")
         if annotate if annotate is not None else max(grid.shape) <= _ANNOTATE_MAX:
-            spec = value_format(grid, 1)
+            fmt = number_format(grid, significant=1)
             size = max(3.0, min(5.5, label_size(grid.shape[1], 0.8 * fig.get_figwidth()) / 1.8))
             for (i, j), v in np.ndenumerate(grid):
                 if not math.isnan(v):
                     ink = tuple(c / 255 for c in scale.ink(v))
-                    ax.text(j, i, f"{v:{spec}}", ha="center", va="center", fontsize=size,
+                    ax.text(j, i, fmt(v), ha="center", va="center", fontsize=size,
                             color=ink)  # fmt: skip
     return fig
 

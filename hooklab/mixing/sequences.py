@@ -62,6 +62,7 @@ def prepare_sequences(
     prompts: list[str],
     targets: str | Sequence[str] | None,
     generation_kwargs: Mapping[str, Any] | None = None,
+    prepend_bos: bool | None = None,
 ) -> list[tuple[list[int], int]]:
     """Return ``(prompt + target ids, index of the first target token)`` per prompt.
 
@@ -69,12 +70,13 @@ def prepare_sequences(
         targets: ``None`` to generate greedily (``generation_kwargs`` go to
             :func:`hooklab.generate`), ``""`` for no target, or forced continuation text (one
             for all prompts, or one per prompt).
+        prepend_bos: prepend BOS to the prompts (None: where the model's tokenizer adds it).
     """
-    prompt_ids = [encode_prompt(model, p) for p in prompts]
+    prompt_ids = [encode_prompt(model, p, prepend_bos=prepend_bos) for p in prompts]
     chosen = per_prompt(targets, len(prompts))
     if targets is None:
         kwargs = check_generation_kwargs(generation_kwargs)
-        outputs = generate(model, prompts, **kwargs).output_ids
+        outputs = generate(model, prompt_ids, **kwargs).output_ids
     else:
         outputs = [_target_ids(model, p, t) for p, t in zip(prompts, chosen, strict=True)]
     sequences = []

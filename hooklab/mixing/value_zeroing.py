@@ -7,25 +7,28 @@ sum to 1. Under a causal mask only i ≥ j can change. The result is a ``[layer,
 key_pos]`` mixing matrix per example; optionally rolled out across layers
 (``J_ℓ = S_ℓ · J_{ℓ-1}``).
 
-How it is computed (a final-step method: one computation on the full sequence). Zeroing
-``v_j`` (value bias included: the bridge's ``hook_v`` holds the true value vectors) changes
-token i's attention output by exactly ``-Σ_h a^h_ij v^h_j W^h_O`` and nothing else. So one
-clean forward caches each layer's pattern, values and residual stream, and only the
-post-attention part of the layer (``ln2``, MLP) is recomputed, for all (i, j) pairs in
-batched calls. Before a layer is used, its cached activations are checked against the
-identities this relies on (``z = pattern · v``, ``attn_out = z W_O + b_O``,
-``resid_mid = resid_pre + attn_out``, ``resid_post = resid_mid + MLP(ln2(resid_mid))``); an
-architecture that breaks one (parallel attention and MLP, post-attention norms) raises
-``NotImplementedError`` instead of returning wrong scores.
+How it is computed (one algorithm for every family and every ``part``; what differs between
+decoder-only and encoder–decoder models, which blocks and which hook names, lives in
+:mod:`hooklab.mixing.adapter`). One clean forward pass records how each selected block is
+called (:mod:`hooklab.mixing.block_calls`) and its output. Then the model's own block ℓ is
+called again from that clean input on a batch of copies, copy c with the value vectors of key
+c zeroed at the bridge's ``hook_v`` (value bias included: in the default, non-compatibility
+mode it holds the true value vectors), about ``max_batch_tokens`` token rows per call, and each
+query's block output is compared with the clean one. Nothing is re-derived by hand, so parallel
+attention and MLP (GPT-NeoX, Phi, GPT-J, Falcon), norms after attention (Gemma 2, OLMo 2),
+residual multipliers (Granite) and three-sublayer decoder blocks (Marian, BART, T5) take the
+same path. Two self-checks raise instead of returning wrong scores: the block run alone
+reproduces its output in the full pass, and ``z = pattern @ v`` holds with the zeroed values
+(a bridge that discarded the edit would fail it).
 
 Heads. Value vectors belong to key/value heads. On models with grouped key/value heads
 (Llama-style GQA), ``heads`` indexes the key/value heads, and zeroing v_j of one of them zeroes
 it for every query head that shares it (exactly what a ``hook_v`` intervention does). On
 multi-head models (GPT-2) key/value heads and query heads are the same.
 
-Encoder–decoder models (``part="encoder"``, ``"decoder"`` or ``"cross"``) take the batched path
-of :mod:`hooklab.mixing.encoder_decoder`; argument resolution, normalisation, the self-check and
-the outputs are shared.
+Encoder–decoder models: ``part="encoder"`` (source × source), ``"decoder"`` (target × target,
+causal) or ``"cross"`` (target × source: the source tokens' values are zeroed in the decoder's
+cross-attention); the block output compared is the encoder or decoder block's.
 """
 
 from __future__ import annotations
@@ -39,26 +42,23 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import n_kv_heads, select_indices
-from hooklab.forward import forward
-from hooklab.hooks import hook_name, recorder
-from hooklab.inputs import make_batch
-from hooklab.mixing.adapter import model_adapter, side_tokens
-from hooklab.mixing.encoder_decoder import part_scores
+from hooklab.budget import MAX_BATCH_TOKENS, check_positive
+from hooklab.hooks import recorder
+from hooklab.mixing.adapter import DecoderOnly, Example, model_adapter, side_tokens
+from hooklab.mixing.block_calls import BlockCall, capture_block_calls
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_texts, per_prompt
+from hooklab.mixing.value_zeroing_fast import analytic_matrices
 from hooklab.output.provenance import describe_model
 from hooklab.precision import reduction_dtype, upcast
 from hooklab.registry import unknown_name_error
 from hooklab.selfcheck import check_identity
 
 if TYPE_CHECKING:
-    from hooklab.mixing.adapter import Adapter, Example
+    from hooklab.mixing.adapter import Adapter
 
+#: What ``heads=`` accepts (both entries): an int, a range, a list, or ``{layer: heads}``.
 HeadsArg = int | range | Sequence[int] | Mapping[int, int | range | Sequence[int]] | None
-#: Default ``max_batch_tokens``, the attribution methods' (hooklab.methods.gradients), which
-#: this module cannot import (hooklab.methods imports it).
-MAX_BATCH_TOKENS = 2048
-_CACHED = ("resid_pre", "resid_mid", "resid_post", "attn_out", "v", "z", "pattern")
 
 
 def cosine_distance(
@@ -109,68 +109,84 @@ def rollout_scores(scores: Float[Tensor, "layer query_pos key_pos"]) -> Tensor:
     return torch.stack(rolled)
 
 
-def clean_activations(model, ids: list[int], layers: list[int]) -> dict[tuple[str, int], Tensor]:
-    """Run the model once on ``ids``; return ``{(kind, layer): activation}`` without batch."""
-    keys = [(kind, layer) for layer in layers for kind in _CACHED]
-    hooks, cache = recorder([hook_name(kind, layer) for kind, layer in keys])
-    batch = make_batch([ids], device=model.cfg.device)
-    last = torch.tensor([len(ids) - 1], device=model.cfg.device)
-    forward(model, batch, hooks=hooks, logits_to_keep=last)
-    return {(kind, layer): cache[hook_name(kind, layer)][0] for kind, layer in keys}
+def check_raw_mode(model) -> None:
+    """Raise ValueError for a model in TransformerLens' compatibility mode."""
+    if getattr(model, "compatibility_mode", False):
+        raise ValueError(
+            "Value zeroing needs the model's true value vectors, but this model was loaded with "
+            "compatibility_mode=True, which folds the value bias into other weights. Load it "
+            "with hooklab.load(..., compatibility_mode=False) (the default)."
+        )
 
 
-def _check(identity: str, got: Tensor, expected: Tensor, layer: int) -> None:
+def zero_values(keys: Tensor, heads: Sequence[int]):
+    """A ``hook_v`` edit: copy c of the batch has the values of token ``keys[c]`` zeroed in
+    the key/value ``heads``."""
+
+    def fn(v, hook):  # [copy, key_pos, kv_head, d_head]
+        chosen = torch.tensor(list(heads), dtype=torch.long, device=v.device)
+        copy = torch.arange(len(keys), device=v.device)[:, None]
+        v = v.clone()
+        v[copy, keys.to(v.device)[:, None], chosen[None, :]] = 0
+        return v
+
+    return fn
+
+
+def _check_zeroed(seen: Mapping[str, Tensor], adapter: Adapter, layer: int) -> None:
+    """Raise if the attention output was not computed from the zeroed values."""
+    pattern, v, z = (seen[adapter.hook(k, layer)] for k in ("pattern", "v", "z"))
+    v = v.repeat_interleave(pattern.shape[1] // v.shape[2], dim=2)  # kv heads -> query heads
     check_identity(
-        identity,
-        got,
-        expected,
-        where=f"layer {layer}",
-        error=NotImplementedError,
-        hint="Value zeroing needs it, but this model's blocks are built differently (e.g. "
-        "parallel attention and MLP, or a norm after attention): not supported yet.",
+        "z = pattern @ v (zeroed values)",
+        torch.einsum("bhqk,bkhd->bqhd", pattern, v),
+        z,
+        where=adapter.hook("v", layer),
+        hint="The value zeroing did not take effect on this model's bridge.",
     )
 
 
-def _post_attention(block, resid_mid: Float[Tensor, "batch d_model"]) -> Tensor:
-    """Layer output from ``resid_mid``: ``resid_mid + MLP(ln2(resid_mid))``, row by row."""
-    x = resid_mid[:, None]  # [n, 1, d_model]: one position per row
-    return (x + block.mlp(block.ln2(x)))[:, 0]
+def _check_alone(adapter: Adapter, call: BlockCall, layer: int) -> None:
+    """Raise if block ``layer`` run alone does not reproduce its output in the full pass."""
+    hooks, seen = recorder([adapter.hook("out", layer)])
+    call.run(1, hooks, adapter.model)
+    check_identity(
+        "block output run alone = block output in the full forward",
+        seen[adapter.hook("out", layer)][0],
+        call.clean,
+        where=f"layer {layer}",
+        error=NotImplementedError,
+        hint="The block depends on something its captured arguments do not carry.",
+    )
 
 
-def layer_mixing(
-    model, layer: int, act: Mapping[tuple[str, int], Tensor], heads: list[int], metric, chunk: int
+def layer_scores(
+    adapter: Adapter,
+    call: BlockCall,
+    layer: int,
+    heads: Sequence[int],
+    metric: Callable[[Tensor, Tensor], Tensor],
+    budget: int,
+    n_keys: int,
 ) -> Float[Tensor, "query_pos key_pos"]:
-    """Distance of each token's layer output when each earlier token's values are zeroed.
+    """Distance of each query's block-``layer`` output when each key's values are zeroed.
 
-    Only pairs with query >= key are recomputed (causal mask); the others stay 0.
+    The block runs from its clean input on batches of copies (copy c zeroes key c), about
+    ``budget`` token rows per call. Under a causal mask only queries >= key are kept.
     """
-    block = model.blocks[layer]
-    pre, mid, post = (act[(k, layer)] for k in ("resid_pre", "resid_mid", "resid_post"))
-    v, z, pattern = act[("v", layer)], act[("z", layer)], act[("pattern", layer)]
-    n_heads, n = pattern.shape[0], pattern.shape[1]
-    group = n_heads // v.shape[1]  # query heads per key/value head
-    v_q = v.repeat_interleave(group, dim=1)  # [pos, head, d_head]
-    w_o = block.attn.W_O  # [head, d_head, d_model]
-    _check("z = pattern @ v", torch.einsum("hqk,khd->qhd", pattern, v_q), z, layer)
-    bias = act[("attn_out", layer)] - torch.einsum("qhd,hdm->qm", z, w_o)
-    _check("attn_out = z W_O + b_O", bias, bias[:1].expand_as(bias), layer)
-    _check("resid_mid = resid_pre + attn_out", pre + act[("attn_out", layer)], mid, layer)
-    clean = _post_attention(block, mid)
-    _check("resid_post = resid_mid + MLP(ln2(resid_mid))", clean, post, layer)
-
-    keep = torch.zeros(v.shape[1], dtype=v.dtype, device=v.device)
-    keep[heads] = 1
-    keep = keep.repeat_interleave(group)[None, :, None]  # [1, head, 1]
-    contrib = torch.einsum("khd,hdm->khm", v_q * keep, w_o)  # what v_k adds per head
-    scores = torch.zeros(n, n, dtype=reduction_dtype(mid.dtype), device=mid.device)
-    step = max(1, chunk // n)  # keys per batched call: about `chunk` (query, key) pairs
-    for lo in range(0, n, step):
-        keys = torch.arange(lo, min(n, lo + step), device=v.device)
-        # delta[j, i] = sum_h a^h_ij v^h_j W^h_O, what v_j adds to token i's attention output
-        delta = torch.bmm(pattern[:, :, keys].permute(2, 1, 0), contrib[keys])
-        k, q = (keys[:, None] <= torch.arange(n, device=v.device)).nonzero(as_tuple=True)
-        scores[q, keys[k]] = metric(_post_attention(block, mid[q] - delta[k, q]), clean[q])
-    return scores
+    _check_alone(adapter, call, layer)
+    n_query = call.clean.shape[0]
+    names = [adapter.hook(k, layer) for k in ("out", "v", "pattern", "z")]
+    scores = torch.zeros(n_query, n_keys, dtype=reduction_dtype(call.clean.dtype))
+    step = max(1, budget // n_query)  # zeroed keys (batch copies) per call
+    for lo in range(0, n_keys, step):
+        keys = torch.arange(lo, min(n_keys, lo + step))
+        record, seen = recorder(names)  # after the edit on hook_v: sees the zeroed values
+        call.run(len(keys), [(names[1], zero_values(keys, heads)), *record], adapter.model)
+        _check_zeroed(seen, adapter, layer)
+        out = seen[names[0]]  # [copy, query_pos, d_model]
+        scores[:, keys] = metric(out, call.clean.expand_as(out)).T.cpu()
+    return scores.tril() if adapter.causal else scores
 
 
 def metric_fn(metric: str):
@@ -186,7 +202,54 @@ def normalize_rows(scores: Tensor) -> Tensor:
     return torch.where(total > 0, scores / torch.where(total > 0, total, 1), scores)
 
 
+def general_matrices(
+    adapter: Adapter,
+    example: Example,
+    heads: Mapping[int, Sequence[int]],
+    metric: Callable[[Tensor, Tensor], Tensor],
+    budget: int,
+) -> Float[Tensor, "layer query_pos key_pos"]:
+    """Unnormalised matrices by rerunning the model's own blocks (module doc), on the CPU."""
+    calls = capture_block_calls(adapter, example, list(heads))
+    n_keys = len(adapter.sides(example)[1])
+    return torch.stack(
+        [layer_scores(adapter, calls[la], la, heads[la], metric, budget, n_keys) for la in heads]
+    )
+
+
 @torch.no_grad()
+def part_matrices(
+    adapter: Adapter,
+    example: Example,
+    heads: Mapping[int, Sequence[int]],
+    *,
+    metric: str = "cosine",
+    normalize: bool = True,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    fast_path: bool = True,
+) -> Float[Tensor, "layer query_pos key_pos"]:
+    """Value-zeroing matrices of one example's ``adapter.part`` attention, one per layer.
+
+    The one algorithm of both entries (:func:`value_zeroing` and the attribution method), for
+    decoder-only and encoder–decoder models: ``[layer, query_pos, key_pos]`` (rows normalised
+    to sum to 1 when ``normalize``), in float32 (float64 for a float64 model) on the CPU.
+
+    Args:
+        heads: resolved key/value heads per layer (see :func:`select_heads`); its keys are the
+            layers computed, in order.
+        fast_path: on decoder-only models whose blocks it proves to have the pre-norm,
+            attention-then-MLP layout, recompute only the MLP by hand
+            (:mod:`hooklab.mixing.value_zeroing_fast`); False always runs the model's blocks.
+    """
+    distance = metric_fn(metric)
+    scores = None
+    if fast_path and not adapter.encoder_decoder:
+        scores = analytic_matrices(adapter.model, example.ids, heads, distance, max_batch_tokens)
+    if scores is None:
+        scores = general_matrices(adapter, example, heads, distance, max_batch_tokens)
+    return normalize_rows(scores) if normalize else scores
+
+
 def mixing_matrices(
     model,
     ids: Sequence[int],
@@ -196,40 +259,31 @@ def mixing_matrices(
     metric: str = "cosine",
     normalize: bool = True,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    fast_path: bool = True,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
-    """Value-zeroing matrices of one token sequence (decoder-only), one per layer in ``layers``.
-
-    The pure core of :func:`value_zeroing`: token ids in, ``[layer, query_pos, key_pos]`` out
-    (rows normalised to sum to 1 when ``normalize``), in float32 (float64 for a float64 model)
-    on the CPU: each layer's scores move there once computed.
-
-    Args:
-        ids: the token ids (BOS included, as the model sees them).
-        layers: resolved layer indices.
-        heads: resolved key/value heads per layer (see :func:`select_heads`).
-    """
-    distance = metric_fn(metric)
-    act = clean_activations(model, list(ids), list(layers))
-    scores = torch.stack(
-        [
-            layer_mixing(model, la, act, list(heads[la]), distance, max_batch_tokens).cpu()
-            for la in layers
-        ]
-    )
-    return normalize_rows(scores) if normalize else scores
+    """Value-zeroing matrices of one token sequence of a decoder-only model (BOS included, as
+    the model sees it): :func:`part_matrices` of its only attention."""
+    return part_matrices(
+        DecoderOnly(model), Example(tuple(ids)), {la: list(heads[la]) for la in layers},
+        metric=metric, normalize=normalize, max_batch_tokens=max_batch_tokens,
+        fast_path=fast_path,
+    )  # fmt: skip
 
 
-def _scores(adapter: Adapter, example: Example, heads, metric: str, normalize: bool, chunk: int):
-    """Mixing matrices of one example: the decoder-only shortcut or the batched path."""
-    if not adapter.encoder_decoder:
-        return mixing_matrices(
-            adapter.model, example.ids, layers=list(heads), heads=heads, metric=metric,
-            normalize=normalize, max_batch_tokens=chunk,
-        )  # fmt: skip
-    scores = part_scores(adapter, example, heads, metric_fn(metric), chunk)
-    if adapter.causal:  # the causal mask leaves ~1e-30 on later tokens: drop it
-        scores = scores.tril()
-    return normalize_rows(scores) if normalize else scores
+def check_flag(name: str, value: object) -> None:
+    """Raise TypeError unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+
+
+def resolve_options(model, adapter: Adapter, layers, heads, metric: str, max_batch_tokens):
+    """Validate the options both entries share, before any model work; return the layers and
+    the key/value heads per layer (:func:`select_heads`)."""
+    check_raw_mode(model)
+    metric_fn(metric)
+    check_positive("max_batch_tokens", max_batch_tokens)
+    layer_ids = select_indices(layers, adapter.n_layers, "layers")
+    return layer_ids, select_heads(heads, layer_ids, n_kv_heads(model))
 
 
 @torch.no_grad()
@@ -246,6 +300,8 @@ def value_zeroing(
     rollout: bool = False,
     generation_kwargs: Mapping[str, Any] | None = None,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
+    fast_path: bool = True,
+    prepend_bos: bool | None = None,
 ) -> list[MixingOutput]:
     """Compute value-zeroing context-mixing scores (Mohebbi et al., EACL 2023).
 
@@ -268,9 +324,15 @@ def value_zeroing(
         normalize: divide each row by its sum, so that each token's scores sum to 1.
         rollout: also return ``J_ℓ = S_ℓ · J_{ℓ-1}`` over the selected layers in order
             (needs ``normalize`` and square matrices: not for ``part="cross"``).
-        max_batch_tokens: token rows per batched recompute: each (query, key) pair is
-            one row through the layer's post-attention part (bounds the memory; the scores
-            do not depend on it). The same option as the attribution methods'.
+        max_batch_tokens: token rows per batched block call: each zeroed key is one copy
+            of the query tokens through the block (bounds the memory; the scores do not
+            depend on it). The same option as the attribution methods'.
+        fast_path: allow the analytic MLP recompute where a self-check proves it on this
+            model (decoder-only, pre-norm, attention then MLP; see
+            :mod:`hooklab.mixing.value_zeroing_fast`); False always runs the model's blocks.
+            The scores do not depend on it (up to rounding).
+        prepend_bos: prepend BOS to the prompts (None: where the model's tokenizer adds it;
+            decoder-only models).
 
     Returns:
         One :class:`~hooklab.mixing.output.MixingOutput` per prompt, with scores
@@ -287,9 +349,8 @@ def value_zeroing(
     """
     texts = as_texts(prompts)
     adapter = model_adapter(model, part)
-    metric_fn(metric)  # validate before any model work
-    layer_ids = select_indices(layers, adapter.n_layers, "layers")
-    head_ids = select_heads(heads, layer_ids, n_kv_heads(model))
+    layer_ids, head_ids = resolve_options(model, adapter, layers, heads, metric, max_batch_tokens)
+    check_flag("fast_path", fast_path)
     if rollout and not normalize:
         raise ValueError("rollout=True composes row-normalised matrices; pass normalize=True.")
     if rollout and adapter.part == "cross":
@@ -297,13 +358,14 @@ def value_zeroing(
             "rollout=True composes square [query_pos, key_pos] matrices; cross-attention's are "
             "target x source. Pass part='encoder' or 'decoder', or rollout=False."
         )
-    budget = max_batch_tokens
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"max_batch_tokens must be a positive int, got {max_batch_tokens!r}.")
     chosen = per_prompt(targets, len(texts))
     outputs = []
-    for example, target in zip(adapter.encode(texts, targets, generation_kwargs), chosen):
-        scores = _scores(adapter, example, head_ids, metric, normalize, max_batch_tokens)
+    examples = adapter.encode(texts, targets, generation_kwargs, prepend_bos)
+    for example, target in zip(examples, chosen):
+        scores = part_matrices(
+            adapter, example, head_ids, metric=metric, normalize=normalize,
+            max_batch_tokens=max_batch_tokens, fast_path=fast_path,
+        )  # fmt: skip
         query_tokens, key_tokens = side_tokens(adapter, example)
         query_ids, key_ids = adapter.sides(example)
         cross = adapter.part == "cross"
@@ -316,6 +378,8 @@ def value_zeroing(
             "normalize": normalize,
             "rollout": rollout,
             "max_batch_tokens": max_batch_tokens,
+            "fast_path": fast_path,
+            "prepend_bos": prepend_bos,
             "generation_kwargs": dict(generation_kwargs or {}) if target is None else None,
         }
         outputs.append(

@@ -23,6 +23,8 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from hooklab.output.files import atomic_write
+
 SINGLE_COLUMN = 3.3  # inches: one column of a two-column paper (ACL, NeurIPS, ICML)
 DOUBLE_COLUMN = 6.9  # inches: the full text width
 WIDTHS = {"single": SINGLE_COLUMN, "double": DOUBLE_COLUMN}
@@ -154,17 +156,6 @@ def colorbar(fig: Figure, image, ax, label: str, **kwargs: Any):
     return bar
 
 
-def value_format(values: Any, significant: int = 2) -> str:
-    """A format spec (``".2f"``) that shows the largest ``|value|`` with ``significant`` digits.
-
-    Fixed-point decimals chosen from the magnitude, so a row of small scores reads ``0.019``
-    rather than ``0.02`` or ``1.88e-02``; values below the last digit print as ``0.0...``.
-    """
-    from hooklab.output.view import decimals
-
-    return f".{decimals(values, significant)}f"
-
-
 def save(
     fig: Figure, path: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int = 300
 ) -> list[Path]:
@@ -174,8 +165,6 @@ def save(
     interrupted run never leaves a half-written figure. Existing files are replaced: callers
     check ``--overwrite`` before computing.
     """
-    from hooklab.output.io import atomic_write
-
     path = Path(path)
     written = []
     for ext in formats:

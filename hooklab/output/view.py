@@ -15,7 +15,7 @@ import html
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +46,41 @@ def decimals(values: Any, significant: int = 2, most: int = 8) -> int:
     return min(max(significant - 1 - math.floor(math.log10(peak)), 0), most)
 
 
-def number_format(values: Any, significant: int = 2) -> Callable[[float], str]:
-    """A formatter with the :func:`decimals` of ``values`` (for ``text_grid``'s ``fmt``)."""
-    places = decimals(values, significant)
-    return lambda v: f"{v:.{places}f}"
+def number_format(
+    *values: Any,
+    significant: int = 2,
+    digits: int | None = None,
+    sign: bool = False,
+    missing: str = "",
+) -> Callable[[float | None], str]:
+    """The one number format of every hooklab view: fixed-point decimals chosen from the data.
+
+    Args:
+        values: tensors, arrays or nested sequences; the decimals are the most any of them
+            needs to show its largest ``|value|`` with ``significant`` digits
+            (:func:`decimals`: a peak of 0.44 gives ``0.44``, 0.0188 gives ``0.019``).
+        significant: significant digits at the largest value.
+        digits: a fixed number of decimals instead (an int >= 0).
+        sign: always write the sign (``+1.5``), as for relative changes.
+        missing: the text of None and NaN.
+
+    Returns:
+        A function ``value -> str``.
+    """
+    if digits is None:
+        digits = max((decimals(v, significant) for v in values), default=significant)
+    elif isinstance(digits, bool) or not isinstance(digits, int) or digits < 0:
+        raise ValueError(
+            f"digits must be None (chosen from the values shown) or an int >= 0, got {digits!r}."
+        )
+    spec = f"{'+' if sign else ''}.{digits}f"
+
+    def fmt(value: float | None) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return missing
+        return f"{value:{spec}}"
+
+    return fmt
 
 
 def _finite(values: Any) -> list[float]:
@@ -304,15 +335,31 @@ def html_tokens(
     scale: ColorScale,
     *,
     selected: Iterable[int] = (),
+    marks: Mapping[int, str] | None = None,
+    fmt: Callable[[float | None], str] | None = None,
 ) -> str:
-    """Tokens as ``<span>``s coloured by their scores (selected ones underlined)."""
-    selected = set(selected)
+    """Tokens as ``<span>``s coloured by their scores (the one HTML token view).
+
+    ``selected`` tokens are underlined. ``marks[i]`` is the opening tag of a marked token
+    without its closing ``>`` (e.g. ``'<mark class="cue"'``): token ``i`` is then that element,
+    followed by its score (written with ``fmt``) in a ``<sub class="hl-score">``.
+    Every token's tooltip holds its full-precision score.
+    """
+    selected, marks = set(selected), dict(marks or {})
+    fmt = fmt or number_format([scores[i] for i in marks], missing="None")
     out = []
     for i, (tok, x) in enumerate(zip(tokens, scores, strict=True)):
         value = math.nan if x is None else float(x)
         style = html_style(value, scale)
+        title = "None" if math.isnan(value) else f"{value:.6g}"
+        text = html.escape(tok)
+        if i in marks:
+            out.append(
+                f'{marks[i]} style="{style}" title="{title}">{text}</mark>'
+                f'<sub class="hl-score">{fmt(x)}</sub>'
+            )
+            continue
         if i in selected:
             style += "border-bottom:2px solid black;font-weight:bold;"
-        title = "None" if math.isnan(value) else f"{value:.6g}"
-        out.append(f'<span style="{style}" title="{title}">{html.escape(tok)}</span>')
+        out.append(f'<span style="{style}" title="{title}">{text}</span>')
     return "".join(out)

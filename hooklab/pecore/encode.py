@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from hooklab import seq2seq
 from hooklab.architecture import is_encoder_decoder
 from hooklab.generation import generate
-from hooklab.inputs import check_length, encode_prompt, encode_target
+from hooklab.inputs import (
+    check_length,
+    encode_prompt,
+    encode_target,
+    own_tokenizer,
+    refuse_prepend_bos,
+)
 from hooklab.pecore.options import PecoreOptions, check_texts, fill
 
 
@@ -61,7 +67,7 @@ def _span_positions(
     """
     if span is None or span[0] == span[1]:
         return []
-    enc = model.tokenizer(text, add_special_tokens=special, return_offsets_mapping=True)
+    enc = own_tokenizer(model)(text, add_special_tokens=special, return_offsets_mapping=True)
     return [
         offset + k
         for k, (a, b) in enumerate(enc["offset_mapping"])
@@ -129,7 +135,7 @@ def encode_example(
         opts, input_context_text, input_current_text, output_context_text
     )
     sep = opts.decoder_input_output_separator
-    ctx_prompt = encode_prompt(model, ctx_text)
+    ctx_prompt = encode_prompt(model, ctx_text, prepend_bos=opts.prepend_bos)
     input_ids = model.tokenizer(ctx_text, add_special_tokens=False)["input_ids"]
     context_positions = _span_positions(model, ctx_text, span, len(ctx_prompt) - len(input_ids))
     output_context_positions = []
@@ -138,7 +144,7 @@ def encode_example(
             out_span = (out_span[0] + len(sep), out_span[1] + len(sep))
             output_context_positions = _span_positions(model, sep + head, out_span, len(ctx_prompt))
         ctx_prompt += encode_target(model, sep + head)
-    noctx_prompt = encode_prompt(model, noctx_text)
+    noctx_prompt = encode_prompt(model, noctx_text, prepend_bos=opts.prepend_bos)
     lead = lead if head else sep  # text between the prefix and the current output
     output_ids, output_current_text = _output_ids(
         model, opts, output_current_text, lead, generated, (ctx_prompt, None), ctx_text
@@ -194,6 +200,7 @@ def _encode_seq2seq(
     generated: list[int] | None,
 ) -> Example:
     """:func:`encode_example` for encoder–decoder models (see the module docstring)."""
+    refuse_prepend_bos(opts.prepend_bos)
     ctx_text, span, noctx_text, head, lead, out_span = _format(
         opts, input_context_text, input_current_text, output_context_text
     )

@@ -41,6 +41,10 @@ class PecoreOptions:
         special_tokens_to_keep: special tokens that may be selected (others never are).
         generation_kwargs: options of :func:`hooklab.generate` when the output is generated.
         attribution_kwargs: options of the attribution method.
+        prepend_bos: prepend BOS to the contextual and contextless inputs (decoder-only
+            models); None: where the model's own tokenizer adds it. Templates may hold chat
+            markers such as ``<|im_start|>``: special tokens written in them stay single
+            tokens.
     """
 
     input_template: str = "{context} {current}"
@@ -58,6 +62,7 @@ class PecoreOptions:
     special_tokens_to_keep: Sequence[str] = ()
     generation_kwargs: Mapping[str, Any] = field(default_factory=dict)
     attribution_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    prepend_bos: bool | None = None
 
     def __post_init__(self) -> None:
         keep = self.special_tokens_to_keep
@@ -99,6 +104,11 @@ class PecoreOptions:
             raise TypeError(
                 f"special_tokens_to_keep must hold token strings such as '<|endoftext|>', "
                 f"got {bad!r}."
+            )
+        if self.prepend_bos not in (None, True, False):
+            raise TypeError(
+                f"prepend_bos must be True, False or None (follow the tokenizer), got "
+                f"{self.prepend_bos!r}."
             )
         for name in ("context_sensitivity_topk", "attribution_topk"):
             value = getattr(self, name)

@@ -11,7 +11,14 @@ import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hooklab.output.view import ColorScale, ansi, decimals, html_legend, html_tokens, use_color
+from hooklab.output.view import (
+    ColorScale,
+    ansi,
+    html_legend,
+    html_tokens,
+    number_format,
+    use_color,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -19,11 +26,9 @@ if TYPE_CHECKING:
     from hooklab.pecore.result import PecoreResult
 
 
-def _fmt(x: float | None, places: int | None = None) -> str:
-    """``x`` with ``places`` decimals; None: two significant digits (0.0018, 0.019, 2.1)."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "None"
-    return f"{x:.{decimals([x]) if places is None else places}f}"
+def _number(x: float | None) -> str:
+    """One number on its own: two significant digits (0.0018, 0.019, 2.1); None as ``None``."""
+    return number_format(x, missing="None")(x)
 
 
 def _mark(
@@ -37,16 +42,16 @@ def _mark(
     colour every token on its :class:`~hooklab.output.view.ColorScale`.
 
     The marked scores share one number of decimals: two significant digits for the largest
-    (:func:`~hooklab.output.view.decimals`), so a cue of 0.0018 reads ``(0.0018)``, not
+    (:func:`~hooklab.output.view.number_format`), so a cue of 0.0018 reads ``(0.0018)``, not
     ``(0.00)``, and a CTI score of 2.08 reads ``(2.1)``.
     """
     scale = None if scores is None else ColorScale.fit(scores)
-    places = decimals(list(marks.values()))
+    fmt = number_format(list(marks.values()), missing="None")
     out = []
     for i, tok in enumerate(tokens):
         stripped = tok.lstrip()
         space = tok[: len(tok) - len(stripped)]
-        text = f"{left}{stripped}{right}({_fmt(marks[i], places)})" if i in marks else stripped
+        text = f"{left}{stripped}{right}({fmt(marks[i])})" if i in marks else stripped
         if scale is not None and scores is not None:
             text = ansi(text, scores[i], scale)
         out.append(space + text)
@@ -71,7 +76,7 @@ def to_text(result: PecoreResult, *, color: bool | None = None) -> str:
         f"{{context-sensitive target spans}} (std λ={s.get('context_sensitivity_std_threshold')}, "
         f"top-k={s.get('context_sensitivity_topk')})",
         f'(CTI = "{result.cti_metric}", CCI = "{result.cci_method}" w/ '
-        f'"{result.cci_attributed_fn}" target; CTI threshold = {_fmt(result.cti_threshold)})',
+        f'"{result.cci_attributed_fn}" target; CTI threshold = {_number(result.cti_threshold)})',
         "",
         f"Input context:  {result.input_context}",
         f"Input current:  {result.input_current}",
@@ -109,7 +114,7 @@ def to_html(result: PecoreResult) -> str:
     parts = [
         '<div class="hooklab-pecore" style="font-family:sans-serif;line-height:1.8">',
         f"<p><b>CTI</b> ({html.escape(result.cti_metric)}, threshold "
-        f"{html.escape(_fmt(result.cti_threshold))}):</p>",
+        f"{html.escape(_number(result.cti_threshold))}):</p>",
         f"<p>{html.escape(result.input_current)} "
         f"{html_tokens(result.output_current_tokens, result.cti_scores, cti, selected=targets)}"
         "</p>",
@@ -152,14 +157,14 @@ def _text_width(text: str, points: float) -> float:
     return 0.6 * points / 72 * max(len(text), 1)
 
 
-def _layout(labels, scores, spec: str, width: float) -> list[list[tuple[float, float]]]:
+def _layout(labels, scores, fmt, width: float) -> list[list[tuple[float, float]]]:
     """Wrap token boxes into lines of ``width`` inches; ``(x, box width)`` per token per line."""
     lines: list[list[tuple[float, float]]] = [[]]
     x = 0.0
     for label, s in zip(labels, scores, strict=True):
         text_w = _text_width(label, _TOKEN_PT)
         if s is not None and math.isfinite(s):
-            text_w = max(text_w, _text_width(f"{s:{spec}}", _SCORE_PT))
+            text_w = max(text_w, _text_width(fmt(s), _SCORE_PT))
         w = text_w + 0.08
         if x + w > width and lines[-1]:
             lines.append([])
@@ -169,11 +174,11 @@ def _layout(labels, scores, spec: str, width: float) -> list[list[tuple[float, f
     return lines
 
 
-def _token_rows(ax, y: float, labels, scores, scale, selected, spec, width) -> float:
+def _token_rows(ax, y: float, labels, scores, scale, selected, fmt, width) -> float:
     """Draw tokens as boxes coloured by score (score below), wrapped; return the y below."""
     from matplotlib.patches import FancyBboxPatch
 
-    lines = _layout(labels, scores, spec, width)
+    lines = _layout(labels, scores, fmt, width)
     i = 0
     for line in lines:
         for x, w in line:
@@ -188,7 +193,7 @@ def _token_rows(ax, y: float, labels, scores, scale, selected, spec, width) -> f
             ax.text(x + w / 2, y + _BOX_H / 2, labels[i], ha="center", va="center",
                     fontsize=_TOKEN_PT, color=ink)  # fmt: skip
             if scored:
-                ax.text(x + w / 2, y + _BOX_H + _SCORE_H / 2, f"{s:{spec}}", ha="center",
+                ax.text(x + w / 2, y + _BOX_H + _SCORE_H / 2, fmt(s), ha="center",
                         va="center", fontsize=_SCORE_PT, color="0.3")  # fmt: skip
             i += 1
         y += _BOX_H + _SCORE_H + _LINE_GAP
@@ -200,7 +205,7 @@ def _rows_height(rows, text_w: float) -> float:
     h = 0.0
     for heading, labels, scores, _ in rows:
         finite = [s for s in scores if s is not None and math.isfinite(s)]
-        n = len(_layout(labels, scores, f".{decimals(finite, 2)}f", text_w))
+        n = len(_layout(labels, scores, number_format(finite), text_w))
         h += (_SUB_H if heading else 0.0) + n * (_BOX_H + _SCORE_H + _LINE_GAP)
     return max(h, 0.45 + _LINE_GAP)
 
@@ -212,11 +217,11 @@ def _section(ax, fig, y, title, rows, bar_label, size, threshold=None):
     from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
 
-    from hooklab.output.style import colorbar, value_format
+    from hooklab.output.style import colorbar
 
     finite = [s for _, _, scores, _ in rows for s in scores if s is not None and math.isfinite(s)]
     scale = ColorScale.fit(finite)
-    spec = value_format(finite, 2)
+    fmt = number_format(finite)
     lines = _wrap(title, size[0] - _BAR_SPACE)
     ax.text(0, y + _TITLE_H * len(lines) / 2, "\n".join(lines), ha="left", va="center",
             fontsize=_TITLE_PT, linespacing=1.1)  # fmt: skip
@@ -226,7 +231,7 @@ def _section(ax, fig, y, title, rows, bar_label, size, threshold=None):
             ax.text(0, bottom + _SUB_H / 2, heading, ha="left", va="center", fontsize=_SUB_PT,
                     color="0.35", style="italic")  # fmt: skip
             bottom += _SUB_H
-        bottom = _token_rows(ax, bottom, labels, scores, scale, selected, spec,
+        bottom = _token_rows(ax, bottom, labels, scores, scale, selected, fmt,
                              size[0] - _BAR_SPACE)  # fmt: skip
     h = max(bottom - top - _LINE_GAP, 0.45)
     cax = fig.add_axes([

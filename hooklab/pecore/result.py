@@ -21,7 +21,9 @@ JSON schema (``PecoreResult.to_dict``, one line per example in the dataset mode,
 Non-finite numbers are the strings ``"nan"``, ``"inf"`` and ``"-inf"`` (JSON has none; see
 :func:`hooklab.output.provenance.thaw`); :meth:`PecoreResult.from_dict` reads them back. The
 default ``save`` format is the safetensors file of every output (:mod:`hooklab.output.io`),
-with the CTI and CCI scores as float64 tensors.
+with the CTI and CCI scores as float64 tensors (:meth:`PecoreResult._record`: the JSON export
+with the scores moved into tensors). :meth:`PecoreResult.save` holds the one rule that picks
+the format from the path or the ``format`` argument (the command line uses it too).
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from hooklab.output.io import FORMAT_VERSION
+import torch
+from torch import Tensor
+
+from hooklab.output import io
+from hooklab.output.io import FORMAT_VERSION, header, register_kind
 from hooklab.output.provenance import freeze, thaw, unthaw, unthaw_float
 
 if TYPE_CHECKING:
@@ -111,8 +117,6 @@ class PecoreResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the documented JSON-friendly dict (see the module docstring)."""
-        from hooklab.output.io import header
-
         out = header(self.kind, self.model, self.parameters)
         for f in fields(self):
             if f.name not in out:
@@ -171,36 +175,100 @@ class PecoreResult:
         data["model"] = None if data.get("model") is None else unthaw(data["model"])
         return cls(**data)
 
-    def to_pandas(self) -> pd.DataFrame:
-        """Return a tidy table: one CTI row per output token, one CCI row per (selected
-        token, context token).
+    # ---- record: the JSON export with the scores as float64 tensors ------------------------
+    def _record(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The tensors and fields of the saved file (see :mod:`hooklab.output.io`)."""
+        fields = self.to_dict()
+        for key in ("format_version", "hooklab_version", "kind", "model", "parameters"):
+            fields.pop(key)  # the header, which the file layer writes
+        tensors = {"cti_scores": torch.tensor(self.cti_scores, dtype=torch.float64)}
+        fields.pop("cti_scores")
+        for k, (c, entry) in enumerate(zip(self.context_sensitive, fields["context_sensitive"])):
+            tensors[f"cci.{k}"] = torch.tensor(c.input_context_scores, dtype=torch.float64)
+            tensors[f"cci_output.{k}"] = torch.tensor(c.output_context_scores, dtype=torch.float64)
+            entry.pop("input_context_scores")
+            entry.pop("output_context_scores")
+        return tensors, fields
 
-        Columns ``kind, output_pos, output_token, context_pos, context_token, score,
-        selected``; see :func:`hooklab.output.tidy.pecore_frame`.
-        """
-        from hooklab.output.tidy import pecore_frame
+    @classmethod
+    def _from_record(
+        cls, meta: Mapping[str, Any], tensors: Mapping[str, Tensor] | None
+    ) -> PecoreResult:
+        """The result from a saved file; ``tensors`` None: the JSON export (:meth:`to_dict`)."""
+        if tensors is not None:  # put the score tensors back into the JSON export
+            meta = {**meta, "cti_scores": tensors["cti_scores"].tolist()}
+            meta["context_sensitive"] = [
+                {
+                    **c,
+                    "input_context_scores": tensors[f"cci.{k}"].tolist(),
+                    "output_context_scores": tensors[f"cci_output.{k}"].tolist(),
+                }
+                for k, c in enumerate(meta["context_sensitive"])
+            ]
+        return cls.from_dict(meta)
 
-        return pecore_frame(self)
-
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False, format: str = "auto") -> Path:
         """Save to exactly ``path``; refuse to overwrite unless asked.
 
-        The format is the safetensors file of every output (:mod:`hooklab.output.io`), or
-        the documented JSON export (:meth:`to_dict`) when ``path`` ends in ``.json``;
-        :meth:`load` reads both.
+        Args:
+            path: the file to write.
+            overwrite: replace an existing file.
+            format: ``"safetensors"`` (the file of every output, :mod:`hooklab.output.io`),
+                ``"json"`` (the documented JSON export, :meth:`to_dict`), ``"inseq"`` (Inseq's
+                ``attribute-context`` JSON, :meth:`to_inseq`; not loadable by hooklab) or
+                ``"auto"``: JSON when ``path`` ends in ``.json``, else safetensors.
+                :meth:`load` reads the first two.
         """
-        from hooklab.output import io
-
-        if Path(path).suffix.lower() == ".json":
+        if format not in SAVE_FORMATS:
+            raise ValueError(f"format={format!r}; choose from {SAVE_FORMATS}.")
+        if format == "auto":
+            format = "json" if Path(path).suffix.lower() == ".json" else "safetensors"
+        if format == "inseq":
+            return io.write_json(path, self.to_inseq(), overwrite=overwrite)
+        if format == "json":
             return io.write_json(path, self.to_dict(), overwrite=overwrite)
         return io.save(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> PecoreResult:
-        """Load a result written by :meth:`save` (either format)."""
-        from hooklab.output.io import load
+        """Load a result written by :meth:`save` (safetensors or the JSON export)."""
+        return io.load(path, cls.kind)
 
-        return load(path, cls.kind)
+    # ---- table -------------------------------------------------------------------------------
+    def to_pandas(self) -> pd.DataFrame:
+        """Return a tidy table: CTI rows (one per output token), then CCI rows (one per
+        selected token x context token, the input context's, then the output context's).
+
+        Columns: ``kind`` (``"cti"`` or ``"cci"``), ``output_pos`` and ``output_token`` (index
+        into ``output_current_tokens`` and the token), ``context`` (CCI rows: ``"input"`` or
+        ``"output"``, the context the token is from; missing on CTI rows), ``context_pos`` and
+        ``context_token`` (index into that context's tokens; missing on CTI rows), ``score``
+        (the CTI score of the output token, or the CCI score of the context token for that
+        output token) and ``selected`` (CTI rows: the token was selected as context-sensitive;
+        CCI rows: the context token is a cue).
+        """
+        import pandas as pd
+
+        selected = {c.index for c in self.context_sensitive}
+        rows = [
+            ("cti", i, tok, None, None, None, float(score), i in selected)
+            for i, (tok, score) in enumerate(
+                zip(self.output_current_tokens, self.cti_scores, strict=True)
+            )
+        ]
+        for c in self.context_sensitive:
+            for side in ("input", "output"):
+                tokens = getattr(c, f"{side}_context_tokens")
+                scores = getattr(c, f"{side}_context_scores")
+                cues = {q.index for q in c.cues if q.side == side}
+                rows += [
+                    ("cci", c.index, c.token, side, j, tok, float(score), j in cues)
+                    for j, (tok, score) in enumerate(zip(tokens, scores, strict=True))
+                ]
+        columns = ["kind", "output_pos", "output_token", "context", "context_pos"]
+        frame = pd.DataFrame(rows, columns=[*columns, "context_token", "score", "selected"])
+        frame["context_pos"] = frame["context_pos"].astype("Int64")
+        return frame
 
     # ---- views ------------------------------------------------------------------------------
     def to_text(self, *, color: bool | None = None) -> str:
@@ -230,3 +298,14 @@ class PecoreResult:
         from hooklab.pecore.render import plot
 
         return plot(self, **kwargs)
+
+
+#: The formats :meth:`PecoreResult.save` writes.
+SAVE_FORMATS = ("auto", "safetensors", "json", "inseq")
+
+register_kind(
+    "pecore",
+    PecoreResult,
+    what="a PECoRe result (hooklab.pecore.PecoreResult)",
+    json_export=True,
+)

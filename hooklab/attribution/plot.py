@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from hooklab.attribution.views import attribution_grid  # the rows of the text and HTML views
 from hooklab.output.style import (
     DOUBLE_COLUMN,
     FONT_SIZE,
@@ -25,12 +26,11 @@ from hooklab.output.style import (
     paper_style,
     rotate_ticks,
     token_labels,
-    value_format,
 )
-from hooklab.output.view import ColorScale
+from hooklab.output.view import ColorScale, number_format
 
 if TYPE_CHECKING:
-    from hooklab.output.sequence import SequenceAttribution
+    from hooklab.attribution.output import SequenceAttribution
 
 _ANNOTATE_MAX = 20  # annotate values by default when both grid sides are at most this
 
@@ -69,7 +69,7 @@ def plot_sequence(
     """Return a Figure with a heatmap of the scores: source tokens (y) by target tokens (x).
 
     Rows are every token up to the last attributed target, columns are the target tokens (one
-    per step), as in :func:`hooklab.output.render.to_text`. Cells a step cannot see are blank.
+    per step), as in :func:`hooklab.attribution.views.to_text`. Cells a step cannot see are blank.
     Encoder–decoder outputs show the encoder tokens (labelled "source") above the decoder
     tokens (labelled "target"), separated by a rule, on one colour scale (with ``normalize``,
     each step's shares sum to 1 over both sides). Colours follow
@@ -110,9 +110,7 @@ def plot_sequence(
 
 
 def _heatmap(seq, reduce, normalize, ax, cmap, annotate, title, figsize, spaces, hide_special):
-    from hooklab.output.render import _attribution_grid  # the rows of the text and HTML views
-
-    labels, rows, n_source = _attribution_grid(seq, reduce, normalize, hide_special)
+    labels, rows, n_source = attribution_grid(seq, reduce, normalize, hide_special)
     grid = np.array(rows, dtype=np.float64).reshape(len(labels), seq.n_steps)  # [row, step]
     n_src, n_steps = grid.shape
     scale = ColorScale.fit(grid)
@@ -152,7 +150,7 @@ def _heatmap(seq, reduce, normalize, ax, cmap, annotate, title, figsize, spaces,
     if annotate is None:
         annotate = n_src <= _ANNOTATE_MAX and n_steps <= _ANNOTATE_MAX
     if annotate:
-        spec = value_format(grid, 2)
+        fmt = number_format(grid)
         cell_pt = min(72 * 0.8 * w_in / n_steps, 72 * 0.85 * h_in / n_src)
         size = max(3.5, min(6.0, cell_pt / 3.2))
         for i in range(n_src):
@@ -161,7 +159,7 @@ def _heatmap(seq, reduce, normalize, ax, cmap, annotate, title, figsize, spaces,
                 if math.isnan(v):
                     continue
                 ink = tuple(c / 255 for c in scale.ink(v))  # readable on dark cells
-                ax.text(j, i, f"{v:{spec}}", ha="center", va="center", fontsize=size, color=ink)
+                ax.text(j, i, fmt(v), ha="center", va="center", fontsize=size, color=ink)
     return fig
 
 

@@ -11,16 +11,18 @@ import itertools
 import math
 import unicodedata
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.output.provenance import thaw
-from hooklab.output.sequence import SequenceAttribution
 from hooklab.precision import upcast
 from hooklab.registry import unknown_name_error
+
+if TYPE_CHECKING:
+    from hooklab.attribution.output import SequenceAttribution
 
 
 def _absmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -109,6 +111,46 @@ def _per_group(x: Tensor, spans: list[tuple[int, int]], how: str, dim: int = 0) 
     return torch.stack(parts, dim) if parts else x.narrow(dim, 0, 0)
 
 
+def _check_reductions(
+    seq: SequenceAttribution, source_reduce: str, target_reduce: str, step_reduce: dict[str, str]
+) -> None:
+    """KeyError (close matches first) for an unknown reduction or step score name."""
+    for kind, name, valid in (
+        ("source reduction", source_reduce, MERGE_REDUCTIONS),
+        ("target reduction", target_reduce, MERGE_REDUCTIONS),
+        *(("step score", k, seq.step_scores) for k in step_reduce),
+        *(("step reduction", how, MERGE_REDUCTIONS) for how in step_reduce.values()),
+    ):
+        if name not in valid:
+            raise unknown_name_error(kind, name, list(valid))
+
+
+def _merged_source(
+    seq: SequenceAttribution,
+    source_groups: Sequence[Sequence[int]] | None,
+    step_spans: list[tuple[int, int]],
+    reduce: str | None,
+    source_reduce: str,
+    target_reduce: str,
+) -> dict[str, Any]:
+    """The source-side fields of a merged encoder–decoder sequence (default: every source
+    token alone); the source columns merge with ``source_reduce``, the rows as the targets'."""
+    n_src = len(seq.source_tokens)
+    source_groups = [[i] for i in range(n_src)] if source_groups is None else source_groups
+    _check_groups(source_groups, n_src, n_src)
+    src_spans = [(g[0], g[-1] + 1) for g in source_groups]
+    source_attributions = None
+    if seq.attributions is not None:
+        merged = _per_group(seq.scores(reduce, side="source"), src_spans, source_reduce, 1)
+        source_attributions = _per_group(merged, step_spans, target_reduce)
+    return {
+        "source_tokens": tuple("".join(seq.source_tokens[s:e]) for s, e in src_spans),
+        "source_token_ids": seq.source_token_ids[[s for s, _ in src_spans]],
+        "source_attributions": source_attributions,
+        "special_tokens": seq.special_tokens,
+    }
+
+
 def merge_groups(
     seq: SequenceAttribution,
     groups: Sequence[Sequence[int]],
@@ -149,40 +191,22 @@ def merge_groups(
     n, start, n_steps = len(seq.tokens), seq.target_start, seq.n_steps
     _check_groups(groups, n, start)
     step_reduce = dict(step_reduce or {})
-    for kind, name, valid in (
-        ("source reduction", source_reduce, MERGE_REDUCTIONS),
-        ("target reduction", target_reduce, MERGE_REDUCTIONS),
-        *(("step score", k, seq.step_scores) for k in step_reduce),
-        *(("step reduction", how, MERGE_REDUCTIONS) for how in step_reduce.values()),
-    ):
-        if name not in valid:
-            raise unknown_name_error(kind, name, list(valid))
+    _check_reductions(seq, source_reduce, target_reduce, step_reduce)
     spans = [(g[0], g[-1] + 1) for g in groups]
     first_target = next((i for i, (s, _) in enumerate(spans) if s >= start), len(spans))
     # Steps of each merged target token; the steps cover a prefix of the target tokens.
     step_spans = [(s - start, min(e - start, n_steps)) for s, e in spans[first_target:]]
     step_spans = [(s, e) for s, e in step_spans if s < e]
 
-    attributions = source_attributions = None
+    attributions = None
     if seq.attributions is not None:
         scores = seq.scores(reduce)  # [step, key_pos]
         merged = _per_group(scores, spans, source_reduce, dim=1)  # [step, group]
         attributions = _per_group(merged, step_spans, target_reduce)  # [merged step, group]
     source_fields = {}
     if seq.source_tokens is not None:
-        n_src = len(seq.source_tokens)
-        source_groups = [[i] for i in range(n_src)] if source_groups is None else source_groups
-        _check_groups(source_groups, n_src, n_src)
-        src_spans = [(g[0], g[-1] + 1) for g in source_groups]
-        if seq.attributions is not None:
-            merged = _per_group(seq.scores(reduce, side="source"), src_spans, source_reduce, 1)
-            source_attributions = _per_group(merged, step_spans, target_reduce)
-        source_fields = {
-            "source_tokens": tuple("".join(seq.source_tokens[s:e]) for s, e in src_spans),
-            "source_token_ids": seq.source_token_ids[[s for s, _ in src_spans]],
-            "source_attributions": source_attributions,
-            "special_tokens": seq.special_tokens,
-        }
+        source_fields = _merged_source(seq, source_groups, step_spans, reduce, source_reduce,
+                                       target_reduce)  # fmt: skip
     how_steps = {k: step_reduce.get(k, DEFAULT_STEP_REDUCE.get(k, "mean")) for k in seq.step_scores}
     step_scores = {k: _per_group(v, step_spans, how_steps[k]) for k, v in seq.step_scores.items()}
     extras = {k: _per_group(v, step_spans, "sum") for k, v in seq.extras.items()}
@@ -196,7 +220,7 @@ def merge_groups(
     }
     if "aggregation" in seq.parameters:
         record["previous"] = seq.parameters["aggregation"]
-    return SequenceAttribution(
+    return type(seq)(
         tokens=tuple("".join(seq.tokens[s:e]) for s, e in spans),
         token_ids=seq.token_ids[[s for s, _ in spans]],
         target_start=first_target,
@@ -344,7 +368,7 @@ def difference(
         "reduce": [reduce or a.default_reduce, reduce or b.default_reduce],
         "normalize": normalize,
     }
-    return SequenceAttribution(
+    return type(a)(
         tokens=a.tokens,
         token_ids=a.token_ids,
         target_start=a.target_start,

@@ -1,4 +1,4 @@
-"""The attribution output of one sequence, and of a batch of them.
+"""The attribution scores of one sequence, and its part of the attribution record.
 
 Dimension names (used across hooklab): ``step`` indexes attributed target tokens (step t
 predicts ``tokens[target_start + t]``); ``pos`` / ``key_pos`` index tokens of the sequence
@@ -8,16 +8,15 @@ the hidden size.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from hooklab.output.provenance import freeze, thaw
+from hooklab.output.provenance import freeze, thaw, unthaw
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,7 +156,7 @@ class SequenceAttribution:
                 input), ``"source"`` (``[step, source_pos]``) or ``"both"`` (the source
                 positions, then the target positions). Decoder-only outputs: ``"target"``.
         """
-        from hooklab.output.aggregate import reduce_hidden
+        from hooklab.attribution.aggregate import reduce_hidden
 
         if side not in ("target", "source", "both"):
             raise ValueError(f"side={side!r}; use 'target', 'source' or 'both'.")
@@ -179,44 +178,24 @@ class SequenceAttribution:
         ]
 
     def aggregate(self, how: str = "words", **kwargs: Any) -> SequenceAttribution:
-        """Merge tokens into words or spans (see :func:`hooklab.output.aggregate.aggregate`)."""
-        from hooklab.output.aggregate import aggregate
+        """Merge tokens into words or spans (:func:`~hooklab.attribution.aggregate.aggregate`)."""
+        from hooklab.attribution.aggregate import aggregate
 
         return aggregate(self, how, **kwargs)
 
     # ---- conversions -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly dict (tensors as nested lists, NaN as ``"nan"``)."""
-        return {
-            "tokens": list(self.tokens),
-            "token_ids": self.token_ids.tolist(),
-            "target_start": self.target_start,
-            "attributions": thaw(self.attributions),
-            "step_scores": thaw(self.step_scores),
-            "extras": thaw(self.extras),
-            "method": self.method,
-            "parameters": thaw(self.parameters),
-            **self._source_dict(),
-        }
-
-    def _source_dict(self) -> dict[str, Any]:
-        """The source side's fields (encoder–decoder outputs only)."""
-        if self.source_tokens is None:
-            return {}
-        return {
-            "source_tokens": list(self.source_tokens),
-            "source_token_ids": thaw(self.source_token_ids),
-            "source_attributions": thaw(self.source_attributions),
-            "special_tokens": list(self.special_tokens),
-        }
+        tensors, entry = record_entry(self, 0)
+        return nest_entry(entry, tensors, 0)
 
     def to_pandas(self, reduce: str | None = None) -> pd.DataFrame:
         """Return a tidy table: one row per (step, visible source position).
 
         Columns ``step, target_pos, target_token, pos, token, score`` and one per step score
-        and extra; see :func:`hooklab.output.tidy.sequence_frame`.
+        and extra; see :func:`hooklab.attribution.views.sequence_frame`.
         """
-        from hooklab.output.tidy import sequence_frame
+        from hooklab.attribution.views import sequence_frame
 
         return sequence_frame(self, reduce)
 
@@ -224,10 +203,10 @@ class SequenceAttribution:
         """Return a copy with some fields replaced."""
         return replace(self, **changes)
 
-    # ---- display (implemented in hooklab.output.render / plot) ------------------------------
+    # ---- display (implemented in hooklab.attribution.views / plot) -------------------------
     def to_text(self, **kwargs: Any) -> str:
         """Return the terminal table of the scores (options: see ``render.to_text``)."""
-        from hooklab.output.render import to_text
+        from hooklab.attribution.views import to_text
 
         return to_text(self, **kwargs)
 
@@ -237,7 +216,7 @@ class SequenceAttribution:
 
     def to_html(self, **kwargs: Any) -> str:
         """Return an HTML table of the scores."""
-        from hooklab.output.render import to_html
+        from hooklab.attribution.views import to_html
 
         return to_html(self, **kwargs)
 
@@ -246,7 +225,7 @@ class SequenceAttribution:
 
     def plot(self, **kwargs: Any) -> Figure:
         """Return a matplotlib Figure with a heatmap of the scores (never shows it)."""
-        from hooklab.output.plot import plot_sequence
+        from hooklab.attribution.plot import plot_sequence
 
         return plot_sequence(self, **kwargs)
 
@@ -258,125 +237,93 @@ class SequenceAttribution:
         compare (the L2 norm of input x gradient is far smaller than saliency's; a raw
         difference would be saliency's map with the sign flipped). Positive cells: ``self``
         gives the token a larger share. For the raw difference use
-        ``hooklab.output.aggregate.difference(a, b)``.
+        ``hooklab.attribution.aggregate.difference(a, b)``.
         """
-        from hooklab.output.aggregate import difference
+        from hooklab.attribution.aggregate import difference
 
         return difference(self, other, normalize=True)
 
 
-@dataclass(frozen=True, eq=False)
-class AttributionOutput:
-    """The result of :func:`hooklab.attribute`: one :class:`SequenceAttribution` per input.
+# ---- one sequence's part of the record (hooklab.attribution.output.AttributionOutput._record) -
+def record_entry(s: SequenceAttribution, i: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Sequence ``i``'s tensors (named ``"{i}.<what>"``) and its entry in ``"sequences"``."""
+    tensors = {f"{i}.token_ids": s.token_ids}
+    if s.attributions is not None:
+        tensors[f"{i}.attributions"] = s.attributions
+    tensors.update({f"{i}.step.{n}": v for n, v in s.step_scores.items()})
+    tensors.update({f"{i}.extra.{n}": v for n, v in s.extras.items()})
+    entry = {
+        "tokens": list(s.tokens),
+        "target_start": s.target_start,
+        "method": s.method,
+        "parameters": thaw(s.parameters),
+        "step_scores": list(s.step_scores),
+        "extras": list(s.extras),
+    }
+    if s.source_tokens is not None:  # encoder-decoder: the source side too
+        tensors[f"{i}.source_token_ids"] = s.source_token_ids
+        if s.source_attributions is not None:
+            tensors[f"{i}.source_attributions"] = s.source_attributions
+        entry["source_tokens"] = list(s.source_tokens)
+        entry["special_tokens"] = list(s.special_tokens)
+    return tensors, entry
 
-    Attributes:
-        sequences: per input example.
-        info: how it was computed (method, resolved options, timings).
-        model: the model that made it (:func:`~hooklab.output.provenance.describe_model`).
-    """
 
-    kind: ClassVar[str] = "attribution"
+def from_record_entry(
+    s: Mapping[str, Any], tensors: Mapping[str, Tensor], i: int
+) -> SequenceAttribution:
+    source_tokens = s.get("source_tokens")
+    return SequenceAttribution(
+        tokens=tuple(s["tokens"]),
+        token_ids=tensors[f"{i}.token_ids"],
+        target_start=s["target_start"],
+        attributions=tensors.get(f"{i}.attributions"),
+        step_scores={n: tensors[f"{i}.step.{n}"] for n in s["step_scores"]},
+        method=s["method"],
+        parameters=unthaw(s["parameters"]),
+        extras={n: tensors[f"{i}.extra.{n}"] for n in s["extras"]},
+        source_tokens=None if source_tokens is None else tuple(source_tokens),
+        source_token_ids=tensors.get(f"{i}.source_token_ids"),
+        source_attributions=tensors.get(f"{i}.source_attributions"),
+        special_tokens=tuple(s.get("special_tokens", ())),
+    )
 
-    sequences: tuple[SequenceAttribution, ...]
-    info: Mapping[str, Any] = field(default_factory=dict)
-    model: Mapping[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sequences", tuple(self.sequences))
-        object.__setattr__(self, "info", freeze(self.info))
-        object.__setattr__(self, "model", None if self.model is None else freeze(self.model))
-        for s in self.sequences:
-            if not isinstance(s, SequenceAttribution):
-                raise TypeError(f"sequences must hold SequenceAttribution, got {type(s)!r}")
+def nest_entry(entry: Mapping[str, Any], tensors: Mapping[str, Tensor], i: int) -> dict[str, Any]:
+    """The ``to_dict`` form of sequence ``i``: its record entry with its tensors as lists."""
+    out = {
+        "tokens": entry["tokens"],
+        "token_ids": thaw(tensors[f"{i}.token_ids"]),
+        "target_start": entry["target_start"],
+        "attributions": thaw(tensors.get(f"{i}.attributions")),
+        "step_scores": {n: thaw(tensors[f"{i}.step.{n}"]) for n in entry["step_scores"]},
+        "extras": {n: thaw(tensors[f"{i}.extra.{n}"]) for n in entry["extras"]},
+        "method": entry["method"],
+        "parameters": entry["parameters"],
+    }
+    if "source_tokens" in entry:
+        out["source_tokens"] = entry["source_tokens"]
+        out["source_token_ids"] = thaw(tensors[f"{i}.source_token_ids"])
+        out["source_attributions"] = thaw(tensors.get(f"{i}.source_attributions"))
+        out["special_tokens"] = entry["special_tokens"]
+    return out
 
-    @property
-    def parameters(self) -> Mapping[str, Any]:
-        """The resolved options: ``info["parameters"]`` (else the first sequence's)."""
-        if "parameters" in self.info:
-            return self.info["parameters"]
-        return self.sequences[0].parameters if self.sequences else freeze({})
 
-    def __len__(self) -> int:
-        return len(self.sequences)
+def _floats(value: Any) -> Tensor:
+    """A float32 tensor from nested lists (``"nan"`` / ``"inf"`` strings read back as floats)."""
+    return torch.tensor(unthaw(value), dtype=torch.float32)
 
-    def __getitem__(self, i: int) -> SequenceAttribution:
-        return self.sequences[i]
 
-    def __iter__(self) -> Iterator[SequenceAttribution]:
-        return iter(self.sequences)
-
-    def __sub__(self, other: AttributionOutput) -> AttributionOutput:
-        if len(self) != len(other):
-            raise ValueError(f"Cannot subtract outputs of {len(other)} and {len(self)} sequences.")
-        seqs = tuple(a - b for a, b in zip(self, other, strict=True))
-        info = {**self.info, "difference_of": [self.info, other.info]}
-        return AttributionOutput(seqs, info, model=self.model)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-friendly dict: the saved header, ``info`` and every sequence."""
-        from hooklab.output.io import header
-
-        return {
-            **header(self.kind, self.model, self.parameters),
-            "info": thaw(self.info),
-            "sequences": [s.to_dict() for s in self.sequences],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AttributionOutput:
-        """Rebuild an output from :meth:`to_dict` (e.g. a record of the attribution dataset
-        mode; other keys such as ``line`` are ignored). The scores come back exactly."""
-        from hooklab.output.codecs import attribution_from_dict
-
-        return attribution_from_dict(dict(data))
-
-    def to_pandas(self, reduce: str | None = None) -> pd.DataFrame:
-        """Return a tidy table: one row per (example, step, visible source position).
-
-        Columns ``example, step, target_pos, target_token, pos, token, score`` and one per
-        step score and extra; see :func:`hooklab.output.tidy.sequence_frame`.
-        """
-        from hooklab.output.tidy import attribution_frame
-
-        return attribution_frame(self, reduce)
-
-    def to_text(self, **kwargs: Any) -> str:
-        """Return every sequence's table (see :meth:`SequenceAttribution.to_text`)."""
-        return "\n\n".join(s.to_text(**kwargs) for s in self.sequences)
-
-    def show(self, **kwargs: Any) -> None:
-        """Print :meth:`to_text` (coloured only on a terminal without ``NO_COLOR``)."""
-        print(self.to_text(**kwargs))
-
-    def to_html(self, **kwargs: Any) -> str:
-        return "\n".join(s.to_html(**kwargs) for s in self.sequences)
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
-    def plot(self, index: int = 0, **kwargs: Any) -> Figure:
-        """Return a Figure of sequence ``index``."""
-        return self.sequences[index].plot(**kwargs)
-
-    def aggregate(self, how: str = "words", **kwargs: Any) -> AttributionOutput:
-        """Aggregate every sequence (see :func:`hooklab.output.aggregate.aggregate`)."""
-        from hooklab.output.aggregate import aggregate
-
-        seqs = tuple(aggregate(s, how, **kwargs) for s in self)
-        return AttributionOutput(seqs, self.info, model=self.model)
-
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Save to exactly ``path``: one safetensors file with JSON metadata (no pickle).
-
-        See :mod:`hooklab.output.io`; an existing file is kept unless ``overwrite``.
-        """
-        from hooklab.output.io import save
-
-        return save(self, path, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path: str | Path) -> AttributionOutput:
-        """Load an attribution output written by :meth:`save`."""
-        from hooklab.output.io import load
-
-        return load(path, cls.kind)
+def flatten_entry(s: Mapping[str, Any], i: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Invert :func:`nest_entry`: the record entry and the tensors of sequence ``i``."""
+    tensors = {f"{i}.token_ids": torch.tensor(s["token_ids"], dtype=torch.long)}
+    if s.get("attributions") is not None:
+        tensors[f"{i}.attributions"] = _floats(s["attributions"])
+    tensors.update({f"{i}.step.{n}": _floats(v) for n, v in s["step_scores"].items()})
+    tensors.update({f"{i}.extra.{n}": _floats(v) for n, v in s["extras"].items()})
+    if s.get("source_tokens") is not None:
+        tensors[f"{i}.source_token_ids"] = torch.tensor(s["source_token_ids"], dtype=torch.long)
+        if s.get("source_attributions") is not None:
+            tensors[f"{i}.source_attributions"] = _floats(s["source_attributions"])
+    entry = {**s, "step_scores": list(s["step_scores"]), "extras": list(s["extras"])}
+    return entry, tensors

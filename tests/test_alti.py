@@ -1,0 +1,190 @@
+"""ALTI, ALTI-Logit and information-flow routes against explicit-loop references (float64)."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+import torch
+
+import hooklab
+from hooklab.methods.alti_logit import logit_contributions
+from hooklab.mixing import alti
+from hooklab.mixing.alti import alti_matrices
+from hooklab.testing import check_method
+from hooklab.zoo import build
+from tests.reference import flow
+
+PROMPT = "George was sick yesterday. His colleagues asked him"
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def tiny64(request):
+    """The tiny GPT-2 and Llama fixtures (non-zero biases, GQA) in float64."""
+    path = request.getfixturevalue(f"{request.param}_dir")
+    return hooklab.load(path, device="cpu", dtype=torch.float64)
+
+
+def _ids(model):
+    return model.tokenizer(PROMPT)["input_ids"]
+
+
+def test_parts_sum_to_the_attention_block_output(tiny64):
+    act, _ = flow.run(tiny64, _ids(tiny64))
+    for layer in range(tiny64.cfg.n_layers):
+        t, b_o, y = flow.transformed_vectors(tiny64, act, layer)
+        torch.testing.assert_close(t.sum(1) + b_o, y, atol=1e-10, rtol=1e-10)
+
+
+def test_alti_matches_the_reference(tiny64):
+    ids = _ids(tiny64)
+    got = alti_matrices(tiny64, ids, layers=range(tiny64.cfg.n_layers))
+    torch.testing.assert_close(got, flow.ref_alti(tiny64, ids), atol=1e-10, rtol=1e-10)
+
+
+def test_alti_output_rows_rollout_and_round_trip(tiny64, tmp_path):
+    out = alti(tiny64, [PROMPT, "It rained"], targets=" all", rollout=True)
+    assert [o.method for o in out] == ["alti", "alti"]
+    for o in out:
+        torch.testing.assert_close(o.scores.sum(-1), torch.ones(o.scores.shape[:2]).double())
+        assert o.scores.triu(1).abs().max() == 0  # a causal query mixes no later key
+        torch.testing.assert_close(o.rollout[1], o.scores[1] @ o.scores[0])
+    loaded = type(out[0]).load(out[0].save(tmp_path / "alti.safetensors"))
+    assert torch.equal(loaded.scores, out[0].scores) and loaded.method == "alti"
+    assert out[0].plot() is not None
+
+
+@pytest.mark.parametrize("foil", [False, True])
+def test_alti_logit_matches_the_reference_and_the_logit(tiny64, foil):
+    ids = _ids(tiny64)
+    query, target, other = len(ids) - 2, ids[-1], ids[2]
+    scores, remainder, logit = logit_contributions(
+        tiny64, ids, [query], [target], [other] if foil else None
+    )
+    ref_scores, ref_remainder, ref_logit = flow.ref_alti_logit(
+        tiny64, ids, query, target, other if foil else None
+    )
+    torch.testing.assert_close(scores[0], ref_scores, atol=1e-10, rtol=1e-9)
+    assert remainder[0].item() == pytest.approx(ref_remainder, abs=1e-10)
+    assert logit[0].item() == pytest.approx(ref_logit, abs=1e-10)
+    # completeness: the parts and the documented remainder give the model's logit (difference);
+    # Hugging Face's RMSNorm computes in float32 even in a float64 model
+    tol = 1e-6 if "RMS" in type(tiny64.ln_final.original_component).__name__ else 1e-10
+    assert (scores.sum() + remainder[0]).item() == pytest.approx(ref_logit, abs=tol)
+    assert scores[0, query + 1 :].abs().max() == 0  # nothing from tokens the query cannot see
+
+
+def test_alti_logit_without_mlp_moves_the_mlps_to_the_remainder(tiny64):
+    ids = _ids(tiny64)
+    queries, targets = [3, 5], [ids[4], ids[6]]
+    with_mlp = logit_contributions(tiny64, ids, queries, targets)
+    attn_only = logit_contributions(tiny64, ids, queries, targets, mlp=False)
+    torch.testing.assert_close(with_mlp[2], attn_only[2])  # the same logit
+    moved = with_mlp[0].sum((1, 2)) - attn_only[0].sum((1, 2))
+    torch.testing.assert_close(attn_only[1] - with_mlp[1], moved)
+
+
+def test_alti_logit_keeps_the_method_contract(tiny):
+    out = check_method(tiny, "alti_logit")
+    seq = out[0]
+    assert seq.attributions.shape[-1] == tiny.cfg.n_layers  # [step, pos, layer]
+    total = seq.attributions.nan_to_num().sum((1, 2)) + seq.extras["remainder"]
+    torch.testing.assert_close(total, seq.extras["logit"], atol=1e-4, rtol=1e-4)
+
+
+def test_alti_logit_contrast_targets_explain_the_difference(gpt2):
+    target = gpt2.tokenizer(" to come", add_special_tokens=False)["input_ids"]
+    foils = [(t + 1) % len(gpt2.tokenizer) for t in target]
+    diff = hooklab.attribute(
+        gpt2,
+        PROMPT,
+        [target],
+        method="alti_logit",
+        contrast_targets=[foils],
+        attributed_fn="contrast_logits_diff",
+    )[0]
+    plain = hooklab.attribute(gpt2, PROMPT, [target], method="alti_logit")[0]
+    ids = plain.token_ids.tolist()
+    logits = gpt2(torch.tensor([ids]), prepend_bos=False)[0].detach()
+    rows = range(plain.target_start - 1, len(ids) - 1)
+    expected = torch.stack([logits[r, t] - logits[r, f] for r, t, f in zip(rows, target, foils)])
+    torch.testing.assert_close(diff.extras["logit"], expected.float(), atol=1e-5, rtol=1e-5)
+    total = diff.attributions.nan_to_num().sum((1, 2)) + diff.extras["remainder"]
+    torch.testing.assert_close(total, expected.float(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "falcon"])
+def test_parallel_blocks_are_decomposed(family):
+    model = hooklab.load(build(family, tempfile.mkdtemp()), device="cpu", dtype=torch.float64)
+    ids = model.tokenizer(PROMPT)["input_ids"]
+    scores, remainder, logit = logit_contributions(model, ids, [4], [ids[5]])
+    assert (scores.sum() + remainder).item() == pytest.approx(logit.item(), abs=1e-9)
+    mixing = alti_matrices(model, ids, layers=[0, 1])
+    torch.testing.assert_close(mixing.sum(-1), torch.ones(2, len(ids)).double())
+
+
+@pytest.mark.parametrize("family", ["gemma2", "olmo2"])
+def test_post_attention_norms_are_refused(family):
+    model = hooklab.load(build(family, tempfile.mkdtemp()), device="cpu", dtype=torch.float64)
+    with pytest.raises(NotImplementedError, match="norm after attention"):
+        alti(model, PROMPT, targets="")
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+@torch.no_grad()
+def test_route_weights_are_the_contributions_they_come_from(tiny64, per_head):
+    routes = hooklab.mixing.information_flow(tiny64, PROMPT, threshold=0.0, per_head=per_head)
+    act, _ = flow.run(tiny64, routes.token_ids.tolist())
+    n, n_layers = len(routes.tokens), tiny64.cfg.n_layers
+    assert routes.nodes[-1] == (2 * n_layers, n - 1) and len(routes.weights) > 0
+    pattern = {la: act[f"blocks.{la}.attn.hook_pattern"] for la in range(n_layers)}
+    vectors = {la: flow.transformed_vectors(tiny64, act, la) for la in range(n_layers)}
+    for (sd, sp, td, tp, kind, head), w in zip(routes.edges.tolist(), routes.weights.tolist()):
+        layer = sd // 2
+        if td % 2 == 0:  # after the layer: resid_mid + mlp_out
+            mid = act[f"blocks.{layer}.hook_resid_mid"][tp]
+            mlp = act[f"blocks.{layer}.hook_mlp_out"][tp]
+            parts, total, index = [mid, mlp], mid + mlp, kind - 1
+        else:  # after attention: one part per source (and head) and the residual
+            t, _, y = vectors[layer]
+            x = act[f"blocks.{layer}.hook_resid_pre"]
+            attn = [t[tp, j] - (x[tp] if j == tp else 0) for j in range(n)]
+            if per_head:  # split each source's term by the heads' share, one head at a time
+                w_o, w_v, b_v = (
+                    getattr(tiny64.blocks[layer].attn, k) for k in ("W_O", "W_V", "b_V")
+                )
+                group = w_o.shape[0] // w_v.shape[0]
+                ln1 = act[f"blocks.{layer}.ln1.hook_out"]
+                value = [[ln1[j] @ w_v[g] + b_v[g] for g in range(w_v.shape[0])] for j in range(n)]
+                attn = [pattern[layer][h, tp, j] * (value[j][h // group] @ w_o[h])
+                        for h in range(w_o.shape[0]) for j in range(n)]  # fmt: skip
+            parts, total = [*attn, x[tp]], y[tp]
+            index = len(attn) if kind == 1 else (head * n + sp if per_head else sp)
+        norms = torch.stack([total.abs().sum() - (total - p).abs().sum() for p in parts])
+        expected = norms.clamp(min=0)[index] / norms.clamp(min=0).sum()
+        assert w == pytest.approx(expected.item(), abs=1e-10), (sd, sp, td, tp, kind, head)
+
+
+def test_routes_threshold_table_plot_and_round_trip(toy, tmp_path):
+    routes = hooklab.mixing.information_flow(toy, PROMPT, threshold=0.04)
+    assert routes.weights.gt(0.04).all() and routes.edges.shape == (len(routes.weights), 6)
+    frame = routes.to_pandas()
+    assert set(frame["kind"]) <= {"attention", "residual", "mlp"} and len(frame) == len(
+        routes.weights
+    )
+    assert routes.plot().axes
+    loaded = hooklab.mixing.RoutesOutput.load(routes.save(tmp_path / "routes.safetensors"))
+    assert torch.equal(loaded.edges, routes.edges) and torch.equal(loaded.weights, routes.weights)
+    assert loaded.tokens == routes.tokens and dict(loaded.parameters) == dict(routes.parameters)
+    fewer = hooklab.mixing.information_flow(toy, PROMPT, threshold=0.2)
+    assert len(fewer.weights) < len(routes.weights)
+    with pytest.raises(ValueError, match="threshold"):
+        hooklab.mixing.information_flow(toy, PROMPT, threshold=1.5)
+
+
+def test_routes_command_writes_the_figure_and_the_routes(tmp_path):
+    from hooklab.cli.routes import routes
+
+    routes(figure_path=str(tmp_path / "r.png"), save_path=str(tmp_path / "r.safetensors"))
+    assert (tmp_path / "r.png").exists() and (tmp_path / "r.pdf").exists()
+    assert len(hooklab.mixing.RoutesOutput.load(tmp_path / "r.safetensors").weights) > 0

@@ -1,0 +1,35 @@
+"""The attention method keeps only the attributed steps' query rows (issue 23's memory rule):
+the rows it keeps equal the same rows of the full patterns, exactly (a padded float64 batch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hooklab
+from hooklab.encoding import encode
+from hooklab.forward import step_logits
+from hooklab.hooks import hook_name, recorder, temporary_hooks
+from hooklab.inputs import make_batch, pad_token_id
+from hooklab.methods.attention import attention
+
+
+@pytest.fixture(scope="module", params=["gpt2_dir", "llama_dir"])
+def model64(request):
+    return hooklab.load(request.getfixturevalue(request.param), device="cpu", dtype="float64")
+
+
+def test_kept_rows_equal_the_full_patterns(model64):
+    prompts = ["George was sick yesterday.", "It rained"]
+    targets = [" His colleagues asked", " all morning. She took"]
+    enc = encode(model64, prompts, targets)
+    batch = make_batch(enc.prefixes, enc.steps, pad_id=pad_token_id(model64))
+    got = attention(model64, batch, attributed_fn=None, heads=[1, 3]).attributions
+    names = [hook_name("pattern", la) for la in range(model64.cfg.n_layers)]
+    hooks, cache = recorder(names)
+    with temporary_hooks(model64, hooks):
+        step_logits(model64, batch)
+    full = torch.stack([cache[n][:, [1, 3]] for n in names], dim=1)  # [b, layer, head, q, k]
+    for i in range(batch.size):
+        rows = full[i][:, :, batch.target_rows[i]]  # [layer, head, step, key_pos]
+        assert torch.equal(got[i].permute(2, 3, 0, 1), rows)
