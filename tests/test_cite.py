@@ -162,7 +162,7 @@ def test_from_inseq_json_default_rule(toy_rag):
 def test_result_views_and_save_load(toy_rag, tmp_path):
     res = hooklab.cite(toy_rag, RELEASE_EXAMPLE["question"], RELEASE_EXAMPLE["documents"])
     text = res.to_text()
-    assert text.startswith("[1] Anna lives in Rome.")
+    assert text.startswith("[1] Anna lives in Rome.\n[2] Ben works as pilot.")
     assert text.splitlines()[-1].startswith("Answer: ") or "sentence" in text
     frame = res.to_pandas()
     assert len(frame) == len(res.sentences) * len(res.documents)
@@ -225,7 +225,9 @@ def test_answer_longer_than_window(toy_rag):
     ("option", "value", "match"),
     [
         ("cci_filter", "top_q", "top_p"),
-        ("cci_top_p", 120, r"percentage in \[0, 100\]"),
+        ("cci_top_p", 120.0, r"cci_top_p must be a number in \[0, 100\], got 120.0"),
+        ("cci_top_k", True, "cci_top_k must be a positive int"),
+        ("cti_threshold", float("nan"), "cti_threshold must be a finite number or None"),
         ("max_citations", 0, "positive int"),
         ("document_template", "{i}", r"\['text'\]"),
         ("pecore_options", {"input_template": "{context} {current}"}, "CiteOptions owns"),
@@ -287,7 +289,7 @@ def test_cli_default_example(tmp_path, capsys):
     assert main(["cite", "--save_path", str(out), "--inseq_path", str(inseq)]) == 0
     printed = capsys.readouterr().out
     saved = CitationResult.load(out)
-    assert printed.startswith("[1] Anna lives in Rome. Anna has a dog.")
+    assert printed.startswith("[1] Anna lives in Rome.\n[2] Ben works as pilot.")
     assert saved.to_text() in printed
     assert saved.documents == tuple(RELEASE_EXAMPLE["documents"])
     assert "cci_scores" in json.loads(inseq.read_text())

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import string
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any
 
+from hooklab.options import Check, Choice, PositiveInt, check_value
 from hooklab.registry import unknown_name_error
 from hooklab.toy_rag.corpus import (
     CONTEXTLESS_TEMPLATE,
@@ -49,14 +50,14 @@ class CiteOptions:
     input_template: str = INPUT_TEMPLATE
     contextless_input_template: str = CONTEXTLESS_TEMPLATE
     cti_metric: str = "kl_divergence"
-    cti_std_threshold: float | int = 1.0
-    cti_threshold: float | int | None = None
+    cti_std_threshold: Annotated[float, Check()] = 1.0
+    cti_threshold: Annotated[float, Check()] | None = None
     attribution_method: str = "saliency"
     attributed_fn: str = "contrast_prob_diff"
-    cci_filter: str = "top_p"
-    cci_top_p: float | int = 5.0
-    cci_top_k: int = 3
-    max_citations: int | None = 3
+    cci_filter: Annotated[str, Choice(*CCI_FILTERS)] = "top_p"
+    cci_top_p: Annotated[float, Check(min=0, max=100)] = 5.0
+    cci_top_k: PositiveInt = 3
+    max_citations: PositiveInt | None = 3
     pecore_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,24 +71,9 @@ class CiteOptions:
                 f"document_separator must be a non-empty string, got "
                 f"{self.document_separator!r}; e.g. '\\n'."
             )
-        if self.cci_filter not in CCI_FILTERS:
-            raise unknown_name_error("CCI filter", self.cci_filter, list(CCI_FILTERS))
-        for name in ("cti_std_threshold", "cti_threshold", "cci_top_p"):
-            value = getattr(self, name)
-            if value is None and name == "cti_threshold":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {value!r}.")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be finite, got {value!r}.")
-        if not 0 <= self.cci_top_p <= 100:
-            raise ValueError(f"cci_top_p is a percentage in [0, 100], got {self.cci_top_p!r}.")
-        for name in ("cci_top_k", "max_citations"):
-            value = getattr(self, name)
-            if value is None and name == "max_citations":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        hints = typing.get_type_hints(CiteOptions, include_extras=True)
+        for name in DECLARED:  # the range or the choices each declares
+            check_value(name, getattr(self, name), hints[name])
         taken = {"input_template", "contextless_input_current_text", "context_sensitivity_metric"}
         clash = sorted(set(self.pecore_options) & (taken | {"attribution_method", "attributed_fn"}))
         if clash:
@@ -130,6 +116,17 @@ class CiteOptions:
         if unknown:
             raise unknown_name_error("cite option", unknown[0], names)
         return CiteOptions(**{**self.resolved(), **changes})
+
+
+#: The options whose annotation declares their range or choices (:mod:`hooklab.options`).
+DECLARED = (
+    "cti_std_threshold",
+    "cti_threshold",
+    "cci_filter",
+    "cci_top_p",
+    "cci_top_k",
+    "max_citations",
+)
 
 
 def _template(template: str, name: str, required: set[str], allowed: set[str] | None = None):
