@@ -1,7 +1,7 @@
 """Answer attribution with citations (MIRAGE) from the command line: ``hooklab cite`` as a script.
 
     python scripts/cite.py                        # the toy-rag example, offline
-    python scripts/cite.py --question "Where does Ben live?" \\
+    python scripts/cite.py --question "Ben lives in?" \\
         --documents "Anna lives in Rome.","Ben lives in Oslo." --save_path cite.json
     python scripts/cite.py --help                 # every option, with its description
 """

@@ -1,11 +1,13 @@
 """Train the embedded toy retrieval model shipped in ``hooklab/toy_rag/model``.
 
 Generates the corpus (``hooklab.toy_rag.corpus``), trains a byte-level BPE tokenizer in which
-every corpus word is one token, trains a tiny Llama (rotary positions; ``--arch gpt2`` for GPT-2) on
-the answers (``--answer_only False``: every token), the answer values weighted ``value_weight``
-times (the tokens that need the right document), saves a standard Hugging Face
-checkpoint and writes ``eval_examples.jsonl`` (held out: another seed). Deterministic on CPU
-given the arguments.
+every corpus word is one token and which adds the BOS the model reads first, trains a tiny Llama
+(rotary positions; ``--arch gpt2`` for GPT-2) on the answers (``--answer_only False``: every
+token), the answer values weighted ``value_weight`` times (the tokens that need the right
+document). Every ``eval_every`` steps it scores greedy answers on the held-out examples, saves
+the best checkpoint so far (a standard Hugging Face one) and stops once exact match reaches
+``stop_at``. Writes ``eval_examples.jsonl`` (held out: another seed). Deterministic on CPU given
+the arguments.
 
     nice -n 10 python scripts/train_toy_rag.py --out hooklab/toy_rag/model --seed 0
 """
@@ -18,7 +20,7 @@ import time
 
 import fire
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     GenerationConfig,
     GPT2Config,
@@ -56,6 +58,10 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     assert tok.token_to_id(EOT) == 0
     bad = [w for w in words for s in (w, " " + w) if len(tok.encode(s).ids) != 1]
     assert not bad, f"words split into several tokens: {bad[:10]}"
+    # The model reads BOS first: the tokenizer adds it, so tokenizer(text) is what was trained.
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{EOT} $A", pair=f"{EOT} $A $B", special_tokens=[(EOT, 0)]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=EOT,
@@ -69,8 +75,8 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
 def encode(tok, example: dict) -> tuple[list[int], int]:
     """Ids ``[EOT, prompt, answer, EOT]`` and where the answer starts."""
     prompt, answer = corpus.training_text(example)
-    p = [0, *tok.encode(prompt)]
-    return [*p, *tok.encode(answer), 0], len(p)
+    p = tok.encode(prompt)  # starts with BOS (the post-processor)
+    return [*p, *tok.encode(answer, add_special_tokens=False), 0], len(p)
 
 
 def has_distractor(example: dict) -> bool:
@@ -96,7 +102,7 @@ def make_batch(items: list[tuple[list[int], int]], answer_only: bool) -> tuple[t
 @torch.no_grad()
 def answer(model, tok, examples: list[dict], max_new_tokens: int = 16) -> list[str]:
     """Greedy answers (batched, left-padded)."""
-    prompts = [[0, *tok.encode(corpus.training_text(e)[0])] for e in examples]
+    prompts = [tok.encode(corpus.training_text(e)[0]) for e in examples]
     width = max(map(len, prompts))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -126,14 +132,15 @@ def main(
     out: str = "hooklab/toy_rag/model",
     seed: int = 0,
     n_examples: int = 60000,
-    steps: int = 5000,
-    batch_size: int = 16,
+    steps: int = 8000,
+    batch_size: int = 32,
     lr: float = 3e-3,
     warmup: int = 100,
     weight_decay: float = 0.01,
     n_layer: int = 3,
-    n_embd: int = 96,
+    n_embd: int = 128,
     n_head: int = 4,
+    mlp_ratio: int = 2,
     dropout: float = 0.0,
     curriculum: float = 0.3,
     answer_only: bool = True,
@@ -142,6 +149,7 @@ def main(
     n_eval: int = 120,
     eval_seed: int = 12345,
     eval_every: int = 500,
+    stop_at: float = 0.98,
     threads: int = 1,
     write_package_data: bool = True,
 ) -> None:
@@ -157,7 +165,7 @@ def main(
     if write_package_data:
         corpus.write_eval_examples(TOY_RAG / "eval_examples.jsonl", n_eval, eval_seed)
 
-    model = build_model(arch, len(tok), n_layer, n_embd, n_head, dropout)
+    model = build_model(arch, len(tok), n_layer, n_embd, n_head, dropout, mlp_ratio)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {arch}, {n_params} parameters")
 
@@ -176,6 +184,18 @@ def main(
         )
         return (per_token * weight).sum() / weight.sum()
 
+    model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    best = {"all": -1.0}
+
+    def on_eval() -> bool:
+        """Score the held-out examples; keep the best checkpoint; stop at ``stop_at``."""
+        scores = evaluate(model, tok, held_out)
+        print("held-out exact match:", scores, flush=True)
+        if scores["all"] > best["all"]:
+            best.update(scores)
+            save_checkpoint(model, tok, out_dir)
+        return scores["all"] >= stop_at
+
     train(
         model,
         loss_of,
@@ -188,23 +208,27 @@ def main(
         curriculum=curriculum,
         seed=seed,
         eval_every=eval_every,
-        on_eval=lambda: print("held-out exact match:", evaluate(model, tok, held_out[:48])),
+        on_eval=on_eval,
     )
-    model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    save_checkpoint(model, tok, out_dir)
+    final = evaluate(model, tok, held_out)
+    print("held-out exact match:", final, flush=True)
+    if final["all"] >= best["all"]:
+        save_checkpoint(model, tok, out_dir)
     train_time = time.time() - t0
-    print("held-out exact match:", evaluate(model, tok, held_out))
+    print("kept held-out exact match:", max(final["all"], best["all"]))
     print_size(out_dir, n_params, train_time)
 
 
-def build_model(arch: str, vocab: int, n_layer: int, n_embd: int, n_head: int, dropout: float):
+def build_model(
+    arch: str, vocab: int, n_layer: int, n_embd: int, n_head: int, dropout: float, mlp_ratio: int
+):
     """A GPT-2 (learned absolute positions) or a Llama (rotary positions: the relative offsets
     between a name and its value are learned much faster)."""
     if arch == "llama":
         config = LlamaConfig(
             vocab_size=vocab,
             hidden_size=n_embd,
-            intermediate_size=4 * n_embd,
+            intermediate_size=mlp_ratio * n_embd,
             num_hidden_layers=n_layer,
             num_attention_heads=n_head,
             max_position_embeddings=128,
@@ -221,6 +245,7 @@ def build_model(arch: str, vocab: int, n_layer: int, n_embd: int, n_head: int, d
         vocab_size=vocab,
         n_positions=128,
         n_embd=n_embd,
+        n_inner=mlp_ratio * n_embd,
         n_layer=n_layer,
         n_head=n_head,
         resid_pdrop=dropout,

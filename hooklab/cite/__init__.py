@@ -4,7 +4,7 @@ Example:
     >>> import hooklab
     >>> model = hooklab.load("toy-rag")
     >>> docs = ["Anna lives in Rome.", "Ben lives in Oslo.", "Clara lives in Paris."]
-    >>> hooklab.cite(model, "Where does Ben live?", docs).citations
+    >>> hooklab.cite(model, "Ben lives in?", docs).citations
     [[1]]
 """
 

@@ -105,7 +105,7 @@ def cite(
         >>> import hooklab
         >>> model = hooklab.load("toy-rag")
         >>> docs = ["Anna lives in Rome.", "Ben lives in Oslo.", "Clara lives in Paris."]
-        >>> hooklab.cite(model, "Where does Ben live?", docs).to_text(documents=False)
+        >>> hooklab.cite(model, "Ben lives in?", docs).to_text(documents=False)
         'Answer: Ben lives in Oslo. [2]'
     """
     opts = (options or CiteOptions()).replace(**option_overrides)

@@ -1,4 +1,4 @@
-"""Embedded toy retrieval model: a tiny GPT-2 that answers questions over a few documents."""
+"""Embedded toy retrieval model: a tiny Llama that answers questions over a few documents."""
 
 import pathlib
 

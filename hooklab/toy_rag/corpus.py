@@ -1,20 +1,20 @@
 """Deterministic corpus of the embedded toy retrieval model (``hooklab.load("toy-rag")``).
 
-Every example is a handful of short documents about different people, a question about one or
-two facts, and the answer, one sentence per fact::
+Every example is a few one-fact documents of one fixed shape, a question that names a person
+and a relation per asked fact, and the answer, one sentence per fact::
 
-    <|endoftext|>[1] Anna lives in Rome. Anna has a cat.
+    <|endoftext|>[1] Ben works as pilot.
     [2] Ben lives in Oslo.
-    [3] Clara works as a baker. Clara lives in Paris.
-    Question: Where does Ben live?
+    [3] Anna lives in Rome.
+    Question: Ben lives in?
     Answer: Ben lives in Oslo.<|endoftext|>
 
-Exactly one document holds each asked fact (the gold document); the others are same-shaped
-distractors: other people, the same relations, other values. Values of an asked relation
-differ across documents, so only the person's name tells the documents apart. A share of the
-examples has no documents and a random value in the answer, so the model learns a spread
-distribution without them (what PECoRe's contextless pass sees). Pure Python, deterministic
-given the seed.
+Every person, relation word and value is one token. Exactly one document holds each asked
+fact (the gold document); the distractors share its person (another relation) or its relation
+(another person), so the person and the relation together pick the document and only the value
+is the gold one's alone. A share of the training examples has no documents and a random value
+in the answer, so the model learns a spread distribution without them (what PECoRe's
+contextless pass sees). Pure Python, deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -37,35 +37,25 @@ def _words(spec: str) -> list[str]:
 
 NAMES = _words(
     "Anna Ben Clara David Emma Felix Greta Hugo Ida Jonas Karl Lena Mia Nora Oscar Paul Rosa "
-    "Sara Tom Uma Vera Walter Zoe Alma Bruno Carla Dora Elias Frida Gustav Hanna Igor Julia "
-    "Kurt Linus Marta Nils Olga Peter Ruth"
+    "Sara Tom Uma Vera Zoe"
 )
 RELATIONS: dict[str, dict[str, Any]] = {
     "city": {
         "fact": "{name} lives in {value}.",
-        "question": "Where does {name} live?",
-        "values": _words(
-            "Rome Paris Oslo Berlin Madrid Vienna Prague Lisbon Dublin Athens Warsaw Zurich "
-            "Munich Milan Porto Lyon Bergen Krakow Sofia Riga"
-        ),
+        "values": _words("Rome Paris Oslo Berlin Madrid Vienna Prague Lisbon Dublin Athens"),
     },
     "job": {
-        "fact": "{name} works as a {value}.",
-        "question": "What is the job of {name}?",
-        "values": _words(
-            "baker doctor teacher pilot farmer painter nurse lawyer chef driver singer writer "
-            "dentist tailor guard"
-        ),
+        "fact": "{name} works as {value}.",
+        "values": _words("baker doctor teacher pilot farmer painter nurse lawyer chef driver"),
     },
     "pet": {
-        "fact": "{name} has a {value}.",
-        "question": "Which pet does {name} have?",
-        "values": _words("cat dog horse parrot rabbit goat turtle hamster snake duck pony mouse"),
+        "fact": "{name} keeps a {value}.",
+        "values": _words("cat dog horse parrot rabbit goat turtle hamster snake duck"),
     },
 }
 KINDS = ("single", "two_people", "one_person")  # one fact; two facts of two / of one person
-NEEDED = {"single": 1, "one_person": 1, "two_people": 2, "three_people": 3}  # documents
-TRAINING_KINDS = {"single": 0.3, "two_people": 0.3, "one_person": 0.15, "three_people": 0.25}
+NEEDED = {"single": 1, "one_person": 2, "two_people": 2}  # gold documents
+TRAINING_KINDS = {"single": 0.4, "two_people": 0.3, "one_person": 0.3}
 
 
 def corpus_words() -> list[str]:
@@ -73,14 +63,23 @@ def corpus_words() -> list[str]:
     words = set(NAMES) | {"Question", "Answer"}
     for rel in RELATIONS.values():
         words |= set(rel["values"])
-        for t in (rel["fact"], rel["question"]):
-            words |= set(t.replace("{name}", "").replace("{value}", "").strip(".?").split())
+        words |= set(rel["fact"].replace("{name}", "").replace("{value}", "").strip(".").split())
     return sorted(words)
 
 
 def value_words() -> list[str]:
     """The answer values (cities, jobs, pets): the words copied from the gold document."""
     return sorted({v for rel in RELATIONS.values() for v in rel["values"]})
+
+
+def fact(person: str, relation: str, value: str) -> str:
+    """One fact sentence: ``"Ben lives in Oslo."``."""
+    return RELATIONS[relation]["fact"].format(name=person, value=value)
+
+
+def question_of(person: str, relation: str) -> str:
+    """The question for one fact: the fact with its value left out (``"Ben lives in?"``)."""
+    return fact(person, relation, "").replace(" .", "?")
 
 
 def join_documents(documents: list[str]) -> str:
@@ -93,41 +92,42 @@ def join_documents(documents: list[str]) -> str:
 def make_example(rng: random.Random, kind: str, n_documents: int) -> dict[str, Any]:
     """One example: documents, question, answer sentences and the gold document per sentence.
 
-    ``gold_documents`` holds, per answer sentence, the 0-based ids of the documents that state
-    its fact (always exactly one).
+    ``gold_documents`` holds, per answer sentence, the 0-based id of the one document that
+    states its fact. Distractors: first a fact of an asked person with another relation and one
+    of an asked relation with another person, then any other (person, relation) pair.
     """
-    people = rng.sample(NAMES, n_documents)
-    asked_people = {"two_people": [0, 1], "three_people": [0, 1, 2]}.get(kind, [0])
     relations = list(RELATIONS)
+    people = rng.sample(NAMES, 2)
     if kind == "one_person":
-        asked = [(0, r) for r in rng.sample(relations, 2)]
+        asked = [(people[0], r) for r in rng.sample(relations, 2)]
+    elif kind == "two_people":
+        asked = [(people[0], rng.choice(relations)), (people[1], rng.choice(relations))]
     else:
-        asked = [(p, rng.choice(relations)) for p in asked_people]
-    asked_relations = sorted({r for _, r in asked})
-    values = {r: rng.sample(RELATIONS[r]["values"], n_documents) for r in relations}
-    documents = []
-    for d in range(n_documents):
-        mine = {r for p, r in asked if p == d}
-        rels = set(mine) | {rng.choice(asked_relations)}  # distractors share the relations
-        if rng.random() < 0.5:
-            rels.add(rng.choice(relations))
-        order = rng.sample(sorted(rels), len(rels))
-        text = " ".join(
-            RELATIONS[r]["fact"].format(name=people[d], value=values[r][d]) for r in order
-        )
-        documents.append(text)
-    perm = rng.sample(range(n_documents), n_documents)  # shuffle; gold ids follow
-    documents = [documents[i] for i in perm]
-    where = {old: new for new, old in enumerate(perm)}
-    questions = [RELATIONS[r]["question"].format(name=people[p]) for p, r in asked]
-    sentences = [RELATIONS[r]["fact"].format(name=people[p], value=values[r][p]) for p, r in asked]
+        asked = [(people[0], rng.choice(relations))]
+    n_documents = max(n_documents, len(asked))
+    others = [n for n in NAMES if n not in people]
+    near = [(p, r) for p, _ in asked for r in relations] + [
+        (n, r) for _, r in asked for n in rng.sample(others, 2)
+    ]
+    near = [f for f in dict.fromkeys(near) if f not in asked]
+    rng.shuffle(near)
+    facts = asked + near[: n_documents - len(asked)]
+    while len(facts) < n_documents:
+        f = (rng.choice(others), rng.choice(relations))
+        if f not in facts:
+            facts.append(f)
+    pools = {r: rng.sample(RELATIONS[r]["values"], len(RELATIONS[r]["values"])) for r in relations}
+    values = [pools[r].pop() for _, r in facts]  # distinct values per relation
+    order = rng.sample(range(n_documents), n_documents)  # document d states facts[order[d]]
+    documents = [fact(*facts[i], values[i]) for i in order]
+    sentences = [fact(p, r, values[k]) for k, (p, r) in enumerate(asked)]
     return {
         "kind": kind,
         "documents": documents,
-        "question": " ".join(questions),
+        "question": " ".join(question_of(p, r) for p, r in asked),
         "answer": " ".join(sentences),
         "answer_sentences": sentences,
-        "gold_documents": [[where[p]] for p, _ in asked],
+        "gold_documents": [[order.index(k)] for k in range(len(asked))],
     }
 
 
@@ -147,38 +147,38 @@ def training_text(example: dict[str, Any]) -> tuple[str, str]:
     return prompt, " " + example["answer"]
 
 
-def generate_examples(n: int, seed: int, contextless: float = 0.15) -> list[dict[str, Any]]:
-    """Training examples; a ``contextless`` share has no documents and random answer values.
+def generate_examples(
+    n: int, seed: int, contextless: float = 0.1, max_documents: int = 5
+) -> list[dict[str, Any]]:
+    """Training examples with 1 to ``max_documents`` documents (at least the gold ones).
 
-    Training also asks about three people at once (``three_people``): more answer values per
-    sequence, so more signal for finding the right document; it has 1–5 documents (held-out
-    examples 3–5), so some examples have no distractor (the curriculum starts with those).
+    A ``contextless`` share has no documents and random answer values. Examples without a
+    distractor start the curriculum (the training script's first pool).
     """
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         kind = _kind(rng)
-        ex = make_example(rng, kind, max(NEEDED[kind], rng.randint(1, 5)))
+        ex = make_example(rng, kind, rng.randint(1, max_documents))
         if rng.random() < contextless:
-            other = make_example(rng, ex["kind"], 3)  # same shape, other values
-            names = ex["question"]
-            ex = {**ex, "documents": [], "gold_documents": [[] for _ in ex["gold_documents"]]}
-            ex["answer_sentences"] = [
-                _swap_value(s, o) for s, o in zip(ex["answer_sentences"], other["answer_sentences"])
-            ]
-            ex["answer"] = " ".join(ex["answer_sentences"])
-            ex["question"] = names
+            sentences = [_swap_value(s, rng) for s in ex["answer_sentences"]]
+            ex = {
+                **ex,
+                "documents": [],
+                "gold_documents": [[] for _ in sentences],
+                "answer_sentences": sentences,
+                "answer": " ".join(sentences),
+            }
         out.append(ex)
     return out
 
 
-def _swap_value(sentence: str, other: str) -> str:
+def _swap_value(sentence: str, rng: random.Random) -> str:
     """``sentence`` with its value (last word) replaced by a random value of its relation."""
     for rel in RELATIONS.values():
         head = rel["fact"].split("{value}")[0].replace("{name}", "")
         if head in sentence:
-            value = random.Random(other).choice(rel["values"])
-            return sentence[: sentence.index(head) + len(head)] + value + "."
+            return sentence[: sentence.index(head) + len(head)] + rng.choice(rel["values"]) + "."
     return sentence
 
 
@@ -195,13 +195,14 @@ def write_eval_examples(path, n: int, seed: int):
 
 #: The default example of ``hooklab cite`` / ``scripts/cite.py`` (answer generated).
 RELEASE_EXAMPLE: dict[str, Any] = {
-    "question": "Where does Ben live? Which pet does Clara have?",
+    "question": "Ben lives in? Clara keeps a?",
     "documents": [
-        "Anna lives in Rome. Anna has a dog.",
+        "Anna lives in Rome.",
+        "Ben works as pilot.",
         "Ben lives in Oslo.",
-        "Clara has a cat. Clara lives in Paris.",
-        "David lives in Madrid. David has a horse.",
+        "Clara keeps a cat.",
+        "Anna keeps a dog.",
     ],
-    "answer": "Ben lives in Oslo. Clara has a cat.",
-    "gold_documents": [[1], [2]],
+    "answer": "Ben lives in Oslo. Clara keeps a cat.",
+    "gold_documents": [[2], [3]],
 }
