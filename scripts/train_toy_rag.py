@@ -22,6 +22,7 @@ import fire
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoModelForCausalLM,
     GenerationConfig,
     GPT2Config,
     GPT2LMHeadModel,
@@ -152,20 +153,27 @@ def main(
     stop_at: float = 0.98,
     threads: int = 1,
     write_package_data: bool = True,
+    init: str | None = None,
 ) -> None:
-    """Generate the corpus, train tokenizer + model, save the checkpoint and the eval examples."""
+    """Generate the corpus, train tokenizer + model, save the checkpoint and the eval examples.
+
+    ``init``: a checkpoint directory to continue training from (its model and tokenizer).
+    """
     t0 = time.time()
     out_dir = start(out, seed, threads)
     examples = corpus.generate_examples(n_examples, seed)
     texts = ["".join(corpus.training_text(e)) for e in examples[:5000]]
-    tok = train_tokenizer(texts)
+    tok = train_tokenizer(texts) if init is None else PreTrainedTokenizerFast.from_pretrained(init)
     items = [encode(tok, e) for e in examples]
     print(f"{len(items)} examples, vocab {len(tok)}, max len {max(len(s) for s, _ in items)}")
     held_out = corpus.generate_eval_examples(n_eval, eval_seed)
     if write_package_data:
         corpus.write_eval_examples(TOY_RAG / "eval_examples.jsonl", n_eval, eval_seed)
 
-    model = build_model(arch, len(tok), n_layer, n_embd, n_head, dropout, mlp_ratio)
+    if init is None:
+        model = build_model(arch, len(tok), n_layer, n_embd, n_head, dropout, mlp_ratio)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(init)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {arch}, {n_params} parameters")
 

@@ -241,8 +241,9 @@ def test_bad_options(option, value, match):
 # ---- evaluation against gold, with baselines ---------------------------------------------------
 NOT_YET = pytest.mark.xfail(
     strict=True,
-    reason="the shipped toy-rag checkpoint copies names but not yet the values from the right "
-    "document (training did not get there within the CPU budget); see scripts/train_toy_rag.py",
+    reason="the shipped toy-rag checkpoint (one-fact corpus, 2500 steps) answers 41% of the "
+    "held-out questions exactly and picks the value's document about as often as chance among "
+    "the same-relation documents; cite F1 0.485. See scripts/train_toy_rag.py",
 )
 
 
