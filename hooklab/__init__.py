@@ -11,6 +11,7 @@ Example:
 from hooklab import mixing, pecore, testing
 from hooklab.attribute import attribute
 from hooklab.attribution import AttributionOutput, SequenceAttribution
+from hooklab.cite import CitationResult, cite
 from hooklab.faithfulness import evaluate_faithfulness
 from hooklab.generation import Generation, generate
 from hooklab.hooks import hook_name, temporary_hooks
@@ -34,6 +35,7 @@ __all__ = [
     "AttributedFn",
     "AttributionOutput",
     "Batch",
+    "CitationResult",
     "Generation",
     "KnockoutOutput",
     "MethodResult",
@@ -43,6 +45,7 @@ __all__ = [
     "StepArgs",
     "__version__",
     "attribute",
+    "cite",
     "encode_prompt",
     "encode_target",
     "evaluate_faithfulness",

@@ -17,6 +17,7 @@ import torch
 
 TOY_NAME = "toy"
 TOY_MT_NAME = "toy-mt"
+TOY_RAG_NAME = "toy-rag"
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -242,6 +243,7 @@ def load(
     Args:
         name_or_path: ``"toy"`` (the small context LM shipped with hooklab; works offline),
             ``"toy-mt"`` (the small context-aware translation model, a Marian; offline too),
+            ``"toy-rag"`` (the small retrieval model answering over documents; offline too),
             a local Hugging Face checkpoint directory, a hub name such as ``"gpt2"`` (needs the
             network or a cached copy), or an in-memory ``transformers`` model (then pass
             ``tokenizer``).
@@ -290,11 +292,12 @@ def load(
         name = os.fspath(name_or_path)
         if not name.strip():
             raise ValueError("Model name is empty; pass 'toy', a local directory or a hub name.")
-        if name in (TOY_NAME, TOY_MT_NAME):
+        if name in (TOY_NAME, TOY_MT_NAME, TOY_RAG_NAME):
             from hooklab.toy import TOY_DIR
             from hooklab.toy_mt import TOY_MT_DIR
+            from hooklab.toy_rag import TOY_RAG_DIR
 
-            path = TOY_DIR if name == TOY_NAME else TOY_MT_DIR
+            path = {TOY_NAME: TOY_DIR, TOY_MT_NAME: TOY_MT_DIR, TOY_RAG_NAME: TOY_RAG_DIR}[name]
             model = _load_local(path, device=device, dtype=dtype, tokenizer=tokenizer, **kwargs)
         elif Path(name).expanduser().exists():
             path = Path(name).expanduser()

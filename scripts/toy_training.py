@@ -64,7 +64,8 @@ def train(
 
     Args:
         cued: per example, whether its context holds the cue (the curriculum's first pool).
-        on_eval: called every ``eval_every`` steps (not after the last one).
+        on_eval: called every ``eval_every`` steps (not after the last one); training stops
+            early when it returns True.
     """
     t0 = time.time()
     opt = _optimizer(model, lr, weight_decay)
@@ -96,8 +97,9 @@ def train(
                 f"lr {sched.get_last_lr()[0]:.2e}  {time.time() - t0:.0f}s",
                 flush=True,
             )
-        if on_eval is not None and eval_every and step % eval_every == 0 and step < steps:
-            on_eval()
+        due = on_eval is not None and eval_every and step % eval_every == 0 and step < steps
+        if due and on_eval() is True:
+            break
     model.eval()
 
 

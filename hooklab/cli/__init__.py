@@ -9,7 +9,8 @@ Subcommands (each ``--help`` lists every option with its description and default
 - ``mixing``: value-zeroing context mixing figures;
 - ``knockout``: attention-knockout curves;
 - ``routes``: information-flow routes of one prediction;
-- ``demo``: the interactive PECoRe page (Gradio; the demo extra).
+- ``demo``: the interactive PECoRe page (Gradio; the demo extra);
+- ``cite``: citations of an answer's sentences to retrieved documents (MIRAGE).
 
 Flags are checked against the command's signature (:mod:`hooklab.cli.args`) and output paths
 before any model is loaded. A user error prints one line and exits with status 2; ``--debug``
@@ -27,7 +28,9 @@ from hooklab.cli.args import Command, HelpRequested, UsageError, options_of
 
 def commands() -> dict[str, Command]:
     """The subcommands by name."""
+    from hooklab.cite import CiteOptions
     from hooklab.cli.attribution import attribute, method_options
+    from hooklab.cli.cite import cite
     from hooklab.cli.demo import demo
     from hooklab.cli.mixing import knockout, mixing
     from hooklab.cli.pecore import attribute_context, dataset, toy_dataset
@@ -47,6 +50,7 @@ def commands() -> dict[str, Command]:
         "knockout": Command("knockout", knockout),
         "routes": Command("routes", routes),
         "demo": Command("demo", demo),
+        "cite": Command("cite", cite, options_of(CiteOptions), "Citation options (CiteOptions):"),
     }
 
 
