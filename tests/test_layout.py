@@ -14,7 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "hooklab"
 #: The output layer may import only these (and itself): no kind, method, CLI or demo.
-OUTPUT_MAY_IMPORT = ("hooklab.output", "hooklab.version", "hooklab.registry")
+# leaves: hooklab.options declares option types (it imports nothing from hooklab)
+OUTPUT_MAY_IMPORT = ("hooklab.output", "hooklab.version", "hooklab.registry", "hooklab.options")
 #: Circles another branch removes; the lead deletes an entry when that branch is merged.
 KNOWN_CIRCLES: list[set[str]] = []
 
