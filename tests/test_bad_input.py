@@ -879,3 +879,24 @@ def views(gpt2):
 )  # fmt: skip
 def test_output_view_arguments(views, kind, call, exc, match):
     raises_clearly(None, exc, match, call, views[kind])
+
+
+# --- issue 21's remaining cases, here with the others ---
+
+
+def test_mixing_value_zeroing_refuses_compatibility_mode(gpt2_dir):
+    # was silent: scores 0.04 off (the value bias folded away from hook_v)
+    model = hooklab.load(gpt2_dir, device="cpu", compatibility_mode=True)
+    raises_clearly(
+        model, ValueError, "compatibility_mode=True", hooklab.mixing.value_zeroing, model, P,
+        targets=T,
+    )  # fmt: skip
+
+
+def test_command_line_n_steps_auto_and_int():
+    # was: "--n_steps expects an integer" although --help documents auto
+    from hooklab.cli import commands
+
+    attribute = commands()["attribute"]
+    assert attribute.parse(["--n_steps", "auto"]) == {"n_steps": "auto"}
+    assert attribute.parse(["--n_steps", "8"]) == {"n_steps": 8}
