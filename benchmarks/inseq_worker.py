@@ -7,6 +7,7 @@ between jobs, so the seconds a job reports cover the work alone. Jobs (``op``):
 - ``attribute``: ``model.attribute`` of one forced target (or generating, ``target`` null) on a
   GPT-2 checkpoint with a word-level tokenizer; reports seconds, forward calls and sequences x
   tokens through the model, the largest |convergence delta| if one was asked for.
+- ``memory``: resident and peak MB (``reset``: reset the peak first; Linux ``/proc``).
 - ``versions``: of Inseq, transformers, torch, Captum, and the seconds ``import inseq`` took.
 - ``pecore_load``, ``pecore``: Inseq's ``attribute-context`` (PECoRe) on a checkpoint with a
   GPT-2 tokenizer: model load; one call per example, model loaded (or loading it each time).
@@ -146,6 +147,20 @@ class Worker:
         }
 
 
+def memory(reset=False, **_):
+    """``{"rss_mb", "peak_mb"}`` from /proc/self/status; ``reset`` resets the peak first."""
+    import gc
+
+    gc.collect()
+    if reset:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    kb = {k: int(fields[f].split()[0]) for k, f in (("rss_mb", "VmRSS"), ("peak_mb", "VmHWM"))}
+    return {k: v / 1024 for k, v in kb.items()}
+
+
 def main() -> None:
     worker = Worker()
     for line in sys.stdin:
@@ -157,6 +172,8 @@ def main() -> None:
 
                 names = ("inseq", "transformers", "torch", "captum")
                 reply = {"import_s": IMPORT_S, **{name: version(name) for name in names}}
+            elif op == "memory":  # resident MB now and at peak; reset=True resets the peak
+                reply = memory(**job)
             elif op in ("attribute", "pecore_load", "pecore"):
                 reply = getattr(worker, op)(**job)
             else:

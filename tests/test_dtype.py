@@ -44,8 +44,12 @@ SAFETY = 2.0
 # gradient_shap 0.053 / 0.007, occlusion 0.022 / 0.13, attention 0.015 / 0.003,
 # value_zeroing 0.012 / 0.15, reagent 0.13 / 0.00003 (float16, toy: all <= 0.01).
 
-# fewer probes and probe steps: the random tiny GPT-2 never ranks its target in the top 3
-OPTIONS = {"reagent": {"num_probes": 4, "max_probe_steps": 40}}
+# fewer probes and probe steps: the random tiny GPT-2 never ranks its target in the top 3;
+# IG with a fixed number of points: "auto" cannot reach its tolerance in bfloat16 (256 points)
+OPTIONS = {
+    "reagent": {"num_probes": 4, "max_probe_steps": 40},
+    "integrated_gradients": {"n_steps": 16},
+}
 TOY = ("George was sick yesterday. His colleagues asked him to come", " to the hospital.")
 TOY_CONTRAST = "His colleagues asked him to come"
 GPT2 = ("George was sick yesterday.", " His colleagues asked him")

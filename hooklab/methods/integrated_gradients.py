@@ -9,9 +9,9 @@ Riemann sum when F is smooth along the path.
 Cost: the quadrature points are rows of one stack, run in forward passes of as many points as
 ``max_batch_tokens`` allows, each followed by batched VJPs over the steps (see
 :mod:`hooklab.methods.gradients`): n points cost n sequence-forwards and n x T sequence-VJPs.
-``n_steps="auto"`` doubles the number of points (8, 16, 32, ... up to ``max_steps``) until
-every step's completeness delta is within ``tolerance``; a fixed ``n_steps`` that leaves a
-larger delta warns.
+``n_steps="auto"`` (the default) doubles the number of points (8, 16, 32, ... up to
+``max_steps``) until every step's completeness delta is within ``tolerance``; a fixed
+``n_steps`` that leaves a larger delta warns. The ``n_points`` extra records the points used.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def integrated_gradients(
     batch: Batch,
     *,
     attributed_fn: AttributedFn,
-    n_steps: IntOrAuto = 16,
+    n_steps: IntOrAuto = "auto",
     rule: Annotated[str, Choice(*QUADRATURES)] = "gausslegendre",
     tolerance: PositiveFloat = 1e-3,
     max_steps: PositiveInt = 256,
@@ -156,9 +156,10 @@ def integrated_gradients(
     """Integrated gradients of each step's attributed function with respect to the input embeddings.
 
     Args:
-        n_steps: quadrature points along the straight path from the baseline to the input, or
-            ``"auto"``: 8, 16, 32, ... points (at most ``max_steps``) until the completeness
-            delta of every step is within ``tolerance``.
+        n_steps: ``"auto"`` (default): 8, 16, 32, ... Gauss-Legendre points (at most
+            ``max_steps``) until the completeness delta of every step is within ``tolerance``;
+            or a fixed number of quadrature points along the straight path from the baseline
+            to the input (the default was 16 before; it warned on the toy model's example).
         rule: the quadrature: ``"gausslegendre"`` (default) or a Riemann rule
             (``"riemann_trapezoid"``, ``"riemann_left"``...).
         tolerance: the completeness target, |Σ IG_t - (F_t(x) - F_t(x'))| <= tolerance *

@@ -12,9 +12,10 @@ hook names, how to run, how to block an edge) is in :mod:`hooklab.mixing.adapter
 are blocked as in the paper: their pre-softmax scores are set to the dtype's minimum, the value
 the model's own causal mask uses, so each row renormalises over the remaining keys. Every
 (source set, window) pair is one row of a batched forward pass (the same example repeated).
-Each pass also records the pattern, values and ``z`` of the blocked layers and raises if the
-blocked weights are not 0 or ``z`` was not computed from the edited pattern: a bridge that
-silently discards the edit raises instead of reporting no effect.
+Each pass also checks the pattern, values and ``z`` of each blocked layer as it runs (then
+drops them: one layer's pattern alive at a time) and raises if the blocked weights are not 0
+or ``z`` was not computed from the edited pattern: a bridge that silently discards the edit
+raises instead of reporting no effect.
 
 Where the block takes effect (TransformerLens 4.3). Most decoder-only bridges (GPT-2, Llama,
 Gemma, Bloom, Falcon...: ``JointQKVAttentionBridge``, ``PositionEmbeddingsAttentionBridge``
@@ -42,7 +43,6 @@ from torch import Tensor
 
 from hooklab.architecture import select_indices
 from hooklab.encoding import per_prompt
-from hooklab.hooks import recorder
 from hooklab.inputs import encode_text, str_tokens
 from hooklab.mixing.adapter import Part, model_adapter, side_tokens
 from hooklab.mixing.knockout_output import KnockoutOutput
@@ -122,21 +122,44 @@ def edge_masks(
     return masks
 
 
-def _verify(adapter: Adapter, masks: Mapping[int, Tensor], cache: Mapping[str, Tensor]) -> None:
+_CHECKED = ("pattern", "v", "z")
+
+
+def verifying_hooks(adapter: Adapter, masks: Mapping[int, Tensor]) -> tuple[list, set[int]]:
+    """Hooks that check each blocked layer (:func:`_verify`) as soon as its pattern, values and
+    ``z`` have been seen, then drop them: one layer's pattern (batch x head x pos² floats) is
+    alive at a time, not the window's. Returns the hooks and the set of layers still unchecked
+    (empty after the forward pass)."""
+    seen: dict[int, dict[str, Tensor]] = {layer: {} for layer in masks}
+    pending = set(masks)
+
+    def keep(layer: int, kind: str):
+        def fn(activation, hook):
+            got = seen[layer]
+            got[kind] = activation.detach()
+            if len(got) == len(_CHECKED):  # whichever fires last (post-hoc patterns: OPT)
+                _verify(adapter, layer, masks[layer], *(got.pop(k) for k in _CHECKED))
+                pending.discard(layer)
+
+        return fn
+
+    hooks = [(adapter.hook(k, la), keep(la, k)) for la in masks for k in _CHECKED]
+    return hooks, pending
+
+
+def _verify(adapter: Adapter, layer: int, mask: Tensor, pattern: Tensor, v: Tensor, z: Tensor):
     """Raise if a blocked edge kept weight or ``z`` was not computed from the edited pattern."""
-    for layer, mask in masks.items():
-        pattern, v, z = (cache[adapter.hook(kind, layer)] for kind in ("pattern", "v", "z"))
-        v = v.repeat_interleave(pattern.shape[1] // v.shape[2], dim=2)  # grouped KV heads
-        hint = (
-            f"The attention knockout of {adapter.part} attention at layer {layer} did not take "
-            "effect: this model's attention discards the edit."
-        )
-        blocked = pattern.masked_select(mask[:, None])
-        where = adapter.hook("pattern", layer)
-        check_identity("blocked weights = 0", blocked, torch.zeros_like(blocked), where=where,
-                       hint=hint)  # fmt: skip
-        recomputed = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-        check_identity("z = pattern @ v", recomputed, z, where=adapter.hook("z", layer), hint=hint)
+    v = v.repeat_interleave(pattern.shape[1] // v.shape[2], dim=2)  # grouped KV heads
+    hint = (
+        f"The attention knockout of {adapter.part} attention at layer {layer} did not take "
+        "effect: this model's attention discards the edit."
+    )
+    blocked = pattern.masked_select(mask[:, None])
+    where = adapter.hook("pattern", layer)
+    check_identity("blocked weights = 0", blocked, torch.zeros_like(blocked), where=where,
+                   hint=hint)  # fmt: skip
+    recomputed = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
+    check_identity("z = pattern @ v", recomputed, z, where=adapter.hook("z", layer), hint=hint)
 
 
 @checked_options
@@ -164,12 +187,14 @@ def knockout_probabilities(
     for lo in range(0, len(knockouts), batch_size):
         chunk = knockouts[lo : lo + batch_size]
         masks = edge_masks(chunk, len(query_ids), len(key_ids), device)
-        hooks, cache = recorder(
-            [adapter.hook(k, la) for la in masks for k in ("pattern", "v", "z")]
-        )
+        hooks, unchecked = verifying_hooks(adapter, masks)
         with adapter.blocked_edges(masks) as blocking:
             logits = adapter.run(example, len(chunk), [*blocking, *hooks])
-        _verify(adapter, masks, cache)
+        if unchecked:
+            raise RuntimeError(
+                f"Attention knockout could not check layers {sorted(unchecked)}: their "
+                f"{'/'.join(_CHECKED)} hooks did not all fire."
+            )
         probs.append(torch.softmax(logits.double(), -1)[:, token_id].cpu())  # final: to the CPU
     return torch.cat(probs)
 

@@ -9,8 +9,9 @@ key_pos]`` mixing matrix per example; optionally rolled out across layers
 
 How it is computed (one algorithm for every family and every ``part``; what differs between
 decoder-only and encoder–decoder models, which blocks and which hook names, lives in
-:mod:`hooklab.mixing.adapter`). One clean forward pass records how each selected block is
-called (:mod:`hooklab.mixing.block_calls`) and its output. Then the model's own block ℓ is
+:mod:`hooklab.mixing.adapter`). Clean forward passes record how the selected block is called
+(:mod:`hooklab.mixing.block_calls`) and its output, one layer at a time (memory holds one
+layer's activations, not every layer's). Then the model's own block ℓ is
 called again from that clean input on a batch of copies, copy c with the value vectors of key
 c zeroed at the bridge's ``hook_v`` (value bias included: in the default, non-compatibility
 mode it holds the true value vectors), about ``max_batch_tokens`` token rows per call, and each
@@ -174,12 +175,21 @@ def general_matrices(
     metric: Callable[[Tensor, Tensor], Tensor],
     budget: int,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
-    """Unnormalised matrices by rerunning the model's own blocks (module doc), on the CPU."""
-    calls = capture_block_calls(adapter, example, list(heads))
+    """Unnormalised matrices by rerunning the model's own blocks (module doc), on the CPU.
+
+    One layer at a time: its block call is captured (two clean forwards that record only that
+    block), scored and dropped, so memory holds one layer's captured arguments, not every
+    layer's."""
     n_keys = len(adapter.sides(example)[1])
-    return torch.stack(
-        [layer_scores(adapter, calls[la], la, heads[la], metric, budget, n_keys) for la in heads]
-    )
+    scores = None
+    for i, layer in enumerate(heads):
+        (call,) = capture_block_calls(adapter, example, [layer]).values()
+        one = layer_scores(adapter, call, layer, heads[layer], metric, budget, n_keys)
+        del call
+        if scores is None:  # [layer, query_pos, key_pos], filled in place
+            scores = torch.zeros(len(heads), *one.shape, dtype=one.dtype)
+        scores[i] = one
+    return scores
 
 
 @torch.no_grad()
