@@ -10,8 +10,9 @@ key_pos]`` mixing matrix per example; optionally rolled out across layers
 How it is computed (one algorithm for every family and every ``part``; what differs between
 decoder-only and encoder–decoder models, which blocks and which hook names, lives in
 :mod:`hooklab.mixing.adapter`). Clean forward passes record how the selected block is called
-(:mod:`hooklab.mixing.block_calls`) and its output, one layer at a time (memory holds one
-layer's activations, not every layer's). Then the model's own block ℓ is
+(:mod:`hooklab.mixing.block_calls`) and its output, as many layers per capture as fit
+:data:`hooklab.budget.CAPTURE_ELEMENTS` (all of a short input's; one of a long one's, so memory
+holds one layer's activations, not every layer's). Then the model's own block ℓ is
 called again from that clean input on a batch of copies, copy c with the value vectors of key
 c zeroed at the bridge's ``hook_v`` (value bias included: in the default, non-compatibility
 mode it holds the true value vectors), about ``max_batch_tokens`` token rows per call, and each
@@ -42,7 +43,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.architecture import n_kv_heads, select_indices
-from hooklab.budget import MAX_BATCH_TOKENS
+from hooklab.budget import MAX_BATCH_TOKENS, layer_groups
 from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.hooks import recorder
 from hooklab.mixing.adapter import DecoderOnly, Example, Part, model_adapter, side_tokens
@@ -177,18 +178,22 @@ def general_matrices(
 ) -> Float[Tensor, "layer query_pos key_pos"]:
     """Unnormalised matrices by rerunning the model's own blocks (module doc), on the CPU.
 
-    One layer at a time: its block call is captured (two clean forwards that record only that
-    block), scored and dropped, so memory holds one layer's captured arguments, not every
-    layer's."""
+    Layers are captured in groups that fit :data:`~hooklab.budget.CAPTURE_ELEMENTS` (all of
+    a short input's layers in one pair of clean forwards, one layer of a long one's), each
+    layer's block call dropped once scored."""
     n_keys = len(adapter.sides(example)[1])
-    scores = None
-    for i, layer in enumerate(heads):
-        (call,) = capture_block_calls(adapter, example, [layer]).values()
-        one = layer_scores(adapter, call, layer, heads[layer], metric, budget, n_keys)
-        del call
-        if scores is None:  # [layer, query_pos, key_pos], filled in place
-            scores = torch.zeros(len(heads), *one.shape, dtype=one.dtype)
-        scores[i] = one
+    n_query = len(adapter.sides(example)[0])
+    d_model = int(adapter.model.cfg.d_model)
+    per_layer = n_query * n_keys + 4 * n_query * d_model  # mask + inputs, for 1 and 2 copies
+    scores, i = None, 0
+    for group in layer_groups(list(heads), per_layer):
+        calls = capture_block_calls(adapter, example, group)
+        for layer in group:
+            one = layer_scores(adapter, calls.pop(layer), layer, heads[layer], metric, budget,
+                               n_keys)  # fmt: skip
+            if scores is None:  # [layer, query_pos, key_pos], filled in place
+                scores = torch.zeros(len(heads), *one.shape, dtype=one.dtype)
+            scores[i], i = one, i + 1
     return scores
 
 

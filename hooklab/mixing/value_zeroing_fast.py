@@ -15,11 +15,12 @@ GPT-2-small-shaped random model (12 layers, d_model 768, one CPU thread, 2026-12
 1.4 s against 4.6 s for the general path (best of 7); 30 tokens, 3.0 s against 7.2 s
 (``benchmarks/value_zeroing.py``).
 
-Memory: one layer at a time. Each layer gets its own clean forward that records only that
-layer's activations (the largest, its pattern: head x pos² floats), which are dropped once its
-scores are computed; a single forward that cached every layer would hold layer x head x pos²
-floats (64 GB for a 7B model at 4k tokens). The extra forwards cost little beside the
-recompute itself (pos²/2 MLP rows per layer against pos rows per forward).
+Memory: as many layers per clean forward as fit :data:`hooklab.budget.CAPTURE_ELEMENTS`
+(a layer's largest activation is its pattern, head x pos² floats): every layer of a short input
+in one forward (a forward per layer would cost as much as the recompute itself on GPT-2 small:
+measured 2.3x slower in all), one layer per forward for a long one (a single forward caching
+every layer would hold layer x head x pos² floats, 64 GB for a 7B model at 4k tokens); each
+layer's activations are dropped once its scores are computed.
 
 Proof, per call and per layer (nothing is cached, so nothing can go stale): the hook points
 exist, and ``z = pattern · v``, ``attn_out = z W_O + b_O``, ``resid_mid = resid_pre +
@@ -36,6 +37,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.budget import layer_groups
 from hooklab.forward import forward
 from hooklab.hooks import hook_name, recorder
 from hooklab.inputs import make_batch
@@ -127,16 +129,20 @@ def analytic_matrices(
     names = [hook_name(kind, layer) for layer in layers for kind in _CACHED]
     if getattr(model, "blocks", None) is None or any(n not in model.hook_dict for n in names):
         return None
-    scores = None
-    for i, layer in enumerate(layers):  # one layer's activations alive at a time (module doc)
-        act = clean_activations(model, list(ids), [layer])
-        if not layout_holds(model, act, layer):
-            return None
-        layer_scores = analytic_layer_scores(model, layer, act, list(heads[layer]), metric, chunk)
-        del act
-        if scores is None:  # [layer, query_pos, key_pos], filled in place
-            scores = torch.zeros(len(layers), *layer_scores.shape, dtype=layer_scores.dtype)
-        scores[i] = layer_scores.cpu()
+    n, heads_n = len(ids), int(model.cfg.n_heads)
+    per_layer = heads_n * n * n + len(_CACHED) * n * int(model.cfg.d_model)
+    scores, i = None, 0
+    for group in layer_groups(layers, per_layer):  # as many layers per forward as fit
+        act = clean_activations(model, list(ids), group)
+        for layer in group:
+            if not layout_holds(model, act, layer):
+                return None
+            one = analytic_layer_scores(model, layer, act, list(heads[layer]), metric, chunk)
+            for key in [k for k in act if k[1] == layer]:  # this layer's capture: done
+                del act[key]
+            if scores is None:  # [layer, query_pos, key_pos], filled in place
+                scores = torch.zeros(len(layers), *one.shape, dtype=one.dtype)
+            scores[i], i = one.cpu(), i + 1
     return scores
 
 
