@@ -36,7 +36,7 @@ class LinearNorm:
     center: bool
     dtype: torch.dtype
 
-    def project(self, parts: Float[Tensor, "*parts d_model"]) -> Float[Tensor, "*parts d_model"]:
+    def project(self, parts: Float[Tensor, "*rows d_model"]) -> Float[Tensor, "*rows d_model"]:
         """``P(parts)``: centred along the last dimension for a LayerNorm, else unchanged."""
         return parts - parts.mean(-1, keepdim=True) if self.center else parts
 
