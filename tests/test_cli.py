@@ -204,3 +204,15 @@ def test_mixing_on_an_encoder_decoder_model_with_the_default_part(tmp_path):
     assert "mt.safetensors" in written and "mt_layers.png" in written
     assert not any("rollout" in name for name in written)
     assert hooklab.load_output(prefix + ".safetensors").parameters["part"] == "cross"
+
+
+def test_attribute_takes_prepend_bos(tmp_path):
+    attribute = commands()["attribute"]
+    assert attribute.parse(["--prepend_bos", "false"]) == {"prepend_bos": False}
+    assert attribute.parse(["--prepend_bos", "none"]) == {"prepend_bos": None}
+    path = tmp_path / "out.safetensors"
+    argv = ["attribute", "--prepend_bos", "false", "--figure_path", "none", "--noshow",
+            "--save_path", str(path)]  # fmt: skip
+    assert main(argv) == 0
+    (seq,) = hooklab.load_output(path).sequences
+    assert seq.tokens[0] == "George" and seq.parameters["prepend_bos"] is False

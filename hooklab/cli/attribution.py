@@ -83,6 +83,7 @@ def attribute(
     show_progress: bool = True,
     restart: bool = False,
     keep_hidden: bool = False,
+    prepend_bos: bool | None = None,
     **method_kwargs: Any,
 ) -> None:
     """Attribute each target token to the tokens before it; print, plot and save.
@@ -118,6 +119,8 @@ def attribute(
             resumed; needed when the options or the model changed).
         keep_hidden: dataset mode: keep the attributions' hidden-size dimension (otherwise
             reduced by the method's own reduction to [step][pos]).
+        prepend_bos: prepend the BOS token to the prompt; None: where the model's own tokenizer
+            adds it (one-example mode).
     """
     from hooklab.attribution.aggregate import GROUPINGS
     from hooklab.steps import STEP_FUNCTIONS
@@ -139,7 +142,8 @@ def attribute(
     if input is not None or output is not None:
         from hooklab.cli.datasets import attribute_dataset, check_dataset_flags
 
-        one = {"--prompt": prompt, "--target": target, "--save_path": save_path}
+        one = {"--prompt": prompt, "--target": target, "--save_path": save_path,
+               "--prepend_bos": prepend_bos}  # fmt: skip
         check_dataset_flags(input, output, batch_size, one_example=one)
         return attribute_dataset(
             model_name_or_path, input, output, device=device, dtype=dtype, batch_size=batch_size,
@@ -162,6 +166,7 @@ def attribute(
         attributed_fn=attributed_fn,
         step_scores=list(step_scores),
         generation_kwargs={"max_new_tokens": max_new_tokens},
+        prepend_bos=prepend_bos,
         **method_kwargs,
     )
     view = out.aggregate(aggregate) if aggregate else out
