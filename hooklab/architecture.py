@@ -33,6 +33,18 @@ def select_indices(value: int | Sequence[int] | range | None, n: int, what: str)
     return sorted({i % n for i in items})
 
 
+def check_raw_mode(model, what: str) -> None:
+    """Raise ValueError for a model in TransformerLens' compatibility mode, which ``what``
+    cannot use (it folds the value bias into other weights, so ``hook_v`` no longer holds the
+    true value vectors)."""
+    if getattr(model, "compatibility_mode", False):
+        raise ValueError(
+            f"{what} needs the model's true value vectors, but this model was loaded with "
+            "compatibility_mode=True, which folds the value bias into other weights. Load it "
+            "with hooklab.load(..., compatibility_mode=False) (the default)."
+        )
+
+
 def refuse_encoder_decoder(model, what: str) -> None:
     """Raise NotImplementedError if ``model`` is encoder–decoder and ``what`` is decoder-only.
 

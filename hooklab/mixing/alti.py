@@ -44,7 +44,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.architecture import is_encoder_decoder, select_indices
+from hooklab.architecture import check_raw_mode, is_encoder_decoder, select_indices
 from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.forward import forward, seq2seq_logits
 from hooklab.hooks import hook_name, recorder
@@ -272,12 +272,7 @@ def check_supported(model, what: str, *, encoder_decoder: bool = False) -> None:
             "hooklab.mixing.alti (ALTI+, part='encoder', 'decoder' or 'cross') or "
             "value_zeroing."
         )
-    if getattr(model, "compatibility_mode", False):
-        raise ValueError(
-            f"{what} needs the model's true value vectors, but this model was loaded with "
-            "compatibility_mode=True, which folds the value bias into other weights. Load it "
-            "with hooklab.load(..., compatibility_mode=False) (the default)."
-        )
+    check_raw_mode(model, what)
 
 
 @checked_options

@@ -42,7 +42,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.architecture import n_kv_heads, select_indices
+from hooklab.architecture import check_raw_mode, n_kv_heads, select_indices
 from hooklab.budget import MAX_BATCH_TOKENS, layer_groups
 from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.hooks import recorder
@@ -87,16 +87,6 @@ def select_heads(heads: HeadsArg, layers: list[int], n_heads: int) -> dict[int, 
             f"{layers}. Add them to layers= or drop them from heads."
         )
     return {layer: select_indices(heads.get(layer), n_heads, what) for layer in layers}
-
-
-def check_raw_mode(model) -> None:
-    """Raise ValueError for a model in TransformerLens' compatibility mode."""
-    if getattr(model, "compatibility_mode", False):
-        raise ValueError(
-            "Value zeroing needs the model's true value vectors, but this model was loaded with "
-            "compatibility_mode=True, which folds the value bias into other weights. Load it "
-            "with hooklab.load(..., compatibility_mode=False) (the default)."
-        )
 
 
 def zero_values(keys: Tensor, heads: Sequence[int]):
@@ -258,7 +248,7 @@ def resolve_options(model, adapter: Adapter, layers, heads):
     """Validate the options both entries share that are not scalars (their scalar options are
     declared in their signatures and checked on entry), before any model work; return the
     layers and the key/value heads per layer (:func:`select_heads`)."""
-    check_raw_mode(model)
+    check_raw_mode(model, "Value zeroing")
     layer_ids = select_indices(layers, adapter.n_layers, "layers")
     return layer_ids, select_heads(heads, layer_ids, n_kv_heads(model))
 
