@@ -103,6 +103,36 @@ def train(
     model.eval()
 
 
+def word_tokenizer(texts: list[str], words: list[str], eot: str, vocab_size: int):
+    """Byte-level BPE in which every corpus word (with or without leading space) is one token;
+    ``eot`` (id 0) is BOS, EOS, unk and pad, and the tokenizer adds it first, as the toy models
+    are trained (so ``tokenizer(text)`` is what they saw)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=[eot],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([*texts, " ".join(words), *words], trainer=trainer)
+    assert tok.token_to_id(eot) == 0
+    bad = [w for w in words for s in (w, " " + w) if len(tok.encode(s).ids) != 1]
+    assert not bad, f"words split into several tokens: {bad[:10]}"
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{eot} $A", pair=f"{eot} $A {eot} $B", special_tokens=[(eot, 0)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot, pad_token=eot,
+        model_max_length=128,
+    )  # fmt: skip
+
+
 def save_checkpoint(model, tokenizer, out_dir: pathlib.Path) -> None:
     """Save model and tokenizer, world-readable (safetensors writes 0600; package data)."""
     model.save_pretrained(out_dir)

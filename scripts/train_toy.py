@@ -17,13 +17,12 @@ import time
 
 import fire
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
-from toy_training import print_size, save_checkpoint, start, train  # noqa: E402
+from toy_training import print_size, save_checkpoint, start, train, word_tokenizer  # noqa: E402
 
 from hooklab.toy import corpus  # noqa: E402
 
@@ -44,30 +43,7 @@ def body(doc: dict) -> str:
 
 def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     """Byte-level BPE in which every corpus word (with or without leading space) is one token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=4096,
-        min_frequency=1,
-        special_tokens=[EOT],
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    words = corpus.corpus_words()
-    tok.train_from_iterator([*texts, " ".join(words), *words], trainer=trainer)
-    assert tok.token_to_id(EOT) == 0
-    bad = [w for w in words for s in (w, " " + w) if len(tok.encode(s).ids) != 1]
-    assert not bad, f"words split into several tokens: {bad[:10]}"
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=EOT,
-        eos_token=EOT,
-        unk_token=EOT,
-        pad_token=EOT,
-        model_max_length=128,
-        add_bos_token=True,  # the model is trained with EOT first: tokenizer(text) adds it
-    )
+    return word_tokenizer(texts, corpus.corpus_words(), EOT, vocab_size=4096)
 
 
 def _loss(model, seqs: list[list[int]]) -> torch.Tensor:

@@ -20,7 +20,6 @@ import time
 
 import fire
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
     GenerationConfig,
@@ -34,7 +33,7 @@ from transformers import (
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing the package
 
-from toy_training import print_size, save_checkpoint, start, train  # noqa: E402
+from toy_training import print_size, save_checkpoint, start, train, word_tokenizer  # noqa: E402
 
 from hooklab.toy_rag import corpus  # noqa: E402
 
@@ -44,33 +43,7 @@ EOT = corpus.BOS
 
 def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     """Byte-level BPE in which every corpus word (with or without leading space) is one token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        min_frequency=1,
-        special_tokens=[EOT],
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    words = corpus.corpus_words()
-    tok.train_from_iterator([*texts, " ".join(words), *words], trainer=trainer)
-    assert tok.token_to_id(EOT) == 0
-    bad = [w for w in words for s in (w, " " + w) if len(tok.encode(s).ids) != 1]
-    assert not bad, f"words split into several tokens: {bad[:10]}"
-    # The model reads BOS first: the tokenizer adds it, so tokenizer(text) is what was trained.
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{EOT} $A", pair=f"{EOT} $A $B", special_tokens=[(EOT, 0)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=EOT,
-        eos_token=EOT,
-        unk_token=EOT,
-        pad_token=EOT,
-        model_max_length=128,
-    )
+    return word_tokenizer(texts, corpus.corpus_words(), EOT, vocab_size=1024)
 
 
 def encode(tok, example: dict) -> tuple[list[int], int]:
