@@ -194,13 +194,7 @@ class CitationResult:
                 ``"json"`` (the JSON export, :meth:`to_dict`) or ``"auto"``: JSON when
                 ``path`` ends in ``.json``, else safetensors. :meth:`load` reads both.
         """
-        if format not in SAVE_FORMATS:
-            raise ValueError(f"format={format!r}; choose from {SAVE_FORMATS}.")
-        if format == "auto":
-            format = "json" if Path(path).suffix.lower() == ".json" else "safetensors"
-        if format == "json":
-            return io.write_json(path, self.to_dict(), overwrite=overwrite)
-        return io.save(self, path, overwrite=overwrite)
+        return io.save_in_format(self, path, format, SAVE_FORMATS, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path) -> CitationResult:

@@ -30,6 +30,7 @@ unless ``overwrite=True``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = [
     "read",
     "register_kind",
     "save",
+    "save_in_format",
     "write",
     "write_json",
 ]
@@ -157,6 +159,29 @@ def save(output: Any, path: str | Path, *, overwrite: bool = False) -> Path:
     tensors, fields = output._record()
     meta = {**header(kind.name, output.model, output.parameters), **fields}
     return write(path, tensors, meta, overwrite=overwrite)
+
+
+def save_in_format(
+    output: Any,
+    path: str | Path,
+    format: str,
+    formats: tuple[str, ...],
+    *,
+    overwrite: bool = False,
+    exports: Mapping[str, Callable[[], Any]] | None = None,
+) -> Path:
+    """Save ``output`` as ``format``, one of ``formats``: ``"safetensors"`` (:func:`save`),
+    ``"json"`` (its ``to_dict()``), a name of ``exports`` (the JSON its function returns), or
+    ``"auto"``: JSON when ``path`` ends in ``.json``, else safetensors. The one save rule of the
+    kinds that also write JSON (PECoRe, citations); return ``path``."""
+    if format not in formats:
+        raise ValueError(f"format={format!r}; choose from {formats}.")
+    if format == "auto":
+        format = "json" if Path(path).suffix.lower() == ".json" else "safetensors"
+    if format == "safetensors":
+        return save(output, path, overwrite=overwrite)
+    payload = output.to_dict() if format == "json" else dict(exports or {})[format]()
+    return write_json(path, payload, overwrite=overwrite)
 
 
 def as_dict(output: Any) -> dict[str, Any]:

@@ -220,15 +220,9 @@ class PecoreResult:
                 ``"auto"``: JSON when ``path`` ends in ``.json``, else safetensors.
                 :meth:`load` reads the first two.
         """
-        if format not in SAVE_FORMATS:
-            raise ValueError(f"format={format!r}; choose from {SAVE_FORMATS}.")
-        if format == "auto":
-            format = "json" if Path(path).suffix.lower() == ".json" else "safetensors"
-        if format == "inseq":
-            return io.write_json(path, self.to_inseq(), overwrite=overwrite)
-        if format == "json":
-            return io.write_json(path, self.to_dict(), overwrite=overwrite)
-        return io.save(self, path, overwrite=overwrite)
+        return io.save_in_format(
+            self, path, format, SAVE_FORMATS, overwrite=overwrite, exports={"inseq": self.to_inseq}
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> PecoreResult:
