@@ -11,8 +11,6 @@ attention (the forward pass itself materialises one layer's scores and pattern a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,31 +20,16 @@ from torch.testing import assert_close
 
 import hooklab
 from hooklab.mixing.value_zeroing import value_zeroing
+from tests.test_memory import build_long_gpt2, run_probe
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS, HEADS, D_MODEL, WINDOW = 12, 8, 32, 2048
+LAYERS, HEADS, D_MODEL = 12, 8, 32  # build_long_gpt2 gives it a 2048-token window
 POS = 1200  # prompt tokens, BOS included
 STEPS = 4  # forced target tokens
 SCORED = [0, 11]  # value zeroing's layers
 F32 = 4  # bytes
 MB = 2**20
 SLACK_MB = 60  # allocator and interpreter noise around one call
-
-
-def build_long_gpt2(path: Path) -> Path:
-    """A 12-layer GPT-2 (d_model 32, 8 heads) with a 2048-token window, saved to ``path``."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from tests.conftest import _tokenizer, save_tiny
-
-    torch.manual_seed(0)
-    tok = _tokenizer("<|endoftext|>", "<|endoftext|>")
-    cfg = GPT2Config(
-        n_layer=LAYERS, n_embd=D_MODEL, n_head=HEADS, n_positions=WINDOW, vocab_size=len(tok),
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
-    return save_tiny(GPT2LMHeadModel(cfg).eval(), tok, path, seed=0)
 
 
 def bounds_mb() -> dict[str, float]:
@@ -103,14 +86,8 @@ def test_long_input_peaks_follow_what_is_kept(tmp_path):
     """Attention and value zeroing on 1,204 positions: peak RSS growth below the memory
     model's bound, which is below what every layer's pattern would take (553 MB).
     Measured on the 2-core dev machine: see the README's memory model."""
-    path = build_long_gpt2(tmp_path / "gpt2-long")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.test_long_inputs", str(path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    peaks = json.loads(result.stdout.strip().splitlines()[-1])
+    path = build_long_gpt2(tmp_path / "gpt2-long", layers=LAYERS, d_model=D_MODEL, heads=HEADS)
+    peaks = run_probe("tests.test_long_inputs", path)
     bound = bounds_mb()
     for method in ("attention", "value_zeroing"):
         assert peaks[method] < bound[method] < bound["every_layer"], (method, peaks, bound)

@@ -122,8 +122,9 @@ LONG = 2044  # prompt tokens (BOS included); + 4 forced targets = 2048 positions
 BUDGET_MB = 400
 
 
-def _build_long_gpt2(path: Path) -> Path:
-    """A 2-layer GPT-2 (d_model 64, 4 heads) with a 2048-token context, saved to ``path``."""
+def build_long_gpt2(path: Path, *, layers: int = 2, d_model: int = 64, heads: int = 4) -> Path:
+    """A GPT-2 (default: 2 layers, d_model 64, 4 heads) with a 2048-token context, saved to
+    ``path``."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from tests.conftest import _tokenizer, save_tiny
@@ -131,11 +132,23 @@ def _build_long_gpt2(path: Path) -> Path:
     torch.manual_seed(0)
     tok = _tokenizer("<|endoftext|>", "<|endoftext|>")
     cfg = GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, n_positions=2048, vocab_size=len(tok),
+        n_layer=layers, n_embd=d_model, n_head=heads, n_positions=2048, vocab_size=len(tok),
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )  # fmt: skip
     return save_tiny(GPT2LMHeadModel(cfg).eval(), tok, path, seed=0)
+
+
+def run_probe(module: str, path: Path) -> dict[str, float]:
+    """Run ``python -m module path`` (its ``probe``) in a fresh one-thread process; return the
+    peaks it prints as its last line of JSON."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", module, str(path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _status_kb(field: str) -> int:
@@ -186,14 +199,7 @@ def test_saliency_on_2k_tokens_stays_under_the_budget(tmp_path):
     tensor) above it. Measured on the 2-core dev machine: ~1000 MB unchunked, ~210 MB chunked
     (with 8 steps: ~1770 MB and ~260 MB).
     """
-    path = _build_long_gpt2(tmp_path / "gpt2-2k")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.test_memory", str(path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    peaks = json.loads(result.stdout.strip().splitlines()[-1])
+    peaks = run_probe("tests.test_memory", build_long_gpt2(tmp_path / "gpt2-2k"))
     assert peaks["chunked_mb"] < BUDGET_MB < peaks["unchunked_mb"], peaks
 
 
