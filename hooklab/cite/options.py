@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import string
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 from hooklab.options import Check, Choice, PositiveInt, check_value
+from hooklab.pecore.options import template_fields
 from hooklab.registry import unknown_name_error
 from hooklab.toy_rag.corpus import (
     CONTEXTLESS_TEMPLATE,
@@ -130,12 +130,7 @@ DECLARED = (
 
 
 def _template(template: str, name: str, required: set[str], allowed: set[str] | None = None):
-    if not isinstance(template, str):
-        raise TypeError(f"{name} must be a string, got {template!r}.")
-    try:
-        found = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as err:
-        raise ValueError(f"{name} {template!r} is not a valid template: {err}.") from None
+    found = template_fields(template, name)
     allowed = allowed or required
     if found - allowed or required - found:
         raise ValueError(

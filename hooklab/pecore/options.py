@@ -128,15 +128,21 @@ class PecoreOptions:
         return PecoreOptions(**{**self.resolved(), **changes})
 
 
-def _placeholders(
-    template: str, name: str, *, required: set[str], allowed: set[str] | None = None
-) -> set[str]:
+def template_fields(template: object, name: str) -> set[str]:
+    """The ``{placeholders}`` of the format string ``template`` (option ``name``); TypeError
+    for a non-string, ValueError for a malformed template."""
     if not isinstance(template, str):
         raise TypeError(f"{name} must be a string, got {template!r}.")
     try:
-        found = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as err:
         raise ValueError(f"{name} {template!r} is not a valid template: {err}.") from None
+
+
+def _placeholders(
+    template: str, name: str, *, required: set[str], allowed: set[str] | None = None
+) -> set[str]:
+    found = template_fields(template, name)
     allowed = allowed or {"context", "current"}
     if found - allowed:
         raise ValueError(
