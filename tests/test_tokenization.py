@@ -3,6 +3,8 @@ tokens, tokens added beyond the configured vocabulary, several EOS ids (zoo chec
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -218,3 +220,42 @@ def test_generation_stops_at_any_eos_id(zoo_dir, tmp_path):
     assert out.output_ids[0] == free[:k]
     assert out.output_ids[0] == _hf_greedy(two, out.prompt_ids[0], 12)
     assert hooklab.generate(two, TEXT, max_new_tokens=12, use_cache=False).output_ids == [free[:k]]
+
+
+def test_cli_messages_flag_uses_the_chat_template(zoo_dir, tmp_path, capsys):
+    from hooklab.cli import main
+
+    path = zoo_dir("qwen2", chat=True)
+    messages = [{"role": "user", "content": "George was sick yesterday."}]
+    file = tmp_path / "chat.json"
+    file.write_text(json.dumps(messages))
+    model = hooklab.load(path, device="cpu")
+    expected = hooklab.attribute(model, messages=messages, targets=" to the", method="saliency")[0]
+    for given in (str(file), json.dumps(messages)):
+        out = tmp_path / "out.safetensors"
+        argv = ["attribute", "--model_name_or_path", str(path), "--messages", given,
+                "--target", " to the", "--figure_path", "none", "--noshow",
+                "--save_path", str(out), "--overwrite"]  # fmt: skip
+        assert main(argv) == 0
+        (seq,) = hooklab.load_output(out).sequences
+        assert seq.token_ids.tolist() == expected.token_ids.tolist()
+        torch.testing.assert_close(seq.attributions, expected.attributions, equal_nan=True)
+    for bad, message in (("nofile.json", "neither an existing file nor JSON"),
+                         ("[{\"content\": \"x\"}]", "role")):  # fmt: skip
+        assert main(["attribute", "--model_name_or_path", str(path), "--messages", bad]) == 2
+        assert message in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "attribute",
+                "--model_name_or_path",
+                str(path),
+                "--messages",
+                str(file),
+                "--prompt",
+                "x",
+            ]
+        )
+        == 2
+    )
+    assert "exclusive" in capsys.readouterr().err

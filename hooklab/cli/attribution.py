@@ -61,6 +61,32 @@ def _check_method(method: str, method_kwargs: dict[str, Any]) -> None:
         raise UsageError(flag + message) from None
 
 
+def read_messages(messages: str) -> list[dict]:
+    """The --messages conversation: a path to a JSON file or the JSON text itself."""
+    import json
+    from pathlib import Path
+
+    text = messages
+    if not messages.lstrip().startswith(("[", "{")):
+        if not Path(messages).is_file():
+            raise UsageError(
+                f'--messages must be a JSON file or inline JSON ([{{"role": "user", '
+                f'"content": "..."}}]); {messages!r} is neither an existing file nor JSON.'
+            )
+        text = Path(messages).read_text(encoding="utf-8")
+    try:
+        conversation = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--messages is not valid JSON ({err}): {messages!r}.") from None
+    from hooklab.chat import as_conversations
+
+    try:
+        as_conversations(conversation)
+    except TypeError as err:
+        raise UsageError(f"--messages: {err}") from None
+    return conversation
+
+
 def attribute(
     model_name_or_path: str = "toy",
     prompt: str | None = None,
@@ -84,6 +110,7 @@ def attribute(
     restart: bool = False,
     keep_hidden: bool = False,
     prepend_bos: bool | None = None,
+    messages: str | None = None,
     **method_kwargs: Any,
 ) -> None:
     """Attribute each target token to the tokens before it; print, plot and save.
@@ -121,6 +148,9 @@ def attribute(
             reduced by the method's own reduction to [step][pos]).
         prepend_bos: prepend the BOS token to the prompt; None: where the model's own tokenizer
             adds it (one-example mode).
+        messages: instead of --prompt, a chat conversation rendered with the model's chat
+            template: a JSON file holding [{"role": "user", "content": "..."}, ...], or that
+            JSON inline (one-example mode).
     """
     from hooklab.attribution.aggregate import GROUPINGS
     from hooklab.steps import STEP_FUNCTIONS
@@ -139,11 +169,14 @@ def attribute(
         raise UsageError(f"--spaces must be 'thin', 'strip' or 'raw', got {spaces!r}.")
     if max_new_tokens < 1:
         raise UsageError(f"--max_new_tokens must be a positive int, got {max_new_tokens}.")
+    conversation = read_messages(messages) if messages is not None else None
+    if conversation is not None and prompt is not None:
+        raise UsageError("--prompt and --messages are exclusive: give the text or the chat.")
     if input is not None or output is not None:
         from hooklab.cli.datasets import attribute_dataset, check_dataset_flags
 
         one = {"--prompt": prompt, "--target": target, "--save_path": save_path,
-               "--prepend_bos": prepend_bos}  # fmt: skip
+               "--prepend_bos": prepend_bos, "--messages": messages}  # fmt: skip
         check_dataset_flags(input, output, batch_size, one_example=one)
         return attribute_dataset(
             model_name_or_path, input, output, device=device, dtype=dtype, batch_size=batch_size,
@@ -158,10 +191,12 @@ def attribute(
     import hooklab
 
     model = hooklab.load(model_name_or_path, device=device, dtype=dtype)
+    default = DEFAULT_PROMPT if conversation is None else None
     out = hooklab.attribute(
         model,
-        DEFAULT_PROMPT if prompt is None else prompt,
+        default if prompt is None else prompt,
         target,
+        messages=conversation,
         method=method,
         attributed_fn=attributed_fn,
         step_scores=list(step_scores),
