@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from hooklab.cli.args import UsageError
@@ -16,6 +17,8 @@ def cite(
     answer: str | None = None,
     save_path: str | None = None,
     inseq_path: str | None = None,
+    figure_path: str | None = None,
+    html_path: str | None = None,
     overwrite: bool = False,
     device: str | None = None,
     dtype: str | None = None,
@@ -47,6 +50,9 @@ def cite(
         answer: the answer to attribute, forced; None generates it.
         save_path: write the CitationResult as JSON.
         inseq_path: write Inseq's attribute-context JSON of the underlying PECoRe run.
+        figure_path: write the figure (answer with citation markers over a heat strip of the
+            selected tokens' filtered CCI mass per document) as PNG and PDF (suffix replaced).
+        html_path: write the HTML view (hover an answer token for its document scores).
         overwrite: replace existing output files.
         device: "cpu", "cuda"...; default: CUDA when available (under torchrun
             cuda:LOCAL_RANK).
@@ -61,13 +67,16 @@ def cite(
 
     if input is not None or output is not None:
         one = {"--question": question, "--documents": documents, "--answer": answer,
-               "--save_path": save_path, "--inseq_path": inseq_path}  # fmt: skip
+               "--save_path": save_path, "--inseq_path": inseq_path,
+               "--figure_path": figure_path, "--html_path": html_path}  # fmt: skip
         return _dataset(
             model_name_or_path, input, output, device, dtype, show_progress, restart, one, options
         )
     if (question is None) != (documents is None):
         raise UsageError("give --question and --documents together (or neither: the example).")
-    check_outputs([save_path, inseq_path], overwrite)
+    figures = [] if figure_path is None else [Path(figure_path).with_suffix(".png"),
+                                              Path(figure_path).with_suffix(".pdf")]  # fmt: skip
+    check_outputs([save_path, inseq_path, html_path, *figures], overwrite)
     opts = CiteOptions(**options)  # checked before the model loads
     if question is None:
         from hooklab.toy_rag import RELEASE_EXAMPLE
@@ -84,6 +93,16 @@ def cite(
         from hooklab.output.io import write_json
 
         write_json(inseq_path, json.loads(json.dumps(result.to_inseq())), overwrite=overwrite)
+    if html_path is not None:
+        from hooklab.output.files import atomic_write
+
+        page = f"<!doctype html><meta charset='utf-8'><body>{result.to_html()}</body>"
+        atomic_write(html_path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"),
+                     overwrite=True)  # fmt: skip
+    if figure_path is not None:
+        from hooklab.output.style import save
+
+        save(result.plot(), figure_path)
 
 
 def _dataset(
