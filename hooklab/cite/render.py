@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 _CSS = """
 .hooklab-cite{font-family:sans-serif;line-height:1.8;position:relative}
-.hooklab-cite .docs-token{display:none}
+.hooklab-cite .docs{position:relative}
+.hooklab-cite .docs-token{display:none;position:absolute;top:0;left:0;right:0;background:#fff}
+.hooklab-cite .docs-hint{font-size:85%;color:#555;margin:4px 0}
 .hooklab-cite .tok{position:relative;cursor:default;border-radius:2px}
 .hooklab-cite .tok.sel{border-bottom:2px solid black;font-weight:bold}
 .hooklab-cite .pop{display:none;position:absolute;left:0;top:1.7em;z-index:10;
@@ -77,6 +79,7 @@ def _popup(result: CitationResult, index: int, fmt) -> str:
         return f'<span class="pop">{head}: not selected, no CCI</span>'
     raw, kept = token_document_scores(result, index)
     scale = ColorScale.fit(kept)
+    fmt = number_format([*raw, *kept])
     rows = "".join(
         f'<tr><td>[{d + 1}]</td><td>{fmt(r)}</td><td style="{html_style(k, scale)}">'
         f"{fmt(k)}</td></tr>"
@@ -126,20 +129,20 @@ def to_html(result: CitationResult) -> str:
         c = next(c for c in result.pecore.context_sensitive if c.index == i)
         scale = ColorScale.fit(c.input_context_scores)
         coloured = _documents_html(result, c.input_context_scores, scale)
-        legend = html_legend(scale, f"CCI of {html.escape(repr(c.token))}")
+        legend = html_legend(scale, f"CCI of {c.token.strip()!r}")
         docs.append(f'<div class="docs-token docs-{i}">{coloured}{legend}</div>')
-        rules.append(
-            f".hooklab-cite:has(.tok-{i}:hover) .docs-{i}{{display:block}}"
-            f".hooklab-cite:has(.tok-{i}:hover) .docs-plain{{display:none}}"
-        )
+        rules.append(f".hooklab-cite:has(.tok-{i}:hover) .docs-{i}{{display:block}}")
     answer, legend = _answer_html(result)
     return "\n".join(
         [
             f'<div class="hooklab-cite"><style>{_CSS}{"".join(rules)}</style>',
-            f'<div class="docs-plain">{_documents_html(result)}</div>',
+            f'<div class="docs"><div class="docs-plain">{_documents_html(result)}<div '
+            'class="docs-hint">Hover an underlined answer token: the documents are coloured by '
+            "its CCI scores.</div></div>",
             *docs,
+            "</div>",
             f"<p><b>Question:</b> {html.escape(result.question)}</p>",
-            f'<p class="answer"><b>Answer:</b> {answer}</p>',
+            f'<div class="answer"><b>Answer:</b> {answer}</div>',
             legend,
             "<p style='font-size:85%;color:#555'>Hover an answer token: its CTI score and, for "
             "a selected (underlined) token, its CCI score summed over each document, raw and "
