@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +18,8 @@ from hooklab.cite import CitationResult
 from hooklab.cite import dataset as cite_dataset
 from hooklab.cite.evaluate import evaluate_citations
 from hooklab.toy_rag import EVAL_EXAMPLES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +92,58 @@ def test_cli_dataset_mode(rows, tmp_path, capsys):
     assert all(isinstance(r, CitationResult) for r in cite_dataset.load_results(out).values())
     assert main([*args, "--question", "Ben?"]) == 2
     assert "--question: for one example only" in capsys.readouterr().err
+
+
+def _child(args: list[str], nproc: int = 1) -> subprocess.Popen:
+    """``hooklab cite`` in a child process: alone, or under ``torchrun --nproc_per_node``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    head = [sys.executable]
+    if nproc > 1:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        torchrun = Path(sys.executable).with_name("torchrun")
+        head = [str(torchrun), "--nproc_per_node", str(nproc), "--master_port", str(port)]
+    return subprocess.Popen(
+        [*head, "-m", "hooklab", "cite", "--device", "cpu", "--noshow_progress", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out.decode()[-4000:]
+    return out.decode()
+
+
+def test_killed_run_resumes_and_torchrun_equals_one_process(toy_rag, rows, tmp_path):
+    """SIGKILL a command-line run after its first record; the rerun resumes and the output
+    equals an uninterrupted in-process run; two torchrun ranks give the same records."""
+    more = [json.loads(x) for x in EVAL_EXAMPLES.read_text().splitlines()[:8]]
+    data = _write(tmp_path / "in.jsonl", more)
+    reference = tmp_path / "reference.jsonl"
+    cite_dataset.run_dataset(toy_rag, data, reference, show_progress=False)
+    want = {r["line"]: r for r in map(json.loads, reference.read_text().splitlines())}
+
+    out = tmp_path / "out.jsonl"
+    proc = _child(["--input", str(data), "--output", str(out)])
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if out.exists() and out.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = out.read_text().count("\n")
+    assert 1 <= done < len(more)
+    _finish(_child(["--input", str(data), "--output", str(out)]))
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["line"] for r in got) == list(range(1, len(more) + 1))  # none lost or twice
+    assert {r["line"]: r for r in got} == want
+
+    merged = tmp_path / "torchrun.jsonl"
+    _finish(_child(["--input", str(data), "--output", str(merged)], nproc=2))
+    got = [json.loads(x) for x in merged.read_text().splitlines()]
+    assert [r["line"] for r in got] == list(range(1, len(more) + 1))  # merged in line order
+    assert {r["line"]: r for r in got} == want
