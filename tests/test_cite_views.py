@@ -62,7 +62,11 @@ def test_html_is_self_contained_with_a_box_per_token(result):
 
 
 def test_plot_heat_strip_rows_are_shares(result):
+    from hooklab.output.style import DOUBLE_COLUMN, SINGLE_COLUMN
+
     fig = result.plot()
+    assert fig.get_figwidth() == DOUBLE_COLUMN
+    assert result.plot(size="single").get_figwidth() == SINGLE_COLUMN
     heat = fig.axes[1].images[0].get_array()
     n_selected = sum(len(s.selected) for s in result.sentences)
     assert heat.shape == (n_selected, len(result.documents))
