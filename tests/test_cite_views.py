@@ -68,10 +68,16 @@ def test_plot_heat_strip_rows_are_shares(result):
     assert fig.get_figwidth() == DOUBLE_COLUMN
     assert result.plot(size="single").get_figwidth() == SINGLE_COLUMN
     heat = fig.axes[1].images[0].get_array()
-    n_selected = sum(len(s.selected) for s in result.sentences)
-    assert heat.shape == (n_selected, len(result.documents))
-    sums = heat.sum(1)
-    assert all(x == pytest.approx(1.0) or x == 0 for x in sums)
+    rows = []  # by hand: each selected token's share, then its sentence's total share
+    for s in result.sentences:
+        for i in s.selected:
+            kept = token_document_scores(result, i)[1]
+            rows.append([x / sum(kept) if sum(kept) else 0.0 for x in kept])
+        if s.selected:
+            rows.append([x / sum(s.mass) if sum(s.mass) else 0.0 for x in s.mass])
+    torch.testing.assert_close(torch.tensor(heat.data), torch.tensor(rows, dtype=torch.float64))
+    labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert labels.count("S1 total") == 1
 
 
 def test_cli_writes_figure_and_html(tmp_path, capsys):

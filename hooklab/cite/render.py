@@ -12,8 +12,9 @@ score on every document; in browsers with CSS ``:has()`` the documents are then 
 by that token's CCI scores.
 
 Figure (:func:`plot`): the answer with citation markers above a heat strip, one row per
-selected token (grouped by sentence), one column per document, coloured by the token's
-filtered CCI mass on the document (its share of the row); cited cells are framed.
+selected token and, after each sentence's tokens, one row for the sentence's total, one column
+per document, coloured by the filtered CCI mass on the document (its share of the row); the
+cited documents are framed in the total row.
 """
 
 from __future__ import annotations
@@ -166,14 +167,22 @@ def plot(result: CitationResult, *, size: str | float = "double") -> Figure:
     from hooklab.output.style import FONT_SIZE, colorbar, new_figure, paper_style, token_label
     from hooklab.output.style import width as figure_width
 
-    rows, labels, bounds = [], [], []
+    rows, labels, bounds, totals = [], [], [], []  # totals: (row, sentence) of each Σ row
+
+    def share(values):
+        total = sum(values)
+        return [x / total if total > 0 else 0.0 for x in values]
+
     for k, s in enumerate(result.sentences):
         for i in s.selected:
-            _, kept = token_document_scores(result, i)
-            total = sum(kept)
-            rows.append([x / total if total > 0 else 0.0 for x in kept])
+            rows.append(share(token_document_scores(result, i)[1]))
             labels.append(f"S{k + 1} {token_label(result.pecore.output_current_tokens[i])}")
             bounds.append((len(rows) - 1, k))
+        if s.selected:  # the sentence's own mass: what its citations rank
+            rows.append(share(s.mass))
+            labels.append(f"S{k + 1} total")
+            bounds.append((len(rows) - 1, k))
+            totals.append((len(rows) - 1, k))
     n_docs = len(result.documents)
     w = figure_width(size)
     text = [
@@ -197,7 +206,7 @@ def plot(result: CitationResult, *, size: str | float = "double") -> Figure:
                 ax.text(
                     d, r, f"{x:.2f}", ha="center", va="center", color=ink, fontsize=FONT_SIZE - 1
                 )
-        for r, k in bounds:
+        for r, k in totals:
             for d in result.sentences[k].citations:
                 ax.add_patch(Rectangle((d - 0.5, r - 0.5), 1, 1, fill=False, lw=1.2, ec="#1f4e9c"))
         for r in range(1, len(bounds)):
@@ -208,7 +217,9 @@ def plot(result: CitationResult, *, size: str | float = "double") -> Figure:
         ax.set_yticks(
             range(len(labels)), labels or ["(no selected token)"], fontsize=FONT_SIZE - 0.5
         )
-        ax.set_title("selected answer tokens × documents (framed: cited by the token's sentence)",
-                     fontsize=FONT_SIZE)  # fmt: skip
+        ax.set_title("filtered CCI mass of each selected token and each sentence's total "
+                     "(framed: cited)", fontsize=FONT_SIZE)  # fmt: skip
+        for r, _ in totals:
+            ax.get_yticklabels()[r].set_fontweight("bold")
         colorbar(fig, image, ax, "filtered CCI mass (share of row)", shrink=0.9)
     return fig
