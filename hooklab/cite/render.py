@@ -158,16 +158,12 @@ def _short(text: str, n: int = 28) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def plot(result: CitationResult, *, size: str | float = "double") -> Figure:
-    """The answer with citation markers above a heat strip of the selected tokens' filtered
-    CCI mass per document (see the module doc). Returns the Figure (never shown)."""
-    import numpy as np
-    from matplotlib.patches import Rectangle
+def _heat_rows(result: CitationResult):
+    """The strip's rows (each selected token's, then its sentence's total share of filtered
+    CCI mass), their labels, (row, sentence) of every row and of each total row."""
+    from hooklab.output.style import token_label
 
-    from hooklab.output.style import FONT_SIZE, colorbar, new_figure, paper_style, token_label
-    from hooklab.output.style import width as figure_width
-
-    rows, labels, bounds, totals = [], [], [], []  # totals: (row, sentence) of each Σ row
+    rows, labels, bounds, totals = [], [], [], []
 
     def share(values):
         total = sum(values)
@@ -183,6 +179,19 @@ def plot(result: CitationResult, *, size: str | float = "double") -> Figure:
             labels.append(f"S{k + 1} total")
             bounds.append((len(rows) - 1, k))
             totals.append((len(rows) - 1, k))
+    return rows, labels, bounds, totals
+
+
+def plot(result: CitationResult, *, size: str | float = "double") -> Figure:
+    """The answer with citation markers above a heat strip of the selected tokens' filtered
+    CCI mass per document (see the module doc). Returns the Figure (never shown)."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    from hooklab.output.style import FONT_SIZE, colorbar, new_figure, paper_style
+    from hooklab.output.style import width as figure_width
+
+    rows, labels, bounds, totals = _heat_rows(result)
     n_docs = len(result.documents)
     w = figure_width(size)
     text = [
