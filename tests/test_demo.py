@@ -239,6 +239,89 @@ def test_page_in_a_browser(browser, toy, tmp_path):
     print(f"browser test: {time.perf_counter() - start:.1f} s")
 
 
+def test_citation_panel_runs_cite():
+    """The citation panel's form gives hooklab.cite's result; its errors are cite()'s."""
+    import hooklab
+    from hooklab.demo.citations import (
+        CiteRunner,
+        citation_html,
+        default_citation_form,
+        parse_documents,
+    )
+    from hooklab.toy_rag import RELEASE_EXAMPLE
+
+    assert parse_documents(" A.\n\n B. \n") == ["A.", "B."]
+    rag = hooklab.load("toy-rag", device="cpu")
+    runner = CiteRunner(model=rag)
+    form = default_citation_form()
+    got = runner.run(form)
+    assert got == hooklab.cite(rag, RELEASE_EXAMPLE["question"], RELEASE_EXAMPLE["documents"])
+    page = citation_html(got)
+    assert page.startswith('<div class="hooklab-cite">')
+    assert page.count('class="marker"') == len(got.sentences)
+    assert page.count("hl-cite-note") == sum(s.reason != "cited" for s in got.sentences)
+    with pytest.raises(ValueError, match=r"documents is empty \(\[\]\)"):
+        runner.run({**form, "documents": "\n \n"})
+    with pytest.raises(ValueError, match="question must be a non-empty string"):
+        runner.run({**form, "question": ""})
+
+
+def test_citation_view_in_a_browser(browser, toy, tmp_path):
+    """The citation panel: the toy-rag example's documents, question and answer with the [n]
+    markers of hooklab.cite; hovering a selected answer token shows its scores over each
+    document and recolours the documents. Screenshot "citation" (as above)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import hooklab
+    from hooklab.demo.app import launch
+    from hooklab.toy_rag import RELEASE_EXAMPLE
+
+    rag = hooklab.load("toy-rag", device="cpu")
+    want = hooklab.cite(rag, RELEASE_EXAMPLE["question"], RELEASE_EXAMPLE["documents"])
+    port = _free_port()
+    demo = launch("toy", model=toy, cite_model=rag, port=port, block=False)
+    try:
+        wait = WebDriverWait(browser, 60)
+        browser.get(f"http://127.0.0.1:{port}/")
+        panel = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#citations .label-wrap")))
+        browser.execute_script("arguments[0].scrollIntoView();", panel)
+        panel.click()
+        wait.until(ec.element_to_be_clickable((By.ID, "cite-run"))).click()
+        view = wait.until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, "#cite-output .hooklab-cite"))
+        )
+        text = view.text
+        for i, doc in enumerate(RELEASE_EXAMPLE["documents"], 1):
+            assert f"[{i}] {doc}" in text
+        assert RELEASE_EXAMPLE["question"] in text
+        markers = [m.text for m in view.find_elements(By.CSS_SELECTOR, ".marker")]
+        assert markers == ["".join(f"[{d + 1}]" for d in c) or "[-]" for c in want.citations]
+        (first, *_) = [i for s in want.sentences for i in s.selected]
+        token = view.find_element(By.CSS_SELECTOR, f".tok-{first}")
+        pop = token.find_element(By.CSS_SELECTOR, ".pop")
+        assert not pop.is_displayed()
+        browser.execute_script("arguments[0].scrollIntoView();", panel)
+        ActionChains(browser).move_to_element(token).perform()
+        wait.until(lambda _: pop.is_displayed())
+        rows = pop.find_elements(By.CSS_SELECTOR, "tr")
+        assert len(rows) == 1 + len(RELEASE_EXAMPLE["documents"])  # header + one per document
+        assert view.find_element(By.CSS_SELECTOR, f".docs-{first}").is_displayed()  # :has()
+        assert pop.is_displayed()  # still hovered: the coloured documents moved nothing
+        shots = [tmp_path] + (
+            [Path(os.environ["HOOKLAB_DEMO_FIGURES"])]
+            if os.environ.get("HOOKLAB_DEMO_FIGURES")
+            else []
+        )
+        for d in shots:
+            d.mkdir(parents=True, exist_ok=True)
+            assert browser.save_screenshot(str(d / "citation.png"))
+    finally:
+        demo.close()
+
+
 def test_the_run_button_reports_progress(toy):
     pytest.importorskip("gradio", reason='the demo extra is missing: pip install -e ".[demo]"')
     from hooklab.demo.app import build_app

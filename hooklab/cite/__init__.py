@@ -9,14 +9,17 @@ Example:
 """
 
 from hooklab.cite.aggregate import filter_scores, split_sentences
+from hooklab.cite.calibrate import Calibration, calibrate_cti
 from hooklab.cite.core import cite, cite_from_inseq, cite_from_pecore, join_documents
 from hooklab.cite.options import CiteOptions
 from hooklab.cite.result import CitationResult, SentenceCitation
 
 __all__ = [
+    "Calibration",
     "CitationResult",
     "CiteOptions",
     "SentenceCitation",
+    "calibrate_cti",
     "cite",
     "cite_from_inseq",
     "cite_from_pecore",

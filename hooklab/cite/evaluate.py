@@ -28,6 +28,7 @@ import torch
 
 from hooklab.cite.aggregate import owners, split_sentences, token_spans
 from hooklab.cite.core import cite, join_documents
+from hooklab.cite.examples import check_example
 from hooklab.cite.options import CiteOptions
 
 if TYPE_CHECKING:
@@ -131,14 +132,13 @@ def evaluate_citations(
     rng = random.Random(seed)
     predicted: dict[str, list[list[int]]] = {m: [] for m in methods}
     gold: list[list[int]] = []
+    for i, ex in enumerate(examples):  # all checked before any model run
+        problem = check_example(ex)
+        if problem:
+            raise ValueError(f"examples[{i}]: {problem}.")
     for ex in examples:
         docs, answer = list(ex["documents"]), ex["answer"]
         n_sent = len(split_sentences(answer))
-        if n_sent != len(ex["gold_documents"]):
-            raise ValueError(
-                f"The answer {answer!r} has {n_sent} sentences but gold_documents has "
-                f"{len(ex['gold_documents'])} entries; give one per sentence."
-            )
         gold += [list(g) for g in ex["gold_documents"]]
         sentences = [answer[a:b] for a, b in split_sentences(answer)]
         for m in methods:

@@ -36,6 +36,7 @@ from hooklab.pecore.result import PecoreResult
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,23 @@ class CitationResult:
     def show(self, **kwargs: Any) -> None:
         """Print :meth:`to_text`."""
         print(self.to_text(**kwargs))
+
+    def to_html(self) -> str:
+        """Self-contained HTML: documents, question, answer with ``[n]`` markers; hovering an
+        answer token shows its scores over the documents (:mod:`hooklab.cite.render`)."""
+        from hooklab.cite.render import to_html
+
+        return to_html(self)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def plot(self, **kwargs: Any) -> Figure:
+        """The answer with citation markers above a heat strip of the selected tokens'
+        filtered CCI mass per document (:func:`hooklab.cite.render.plot`)."""
+        from hooklab.cite.render import plot
+
+        return plot(self, **kwargs)
 
 
 #: The formats :meth:`CitationResult.save` writes.

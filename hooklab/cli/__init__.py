@@ -10,7 +10,8 @@ Subcommands (each ``--help`` lists every option with its description and default
 - ``knockout``: attention-knockout curves;
 - ``routes``: information-flow routes of one prediction;
 - ``demo``: the interactive PECoRe page (Gradio; the demo extra);
-- ``cite``: citations of an answer's sentences to retrieved documents (MIRAGE).
+- ``cite``: citations of an answer's sentences to retrieved documents (MIRAGE);
+- ``calibrate-cti``: the CTI threshold of ``cite`` calibrated on annotated examples.
 
 Flags are checked against the command's signature (:mod:`hooklab.cli.args`) and output paths
 before any model is loaded. A user error prints one line and exits with status 2; ``--debug``
@@ -30,6 +31,7 @@ def commands() -> dict[str, Command]:
     """The subcommands by name."""
     from hooklab.cite import CiteOptions
     from hooklab.cli.attribution import attribute, method_options
+    from hooklab.cli.calibrate import calibrate_cti
     from hooklab.cli.cite import cite
     from hooklab.cli.demo import demo
     from hooklab.cli.mixing import knockout, mixing
@@ -51,6 +53,12 @@ def commands() -> dict[str, Command]:
         "routes": Command("routes", routes),
         "demo": Command("demo", demo),
         "cite": Command("cite", cite, options_of(CiteOptions), "Citation options (CiteOptions):"),
+        "calibrate-cti": Command(
+            "calibrate-cti",
+            calibrate_cti,
+            options_of(CiteOptions),
+            "Citation options (CiteOptions):",
+        ),
     }
 
 
