@@ -26,10 +26,14 @@ from tests.reference import flow
 PROMPT = "George was sick yesterday. His colleagues asked him"
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "granite"])
 def tiny64(request):
-    """The tiny GPT-2 and Llama fixtures (non-zero biases, GQA) in float64."""
-    path = request.getfixturevalue(f"{request.param}_dir")
+    """The tiny GPT-2 and Llama fixtures (non-zero biases, GQA) and the zoo's Granite (scaled
+    residual branches, embeddings, attention and logits) in float64."""
+    if request.param == "granite":
+        path = build("granite", tempfile.mkdtemp())
+    else:
+        path = request.getfixturevalue(f"{request.param}_dir")
     return hooklab.load(path, device="cpu", dtype=torch.float64)
 
 
@@ -157,7 +161,8 @@ def test_route_weights_are_the_contributions_they_come_from(tiny64, per_head):
                 group = w_o.shape[0] // w_v.shape[0]
                 ln1 = act[f"blocks.{layer}.ln1.hook_out"]
                 value = [[ln1[j] @ w_v[g] + b_v[g] for g in range(w_v.shape[0])] for j in range(n)]
-                attn = [pattern[layer][h, tp, j] * (value[j][h // group] @ w_o[h])
+                m = flow.config_constant(tiny64, "residual_multiplier")
+                attn = [m * pattern[layer][h, tp, j] * (value[j][h // group] @ w_o[h])
                         for h in range(w_o.shape[0]) for j in range(n)]  # fmt: skip
             parts, total = [*attn, x[tp]], y[tp]
             index = len(attn) if kind == 1 else (head * n + sp if per_head else sp)

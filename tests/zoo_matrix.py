@@ -81,9 +81,6 @@ _SOFTCAP = "tanh soft-capped logits: no linear readout of the last residual stre
 #: until its entry is removed.
 UNSUPPORTED: dict[tuple[str, str], tuple[str, str]] = {
     ("gemma2", "method:alti_logit"): ("soft-caps its logits", _SOFTCAP),
-    ("granite", "method:alti_logit"): (
-        "Self-check failed", "scaled residual branches and logits: the decomposition is undefined"
-    ),
     **{(f, "method:alti_logit"): (
         "does not support encoder-deco", "ALTI-Logit with source contributions is not built"
     ) for f in zoo.ENCODER_DECODER},

@@ -64,6 +64,13 @@ def final_norm(model, x_in: Tensor, x_out: Tensor) -> tuple[Tensor, Tensor, bool
     return fitted.scale, fitted.beta, fitted.center, fitted.dtype
 
 
+def logit_factor(model) -> float:
+    """The constant the logits are multiplied by after the unembedding (Granite divides them
+    by ``logits_scaling``; 1 elsewhere): a linear factor, folded into ``W_U`` and ``b_U``."""
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    return 1.0 / float(getattr(config, "logits_scaling", None) or 1.0)
+
+
 @torch.no_grad()
 def logit_contributions(
     model,
@@ -94,13 +101,14 @@ def logit_contributions(
     x_in, x_out = act["ln_final.hook_in"], act["ln_final.hook_out"]
     scale, beta, center, exact = final_norm(model, x_in[q], x_out[q])
     x_out = upcast(x_out)  # half precision: scores in float32, checks at the model's precision
-    w_u, b_u = model.W_U.to(x_out.dtype), model.b_U.to(x_out.dtype)
+    factor = logit_factor(model)  # Granite: 1 / logits_scaling
+    w_u, b_u = model.W_U.to(x_out.dtype) * factor, model.b_U.to(x_out.dtype) * factor
     u = w_u[:, list(targets)].T  # [step, d_model]
     bias = b_u[list(targets)]
     if foils is not None:
         u, bias = u - w_u[:, list(foils)].T, bias - b_u[list(foils)]
     logit = (x_out[q] * u).sum(-1) + bias  # what the model computed, from its final norm's output
-    check_identity("logits = ln_final(x) W_U + b_U", x_out[q] @ w_u + b_u, act["logits"][q],
+    check_identity("logits = k (ln_final(x) W_U + b_U)", x_out[q] @ w_u + b_u, act["logits"][q],
                    where="unembed", error=NotImplementedError)  # fmt: skip
     r = u * scale  # [step, d_model]: Δ(c) = P(c) · (γ ⊙ u) / s
     if center:

@@ -2,7 +2,8 @@
 
 The decomposition's data: what each key contributes to each query's output through the
 values, ``W_O``, the residual and (linearised) norms, and the transformed vectors
-``T_i(x_j)`` that ALTI measures distances to.
+``T_i(x_j)`` that ALTI measures distances to; the checks that prove a layout on recorded
+activations, and ALTI's contribution measure on it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.mixing.linear_norm import LinearNorm
+from hooklab.mixing.linear_norm import LinearNorm, linear_norm
+from hooklab.mixing.matrices import normalize_rows
+from hooklab.precision import reduction_dtype
+from hooklab.selfcheck import check_identity
+
+#: (query, key, d_model) elements of transformed vectors held at once.
+_CHUNK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -65,4 +72,69 @@ class LayerActs:
         return t
 
 
-__all__ = ["LayerActs"]
+def check_layer(identity: str, got: Tensor, expected: Tensor, layer: int | str) -> None:
+    check_identity(
+        identity,
+        got,
+        expected,
+        where=layer if isinstance(layer, str) else f"layer {layer}",
+        error=NotImplementedError,
+        hint="ALTI decomposes sequential pre-norm, post-norm and parallel blocks (residual "
+        "branches scaled by a constant included); this model's blocks are built differently: "
+        "not supported.",
+    )
+
+
+def branch_scale(model) -> float:
+    """The constant that scales each residual branch (Granite's ``residual_multiplier``; 1)."""
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    return float(getattr(config, "residual_multiplier", None) or 1.0)
+
+
+def value_terms(attn: torch.nn.Module, v: Tensor, n_heads: int) -> Tensor:
+    """``[key_pos, head, d_model]`` ``v^h_j W^h_O`` from ``hook_v`` (``[key_pos, kv_head,
+    d_head]``)."""
+    v = v.repeat_interleave(n_heads // v.shape[1], dim=1)  # key/value heads -> query heads
+    return torch.einsum("khd,hdm->khm", v, attn.W_O.to(v.dtype))
+
+
+def fit_norm(module, x_in: Tensor, x_out: Tensor, where: str) -> LinearNorm:
+    fitted = linear_norm(module, x_in, x_out)
+    if fitted is None:
+        raise NotImplementedError(
+            f"ALTI linearises the norms at {where} as a LayerNorm or RMSNorm; "
+            f"{type(getattr(module, 'original_component', module)).__name__} computes "
+            "something else: not supported."
+        )
+    return fitted
+
+
+def through(norm: LinearNorm, c: Tensor) -> Tensor:
+    """``P(c) ⊙ scale`` (the linearised norm without its bias)."""
+    return norm.project(c) * norm.scale
+
+
+def contributions(
+    parts: Float[Tensor, "*rows part d_model"], total: Float[Tensor, "*rows d_model"]
+) -> Float[Tensor, "*rows part"]:
+    """ALTI's contribution of each part to the sum ``total``: ``max(0, ‖y‖₁ - ‖y - part‖₁)``,
+    normalised per row (rows that are all 0 stay 0)."""
+    y = total.to(reduction_dtype(total.dtype))
+    scores = y.abs().sum(-1)[..., None] - (y[..., None, :] - parts.to(y.dtype)).abs().sum(-1)
+    return normalize_rows(scores.clamp(min=0))
+
+
+def layer_alti(layer: LayerActs) -> Float[Tensor, "query_pos key_pos"]:
+    """One layer's row-normalised ALTI matrix (0 where a causal query cannot see the key).
+
+    For cross-attention, the source keys' shares of a row normalised together with the
+    residual's (ALTI+): the residual's share is ``1 - row sum``.
+    """
+    (n, d), keys = layer.y.shape, layer.head_values.shape[0] + layer.cross
+    rows = []
+    step = max(1, _CHUNK_ELEMENTS // (keys * d))
+    for lo in range(0, n, step):
+        queries = torch.arange(lo, min(n, lo + step), device=layer.y.device)
+        rows.append(contributions(layer.transformed(queries), layer.y[queries]))
+    scores = torch.cat(rows)
+    return scores[:, :-1] if layer.cross else scores

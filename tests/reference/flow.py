@@ -3,7 +3,9 @@
 Value vectors are recomputed from the weights (``LN1(x_j) W_V + b_V``, the norm's output read
 from its hook), every transformed vector ``T_i(x_j)`` is summed head by head, every distance
 and logit update is computed one (query, key) pair at a time. Written for sequential pre-norm
-blocks (the tiny GPT-2 and Llama fixtures).
+blocks (the tiny GPT-2 and Llama fixtures, and Granite, whose constants are read from its
+Hugging Face config: ``residual_multiplier`` scales each branch, ``logits_scaling`` divides
+the logits).
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ import torch
 from hooklab.hooks import hook_name, recorder, temporary_hooks
 
 KINDS = ("resid_pre", "resid_mid", "resid_post", "mlp_out", "ln1", "pattern")
+
+
+def config_constant(model, name, default=1.0):
+    """A scalar of the Hugging Face config (Granite's multipliers), ``default`` if absent."""
+    return float(getattr(model.original_model.config, name, None) or default)
 
 
 @torch.no_grad()
@@ -35,16 +42,17 @@ def transformed_vectors(model, act, layer):
     ln1, pattern = act[hook_name("ln1", layer)], act[hook_name("pattern", layer)]
     n, d = x.shape
     n_heads, n_kv = attn.W_O.shape[0], attn.W_V.shape[0]
+    m = config_constant(model, "residual_multiplier")  # resid_mid = x + m · attention
     t = torch.zeros(n, n, d, dtype=x.dtype)
     for i in range(n):
         for j in range(n):
             for h in range(n_heads):
                 g = h // (n_heads // n_kv)  # the key/value head of query head h
                 v = ln1[j] @ attn.W_V[g] + attn.b_V[g]
-                t[i, j] += pattern[h, i, j] * (v @ attn.W_O[h])
+                t[i, j] += m * pattern[h, i, j] * (v @ attn.W_O[h])
             if i == j:
                 t[i, j] += x[i]
-    return t, attn.b_O.detach(), y
+    return t, m * attn.b_O.detach(), y
 
 
 @torch.no_grad()
@@ -79,9 +87,10 @@ def _readout(model, x, u):
 def ref_alti_logit(model, ids, query, target, foil=None):
     """``(scores [pos, layer], remainder, logit)`` of one step, with ``mlp=True``."""
     act, logits = run(model, ids)
-    u = model.W_U[:, target] - (0 if foil is None else model.W_U[:, foil])
+    k = 1 / config_constant(model, "logits_scaling")  # logits = k · (ln_final(x) W_U + b_U)
+    u = k * (model.W_U[:, target] - (0 if foil is None else model.W_U[:, foil]))
     logit = logits[query, target] - (0 if foil is None else logits[query, foil])
-    bias = model.b_U[target] - (0 if foil is None else model.b_U[foil])
+    bias = k * (model.b_U[target] - (0 if foil is None else model.b_U[foil]))
     r = _readout(model, act["ln_final.hook_in"][query], u)
     remainder = float(act[hook_name("resid_pre", 0)][query] @ r + bias)
     beta = getattr(model.ln_final.original_component, "bias", None)  # LayerNorm only
