@@ -24,6 +24,11 @@ Features:
         or its value at ``hook_v`` where a bridge discards pattern edits), within
         :data:`VZ_ATOL`.
     knockout: :func:`hooklab.mixing.attention_knockout` runs (finite probabilities) and plots.
+    routes: :func:`hooklab.mixing.information_flow` at threshold 0, one edge per head, runs
+        and plots; each target state's edge weights sum to 1, and every weight equals the
+        contribution recomputed edge by edge from recorded hooks
+        (``tests.reference.flow.ref_route_weights``) within :data:`ROUTES_ATOL`; the note is
+        the max error.
     pecore: :func:`hooklab.pecore.pecore` on a forced output runs (CTI + CCI) and plots.
 """
 
@@ -52,7 +57,7 @@ from hooklab.testing import check_method
 FAMILIES = tuple(zoo.FAMILIES)
 METHODS = tuple(hooklab.list_methods())
 FEATURES = ("logits", "prompt_ids", "generate", *(f"method:{m}" for m in METHODS),
-            "vz_reference", "knockout", "pecore")  # fmt: skip
+            "vz_reference", "knockout", "routes", "pecore")  # fmt: skip
 #: Options that keep the slow methods cheap; the contract does not depend on them.
 FAST = {
     "integrated_gradients": {"n_steps": 4},
@@ -62,6 +67,7 @@ FAST = {
 PROMPTS = ("George was sick yesterday. His colleagues asked him", "It rained")
 MAX_NEW_TOKENS = 6
 ATOL, RTOL = 1e-5, 1e-4
+ROUTES_ATOL = 1e-4  # float32 route weights (shares in [0, 1]) against the reference
 VZ_ATOL = 1e-5  # float32, unnormalised cosine distances against the references (issue 19)
 CONTEXT, CURRENT, OUTPUT = "George was sick yesterday.", "His colleagues asked", " him to come"
 
@@ -83,6 +89,9 @@ UNSUPPORTED: dict[tuple[str, str], tuple[str, str]] = {
     ("gemma2", "method:alti_logit"): ("soft-caps its logits", _SOFTCAP),
     **{(f, "method:alti_logit"): (
         "does not support encoder-deco", "ALTI-Logit with source contributions is not built"
+    ) for f in zoo.ENCODER_DECODER},
+    **{(f, "routes"): (
+        "defined here for decoder-only", "routes are extracted on decoder-only models"
     ) for f in zoo.ENCODER_DECODER},
 }  # fmt: skip
 
@@ -268,6 +277,30 @@ def check_knockout(model, family: zoo.Family) -> str:
     return ""
 
 
+def _routes_error(model) -> float:
+    from tests.reference.flow import ref_route_weights
+
+    routes = hooklab.mixing.information_flow(model, PROMPTS[0], threshold=0.0, per_head=True)
+    if not (routes.weights.gt(0) & routes.weights.le(1 + 1e-6)).all():
+        raise AssertionError("routes returned weights outside (0, 1].")
+    sums: dict[tuple[int, int, int], float] = {}
+    for (sd, _, td, tp, _, _), w in zip(
+        routes.edges.tolist(), routes.weights.tolist(), strict=True
+    ):
+        sums[td, tp, sd % 2] = sums.get((td, tp, sd % 2), 0.0) + w
+    assert_close(torch.tensor(list(sums.values())), torch.ones(len(sums)), atol=1e-5, rtol=0)
+    ref = ref_route_weights(model, routes.token_ids.tolist(), routes.edges.tolist(), per_head=True)
+    assert_close(routes.weights, ref, atol=ROUTES_ATOL, rtol=0)
+    _close_figure(routes.plot())
+    return float((routes.weights - ref).abs().max())
+
+
+def check_routes(model, family: zoo.Family) -> str:
+    errors = []
+    expect_refusal(family, "routes", lambda: errors.append(_routes_error(model)))
+    return f"{errors[0]:.1e}"
+
+
 def check_pecore(model, family: zoo.Family) -> str:
     res = hooklab.pecore.pecore(
         model, CONTEXT, CURRENT, output_current_text=OUTPUT,
@@ -286,6 +319,7 @@ CHECKS: dict[str, Callable] = {
     **{f"method:{m}": method_check(m) for m in METHODS},
     "vz_reference": check_value_zeroing,
     "knockout": check_knockout,
+    "routes": check_routes,
     "pecore": check_pecore,
 }
 

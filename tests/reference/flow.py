@@ -145,3 +145,79 @@ def ref_post_norm_alti(model, src_ids, layer):
             c[i, j] = max(0.0, float(y.abs().sum() - (y - t).abs().sum()))
         c[i] /= c[i].sum()
     return c
+
+
+def _route_acts(model, ids):
+    """Every hook the route reference reads, recorded in one forward pass (no batch)."""
+    n_layers = model.cfg.n_layers
+    kinds = ("resid_pre", "resid_mid", "resid_post", "mlp_out", "pattern", "v")
+    names = [hook_name(k, la) for la in range(n_layers) for k in kinds]
+    names += [f"blocks.{la}.ln1_post.hook_{e}" for la in range(n_layers) for e in ("in", "out")]
+    hooks, cache = recorder([n for n in names if n in model.hook_dict])
+    with temporary_hooks(model, hooks):
+        model(torch.tensor([ids]), prepend_bos=False)
+    return {k: v[0] for k, v in cache.items()}
+
+
+def _weight(parts, total, index):
+    """ALTI's proportion of ``parts[index]`` in ``total``, part by part."""
+    norms = [max(0.0, float(total.abs().sum() - (total - p).abs().sum())) for p in parts]
+    return norms[index] / sum(norms)
+
+
+def _attention_parts(model, act, layer, tp, n, per_head):
+    """Layer ``layer``'s attention terms of query ``tp``: one per head and source token (head
+    major), or one per source token summed over heads."""
+    attn = model.blocks[layer].attn
+    pattern, v = act[hook_name("pattern", layer)], act[hook_name("v", layer)]
+    m = config_constant(model, "residual_multiplier")
+    group = pattern.shape[0] // v.shape[1]  # query heads per key/value head
+    ratio = act.get(f"blocks.{layer}.ln1_post.hook_out")
+    if ratio is not None:  # the norm on the attention output, its divisor fixed
+        ratio = ratio[tp] / act[f"blocks.{layer}.ln1_post.hook_in"][tp]
+    heads = []
+    for h in range(pattern.shape[0]):
+        row = []
+        for j in range(n):
+            part = m * pattern[h, tp, j] * (v[j, h // group] @ attn.W_O[h])
+            row.append(part if ratio is None else part * ratio)
+        heads.append(row)
+    if per_head:
+        return [p for row in heads for p in row]
+    return [sum(heads[h][j] for h in range(len(heads))) for j in range(n)]
+
+
+@torch.no_grad()
+def ref_route_weights(model, ids, edges, *, per_head):
+    """The importance of each route edge ``(source_depth, source_pos, target_depth,
+    target_pos, kind, head)`` (kind 0 attention, 1 residual, 2 mlp), recomputed one edge at a
+    time from recorded hooks: the target state's parts (one per source token and head, through
+    ``W_O`` head by head, scaled by the config's ``residual_multiplier``; the residual; the
+    MLP update of a parallel block; or the middle state and the MLP update after a sequential
+    block's attention), each weighed by ``max(0, ‖y‖₁ - ‖y - part‖₁)`` over their sum. A norm
+    on the attention output (Gemma 2/3, OLMo 2: RMSNorms, no bias) is applied to each part as
+    the elementwise ratio of its recorded output to its input (the norm with its divisor
+    fixed)."""
+    act = _route_acts(model, ids)
+    n, weights, cache = len(ids), [], {}
+    for sd, sp, td, tp, kind, head in edges:
+        layer = sd // 2
+
+        def get(k, layer=layer):
+            return act.get(hook_name(k, layer))
+
+        if td % 2 == 0 and sd % 2 == 1:  # after a sequential block: resid_mid + mlp_out
+            parts = [get("resid_mid")[tp], get("mlp_out")[tp]]
+            weights.append(_weight(parts, parts[0] + parts[1], kind - 1))
+            continue
+        if (layer, tp) not in cache:
+            cache[layer, tp] = _attention_parts(model, act, layer, tp, n, per_head)
+        parts = list(cache[layer, tp])
+        index = (head * n + sp if per_head else sp) if kind == 0 else len(parts) + kind - 1
+        parallel = get("resid_mid") is None
+        parts.append(get("resid_pre")[tp])
+        if parallel:
+            parts.append(get("mlp_out")[tp])
+        total = (get("resid_post") if parallel else get("resid_mid"))[tp]
+        weights.append(_weight(parts, total, index))
+    return torch.tensor(weights, dtype=torch.float64)
