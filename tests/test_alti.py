@@ -19,6 +19,7 @@ from hooklab.mixing.alti import (
     record,
     record_seq2seq,
 )
+from hooklab.mixing.alti_acts import keep_heads
 from hooklab.testing import check_method
 from hooklab.zoo import build
 from tests.reference import flow
@@ -52,6 +53,24 @@ def test_alti_matches_the_reference(tiny64):
     ids = _ids(tiny64)
     got = alti_matrices(tiny64, ids, layers=range(tiny64.cfg.n_layers))
     torch.testing.assert_close(got, flow.ref_alti(tiny64, ids), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kv_heads", [[0], [1]])
+def test_alti_heads_match_the_reference(tiny64, kv_heads):
+    ids = _ids(tiny64)
+    out = alti(tiny64, [ids], targets="", heads=kv_heads)[0]
+    torch.testing.assert_close(out.scores, flow.ref_alti_heads(tiny64, ids, kv_heads),
+                               atol=1e-10, rtol=1e-10)  # fmt: skip
+    assert out.scores.sum(-1).lt(1).any()  # the left-out heads take a share
+    assert dict(out.parameters["heads"]) == {str(la): tuple(kv_heads) for la in out.layers}
+    act, _ = flow.run(tiny64, ids)
+    for layer in range(tiny64.cfg.n_layers):  # the parts, the rest and b_O still give y
+        t, b_o, y, rest = flow.transformed_vectors(tiny64, act, layer, kv_heads)
+        torch.testing.assert_close(t.sum(1) + rest + b_o, y, atol=1e-10, rtol=1e-10)
+    every = alti(tiny64, [ids], targets="", heads={0: [0], 1: None})[0]  # a dict, per layer
+    torch.testing.assert_close(every.scores[1], alti(tiny64, [ids], targets="")[0].scores[1])
+    with pytest.raises(ValueError, match="heads"):
+        alti(tiny64, [ids], targets="", heads=99)
 
 
 def test_alti_output_rows_rollout_and_round_trip(tiny64, tmp_path):
@@ -213,7 +232,14 @@ def test_alti_plus_parts_sum_to_the_sublayer_output(seq2seq64, part):
         n = acts.y.shape[0]
         t = acts.transformed(torch.arange(n))
         torch.testing.assert_close(t.sum(1) + acts.bias, acts.y, atol=1e-10, rtol=1e-10)
+        kept = keep_heads(acts, [1], seq2seq64.cfg.n_heads)  # one head credited, the rest apart
+        t = kept.transformed(torch.arange(n))
+        assert t.shape[1] == acts.head_values.shape[0] + (part == "cross") + 1
+        torch.testing.assert_close(t.sum(1) + acts.bias, acts.y, atol=1e-10, rtol=1e-10)
+    one = alti(seq2seq64, PROMPT, targets=" asked him to come", part=part, heads=1)[0]
     out = alti(seq2seq64, PROMPT, targets=" asked him to come", part=part)[0]
+    assert one.scores.ge(0).all() and one.scores.sum(-1).le(1 + 1e-12).all()
+    assert not torch.allclose(one.scores, out.scores)
     rows = out.scores.sum(-1)
     if part == "cross":  # the residual's share is the rest of the row
         assert out.scores.shape[-1] == len(example.ids) and rows.le(1 + 1e-12).all()

@@ -42,14 +42,14 @@ instead of returning wrong scores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.architecture import check_raw_mode, is_encoder_decoder, select_indices
+from hooklab.architecture import check_raw_mode, is_encoder_decoder, n_kv_heads, select_indices
 from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.forward import forward
 from hooklab.hooks import hook_name, recorder
@@ -61,6 +61,7 @@ from hooklab.mixing.alti_acts import (
     check_layer,
     contributions,
     fit_norm,
+    keep_heads,
     layer_alti,
     through,
     value_terms,
@@ -69,6 +70,7 @@ from hooklab.mixing.alti_seq2seq import part_acts, part_matrices, record_seq2seq
 from hooklab.mixing.matrices import rollout_scores
 from hooklab.mixing.output import MixingOutput
 from hooklab.mixing.sequences import as_prompts
+from hooklab.mixing.value_zeroing import HeadsArg, select_heads
 from hooklab.options import checked_options
 from hooklab.output.provenance import describe_model
 
@@ -136,15 +138,30 @@ def layer_acts(model, act: dict[str, Any], layer: int) -> LayerActs:
 
 @torch.no_grad()
 def alti_matrices(
-    model, ids: Sequence[int], *, layers: Sequence[int]
+    model,
+    ids: Sequence[int],
+    *,
+    layers: Sequence[int],
+    heads: Mapping[int, Sequence[int]] | None = None,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
     """ALTI matrices of one token sequence (decoder-only), one per layer in ``layers``.
 
     The pure core of :func:`alti`: token ids in (BOS included), ``[layer, query_pos, key_pos]``
-    out, rows summing to 1, on the CPU.
+    out, rows summing to 1 (to 1 minus the left-out heads' share with ``heads``, ``{layer:
+    key/value heads}``, see :func:`~hooklab.mixing.alti_acts.keep_heads`), on the CPU.
     """
     act = record(model, ids, layers)
-    return torch.stack([layer_alti(layer_acts(model, act, la)).cpu() for la in layers])
+    n_kv = n_kv_heads(model)
+    return torch.stack(
+        [
+            layer_alti(keep_heads(layer_acts(model, act, la), _heads(heads, la, n_kv), n_kv)).cpu()
+            for la in layers
+        ]
+    )
+
+
+def _heads(heads: Mapping[int, Sequence[int]] | None, layer: int, n_kv: int) -> Sequence[int]:
+    return range(n_kv) if heads is None else heads[layer]
 
 
 def check_supported(model, what: str, *, encoder_decoder: bool = False) -> None:
@@ -168,6 +185,7 @@ def alti(
     targets: TargetsArg = None,
     part: str | None = None,
     layers: int | range | Sequence[int] | None = None,
+    heads: HeadsArg = None,
     rollout: bool = False,
     generation_kwargs: dict[str, Any] | None = None,
 ) -> list[MixingOutput]:
@@ -189,6 +207,11 @@ def alti(
             ``"decoder"``. Post-norm sublayers (Marian, BART) are decomposed through their
             norm linearised at its input; pre-norm ones (T5) as on decoder-only models.
         layers: layers to score (an int, a range, a list; negative counts from the end).
+        heads: key/value heads whose attention terms are credited to the keys (an int, a
+            range, a list, or a ``{layer: heads}`` dict, layers missing from it keeping all
+            heads; as value zeroing's ``heads=``); the other heads' output is one more part of
+            the layer output, credited to no token, so a row sums to 1 minus its share. All
+            when None. One head at a time gives per-head contributions.
         rollout: also return ``R_ℓ = C_ℓ · R_{ℓ-1}`` over the selected layers in order (pass
             every layer for the paper's ALTI, the rollout from the embeddings; not for
             ``part="cross"``).
@@ -215,19 +238,21 @@ def alti(
             "target x source. Pass part='encoder' or 'decoder', or rollout=False."
         )
     layer_ids = select_indices(layers, adapter.n_layers, "layers")
+    head_ids = None if heads is None else select_heads(heads, layer_ids, n_kv_heads(model))
     chosen = per_prompt(targets, len(prompts)) or [None] * len(prompts)
     outputs = []
     for example, target in zip(adapter.encode(prompts, targets, generation_kwargs), chosen):
         if adapter.encoder_decoder:
-            scores = part_matrices(model, example, adapter.part, layers=layer_ids)
+            scores = part_matrices(model, example, adapter.part, layers=layer_ids, heads=head_ids)
         else:
-            scores = alti_matrices(model, example.ids, layers=layer_ids)
+            scores = alti_matrices(model, example.ids, layers=layer_ids, heads=head_ids)
         tokens, key_tokens = side_tokens(adapter, example)
         query_ids, key_ids = adapter.sides(example)
         parameters = {
             "part": adapter.part,
             "targets": target,
             "layers": layer_ids,
+            "heads": head_ids,
             "rollout": rollout,
             "generation_kwargs": dict(generation_kwargs or {}) if target is None else None,
         }

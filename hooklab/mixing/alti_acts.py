@@ -8,7 +8,8 @@ activations, and ALTI's contribution measure on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from jaxtyping import Float
@@ -42,6 +43,8 @@ class LayerActs:
             of the sublayer, or a norm on the attention output alone as in Gemma 2); None.
         cross: the keys are another sequence's (cross-attention): the residual ``self_term``
             is one more part, after the keys, instead of adding to key i.
+        rest: ``[query_pos, d_model]`` the attention output of the heads left out by
+            :func:`keep_heads` (through the norm): one more part, last, credited to no key.
     """
 
     x: Float[Tensor, "query_pos d_model"]
@@ -54,6 +57,7 @@ class LayerActs:
     parallel: bool
     norm: LinearNorm | None = None
     cross: bool = False
+    rest: Float[Tensor, "query_pos d_model"] | None = None
 
     def head_terms(self, i: int) -> Float[Tensor, "head key_pos d_model"]:
         """Query i's attention terms ``a^h_ij v^h_j W^h_O`` per head and key (through the norm)."""
@@ -62,14 +66,33 @@ class LayerActs:
 
     def transformed(self, queries: Tensor) -> Float[Tensor, "query_pos part d_model"]:
         """``T_i(x_j)`` for the query positions ``queries``, every key position (then the
-        residual, for cross-attention)."""
+        residual, for cross-attention; then the left-out heads' output, with ``rest``)."""
         t = torch.einsum("hqk,khm->qkm", self.pattern[:, queries], self.head_values)
         if self.norm is not None:
             t = self.norm.project(t) * self.norm.scale[queries, None]
         if self.cross:
-            return torch.cat([t, self.self_term[queries, None]], dim=1)
-        t[torch.arange(len(queries)), queries] += self.self_term[queries]
-        return t
+            t = torch.cat([t, self.self_term[queries, None]], dim=1)
+        else:
+            t[torch.arange(len(queries)), queries] += self.self_term[queries]
+        return t if self.rest is None else torch.cat([t, self.rest[queries, None]], dim=1)
+
+
+def keep_heads(layer: LayerActs, kv_heads: Sequence[int], n_kv: int) -> LayerActs:
+    """``layer`` with the attention terms of the query heads of ``kv_heads`` (key/value heads,
+    as value zeroing's ``heads=``: a key/value head stands for its group of query heads under
+    grouped-query attention) credited to their keys; the other heads' output becomes
+    :attr:`LayerActs.rest`, a part no key gets; ``n_kv``: the key/value heads. All heads:
+    ``layer`` itself."""
+    n_heads = layer.pattern.shape[0]
+    kept = [h for h in range(n_heads) if h // (n_heads // n_kv) in set(kv_heads)]
+    if len(kept) == n_heads:
+        return layer
+    others = [h for h in range(n_heads) if h not in kept]
+    rest = torch.einsum("hqk,khm->qm", layer.pattern[others], layer.head_values[:, others])
+    if layer.norm is not None:
+        rest = layer.norm.project(rest) * layer.norm.scale
+    return replace(layer, pattern=layer.pattern[kept], head_values=layer.head_values[:, kept],
+                   rest=rest)  # fmt: skip
 
 
 def check_layer(identity: str, got: Tensor, expected: Tensor, layer: int | str) -> None:
@@ -128,13 +151,14 @@ def layer_alti(layer: LayerActs) -> Float[Tensor, "query_pos key_pos"]:
     """One layer's row-normalised ALTI matrix (0 where a causal query cannot see the key).
 
     For cross-attention, the source keys' shares of a row normalised together with the
-    residual's (ALTI+): the residual's share is ``1 - row sum``.
+    residual's (ALTI+): the residual's share is ``1 - row sum``; likewise the left-out heads'
+    share with :func:`keep_heads`.
     """
-    (n, d), keys = layer.y.shape, layer.head_values.shape[0] + layer.cross
+    (n, d), n_keys = layer.y.shape, layer.head_values.shape[0]
+    keys = n_keys + layer.cross + (layer.rest is not None)
     rows = []
     step = max(1, _CHUNK_ELEMENTS // (keys * d))
     for lo in range(0, n, step):
         queries = torch.arange(lo, min(n, lo + step), device=layer.y.device)
         rows.append(contributions(layer.transformed(queries), layer.y[queries]))
-    scores = torch.cat(rows)
-    return scores[:, :-1] if layer.cross else scores
+    return torch.cat(rows)[:, :n_keys]

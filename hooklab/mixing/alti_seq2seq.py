@@ -10,19 +10,21 @@ encoder output it reads) plus the decoder's residual.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from hooklab.architecture import n_kv_heads
 from hooklab.forward import seq2seq_logits
 from hooklab.hooks import recorder
 from hooklab.mixing.alti_acts import (
     LayerActs,
     check_layer,
     fit_norm,
+    keep_heads,
     layer_alti,
     through,
     value_terms,
@@ -89,10 +91,22 @@ def part_acts(model, act: dict[str, Any], part: str, layer: int) -> LayerActs:
 
 @torch.no_grad()
 def part_matrices(
-    model, example, part: str, *, layers: Sequence[int]
+    model,
+    example,
+    part: str,
+    *,
+    layers: Sequence[int],
+    heads: Mapping[int, Sequence[int]] | None = None,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
     """ALTI(+) matrices of one encoder–decoder example's ``part`` attention, on the CPU:
     ``"encoder"`` (source × source) and ``"decoder"`` (target × target, causal) rows sum to
-    1; ``"cross"`` (target × source) rows sum to 1 minus the residual's share."""
+    1; ``"cross"`` (target × source) rows sum to 1 minus the residual's share (and minus the
+    left-out heads', with ``heads``: ``{layer: key/value heads}``, see
+    :func:`~hooklab.mixing.alti_acts.keep_heads`)."""
     act = record_seq2seq(model, example, part, layers)
-    return torch.stack([layer_alti(part_acts(model, act, part, la)).cpu() for la in layers])
+    n_kv = n_kv_heads(model)
+    out = []
+    for la in layers:
+        acts = part_acts(model, act, part, la)
+        out.append(layer_alti(keep_heads(acts, range(n_kv) if heads is None else heads[la], n_kv)))
+    return torch.stack(out).cpu()

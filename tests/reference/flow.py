@@ -35,8 +35,12 @@ def run(model, ids):
 
 
 @torch.no_grad()
-def transformed_vectors(model, act, layer):
-    """``(T [query_pos, key_pos, d_model], b_O, y = resid_mid)`` of one layer, loop by loop."""
+def transformed_vectors(model, act, layer, kv_heads=None):
+    """``(T [query_pos, key_pos, d_model], b_O, y = resid_mid)`` of one layer, loop by loop.
+
+    With ``kv_heads`` (key/value heads), only the query heads reading them add to ``T``; the
+    others' output is returned too, ``(T, b_O, y, rest [query_pos, d_model])``.
+    """
     attn = model.blocks[layer].attn
     x, y = act[hook_name("resid_pre", layer)], act[hook_name("resid_mid", layer)]
     ln1, pattern = act[hook_name("ln1", layer)], act[hook_name("pattern", layer)]
@@ -44,15 +48,41 @@ def transformed_vectors(model, act, layer):
     n_heads, n_kv = attn.W_O.shape[0], attn.W_V.shape[0]
     m = config_constant(model, "residual_multiplier")  # resid_mid = x + m · attention
     t = torch.zeros(n, n, d, dtype=x.dtype)
+    rest = torch.zeros(n, d, dtype=x.dtype)
     for i in range(n):
         for j in range(n):
             for h in range(n_heads):
                 g = h // (n_heads // n_kv)  # the key/value head of query head h
                 v = ln1[j] @ attn.W_V[g] + attn.b_V[g]
-                t[i, j] += m * pattern[h, i, j] * (v @ attn.W_O[h])
+                term = m * pattern[h, i, j] * (v @ attn.W_O[h])
+                if kv_heads is None or g in kv_heads:
+                    t[i, j] += term
+                else:
+                    rest[i] += term
             if i == j:
                 t[i, j] += x[i]
-    return t, m * attn.b_O.detach(), y
+    if kv_heads is None:
+        return t, m * attn.b_O.detach(), y
+    return t, m * attn.b_O.detach(), y, rest
+
+
+@torch.no_grad()
+def ref_alti_heads(model, ids, kv_heads):
+    """``[layer, query_pos, key_pos]`` ALTI with only ``kv_heads``' terms credited to the keys
+    and the other heads' output one more part (dropped after normalising), pair by pair."""
+    act, _ = run(model, ids)
+    out = []
+    for layer in range(model.cfg.n_layers):
+        t, _, y, rest = transformed_vectors(model, act, layer, kv_heads)
+        n = len(ids)
+        c = torch.zeros(n, n + 1, dtype=y.dtype)
+        for i in range(n):
+            parts = [*t[i], rest[i]]
+            for j, part in enumerate(parts):
+                c[i, j] = max(0.0, float(y[i].abs().sum() - (y[i] - part).abs().sum()))
+            c[i] /= c[i].sum()
+        out.append(c[:, :n])
+    return torch.stack(out)
 
 
 @torch.no_grad()
