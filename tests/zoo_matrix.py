@@ -87,9 +87,6 @@ _SOFTCAP = "tanh soft-capped logits: no linear readout of the last residual stre
 #: until its entry is removed.
 UNSUPPORTED: dict[tuple[str, str], tuple[str, str]] = {
     ("gemma2", "method:alti_logit"): ("soft-caps its logits", _SOFTCAP),
-    **{(f, "method:alti_logit"): (
-        "does not support encoder-deco", "ALTI-Logit with source contributions is not built"
-    ) for f in zoo.ENCODER_DECODER},
     **{(f, "routes"): (
         "defined here for decoder-only", "routes are extracted on decoder-only models"
     ) for f in zoo.ENCODER_DECODER},

@@ -34,8 +34,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.hooks import hook_name
+from hooklab.methods.alti_logit_seq2seq import seq2seq_logit_contributions
 from hooklab.methods.base import MethodResult, register_method
 from hooklab.mixing.alti import check_supported, layer_acts, layer_alti, record
+from hooklab.mixing.alti_acts import logit_factor
 from hooklab.mixing.linear_norm import linear_norm
 from hooklab.precision import upcast
 from hooklab.selfcheck import check_identity
@@ -62,13 +64,6 @@ def final_norm(model, x_in: Tensor, x_out: Tensor) -> tuple[Tensor, Tensor, bool
             f"{type(norm).__name__} computes something else: not supported."
         )
     return fitted.scale, fitted.beta, fitted.center, fitted.dtype
-
-
-def logit_factor(model) -> float:
-    """The constant the logits are multiplied by after the unembedding (Granite divides them
-    by ``logits_scaling``; 1 elsewhere): a linear factor, folded into ``W_U`` and ``b_U``."""
-    config = getattr(getattr(model, "original_model", None), "config", None)
-    return 1.0 / float(getattr(config, "logits_scaling", None) or 1.0)
 
 
 @torch.no_grad()
@@ -143,7 +138,9 @@ def logit_contributions(
     return scores, remainder, logit
 
 
-@register_method("alti_logit", kind="context_mixing", final_step_only=True, reduce="sum")
+@register_method(
+    "alti_logit", kind="context_mixing", final_step_only=True, reduce="sum", encoder_decoder=True
+)
 @torch.no_grad()
 def alti_logit(model, batch: Batch, *, attributed_fn: AttributedFn, mlp: bool = True):
     """ALTI-Logit scores ``[batch, step, pos, layer]`` of each step's target logit.
@@ -152,7 +149,7 @@ def alti_logit(model, batch: Batch, *, attributed_fn: AttributedFn, mlp: bool = 
         mlp: also credit each MLP's update (carried back through its input's mixing); the
             paper's ALTI-Logit explains the attention updates only (``False``).
     """
-    check_supported(model, "ALTI-Logit")
+    check_supported(model, "ALTI-Logit", encoder_decoder=True)
     contrast = attributed_fn.contrast
     if contrast is not None and contrast.batch is not None:
         raise ValueError(
@@ -160,7 +157,8 @@ def alti_logit(model, batch: Batch, *, attributed_fn: AttributedFn, mlp: bool = 
             "Pass contrast_targets= (a foil token per step) to explain the logit difference."
         )
     foils = None if contrast is None else contrast.target_ids
-    shape = (batch.size, batch.n_steps, batch.input_width, model.cfg.n_layers)
+    n_layers = len(model.decoder_blocks) if batch.encoder_decoder else model.cfg.n_layers
+    shape = (batch.size, batch.n_steps, batch.input_width, n_layers)
     out = None
     extras = {k: torch.full((batch.size, batch.n_steps), torch.nan) for k in ("logit", "remainder")}
     for i in range(batch.size):
@@ -169,7 +167,15 @@ def alti_logit(model, batch: Batch, *, attributed_fn: AttributedFn, mlp: bool = 
         queries = range(start - 1, start - 1 + steps)
         targets = ids[start : start + steps]
         foil = None if foils is None else foils[i, :steps].tolist()
-        scores, remainder, logit = logit_contributions(model, ids, queries, targets, foil, mlp=mlp)
+        if batch.encoder_decoder:  # scores over the source tokens, then the decoder's
+            source = batch.source(i).tolist()
+            scores, remainder, logit = seq2seq_logit_contributions(
+                model, source, ids, queries, targets, foil, mlp=mlp
+            )
+        else:
+            scores, remainder, logit = logit_contributions(
+                model, ids, queries, targets, foil, mlp=mlp
+            )
         if out is None:
             out = torch.full(shape, torch.nan, dtype=scores.dtype)
         out[i, :steps, batch.real_positions(i).cpu()] = scores.cpu()

@@ -114,6 +114,17 @@ def branch_scale(model) -> float:
     return float(getattr(config, "residual_multiplier", None) or 1.0)
 
 
+def logit_factor(model) -> float:
+    """The constant the logits are scaled by, a linear factor of the readout: Granite divides
+    them by ``logits_scaling``; T5 with tied embeddings multiplies the decoder's last state by
+    ``d_model ** -0.5`` before the unembedding; 1 elsewhere."""
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    factor = 1.0 / float(getattr(config, "logits_scaling", None) or 1.0)
+    if getattr(config, "model_type", None) in ("t5", "mt5", "umt5") and config.tie_word_embeddings:
+        factor *= float(config.d_model) ** -0.5
+    return factor
+
+
 def value_terms(attn: torch.nn.Module, v: Tensor, n_heads: int) -> Tensor:
     """``[key_pos, head, d_model]`` ``v^h_j W^h_O`` from ``hook_v`` (``[key_pos, kv_head,
     d_head]``)."""
@@ -147,6 +158,21 @@ def contributions(
     return normalize_rows(scores.clamp(min=0))
 
 
+def alti_shares(layer: LayerActs) -> Float[Tensor, "query_pos part"]:
+    """ALTI's row-normalised shares of every part of each query's output: the keys, then the
+    residual (cross-attention), then the left-out heads (:func:`keep_heads`)."""
+    (n, d), keys = (
+        layer.y.shape,
+        layer.head_values.shape[0] + layer.cross + (layer.rest is not None),
+    )
+    rows = []
+    step = max(1, _CHUNK_ELEMENTS // (keys * d))
+    for lo in range(0, n, step):
+        queries = torch.arange(lo, min(n, lo + step), device=layer.y.device)
+        rows.append(contributions(layer.transformed(queries), layer.y[queries]))
+    return torch.cat(rows)
+
+
 def layer_alti(layer: LayerActs) -> Float[Tensor, "query_pos key_pos"]:
     """One layer's row-normalised ALTI matrix (0 where a causal query cannot see the key).
 
@@ -154,11 +180,4 @@ def layer_alti(layer: LayerActs) -> Float[Tensor, "query_pos key_pos"]:
     residual's (ALTI+): the residual's share is ``1 - row sum``; likewise the left-out heads'
     share with :func:`keep_heads`.
     """
-    (n, d), n_keys = layer.y.shape, layer.head_values.shape[0]
-    keys = n_keys + layer.cross + (layer.rest is not None)
-    rows = []
-    step = max(1, _CHUNK_ELEMENTS // (keys * d))
-    for lo in range(0, n, step):
-        queries = torch.arange(lo, min(n, lo + step), device=layer.y.device)
-        rows.append(contributions(layer.transformed(queries), layer.y[queries]))
-    return torch.cat(rows)[:, :n_keys]
+    return alti_shares(layer)[:, : layer.head_values.shape[0]]
