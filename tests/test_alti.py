@@ -9,6 +9,7 @@ import torch
 
 import hooklab
 from hooklab.methods.alti_logit import logit_contributions
+from hooklab.methods.alti_logit_seq2seq import seq2seq_logit_contributions
 from hooklab.mixing import alti
 from hooklab.mixing.adapter import Example, model_adapter
 from hooklab.mixing.alti import (
@@ -20,9 +21,10 @@ from hooklab.mixing.alti import (
     record_seq2seq,
 )
 from hooklab.mixing.alti_acts import keep_heads
+from hooklab.seq2seq import decoder_start_id, encode_source
 from hooklab.testing import check_method
 from hooklab.zoo import build
-from tests.reference import flow
+from tests.reference import flow, flow_seq2seq
 
 PROMPT = "George was sick yesterday. His colleagues asked him"
 
@@ -246,6 +248,48 @@ def test_alti_plus_parts_sum_to_the_sublayer_output(seq2seq64, part):
     else:
         torch.testing.assert_close(rows, torch.ones_like(rows))
     assert out.parameters["part"] == part
+
+
+@pytest.mark.parametrize("foil", [False, True])
+def test_seq2seq_alti_logit_matches_the_reference_and_the_logit(seq2seq64, foil):
+    src = encode_source(seq2seq64, PROMPT)
+    dec = [
+        decoder_start_id(seq2seq64),
+        *seq2seq64.tokenizer(" asked him", add_special_tokens=False)["input_ids"],
+    ]
+    query, target, other = len(dec) - 2, dec[-1], dec[1]
+    scores, remainder, logit = seq2seq_logit_contributions(
+        seq2seq64, src, dec, [query], [target], [other] if foil else None
+    )
+    ref_scores, ref_logit = flow_seq2seq.ref_seq2seq_alti_logit(
+        seq2seq64, src, dec, query, target, other if foil else None
+    )
+    torch.testing.assert_close(scores[0], ref_scores, atol=1e-10, rtol=1e-9)
+    hf = seq2seq64.original_model(
+        input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec])
+    )
+    expected = hf.logits[0, query, target] - (hf.logits[0, query, other] if foil else 0)
+    assert logit[0].item() == pytest.approx(expected.item(), abs=1e-10)
+    assert ref_logit == pytest.approx(expected.item(), abs=1e-10)
+    # completeness; T5's RMSNorm computes its divisor in float32 even in a float64 model
+    tol = 1e-6 if seq2seq64.original_model.config.model_type == "t5" else 1e-10
+    assert (scores.sum() + remainder[0]).item() == pytest.approx(expected.item(), abs=tol)
+    n_src = len(src)
+    assert scores[0, n_src + query + 1 :].abs().max() == 0  # no later decoder token
+    assert scores[0, :n_src].abs().sum() > 0  # the source gets a share
+    attn_only = seq2seq_logit_contributions(seq2seq64, src, dec, [query], [target], mlp=False)
+    moved = seq2seq_logit_contributions(seq2seq64, src, dec, [query], [target])
+    torch.testing.assert_close(
+        attn_only[1] - moved[1], moved[0].sum((1, 2)) - attn_only[0].sum((1, 2))
+    )
+
+
+def test_seq2seq_alti_logit_keeps_the_method_contract():
+    out = check_method(hooklab.load("toy-mt"), "alti_logit")
+    for seq in out:
+        total = seq.attributions.nan_to_num().sum((1, 2))
+        total += seq.source_attributions.nan_to_num().sum((1, 2)) + seq.extras["remainder"]
+        torch.testing.assert_close(total, seq.extras["logit"], atol=1e-4, rtol=1e-4)
 
 
 def test_alti_plus_post_norm_encoder_matches_the_reference():

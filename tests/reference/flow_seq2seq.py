@@ -1,0 +1,109 @@
+"""Slow, obviously-correct ALTI-Logit on encoder–decoder models: every term pushed forward.
+
+Where hooklab carries one readout vector down the decoder, this reference takes every term of
+the decoder's residual stream at the step's position (each head's update through each key,
+each MLP update) and pushes it *forward*, one vector at a time, through every norm after it,
+each applied as the norm with its divisor fixed at the input it recorded (a post-norm after
+each sublayer in Marian and BART; the final norm in T5), then the unembedding, times T5's
+``d_model ** -0.5`` when its embeddings are tied (read from the Hugging Face config). The
+credit to tokens uses ALTI(+) matrices from :func:`hooklab.mixing.alti_seq2seq.part_matrices`
+(checked elsewhere against their own references) composed in explicit loops.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hooklab.hooks import recorder, temporary_hooks
+from hooklab.mixing.adapter import Example
+from hooklab.mixing.alti_seq2seq import part_matrices
+
+SUBLAYERS = (("self_attn", "ln1"), ("cross_attn", "ln2"), ("mlp", "ln3"))
+
+
+def _record(model, src, dec):
+    n_layers = len(model.decoder_blocks)
+    kinds = ["hook_in", "mlp.hook_out"]
+    kinds += [f"{m}.hook_{k}" for m in ("self_attn", "cross_attn") for k in ("v", "pattern")]
+    kinds += [f"{norm}.hook_in" for _, norm in SUBLAYERS]
+    names = [f"decoder_blocks.{la}.{k}" for la in range(n_layers) for k in kinds]
+    names += ["decoder_ln_final.hook_in"]
+    hooks, cache = recorder([n for n in names if n in model.hook_dict])
+    with temporary_hooks(model, hooks):
+        logits = model(torch.tensor([src]), decoder_input_ids=torch.tensor([dec]))
+    return {k: v[0] for k, v in cache.items()}, logits[0]
+
+
+def _apply(norm, z, c):
+    """``norm`` applied to ``c`` with its divisor fixed at the input ``z`` (no bias)."""
+    if getattr(norm, "bias", None) is not None:  # LayerNorm
+        s = ((z - z.mean()).pow(2).mean() + norm.eps).sqrt()
+        return norm.weight * (c - c.mean()) / s
+    s = (z.pow(2).mean() + norm.variance_epsilon).sqrt()  # T5's RMSNorm
+    return norm.weight * c / s
+
+
+def _logit_of(model, act, q, u, c, layer, sub, post):
+    """The logit update of ``c`` added at decoder ``layer``'s sublayer ``sub`` (0 self, 1
+    cross, 2 mlp) at position ``q``, pushed through every later norm."""
+    for la in range(layer, len(model.decoder_blocks)):
+        for k, (_, norm_name) in enumerate(SUBLAYERS):
+            if post and (la, k) >= (layer, sub):
+                norm = getattr(model.decoder_blocks[la], norm_name).original_component
+                c = _apply(norm, act[f"decoder_blocks.{la}.{norm_name}.hook_in"][q], c)
+    if "decoder_ln_final.hook_in" in act:
+        c = _apply(model.decoder_ln_final.original_component, act["decoder_ln_final.hook_in"][q], c)
+    config = model.original_model.config
+    if config.model_type == "t5" and config.tie_word_embeddings:
+        c = c * config.d_model**-0.5
+    return float(c @ u)
+
+
+@torch.no_grad()
+def ref_seq2seq_alti_logit(model, src, dec, query, target, foil=None):
+    """``(scores [src + dec, decoder layer], logit)`` of one step, with ``mlp=True``."""
+    act, logits = _record(model, src, dec)
+    u = model.W_U[:, target] - (0 if foil is None else model.W_U[:, foil])
+    logit = float(logits[query, target] - (0 if foil is None else logits[query, foil]))
+    x0 = act["decoder_blocks.0.hook_in"]
+    post = not torch.allclose(act["decoder_blocks.0.ln1.hook_in"], x0)  # norm after the sum
+    example = Example(tuple(src), tuple(dec))
+    n_src, n_dec, n_layers = len(src), len(dec), len(model.decoder_blocks)
+    encoder = part_matrices(model, example, "encoder", layers=range(len(model.encoder_blocks)))
+    self_c = part_matrices(model, example, "decoder", layers=range(n_layers))
+    cross_c = part_matrices(model, example, "cross", layers=range(n_layers))
+    r_enc = torch.eye(n_src, dtype=u.dtype)
+    for c in encoder:
+        r_enc = c @ r_enc
+    from_source = torch.zeros(n_src, n_src + n_dec, dtype=u.dtype)
+    from_source[:, :n_src] = r_enc
+    rolled = torch.zeros(n_dec, n_src + n_dec, dtype=u.dtype)
+    for i in range(n_dec):
+        rolled[i, n_src + i] = 1.0
+    scores = torch.zeros(n_src + n_dec, n_layers, dtype=u.dtype)
+    for la in range(n_layers):
+        block = model.decoder_blocks[la]
+        for sub, (module, keys) in enumerate((("self_attn", rolled), ("cross_attn", from_source))):
+            attn = getattr(block, module)
+            v, pattern = (act[f"decoder_blocks.{la}.{module}.hook_{k}"] for k in ("v", "pattern"))
+            for j in range(v.shape[0]):
+                for h in range(pattern.shape[0]):
+                    term = pattern[h, query, j] * (v[j, h] @ attn.W_O[h])
+                    delta = _logit_of(model, act, query, u, term, la, sub, post)
+                    for s in range(n_src + n_dec):
+                        scores[s, la] += delta * keys[j, s]
+        mid = torch.zeros_like(rolled)  # C_self · R_{ℓ-1}, then the cross sublayer's mixing
+        for i in range(n_dec):
+            for j in range(n_dec):
+                mid[i] += self_c[la, i, j] * rolled[j]
+        post_mix = torch.zeros_like(rolled)
+        for i in range(n_dec):
+            for k in range(n_src):
+                post_mix[i] += cross_c[la, i, k] * from_source[k]
+            post_mix[i] += (1 - cross_c[la, i].sum()) * mid[i]  # the residual's share
+        mlp = act[f"decoder_blocks.{la}.mlp.hook_out"][query]
+        delta = _logit_of(model, act, query, u, mlp, la, 2, post)
+        for s in range(n_src + n_dec):
+            scores[s, la] += delta * post_mix[query, s]
+        rolled = post_mix
+    return scores, logit
