@@ -292,6 +292,27 @@ def test_seq2seq_alti_logit_keeps_the_method_contract():
         torch.testing.assert_close(total, seq.extras["logit"], atol=1e-4, rtol=1e-4)
 
 
+def test_alti_plus_cross_rollout_reaches_the_source_tokens(seq2seq64):
+    target = " asked him to come"
+    out = alti(seq2seq64, PROMPT, targets=target, part="cross", rollout=True)[0]
+    enc = alti(seq2seq64, PROMPT, targets=target, part="encoder")[0].scores
+    n_layers, (n_tgt, n_src) = len(out.layers), out.scores.shape[1:]
+    r_enc = torch.eye(n_src, dtype=enc.dtype)  # the encoder's rollout, entry by entry
+    for c in enc:
+        nxt = torch.zeros_like(r_enc)
+        for i in range(n_src):
+            for s in range(n_src):
+                nxt[i, s] = sum(float(c[i, k] * r_enc[k, s]) for k in range(n_src))
+        r_enc = nxt
+    for la in range(n_layers):
+        for i in range(n_tgt):
+            for s in range(n_src):
+                expected = sum(float(out.scores[la, i, k] * r_enc[k, s]) for k in range(n_src))
+                assert out.rollout[la, i, s].item() == pytest.approx(expected, abs=1e-12)
+    torch.testing.assert_close(out.rollout.sum(-1), out.scores.sum(-1))  # R_enc rows sum to 1
+    assert out.parameters["rollout"] is True and out.plot(rollout=True) is not None
+
+
 def test_alti_plus_post_norm_encoder_matches_the_reference():
     model = hooklab.load(build("marian", tempfile.mkdtemp()), device="cpu", dtype=torch.float64)
     src = model.tokenizer(PROMPT)["input_ids"]

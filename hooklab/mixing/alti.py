@@ -160,6 +160,14 @@ def alti_matrices(
     )
 
 
+def _rollout(model, example, scores: Tensor, cross: bool) -> Tensor:
+    """The rollout of ``scores``; for cross-attention, ``scores`` times the encoder's rollout."""
+    if not cross:
+        return rollout_scores(scores)
+    encoder = part_matrices(model, example, "encoder", layers=range(len(model.encoder_blocks)))
+    return scores @ rollout_scores(encoder.to(scores.dtype))[-1]
+
+
 def _heads(heads: Mapping[int, Sequence[int]] | None, layer: int, n_kv: int) -> Sequence[int]:
     return range(n_kv) if heads is None else heads[layer]
 
@@ -213,8 +221,10 @@ def alti(
             the layer output, credited to no token, so a row sums to 1 minus its share. All
             when None. One head at a time gives per-head contributions.
         rollout: also return ``R_ℓ = C_ℓ · R_{ℓ-1}`` over the selected layers in order (pass
-            every layer for the paper's ALTI, the rollout from the embeddings; not for
-            ``part="cross"``).
+            every layer for the paper's ALTI, the rollout from the embeddings); for
+            ``part="cross"``, each layer's cross shares rolled back to the source tokens
+            through the encoder's ALTI rollout over all its layers (every head),
+            ``C_cross,ℓ · R_enc`` (ALTI+; rows sum to 1 minus the residual's share).
 
     Returns:
         One :class:`~hooklab.mixing.output.MixingOutput` per prompt (``method="alti"``), with
@@ -232,11 +242,6 @@ def alti(
     check_supported(model, "ALTI", encoder_decoder=True)
     adapter = model_adapter(model, part)
     cross = adapter.part == "cross"
-    if rollout and cross:
-        raise ValueError(
-            "rollout=True composes square [query_pos, key_pos] matrices; cross-attention's are "
-            "target x source. Pass part='encoder' or 'decoder', or rollout=False."
-        )
     layer_ids = select_indices(layers, adapter.n_layers, "layers")
     head_ids = None if heads is None else select_heads(heads, layer_ids, n_kv_heads(model))
     chosen = per_prompt(targets, len(prompts)) or [None] * len(prompts)
@@ -262,7 +267,7 @@ def alti(
                 token_ids=torch.tensor(query_ids),
                 scores=scores,
                 layers=tuple(layer_ids),
-                rollout=rollout_scores(scores) if rollout else None,
+                rollout=_rollout(model, example, scores, cross) if rollout else None,
                 method="alti",
                 parameters=parameters,
                 target_start=example.target_start,
