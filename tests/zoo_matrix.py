@@ -88,7 +88,8 @@ _SOFTCAP = "tanh soft-capped logits: no linear readout of the last residual stre
 UNSUPPORTED: dict[tuple[str, str], tuple[str, str]] = {
     ("gemma2", "method:alti_logit"): ("soft-caps its logits", _SOFTCAP),
     **{(f, "routes"): (
-        "defined here for decoder-only", "routes are extracted on decoder-only models"
+        "defined here for decoder-only",
+        "routes over encoder nodes and cross-attention edges are not built",
     ) for f in zoo.ENCODER_DECODER},
 }  # fmt: skip
 

@@ -23,6 +23,15 @@ final norm's bias, the unembedding bias, updates through a position whose ALTI r
 (its ``‖y‖₁`` is dominated by ``b_O``: no token gets a share), and the MLPs when ``mlp=False``; so
 ``scores.sum((pos, layer)) + remainder == logit``, checked on every call. A final-step method
 (one computation per sequence); it explains the logit whatever ``attributed_fn`` says.
+
+Constant scales are linear factors of the paths: Granite's ``residual_multiplier`` scales the
+attention terms (:func:`~hooklab.mixing.alti_acts.branch_scale`), its ``1 / logits_scaling``
+and T5's tied-embedding ``d_model ** -0.5`` scale the readout
+(:func:`~hooklab.mixing.alti_acts.logit_factor`). Soft-capped logits (Gemma 2,
+``tanh(z / c) · c``) are not linear in the residual stream: refused with
+``NotImplementedError`` (decomposing the pre-cap logit would explain a number the model does
+not output). Encoder–decoder models (source tokens, then decoder tokens):
+:mod:`hooklab.methods.alti_logit_seq2seq`.
 """
 
 from __future__ import annotations

@@ -35,6 +35,12 @@ bias included, and ``W_O`` is the bridge's), on the block layouts where it is ex
   (:func:`~hooklab.mixing.alti_acts.branch_scale`); the hooks' ``attn_out`` and ``mlp_out``
   already hold the scaled updates.
 
+``heads=`` (key/value heads, as value zeroing's) credits only the selected heads' terms to the
+keys; the other heads' output is one more part, credited to no token
+(:func:`~hooklab.mixing.alti_acts.keep_heads`). On encoder–decoder models ``rollout=True``
+with ``part="cross"`` rolls each layer's cross shares back to the source tokens through the
+encoder's ALTI rollout (ALTI+).
+
 Each layer is checked before it is used (attention output = ``Σ_j T`` terms + a constant bias,
 the block sums, the norm's fit); a layout that breaks one raises ``NotImplementedError``
 instead of returning wrong scores.
@@ -177,9 +183,10 @@ def check_supported(model, what: str, *, encoder_decoder: bool = False) -> None:
     them (``encoder_decoder``)."""
     if is_encoder_decoder(model) and not encoder_decoder:
         raise NotImplementedError(
-            f"{what} is defined here for decoder-only models; on encoder-decoder models use "
-            "hooklab.mixing.alti (ALTI+, part='encoder', 'decoder' or 'cross') or "
-            "value_zeroing."
+            f"{what} is defined here for decoder-only models (an encoder-decoder graph of "
+            "encoder nodes and cross-attention edges is not built); on encoder-decoder models "
+            "use hooklab.mixing.alti (ALTI+, part='encoder', 'decoder' or 'cross'), the "
+            "alti_logit method (source and target shares of each logit) or value_zeroing."
         )
     check_raw_mode(model, what)
 

@@ -201,7 +201,10 @@ def information_flow(
     """Extract the information-flow routes of one prediction (Ferrando and Voita, 2024).
 
     Args:
-        model: a decoder-only ``TransformerBridge`` (sequential pre-norm or parallel blocks).
+        model: a decoder-only ``TransformerBridge`` (sequential pre-norm or parallel blocks, a
+            norm on the attention output as in Gemma 2/3 and OLMo 2, residual branches scaled
+            by a constant as in Granite); encoder–decoder models raise
+            ``NotImplementedError``.
         prompt: the text; the explained prediction is the next token after ``position``.
         threshold: keep edges whose importance is above it (the paper's τ; 0.04 by default).
         position: the predicting position (negative counts from the end).
