@@ -28,51 +28,17 @@ and the MLPs with ``mlp=False``. ``scores.sum((pos, layer)) + remainder == logit
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.forward import seq2seq_logits
-from hooklab.hooks import recorder
 from hooklab.mixing.adapter import Example
 from hooklab.mixing.alti_acts import LayerActs, alti_shares, fit_norm, layer_alti, logit_factor
-from hooklab.mixing.alti_seq2seq import part_acts, part_matrices
+from hooklab.mixing.alti_seq2seq import mlp_norm, part_acts, part_matrices, record_example
 from hooklab.mixing.matrices import rollout_scores
 from hooklab.precision import upcast
-from hooklab.selfcheck import check_identity, tolerance
-
-
-def _record(model, src: Sequence[int], dec: Sequence[int]) -> dict[str, Any]:
-    """One forward pass: the decoder's sublayer hooks (see :func:`part_acts`), each block's
-    MLP sublayer and output, the decoder's final norm and the logits (no batch)."""
-    kinds = ["hook_in", "hook_out", "mlp.hook_out", "ln3.hook_in", "ln3.hook_out"]
-    for module, norm in (("self_attn", "ln1"), ("cross_attn", "ln2")):
-        kinds += [f"{module}.hook_{k}" for k in ("v", "pattern", "out")]
-        kinds += [f"{norm}.hook_in", f"{norm}.hook_out"]
-    names = [f"decoder_blocks.{la}.{k}" for la in range(len(model.decoder_blocks)) for k in kinds]
-    names += ["decoder_ln_final.hook_in", "decoder_ln_final.hook_out"]
-    hooks, cache = recorder([n for n in names if n in model.hook_dict])
-    device = model.cfg.device
-    logits = seq2seq_logits(
-        model, torch.tensor([list(src)], device=device), torch.tensor([list(dec)], device=device),
-        hooks=hooks,
-    )  # fmt: skip
-    return {name: a[0] for name, a in cache.items()} | {"logits": logits[0]}
-
-
-def _mlp_norm(model, act: dict[str, Any], layer: int, y_cross: Tensor):
-    """The post-norm after layer ``layer``'s MLP (``out = N(y_cross + mlp_out)``), fitted;
-    None for a pre-norm block (``out = y_cross + mlp_out``)."""
-    prefix = f"decoder_blocks.{layer}"
-    mlp_out, out = act[f"{prefix}.mlp.hook_out"], act[f"{prefix}.hook_out"]
-    norm_in = act.get(f"{prefix}.ln3.hook_in")
-    if norm_in is not None and (norm_in - y_cross - mlp_out).abs().max() <= tolerance(norm_in):
-        return fit_norm(model.decoder_blocks[layer].ln3, norm_in, out, f"{prefix}.ln3")
-    check_identity("block output = cross sublayer output + mlp_out", y_cross + mlp_out, out,
-                   where=f"decoder layer {layer}", error=NotImplementedError)  # fmt: skip
-    return None
+from hooklab.selfcheck import check_identity
 
 
 def _top_readout(model, act, q: Tensor, u: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
@@ -124,7 +90,7 @@ def seq2seq_logit_contributions(
     """
     n_layers, n_src, n_dec = len(model.decoder_blocks), len(source_ids), len(decoder_ids)
     example = Example(tuple(source_ids), tuple(decoder_ids))
-    act = _record(model, source_ids, decoder_ids)
+    act = record_example(model, example, logits=True)
     q = torch.tensor(list(queries), device=model.cfg.device)
     w_u, b_u = upcast(model.W_U), upcast(model.b_U)
     u, bias = w_u[:, list(targets)].T, b_u[list(targets)]
@@ -138,13 +104,15 @@ def seq2seq_logit_contributions(
     layers = []
     for la in range(n_layers):
         self_acts, cross_acts = (part_acts(model, act, p, la) for p in ("decoder", "cross"))
-        layers.append((self_acts, cross_acts, _mlp_norm(model, act, la, cross_acts.y)))
+        layers.append(
+            (self_acts, cross_acts, mlp_norm(model, act, "decoder_blocks", la, cross_acts.y))
+        )
     readouts = [None] * n_layers
     for la in reversed(range(n_layers)):
-        self_acts, cross_acts, mlp_norm = layers[la]
-        if mlp_norm is not None:
-            remainder += (upcast(mlp_norm.beta) * r).sum(-1)
-        r_mlp = _through(mlp_norm, r, q)  # what the MLP's update and its input are read along
+        self_acts, cross_acts, post_norm = layers[la]
+        if post_norm is not None:
+            remainder += (upcast(post_norm.beta) * r).sum(-1)
+        r_mlp = _through(post_norm, r, q)  # what the MLP's update and its input are read along
         r_self = _through(cross_acts.norm, r_mlp, q)
         readouts[la] = (r_self, r_mlp)
         remainder += (upcast(cross_acts.bias[q]) * r_mlp).sum(-1)

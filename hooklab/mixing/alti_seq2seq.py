@@ -29,6 +29,7 @@ from hooklab.mixing.alti_acts import (
     through,
     value_terms,
 )
+from hooklab.mixing.linear_norm import LinearNorm
 from hooklab.selfcheck import tolerance
 
 #: Encoder–decoder attention sublayers: part -> (attention module, the norm after or before it).
@@ -53,6 +54,51 @@ def record_seq2seq(model, example, part: str, layers: Sequence[int]) -> dict[str
     tgt = torch.tensor([example.decoder_ids], device=device)
     seq2seq_logits(model, src, tgt, hooks=hooks)
     return {name: a[0] for name, a in cache.items()}
+
+
+def record_example(model, example, *, logits: bool = False) -> dict[str, Any]:
+    """One forward pass on ``example``: every hook :func:`part_acts` and :func:`mlp_norm`
+    read, of every encoder and decoder layer, the decoder's final norm, and the ``"logits"``
+    ``[target_pos, d_vocab]`` when ``logits`` (no batch)."""
+    encoder = [
+        "hook_in",
+        "hook_out",
+        "mlp.hook_out",
+        *(f"attn.hook_{k}" for k in ("v", "pattern", "out")),
+    ]
+    encoder += [f"ln{n}.hook_{e}" for n in (1, 2) for e in ("in", "out")]
+    decoder = ["hook_in", "hook_out", "mlp.hook_out", "ln3.hook_in", "ln3.hook_out"]
+    for module, norm in (("self_attn", "ln1"), ("cross_attn", "ln2")):
+        decoder += [f"{module}.hook_{k}" for k in ("v", "pattern", "out")]
+        decoder += [f"{norm}.hook_in", f"{norm}.hook_out"]
+    names = [f"encoder_blocks.{la}.{k}" for la in range(len(model.encoder_blocks)) for k in encoder]
+    names += [
+        f"decoder_blocks.{la}.{k}" for la in range(len(model.decoder_blocks)) for k in decoder
+    ]
+    names += ["decoder_ln_final.hook_in", "decoder_ln_final.hook_out"]
+    hooks, cache = recorder([n for n in names if n in model.hook_dict])
+    device = model.cfg.device
+    src = torch.tensor([list(example.ids)], device=device)
+    out = seq2seq_logits(model, src, torch.tensor([list(example.decoder_ids)], device=device),
+                         hooks=hooks)  # fmt: skip
+    return {name: a[0] for name, a in cache.items()} | ({"logits": out[0]} if logits else {})
+
+
+def mlp_norm(model, act: dict[str, Any], stack: str, layer: int, y: Tensor) -> LinearNorm | None:
+    """The post-norm after the MLP of ``stack``'s (``"encoder_blocks"`` or
+    ``"decoder_blocks"``) block ``layer`` (``out = N(y + mlp_out)``, Marian, BART), fitted at
+    its input; None for a pre-norm block (``out = y + mlp_out``). ``y``: the MLP sublayer's
+    residual input (the last attention sublayer's output)."""
+    prefix = f"{stack}.{layer}"
+    name = "ln2" if stack == "encoder_blocks" else "ln3"
+    mlp_out, out = act[f"{prefix}.mlp.hook_out"], act[f"{prefix}.hook_out"]
+    norm_in = act.get(f"{prefix}.{name}.hook_in")
+    if norm_in is not None and (norm_in - y - mlp_out).abs().max() <= tolerance(norm_in):
+        return fit_norm(
+            getattr(getattr(model, stack)[layer], name), norm_in, out, f"{prefix}.{name}"
+        )
+    check_layer("block output = attention sublayer output + mlp_out", y + mlp_out, out, prefix)
+    return None
 
 
 def _sublayer(model, act: dict[str, Any], block, prefix: str, sub: str, x: Tensor) -> LayerActs:
