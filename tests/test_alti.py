@@ -313,6 +313,28 @@ def test_alti_plus_cross_rollout_reaches_the_source_tokens(seq2seq64):
     assert out.parameters["rollout"] is True and out.plot(rollout=True) is not None
 
 
+@pytest.mark.parametrize("per_head", [False, True])
+def test_seq2seq_route_weights_are_the_contributions_they_come_from(seq2seq64, per_head, tmp_path):
+    routes = hooklab.mixing.information_flow(
+        seq2seq64, PROMPT, targets=" asked him", threshold=0.0, per_head=per_head
+    )
+    ids, n_src = routes.token_ids.tolist(), routes.source_length
+    assert n_src == len(encode_source(seq2seq64, PROMPT)) and routes.position == len(ids) - 1
+    assert routes.nodes[-1] == (3 * routes.n_layers, len(ids) - 1)
+    ref = flow_seq2seq.ref_seq2seq_route_weights(
+        seq2seq64, ids[:n_src], ids[n_src:], routes.edges.tolist(), per_head=per_head
+    )
+    torch.testing.assert_close(routes.weights, ref, atol=1e-10, rtol=0)
+    kinds = set(routes.edges[:, 4].tolist())
+    assert kinds == {0, 1, 2, 3}  # attention, residual, mlp and cross edges at threshold 0
+    cross = routes.edges[routes.edges[:, 4] == 3]
+    assert (cross[:, 1] < n_src).all() and (cross[:, 3] >= n_src).all()  # source -> decoder
+    assert (cross[:, 0] == 2 * routes.encoder_layers).all()  # from the encoder's last states
+    loaded = hooklab.mixing.RoutesOutput.load(routes.save(tmp_path / "r.safetensors"))
+    assert (loaded.source_length, loaded.encoder_layers) == (n_src, routes.encoder_layers)
+    assert torch.equal(loaded.edges, routes.edges) and routes.plot().axes
+
+
 def test_alti_plus_post_norm_encoder_matches_the_reference():
     model = hooklab.load(build("marian", tempfile.mkdtemp()), device="cpu", dtype=torch.float64)
     src = model.tokenizer(PROMPT)["input_ids"]

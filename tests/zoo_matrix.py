@@ -27,8 +27,9 @@ Features:
     routes: :func:`hooklab.mixing.information_flow` at threshold 0, one edge per head, runs
         and plots; each target state's edge weights sum to 1, and every weight equals the
         contribution recomputed edge by edge from recorded hooks
-        (``tests.reference.flow.ref_route_weights``) within :data:`ROUTES_ATOL`; the note is
-        the max error.
+        (``tests.reference.flow.ref_route_weights``; encoder–decoder:
+        ``tests.reference.flow_seq2seq.ref_seq2seq_route_weights``) within
+        :data:`ROUTES_ATOL`; the note is the max error.
     pecore: :func:`hooklab.pecore.pecore` on a forced output runs (CTI + CCI) and plots.
 """
 
@@ -87,10 +88,6 @@ _SOFTCAP = "tanh soft-capped logits: no linear readout of the last residual stre
 #: until its entry is removed.
 UNSUPPORTED: dict[tuple[str, str], tuple[str, str]] = {
     ("gemma2", "method:alti_logit"): ("soft-caps its logits", _SOFTCAP),
-    **{(f, "routes"): (
-        "defined here for decoder-only",
-        "routes over encoder nodes and cross-attention edges are not built",
-    ) for f in zoo.ENCODER_DECODER},
 }  # fmt: skip
 
 
@@ -277,17 +274,22 @@ def check_knockout(model, family: zoo.Family) -> str:
 
 def _routes_error(model) -> float:
     from tests.reference.flow import ref_route_weights
+    from tests.reference.flow_seq2seq import ref_seq2seq_route_weights
 
-    routes = hooklab.mixing.information_flow(model, PROMPTS[0], threshold=0.0, per_head=True)
+    routes = hooklab.mixing.information_flow(
+        model, PROMPTS[0], targets=OUTPUT, threshold=0.0, per_head=True
+    )
     if not (routes.weights.gt(0) & routes.weights.le(1 + 1e-6)).all():
         raise AssertionError("routes returned weights outside (0, 1].")
-    sums: dict[tuple[int, int, int], float] = {}
-    for (sd, _, td, tp, _, _), w in zip(
-        routes.edges.tolist(), routes.weights.tolist(), strict=True
-    ):
-        sums[td, tp, sd % 2] = sums.get((td, tp, sd % 2), 0.0) + w
+    sums: dict[tuple[int, int], float] = {}  # per target state
+    for edge, w in zip(routes.edges.tolist(), routes.weights.tolist(), strict=True):
+        sums[edge[2], edge[3]] = sums.get((edge[2], edge[3]), 0.0) + w
     assert_close(torch.tensor(list(sums.values())), torch.ones(len(sums)), atol=1e-5, rtol=0)
-    ref = ref_route_weights(model, routes.token_ids.tolist(), routes.edges.tolist(), per_head=True)
+    ids, n_src, edges = routes.token_ids.tolist(), routes.source_length, routes.edges.tolist()
+    if n_src:
+        ref = ref_seq2seq_route_weights(model, ids[:n_src], ids[n_src:], edges, per_head=True)
+    else:
+        ref = ref_route_weights(model, ids, edges, per_head=True)
     assert_close(routes.weights, ref, atol=ROUTES_ATOL, rtol=0)
     _close_figure(routes.plot())
     return float((routes.weights - ref).abs().max())

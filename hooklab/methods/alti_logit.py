@@ -158,7 +158,7 @@ def alti_logit(model, batch: Batch, *, attributed_fn: AttributedFn, mlp: bool = 
         mlp: also credit each MLP's update (carried back through its input's mixing); the
             paper's ALTI-Logit explains the attention updates only (``False``).
     """
-    check_supported(model, "ALTI-Logit", encoder_decoder=True)
+    check_supported(model, "ALTI-Logit")
     contrast = attributed_fn.contrast
     if contrast is not None and contrast.batch is not None:
         raise ValueError(

@@ -67,6 +67,30 @@ def _attention_update(layer: LayerActs, r: Tensor, q: Tensor) -> Tensor:
     return torch.einsum("hsk,khm,sm->sk", pattern, values, r_in.to(values.dtype))
 
 
+def _decoder_layer(model, act: dict[str, Any], layer: int):
+    """``(self-attention, cross-attention, the MLP's post-norm or None)`` of a decoder block."""
+    self_acts, cross_acts = (part_acts(model, act, p, layer) for p in ("decoder", "cross"))
+    return self_acts, cross_acts, mlp_norm(model, act, "decoder_blocks", layer, cross_acts.y)
+
+
+def _readouts(layers: list, r: Tensor, q: Tensor):
+    """Carry the readout ``r`` (after the last block) down the decoder: per layer ``(r_self,
+    r_mlp)``, the readouts after its self-attention and after its cross-attention sublayer;
+    the biases' logit (``b_O``s, the norms' ``β``); the readout of the decoder's input."""
+    readouts, constant = [None] * len(layers), torch.zeros_like(r[:, 0])
+    for la in reversed(range(len(layers))):
+        self_acts, cross_acts, post_norm = layers[la]
+        if post_norm is not None:
+            constant += (upcast(post_norm.beta) * r).sum(-1)
+        r_mlp = _through(post_norm, r, q)  # what the MLP's update and its input are read along
+        r_self = _through(cross_acts.norm, r_mlp, q)
+        readouts[la] = (r_self, r_mlp)
+        constant += (upcast(cross_acts.bias[q]) * r_mlp).sum(-1)
+        constant += (upcast(self_acts.bias[q]) * r_self).sum(-1)
+        r = _through(self_acts.norm, r_self, q)
+    return readouts, constant, r
+
+
 @torch.no_grad()
 def seq2seq_logit_contributions(
     model,
@@ -100,25 +124,9 @@ def seq2seq_logit_contributions(
     logit = logits[q, list(targets)] - (0 if foils is None else logits[q, list(foils)])
     r, remainder, exact = _top_readout(model, act, q, u)  # T5's RMSNorm: float32 inside
     remainder = remainder + bias
-    # top-down: the readout after each sublayer
-    layers = []
-    for la in range(n_layers):
-        self_acts, cross_acts = (part_acts(model, act, p, la) for p in ("decoder", "cross"))
-        layers.append(
-            (self_acts, cross_acts, mlp_norm(model, act, "decoder_blocks", la, cross_acts.y))
-        )
-    readouts = [None] * n_layers
-    for la in reversed(range(n_layers)):
-        self_acts, cross_acts, post_norm = layers[la]
-        if post_norm is not None:
-            remainder += (upcast(post_norm.beta) * r).sum(-1)
-        r_mlp = _through(post_norm, r, q)  # what the MLP's update and its input are read along
-        r_self = _through(cross_acts.norm, r_mlp, q)
-        readouts[la] = (r_self, r_mlp)
-        remainder += (upcast(cross_acts.bias[q]) * r_mlp).sum(-1)
-        remainder += (upcast(self_acts.bias[q]) * r_self).sum(-1)
-        r = _through(self_acts.norm, r_self, q)
-    remainder += (upcast(act["decoder_blocks.0.hook_in"][q]) * r).sum(-1)
+    layers = [_decoder_layer(model, act, la) for la in range(n_layers)]
+    readouts, constant, r = _readouts(layers, r, q)
+    remainder += constant + (upcast(act["decoder_blocks.0.hook_in"][q]) * r).sum(-1)
     # bottom-up: the ALTI+ rollouts over [source, decoder] tokens
     encoder = part_matrices(model, example, "encoder", layers=range(_n_encoder_layers(model)))
     r_enc = rollout_scores(encoder.to(r.dtype))[-1].to(r.device)

@@ -55,7 +55,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.architecture import check_raw_mode, is_encoder_decoder, n_kv_heads, select_indices
+from hooklab.architecture import check_raw_mode, n_kv_heads, select_indices
 from hooklab.encoding import TargetsArg, per_prompt
 from hooklab.forward import forward
 from hooklab.hooks import hook_name, recorder
@@ -178,16 +178,8 @@ def _heads(heads: Mapping[int, Sequence[int]] | None, layer: int, n_kv: int) -> 
     return range(n_kv) if heads is None else heads[layer]
 
 
-def check_supported(model, what: str, *, encoder_decoder: bool = False) -> None:
-    """Raise for compatibility mode, and for encoder–decoder models unless ``what`` handles
-    them (``encoder_decoder``)."""
-    if is_encoder_decoder(model) and not encoder_decoder:
-        raise NotImplementedError(
-            f"{what} is defined here for decoder-only models (an encoder-decoder graph of "
-            "encoder nodes and cross-attention edges is not built); on encoder-decoder models "
-            "use hooklab.mixing.alti (ALTI+, part='encoder', 'decoder' or 'cross'), the "
-            "alti_logit method (source and target shares of each logit) or value_zeroing."
-        )
+def check_supported(model, what: str) -> None:
+    """Raise for a model in compatibility mode (``hook_v`` would not hold the true values)."""
     check_raw_mode(model, what)
 
 
@@ -246,7 +238,7 @@ def alti(
         True
     """
     prompts = as_prompts(prompts)
-    check_supported(model, "ALTI", encoder_decoder=True)
+    check_supported(model, "ALTI")
     adapter = model_adapter(model, part)
     cross = adapter.part == "cross"
     layer_ids = select_indices(layers, adapter.n_layers, "layers")

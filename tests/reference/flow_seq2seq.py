@@ -107,3 +107,100 @@ def ref_seq2seq_alti_logit(model, src, dec, query, target, foil=None):
             scores[s, la] += delta * post_mix[query, s]
         rolled = post_mix
     return scores, logit
+
+
+def _record_all(model, src, dec):
+    """Every hook the route reference reads, from one forward pass (no batch)."""
+    names = []
+    for stack, blocks in (("encoder_blocks", model.encoder_blocks),
+                          ("decoder_blocks", model.decoder_blocks)):  # fmt: skip
+        mods = ("attn",) if stack == "encoder_blocks" else ("self_attn", "cross_attn")
+        kinds = ["hook_in", "hook_out", "mlp.hook_out"]
+        kinds += [f"{m}.hook_{k}" for m in mods for k in ("v", "pattern", "out")]
+        kinds += [f"ln{n}.hook_{e}" for n in (1, 2, 3) for e in ("in", "out")]
+        names += [f"{stack}.{la}.{k}" for la in range(len(blocks)) for k in kinds]
+    hooks, cache = recorder([n for n in names if n in model.hook_dict])
+    with temporary_hooks(model, hooks):
+        model(torch.tensor([src]), decoder_input_ids=torch.tensor([dec]))
+    return {k: v[0] for k, v in cache.items()}
+
+
+def _sublayer_parts(model, act, stack, layer, sub, i, post, per_head):
+    """``(parts, total)`` of state i after sublayer ``sub`` of ``stack``'s block ``layer``,
+    term by term; ``sub``: the attention module's name, or "mlp"."""
+    prefix, block = f"{stack}.{layer}", getattr(model, stack)[layer]
+    subs = ["attn", "mlp"] if stack == "encoder_blocks" else ["self_attn", "cross_attn", "mlp"]
+    k = subs.index(sub)
+    norm_name = f"ln{k + 1}"
+    x = act[f"{prefix}.hook_in"][i]  # the residual input, sublayer by sublayer
+    for before in subs[:k]:
+        x = _state_after(act, prefix, before, subs.index(before), i, post)
+    if sub == "mlp":
+        parts = [x, act[f"{prefix}.mlp.hook_out"][i]]
+    else:
+        attn = getattr(block, sub)
+        v, pattern = (act[f"{prefix}.{sub}.hook_{kind}"] for kind in ("v", "pattern"))
+        heads = [[pattern[h, i, j] * (v[j, h] @ attn.W_O[h]) for j in range(v.shape[0])]
+                 for h in range(pattern.shape[0])]  # fmt: skip
+        parts = (
+            [p for row in heads for p in row]
+            if per_head
+            else [sum(row[j] for row in heads) for j in range(v.shape[0])]
+        )
+        parts.append(x)
+    total = _state_after(act, prefix, sub, k, i, post)
+    if post:
+        norm = getattr(block, norm_name).original_component
+        parts = [_apply(norm, act[f"{prefix}.{norm_name}.hook_in"][i], p) for p in parts]
+    return parts, total
+
+
+def _state_after(act, prefix, sub, k, i, post):
+    """The recorded state after sublayer ``sub`` (index ``k``) at position i."""
+    if post:
+        return act[f"{prefix}.ln{k + 1}.hook_out"][i]
+    if sub == "mlp":
+        return act[f"{prefix}.hook_out"][i]
+    x = act[f"{prefix}.hook_in"][i]
+    for name in ("attn", "self_attn", "cross_attn"):
+        if f"{prefix}.{name}.hook_out" in act:
+            x = x + act[f"{prefix}.{name}.hook_out"][i]
+        if name == sub:
+            return x
+    raise KeyError(sub)
+
+
+@torch.no_grad()
+def ref_seq2seq_route_weights(model, src, dec, edges, *, per_head):
+    """Each route edge's importance (``(source_depth, source_pos, target_depth, target_pos,
+    kind, head)``; kind 0 attention, 1 residual, 2 mlp, 3 cross), from the target state's
+    parts recomputed term by term from recorded hooks (through the post-norm, fixed at its
+    recorded input, in Marian and BART), one edge at a time."""
+    from tests.reference.flow import _weight
+
+    act = _record_all(model, src, dec)
+    post = not torch.allclose(act["decoder_blocks.0.ln1.hook_in"], act["decoder_blocks.0.hook_in"])
+    n_src, weights = len(src), []
+    for _, sp, td, tp, kind, head in edges:
+        if tp < n_src:  # an encoder state: 2 per layer
+            stack, layer, k, i, subs = (
+                "encoder_blocks",
+                (td - 1) // 2,
+                (td - 1) % 2,
+                tp,
+                ["attn", "mlp"],
+            )
+        else:
+            stack, layer, k, i = "decoder_blocks", (td - 1) // 3, (td - 1) % 3, tp - n_src
+            subs = ["self_attn", "cross_attn", "mlp"]
+        parts, total = _sublayer_parts(model, act, stack, layer, subs[k], i, post, per_head)
+        if subs[k] == "mlp":
+            index = kind - 1
+        elif kind == 1:
+            index = len(parts) - 1
+        else:
+            n_keys = n_src if kind == 3 else (len(dec) if stack == "decoder_blocks" else n_src)
+            j = sp if kind == 3 or stack == "encoder_blocks" else sp - n_src
+            index = head * n_keys + j if per_head else j
+        weights.append(_weight(parts, total, index))
+    return torch.tensor(weights, dtype=torch.float64)
