@@ -180,7 +180,7 @@ def ref_seq2seq_route_weights(model, src, dec, edges, *, per_head):
 
     act = _record_all(model, src, dec)
     post = not torch.allclose(act["decoder_blocks.0.ln1.hook_in"], act["decoder_blocks.0.hook_in"])
-    n_src, weights = len(src), []
+    n_src, weights, cache = len(src), [], {}
     for _, sp, td, tp, kind, head in edges:
         if tp < n_src:  # an encoder state: 2 per layer
             stack, layer, k, i, subs = (
@@ -193,7 +193,11 @@ def ref_seq2seq_route_weights(model, src, dec, edges, *, per_head):
         else:
             stack, layer, k, i = "decoder_blocks", (td - 1) // 3, (td - 1) % 3, tp - n_src
             subs = ["self_attn", "cross_attn", "mlp"]
-        parts, total = _sublayer_parts(model, act, stack, layer, subs[k], i, post, per_head)
+        if (stack, layer, k, i) not in cache:  # one state's parts serve all its edges
+            cache[stack, layer, k, i] = _sublayer_parts(
+                model, act, stack, layer, subs[k], i, post, per_head
+            )
+        parts, total = cache[stack, layer, k, i]
         if subs[k] == "mlp":
             index = kind - 1
         elif kind == 1:
