@@ -9,6 +9,7 @@ import torch
 
 import hooklab
 from hooklab.methods.alti_logit import logit_contributions
+from hooklab.methods.alti_logit_seq2seq import seq2seq_logit_contributions
 from hooklab.mixing import alti
 from hooklab.mixing.adapter import Example, model_adapter
 from hooklab.mixing.alti import (
@@ -19,17 +20,23 @@ from hooklab.mixing.alti import (
     record,
     record_seq2seq,
 )
+from hooklab.mixing.alti_acts import keep_heads
+from hooklab.seq2seq import decoder_start_id, encode_source
 from hooklab.testing import check_method
 from hooklab.zoo import build
-from tests.reference import flow
+from tests.reference import flow, flow_seq2seq
 
 PROMPT = "George was sick yesterday. His colleagues asked him"
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
+@pytest.fixture(scope="module", params=["gpt2", "llama", "granite"])
 def tiny64(request):
-    """The tiny GPT-2 and Llama fixtures (non-zero biases, GQA) in float64."""
-    path = request.getfixturevalue(f"{request.param}_dir")
+    """The tiny GPT-2 and Llama fixtures (non-zero biases, GQA) and the zoo's Granite (scaled
+    residual branches, embeddings, attention and logits) in float64."""
+    if request.param == "granite":
+        path = build("granite", tempfile.mkdtemp())
+    else:
+        path = request.getfixturevalue(f"{request.param}_dir")
     return hooklab.load(path, device="cpu", dtype=torch.float64)
 
 
@@ -48,6 +55,24 @@ def test_alti_matches_the_reference(tiny64):
     ids = _ids(tiny64)
     got = alti_matrices(tiny64, ids, layers=range(tiny64.cfg.n_layers))
     torch.testing.assert_close(got, flow.ref_alti(tiny64, ids), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("kv_heads", [[0], [1]])
+def test_alti_heads_match_the_reference(tiny64, kv_heads):
+    ids = _ids(tiny64)
+    out = alti(tiny64, [ids], targets="", heads=kv_heads)[0]
+    torch.testing.assert_close(out.scores, flow.ref_alti_heads(tiny64, ids, kv_heads),
+                               atol=1e-10, rtol=1e-10)  # fmt: skip
+    assert out.scores.sum(-1).lt(1).any()  # the left-out heads take a share
+    assert dict(out.parameters["heads"]) == {str(la): tuple(kv_heads) for la in out.layers}
+    act, _ = flow.run(tiny64, ids)
+    for layer in range(tiny64.cfg.n_layers):  # the parts, the rest and b_O still give y
+        t, b_o, y, rest = flow.transformed_vectors(tiny64, act, layer, kv_heads)
+        torch.testing.assert_close(t.sum(1) + rest + b_o, y, atol=1e-10, rtol=1e-10)
+    every = alti(tiny64, [ids], targets="", heads={0: [0], 1: None})[0]  # a dict, per layer
+    torch.testing.assert_close(every.scores[1], alti(tiny64, [ids], targets="")[0].scores[1])
+    with pytest.raises(ValueError, match="heads"):
+        alti(tiny64, [ids], targets="", heads=99)
 
 
 def test_alti_output_rows_rollout_and_round_trip(tiny64, tmp_path):
@@ -157,7 +182,8 @@ def test_route_weights_are_the_contributions_they_come_from(tiny64, per_head):
                 group = w_o.shape[0] // w_v.shape[0]
                 ln1 = act[f"blocks.{layer}.ln1.hook_out"]
                 value = [[ln1[j] @ w_v[g] + b_v[g] for g in range(w_v.shape[0])] for j in range(n)]
-                attn = [pattern[layer][h, tp, j] * (value[j][h // group] @ w_o[h])
+                m = flow.config_constant(tiny64, "residual_multiplier")
+                attn = [m * pattern[layer][h, tp, j] * (value[j][h // group] @ w_o[h])
                         for h in range(w_o.shape[0]) for j in range(n)]  # fmt: skip
             parts, total = [*attn, x[tp]], y[tp]
             index = len(attn) if kind == 1 else (head * n + sp if per_head else sp)
@@ -208,13 +234,105 @@ def test_alti_plus_parts_sum_to_the_sublayer_output(seq2seq64, part):
         n = acts.y.shape[0]
         t = acts.transformed(torch.arange(n))
         torch.testing.assert_close(t.sum(1) + acts.bias, acts.y, atol=1e-10, rtol=1e-10)
+        kept = keep_heads(acts, [1], seq2seq64.cfg.n_heads)  # one head credited, the rest apart
+        t = kept.transformed(torch.arange(n))
+        assert t.shape[1] == acts.head_values.shape[0] + (part == "cross") + 1
+        torch.testing.assert_close(t.sum(1) + acts.bias, acts.y, atol=1e-10, rtol=1e-10)
+    one = alti(seq2seq64, PROMPT, targets=" asked him to come", part=part, heads=1)[0]
     out = alti(seq2seq64, PROMPT, targets=" asked him to come", part=part)[0]
+    assert one.scores.ge(0).all() and one.scores.sum(-1).le(1 + 1e-12).all()
+    assert not torch.allclose(one.scores, out.scores)
     rows = out.scores.sum(-1)
     if part == "cross":  # the residual's share is the rest of the row
         assert out.scores.shape[-1] == len(example.ids) and rows.le(1 + 1e-12).all()
     else:
         torch.testing.assert_close(rows, torch.ones_like(rows))
     assert out.parameters["part"] == part
+
+
+@pytest.mark.parametrize("foil", [False, True])
+def test_seq2seq_alti_logit_matches_the_reference_and_the_logit(seq2seq64, foil):
+    src = encode_source(seq2seq64, PROMPT)
+    dec = [
+        decoder_start_id(seq2seq64),
+        *seq2seq64.tokenizer(" asked him", add_special_tokens=False)["input_ids"],
+    ]
+    query, target, other = len(dec) - 2, dec[-1], dec[1]
+    scores, remainder, logit = seq2seq_logit_contributions(
+        seq2seq64, src, dec, [query], [target], [other] if foil else None
+    )
+    ref_scores, ref_logit = flow_seq2seq.ref_seq2seq_alti_logit(
+        seq2seq64, src, dec, query, target, other if foil else None
+    )
+    torch.testing.assert_close(scores[0], ref_scores, atol=1e-10, rtol=1e-9)
+    hf = seq2seq64.original_model(
+        input_ids=torch.tensor([src]), decoder_input_ids=torch.tensor([dec])
+    )
+    expected = hf.logits[0, query, target] - (hf.logits[0, query, other] if foil else 0)
+    assert logit[0].item() == pytest.approx(expected.item(), abs=1e-10)
+    assert ref_logit == pytest.approx(expected.item(), abs=1e-10)
+    # completeness; T5's RMSNorm computes its divisor in float32 even in a float64 model
+    tol = 1e-6 if seq2seq64.original_model.config.model_type == "t5" else 1e-10
+    assert (scores.sum() + remainder[0]).item() == pytest.approx(expected.item(), abs=tol)
+    n_src = len(src)
+    assert scores[0, n_src + query + 1 :].abs().max() == 0  # no later decoder token
+    assert scores[0, :n_src].abs().sum() > 0  # the source gets a share
+    attn_only = seq2seq_logit_contributions(seq2seq64, src, dec, [query], [target], mlp=False)
+    moved = seq2seq_logit_contributions(seq2seq64, src, dec, [query], [target])
+    torch.testing.assert_close(
+        attn_only[1] - moved[1], moved[0].sum((1, 2)) - attn_only[0].sum((1, 2))
+    )
+
+
+def test_seq2seq_alti_logit_keeps_the_method_contract():
+    out = check_method(hooklab.load("toy-mt"), "alti_logit")
+    for seq in out:
+        total = seq.attributions.nan_to_num().sum((1, 2))
+        total += seq.source_attributions.nan_to_num().sum((1, 2)) + seq.extras["remainder"]
+        torch.testing.assert_close(total, seq.extras["logit"], atol=1e-4, rtol=1e-4)
+
+
+def test_alti_plus_cross_rollout_reaches_the_source_tokens(seq2seq64):
+    target = " asked him to come"
+    out = alti(seq2seq64, PROMPT, targets=target, part="cross", rollout=True)[0]
+    enc = alti(seq2seq64, PROMPT, targets=target, part="encoder")[0].scores
+    n_layers, (n_tgt, n_src) = len(out.layers), out.scores.shape[1:]
+    r_enc = torch.eye(n_src, dtype=enc.dtype)  # the encoder's rollout, entry by entry
+    for c in enc:
+        nxt = torch.zeros_like(r_enc)
+        for i in range(n_src):
+            for s in range(n_src):
+                nxt[i, s] = sum(float(c[i, k] * r_enc[k, s]) for k in range(n_src))
+        r_enc = nxt
+    for la in range(n_layers):
+        for i in range(n_tgt):
+            for s in range(n_src):
+                expected = sum(float(out.scores[la, i, k] * r_enc[k, s]) for k in range(n_src))
+                assert out.rollout[la, i, s].item() == pytest.approx(expected, abs=1e-12)
+    torch.testing.assert_close(out.rollout.sum(-1), out.scores.sum(-1))  # R_enc rows sum to 1
+    assert out.parameters["rollout"] is True and out.plot(rollout=True) is not None
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_seq2seq_route_weights_are_the_contributions_they_come_from(seq2seq64, per_head, tmp_path):
+    routes = hooklab.mixing.information_flow(
+        seq2seq64, PROMPT, targets=" asked him", threshold=0.0, per_head=per_head
+    )
+    ids, n_src = routes.token_ids.tolist(), routes.source_length
+    assert n_src == len(encode_source(seq2seq64, PROMPT)) and routes.position == len(ids) - 1
+    assert routes.nodes[-1] == (3 * routes.n_layers, len(ids) - 1)
+    ref = flow_seq2seq.ref_seq2seq_route_weights(
+        seq2seq64, ids[:n_src], ids[n_src:], routes.edges.tolist(), per_head=per_head
+    )
+    torch.testing.assert_close(routes.weights, ref, atol=1e-10, rtol=0)
+    kinds = set(routes.edges[:, 4].tolist())
+    assert kinds == {0, 1, 2, 3}  # attention, residual, mlp and cross edges at threshold 0
+    cross = routes.edges[routes.edges[:, 4] == 3]
+    assert (cross[:, 1] < n_src).all() and (cross[:, 3] >= n_src).all()  # source -> decoder
+    assert (cross[:, 0] == 2 * routes.encoder_layers).all()  # from the encoder's last states
+    loaded = hooklab.mixing.RoutesOutput.load(routes.save(tmp_path / "r.safetensors"))
+    assert (loaded.source_length, loaded.encoder_layers) == (n_src, routes.encoder_layers)
+    assert torch.equal(loaded.edges, routes.edges) and routes.plot().axes
 
 
 def test_alti_plus_post_norm_encoder_matches_the_reference():

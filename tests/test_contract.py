@@ -48,9 +48,7 @@ def test_every_spec_says_what_it_is():
     for name in BUILTIN:
         spec = hooklab.method_info(name)
         assert spec.name == name and spec.kind in hooklab.methods.KINDS
-        # every built-in method runs on encoder-decoder models, except alti_logit (ALTI+ for
-        # encoder-decoder models is not built yet: it raises NotImplementedError naming it)
-        assert spec.encoder_decoder == (name != "alti_logit")
+        assert spec.encoder_decoder  # every built-in method runs on encoder-decoder models
         assert spec.needs_gradients == (spec.kind == "gradient")
     assert hooklab.method_info("attention").final_step_only
     assert hooklab.method_info("value_zeroing").final_step_only

@@ -5,8 +5,10 @@ Each family's tiny checkpoint is built and loaded once per session. Known failur
 entry when the fix lands). ``python -m tests.zoo_matrix --markdown`` prints the same matrix as
 the README's "Supported models" table.
 
-Cost: the whole file (417 tests) takes about 65 s of CPU on one core (measured on a 2-core
-machine shared with other jobs: 4 min 50 s wall); no cell needs a slow tier.
+Cost: the whole file (417 tests) took about 65 s of CPU on one core (measured on a 2-core
+machine shared with other jobs: 4 min 50 s wall); the routes column (26 more cells, each
+checked against an edge-by-edge reference) adds about 79 s wall on the same shared machine
+(``-k routes``, 2026-12-07); no cell needs a slow tier.
 """
 
 from __future__ import annotations

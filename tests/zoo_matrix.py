@@ -24,6 +24,12 @@ Features:
         or its value at ``hook_v`` where a bridge discards pattern edits), within
         :data:`VZ_ATOL`.
     knockout: :func:`hooklab.mixing.attention_knockout` runs (finite probabilities) and plots.
+    routes: :func:`hooklab.mixing.information_flow` at threshold 0, one edge per head, runs
+        and plots; each target state's edge weights sum to 1, and every weight equals the
+        contribution recomputed edge by edge from recorded hooks
+        (``tests.reference.flow.ref_route_weights``; encoder–decoder:
+        ``tests.reference.flow_seq2seq.ref_seq2seq_route_weights``) within
+        :data:`ROUTES_ATOL`; the note is the max error.
     pecore: :func:`hooklab.pecore.pecore` on a forced output runs (CTI + CCI) and plots.
 """
 
@@ -52,7 +58,7 @@ from hooklab.testing import check_method
 FAMILIES = tuple(zoo.FAMILIES)
 METHODS = tuple(hooklab.list_methods())
 FEATURES = ("logits", "prompt_ids", "generate", *(f"method:{m}" for m in METHODS),
-            "vz_reference", "knockout", "pecore")  # fmt: skip
+            "vz_reference", "knockout", "routes", "pecore")  # fmt: skip
 #: Options that keep the slow methods cheap; the contract does not depend on them.
 FAST = {
     "integrated_gradients": {"n_steps": 4},
@@ -62,6 +68,7 @@ FAST = {
 PROMPTS = ("George was sick yesterday. His colleagues asked him", "It rained")
 MAX_NEW_TOKENS = 6
 ATOL, RTOL = 1e-5, 1e-4
+ROUTES_ATOL = 1e-4  # float32 route weights (shares in [0, 1]) against the reference
 VZ_ATOL = 1e-5  # float32, unnormalised cosine distances against the references (issue 19)
 CONTEXT, CURRENT, OUTPUT = "George was sick yesterday.", "His colleagues asked", " him to come"
 
@@ -81,12 +88,6 @@ _SOFTCAP = "tanh soft-capped logits: no linear readout of the last residual stre
 #: until its entry is removed.
 UNSUPPORTED: dict[tuple[str, str], tuple[str, str]] = {
     ("gemma2", "method:alti_logit"): ("soft-caps its logits", _SOFTCAP),
-    ("granite", "method:alti_logit"): (
-        "Self-check failed", "scaled residual branches and logits: the decomposition is undefined"
-    ),
-    **{(f, "method:alti_logit"): (
-        "does not support encoder-deco", "ALTI-Logit with source contributions is not built"
-    ) for f in zoo.ENCODER_DECODER},
 }  # fmt: skip
 
 
@@ -271,6 +272,35 @@ def check_knockout(model, family: zoo.Family) -> str:
     return ""
 
 
+def _routes_error(model) -> float:
+    from tests.reference.flow import ref_route_weights
+    from tests.reference.flow_seq2seq import ref_seq2seq_route_weights
+
+    routes = hooklab.mixing.information_flow(
+        model, PROMPTS[0], targets=OUTPUT, threshold=0.0, per_head=True
+    )
+    if not (routes.weights.gt(0) & routes.weights.le(1 + 1e-6)).all():
+        raise AssertionError("routes returned weights outside (0, 1].")
+    sums: dict[tuple[int, int], float] = {}  # per target state
+    for edge, w in zip(routes.edges.tolist(), routes.weights.tolist(), strict=True):
+        sums[edge[2], edge[3]] = sums.get((edge[2], edge[3]), 0.0) + w
+    assert_close(torch.tensor(list(sums.values())), torch.ones(len(sums)), atol=1e-5, rtol=0)
+    ids, n_src, edges = routes.token_ids.tolist(), routes.source_length, routes.edges.tolist()
+    if n_src:
+        ref = ref_seq2seq_route_weights(model, ids[:n_src], ids[n_src:], edges, per_head=True)
+    else:
+        ref = ref_route_weights(model, ids, edges, per_head=True)
+    assert_close(routes.weights, ref, atol=ROUTES_ATOL, rtol=0)
+    _close_figure(routes.plot())
+    return float((routes.weights - ref).abs().max())
+
+
+def check_routes(model, family: zoo.Family) -> str:
+    errors = []
+    expect_refusal(family, "routes", lambda: errors.append(_routes_error(model)))
+    return f"{errors[0]:.1e}"
+
+
 def check_pecore(model, family: zoo.Family) -> str:
     res = hooklab.pecore.pecore(
         model, CONTEXT, CURRENT, output_current_text=OUTPUT,
@@ -289,6 +319,7 @@ CHECKS: dict[str, Callable] = {
     **{f"method:{m}": method_check(m) for m in METHODS},
     "vz_reference": check_value_zeroing,
     "knockout": check_knockout,
+    "routes": check_routes,
     "pecore": check_pecore,
 }
 

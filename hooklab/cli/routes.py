@@ -14,6 +14,7 @@ from hooklab.cli.checks import check_outputs, figure_paths, fill_path, slug, toy
 def routes(
     model: str = "toy",
     text: str | None = None,
+    targets: str = "",
     threshold: float = 0.04,
     position: int = -1,
     per_head: bool = True,
@@ -28,7 +29,10 @@ def routes(
 
     Args:
         model: "toy" (the embedded model), a checkpoint directory or a hub name.
-        text: the prompt; default: toy example --example (its context and current sentence).
+        text: the prompt (the source of an encoder-decoder model); default: toy example
+            --example (its context and current sentence).
+        targets: a forced continuation (an encoder-decoder model's decoder input after its
+            start token); default none.
         threshold: keep edges whose importance (share of their target state) is above it.
         position: the predicting position (negative counts from the end).
         per_head: one attention edge per head (else one per source token).
@@ -55,7 +59,9 @@ def routes(
     from hooklab.mixing import information_flow
 
     lm = hooklab.load(model, device=device, dtype=dtype)
-    out = information_flow(lm, text, threshold=threshold, position=position, per_head=per_head)
+    out = information_flow(
+        lm, text, targets=targets, threshold=threshold, position=position, per_head=per_head
+    )
     print(f"{len(out.weights)} edges above {threshold:g} over {len(out.nodes)} nodes")
     if save_path:
         print(f"saved {out.save(save_path, overwrite=overwrite)}")

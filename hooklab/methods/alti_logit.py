@@ -23,6 +23,15 @@ final norm's bias, the unembedding bias, updates through a position whose ALTI r
 (its ``‖y‖₁`` is dominated by ``b_O``: no token gets a share), and the MLPs when ``mlp=False``; so
 ``scores.sum((pos, layer)) + remainder == logit``, checked on every call. A final-step method
 (one computation per sequence); it explains the logit whatever ``attributed_fn`` says.
+
+Constant scales are linear factors of the paths: Granite's ``residual_multiplier`` scales the
+attention terms (:func:`~hooklab.mixing.alti_acts.branch_scale`), its ``1 / logits_scaling``
+and T5's tied-embedding ``d_model ** -0.5`` scale the readout
+(:func:`~hooklab.mixing.alti_acts.logit_factor`). Soft-capped logits (Gemma 2,
+``tanh(z / c) · c``) are not linear in the residual stream: refused with
+``NotImplementedError`` (decomposing the pre-cap logit would explain a number the model does
+not output). Encoder–decoder models (source tokens, then decoder tokens):
+:mod:`hooklab.methods.alti_logit_seq2seq`.
 """
 
 from __future__ import annotations
@@ -34,8 +43,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hooklab.hooks import hook_name
+from hooklab.methods.alti_logit_seq2seq import seq2seq_logit_contributions
 from hooklab.methods.base import MethodResult, register_method
 from hooklab.mixing.alti import check_supported, layer_acts, layer_alti, record
+from hooklab.mixing.alti_acts import logit_factor
 from hooklab.mixing.linear_norm import linear_norm
 from hooklab.precision import upcast
 from hooklab.selfcheck import check_identity
@@ -94,13 +105,14 @@ def logit_contributions(
     x_in, x_out = act["ln_final.hook_in"], act["ln_final.hook_out"]
     scale, beta, center, exact = final_norm(model, x_in[q], x_out[q])
     x_out = upcast(x_out)  # half precision: scores in float32, checks at the model's precision
-    w_u, b_u = model.W_U.to(x_out.dtype), model.b_U.to(x_out.dtype)
+    factor = logit_factor(model)  # Granite: 1 / logits_scaling
+    w_u, b_u = model.W_U.to(x_out.dtype) * factor, model.b_U.to(x_out.dtype) * factor
     u = w_u[:, list(targets)].T  # [step, d_model]
     bias = b_u[list(targets)]
     if foils is not None:
         u, bias = u - w_u[:, list(foils)].T, bias - b_u[list(foils)]
     logit = (x_out[q] * u).sum(-1) + bias  # what the model computed, from its final norm's output
-    check_identity("logits = ln_final(x) W_U + b_U", x_out[q] @ w_u + b_u, act["logits"][q],
+    check_identity("logits = k (ln_final(x) W_U + b_U)", x_out[q] @ w_u + b_u, act["logits"][q],
                    where="unembed", error=NotImplementedError)  # fmt: skip
     r = u * scale  # [step, d_model]: Δ(c) = P(c) · (γ ⊙ u) / s
     if center:
@@ -135,7 +147,9 @@ def logit_contributions(
     return scores, remainder, logit
 
 
-@register_method("alti_logit", kind="context_mixing", final_step_only=True, reduce="sum")
+@register_method(
+    "alti_logit", kind="context_mixing", final_step_only=True, reduce="sum", encoder_decoder=True
+)
 @torch.no_grad()
 def alti_logit(model, batch: Batch, *, attributed_fn: AttributedFn, mlp: bool = True):
     """ALTI-Logit scores ``[batch, step, pos, layer]`` of each step's target logit.
@@ -152,7 +166,8 @@ def alti_logit(model, batch: Batch, *, attributed_fn: AttributedFn, mlp: bool = 
             "Pass contrast_targets= (a foil token per step) to explain the logit difference."
         )
     foils = None if contrast is None else contrast.target_ids
-    shape = (batch.size, batch.n_steps, batch.input_width, model.cfg.n_layers)
+    n_layers = len(model.decoder_blocks) if batch.encoder_decoder else model.cfg.n_layers
+    shape = (batch.size, batch.n_steps, batch.input_width, n_layers)
     out = None
     extras = {k: torch.full((batch.size, batch.n_steps), torch.nan) for k in ("logit", "remainder")}
     for i in range(batch.size):
@@ -161,7 +176,15 @@ def alti_logit(model, batch: Batch, *, attributed_fn: AttributedFn, mlp: bool = 
         queries = range(start - 1, start - 1 + steps)
         targets = ids[start : start + steps]
         foil = None if foils is None else foils[i, :steps].tolist()
-        scores, remainder, logit = logit_contributions(model, ids, queries, targets, foil, mlp=mlp)
+        if batch.encoder_decoder:  # scores over the source tokens, then the decoder's
+            source = batch.source(i).tolist()
+            scores, remainder, logit = seq2seq_logit_contributions(
+                model, source, ids, queries, targets, foil, mlp=mlp
+            )
+        else:
+            scores, remainder, logit = logit_contributions(
+                model, ids, queries, targets, foil, mlp=mlp
+            )
         if out is None:
             out = torch.full(shape, torch.nan, dtype=scores.dtype)
         out[i, :steps, batch.real_positions(i).cpu()] = scores.cpu()

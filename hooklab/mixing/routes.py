@@ -31,6 +31,7 @@ from torch import Tensor
 
 from hooklab.mixing.adapter import model_adapter, side_tokens
 from hooklab.mixing.alti import check_supported, contributions, layer_acts, record
+from hooklab.mixing.routes_seq2seq import seq2seq_routes
 from hooklab.options import Check, PositiveFloat, checked_options
 from hooklab.output.io import register_kind
 from hooklab.output.provenance import describe_model, freeze
@@ -39,8 +40,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-#: Edge kinds, in the order of the ``kind`` column of :attr:`RoutesOutput.edges`.
-EDGE_KINDS = ("attention", "residual", "mlp")
+#: Edge kinds, in the order of the ``kind`` column of :attr:`RoutesOutput.edges` ("cross":
+#: encoder–decoder cross-attention, :mod:`hooklab.mixing.routes_seq2seq`).
+EDGE_KINDS = ("attention", "residual", "mlp", "cross")
 #: Columns of :attr:`RoutesOutput.edges`.
 EDGE_COLUMNS = ("source_depth", "source_pos", "target_depth", "target_pos", "kind", "head")
 
@@ -51,7 +53,11 @@ class RoutesOutput:
 
     Depth ``d`` is the residual stream before layer ``d // 2`` (even ``d``), after its
     attention (odd ``d``), or after the last layer (``d = 2 * n_layers``); shown at height
-    ``d / 2``.
+    ``d / 2``. On encoder–decoder models (``source_length > 0``) the first ``source_length``
+    tokens are the source, whose encoder states have that layout over ``encoder_layers``;
+    decoder states have three per layer (``3ℓ`` before decoder layer ℓ, then after its
+    self-attention, its cross-attention and the layer), shown at height ``d / 3``
+    (:mod:`hooklab.mixing.routes_seq2seq`).
 
     Attributes:
         tokens: the prompt's tokens as text (BOS included); token_ids: their ids.
@@ -61,6 +67,8 @@ class RoutesOutput:
         n_layers: the model's layers.
         position: the predicting position (the graph's root is ``(2 * n_layers, position)``).
         threshold: edges at or below it were dropped.
+        source_length: encoder–decoder models: the source tokens at the start of ``tokens``;
+            0 on decoder-only models. encoder_layers: the encoder's layers (0 if none).
         parameters: the options it ran with; model: the model that made it.
     """
 
@@ -73,6 +81,8 @@ class RoutesOutput:
     n_layers: int
     position: int
     threshold: float
+    source_length: int = 0
+    encoder_layers: int = 0
     parameters: Mapping[str, Any] = field(default_factory=dict)
     model: Mapping[str, Any] | None = None
 
@@ -93,9 +103,18 @@ class RoutesOutput:
             raise ValueError(f"position={self.position} is outside 0..{n - 1}")
 
     @property
+    def root_depth(self) -> int:
+        """Depth of the predicting state: after the last (decoder) layer."""
+        return (3 if self.source_length else 2) * self.n_layers
+
+    def height(self, depth: int, pos: int) -> float:
+        """Where a state is drawn: layers below it (a decoder layer has three sublayers)."""
+        return depth / (3 if pos >= self.source_length > 0 else 2)
+
+    @property
     def nodes(self) -> list[tuple[int, int]]:
         """Every ``(depth, pos)`` on a kept edge, and the root, sorted."""
-        found = {(2 * self.n_layers, self.position)}
+        found = {(self.root_depth, self.position)}
         for sd, sp, td, tp, _, _ in self.edges.tolist():
             found |= {(sd, sp), (td, tp)}
         return sorted(found)
@@ -118,7 +137,9 @@ class RoutesOutput:
         """Tensors and JSON fields to save (read back by :meth:`_from_record`)."""
         tensors = {"token_ids": self.token_ids, "edges": self.edges, "weights": self.weights}
         fields = {"tokens": list(self.tokens), "n_layers": self.n_layers,
-                  "position": self.position, "threshold": self.threshold}  # fmt: skip
+                  "position": self.position, "threshold": self.threshold,
+                  "source_length": self.source_length,
+                  "encoder_layers": self.encoder_layers}  # fmt: skip
         return tensors, fields
 
     @classmethod
@@ -127,7 +148,8 @@ class RoutesOutput:
 
         return cls(
             tokens=tuple(meta["tokens"]), n_layers=meta["n_layers"], position=meta["position"],
-            threshold=meta["threshold"], parameters=unthaw(meta["parameters"]),
+            threshold=meta["threshold"], source_length=meta.get("source_length", 0),
+            encoder_layers=meta.get("encoder_layers", 0), parameters=unthaw(meta["parameters"]),
             model=None if meta["model"] is None else unthaw(meta["model"]), **tensors,
         )  # fmt: skip
 
@@ -145,16 +167,22 @@ class RoutesOutput:
         else:
             fig = ax.figure
         colors = {"attention": "tab:blue", "residual": "0.55", "mlp": "tab:orange"}
+        if self.source_length:
+            colors["cross"] = "tab:purple"
         for (sd, sp, td, tp, kind, _), w in zip(self.edges.tolist(), self.weights.tolist(),
                                                 strict=True):  # fmt: skip
             name = EDGE_KINDS[kind]
             dx = 0.12 if name == "mlp" else 0.0  # mlp and residual edges share their nodes
-            ax.plot([sp + dx, tp + dx], [sd / 2, td / 2], color=colors[name],
-                    lw=0.5 + max_width * w, alpha=0.8, solid_capstyle="round")  # fmt: skip
+            heights = [self.height(sd, sp), self.height(td, tp)]
+            ax.plot([sp + dx, tp + dx], heights, color=colors[name], lw=0.5 + max_width * w,
+                    alpha=0.8, solid_capstyle="round")  # fmt: skip
         depth, pos = zip(*self.nodes, strict=True)
-        ax.scatter(pos, [d / 2 for d in depth], s=12, color="black", zorder=3)
+        ax.scatter(pos, [self.height(d, p) for d, p in zip(depth, pos, strict=True)], s=12,
+                   color="black", zorder=3)  # fmt: skip
         ax.set_xticks(range(len(self.tokens)), [repr(t)[1:-1] for t in self.tokens], rotation=60)
-        ax.set_yticks(range(self.n_layers + 1))
+        ax.set_yticks(range(max(self.n_layers, self.encoder_layers) + 1))
+        if self.source_length:  # the source | decoder boundary
+            ax.axvline(self.source_length - 0.5, color="0.8", lw=1, zorder=0)
         ax.set_ylabel("layer")
         ax.set_xlim(-0.5, len(self.tokens) - 0.5)
         handles = [plt.Line2D([], [], color=c, lw=2, label=k) for k, c in colors.items()]
@@ -193,37 +221,10 @@ def _edges(parts, sources, total, threshold):
 Threshold = Annotated[float, Check(min=0, max=1, max_open=True)]
 
 
-@checked_options
-@torch.no_grad()
-def information_flow(
-    model, prompt: str, *, threshold: Threshold = 0.04, position: int = -1, per_head: bool = True
-) -> RoutesOutput:
-    """Extract the information-flow routes of one prediction (Ferrando and Voita, 2024).
-
-    Args:
-        model: a decoder-only ``TransformerBridge`` (sequential pre-norm or parallel blocks).
-        prompt: the text; the explained prediction is the next token after ``position``.
-        threshold: keep edges whose importance is above it (the paper's τ; 0.04 by default).
-        position: the predicting position (negative counts from the end).
-        per_head: one attention edge per head (else per source token, summed over heads).
-
-    Returns:
-        A :class:`RoutesOutput`.
-
-    Example:
-        >>> import hooklab
-        >>> routes = information_flow(hooklab.load("toy"), "George was sick. His colleagues")
-        >>> routes.weights.gt(0.04).all().item()
-        True
-    """
-    check_supported(model, "information_flow")
-    adapter = model_adapter(model)
-    example = adapter.encode([prompt], "")[0]
-    n, n_layers = len(example.ids), model.cfg.n_layers
-    if not -n <= position < n:
-        raise ValueError(f"position={position} is outside the prompt's {n} tokens.")
-    position %= n
-    act = record(model, example.ids, range(n_layers))
+def _decoder_only_edges(model, ids, position: int, threshold: float, per_head: bool) -> list:
+    """The kept edges of one decoder-only sequence, top-down from ``position``."""
+    n, n_layers = len(ids), model.cfg.n_layers
+    act = record(model, ids, range(n_layers))
     edges: list[tuple[int, int, int, int, int, int, float]] = []
     active = {position}
     attention, residual, mlp = range(3)
@@ -256,15 +257,77 @@ def information_flow(
                 edges.append((bottom, j, top, i, kind, h, w))
                 below.add(j)
         active = below
+    return edges
+
+
+@checked_options
+@torch.no_grad()
+def information_flow(
+    model,
+    prompt: str,
+    *,
+    targets: str = "",
+    threshold: Threshold = 0.04,
+    position: int = -1,
+    per_head: bool = True,
+) -> RoutesOutput:
+    """Extract the information-flow routes of one prediction (Ferrando and Voita, 2024).
+
+    Args:
+        model: a ``TransformerBridge``: decoder-only (sequential pre-norm or parallel blocks,
+            a norm on the attention output as in Gemma 2/3 and OLMo 2, residual branches
+            scaled by a constant as in Granite) or encoder–decoder (post-norm as Marian and
+            BART, or pre-norm as T5; :mod:`hooklab.mixing.routes_seq2seq`).
+        prompt: the text (the source, on encoder–decoder models).
+        targets: a forced continuation: after the prompt (decoder-only), or the decoder's
+            input after its start token (encoder–decoder); ``""`` adds none.
+        threshold: keep edges whose importance is above it (the paper's τ; 0.04 by default).
+        position: the predicting position (negative counts from the end), among the prompt's
+            and target's tokens (decoder-only) or the decoder's input (encoder–decoder); the
+            explained prediction is the next token after it.
+        per_head: one attention edge per head (else per source token, summed over heads).
+
+    Returns:
+        A :class:`RoutesOutput`.
+
+    Example:
+        >>> import hooklab
+        >>> routes = information_flow(hooklab.load("toy"), "George was sick. His colleagues")
+        >>> routes.weights.gt(0.04).all().item()
+        True
+    """
+    check_supported(model, "information_flow")
+    adapter = model_adapter(model)
+    example = adapter.encode([prompt], targets)[0]
+    ids = example.decoder_ids if adapter.encoder_decoder else example.ids
+    n, n_src = len(ids), len(example.ids) if adapter.encoder_decoder else 0
+    if not -n <= position < n:
+        side = "decoder input's" if n_src else "prompt's"
+        raise ValueError(f"position={position} is outside the {side} {n} tokens.")
+    position %= n
+    if n_src:
+        edges = seq2seq_routes(model, example, position, threshold, per_head)
+        tokens = sum(side_tokens(adapter, example)[::-1], ())  # source, then decoder
+        token_ids = [*example.ids, *example.decoder_ids]
+    else:
+        edges = _decoder_only_edges(model, ids, position, threshold, per_head)
+        tokens, token_ids = side_tokens(adapter, example)[0], ids
     table = torch.tensor([e[:6] for e in edges], dtype=torch.long).reshape(-1, 6)
     return RoutesOutput(
-        tokens=side_tokens(adapter, example)[0],
-        token_ids=torch.tensor(example.ids),
+        tokens=tokens,
+        token_ids=torch.tensor(token_ids),
         edges=table,
         weights=torch.tensor([e[6] for e in edges], dtype=torch.float64),
-        n_layers=n_layers,
-        position=position,
+        n_layers=len(model.decoder_blocks) if n_src else model.cfg.n_layers,
+        position=n_src + position,
         threshold=float(threshold),
-        parameters={"threshold": threshold, "position": position, "per_head": per_head},
+        source_length=n_src,
+        encoder_layers=len(model.encoder_blocks) if n_src else 0,
+        parameters={
+            "threshold": threshold,
+            "position": position,
+            "per_head": per_head,
+            "targets": targets,
+        },
         model=describe_model(model),
     )
