@@ -91,3 +91,47 @@ def test_generated_output_after_the_forced_output_context(model):
     assert 1 <= len(res.output_current_tokens) <= 4
     new = expected[0, 1 + len(prefix) :].tolist()[: len(res.output_current_tokens)]
     assert [tok.decode([i]) for i in new] == list(res.output_current_tokens)
+
+
+def test_alti_logit_as_the_cci_method(model):
+    """CCI with alti_logit (contrastive logit difference) equals alti_logit's own scores of
+    that step against the same foil, summed over layers, on the context tokens."""
+    tok = model.tokenizer
+    res = pecore(
+        model, CONTEXT, CURRENT, output_context_text=OUT_CONTEXT, output_current_text=OUT_CURRENT,
+        output_template="{context} {current}", context_sensitivity_topk=2,
+        context_sensitivity_std_threshold=None, attribution_method="alti_logit",
+        attributed_fn="contrast_logits_diff",
+    )  # fmt: skip
+    src = tok(f"{CONTEXT} {CURRENT}")["input_ids"]
+    prefix = tok(OUT_CONTEXT, add_special_tokens=False)["input_ids"]
+    out = tok(" " + OUT_CURRENT, add_special_tokens=False)["input_ids"]
+    n_ctx = len(tok(CONTEXT, add_special_tokens=False)["input_ids"])
+    offsets = tok(f"{CONTEXT} {CURRENT}", return_offsets_mapping=True)["offset_mapping"]
+    lead = next(i for i, (a, b) in enumerate(offsets) if b > a)
+    hf, start = model.original_model, model.original_model.config.decoder_start_token_id
+    with torch.no_grad():
+        nsrc = tok(CURRENT)["input_ids"]
+        dec = _embed(hf.get_decoder(), [start, *out])
+        noctx = _logits(hf, _embed(hf.get_encoder(), nsrc), dec)[: len(out)]
+    assert len(res.context_sensitive) == 2
+    compared = 0
+    for entry in res.context_sensitive:
+        t = entry.index
+        alt = int(noctx[t].argmax())  # ỹ*_t, the contextless prediction
+        assert entry.contextless_token == tok.decode([alt])
+        target = [*prefix, *out[: t + 1]]
+        if alt == out[t]:
+            continue  # no token foil: the contrast is the contextless pass (not ALTI-Logit's)
+        (seq,) = hooklab.attribute(
+            model, [src], [target], method="alti_logit", attr_pos_start=-1,
+            contrast_targets=[[*target[:-1], alt]],
+        )  # fmt: skip
+        source = seq.source_attributions[-1].sum(-1).double()
+        decoder = seq.attributions[-1].sum(-1).double()
+        compared += 1
+        assert_close(torch.tensor(entry.input_context_scores, dtype=torch.float64),
+                     source[lead : lead + n_ctx], atol=1e-7, rtol=1e-5)  # fmt: skip
+        assert_close(torch.tensor(entry.output_context_scores, dtype=torch.float64),
+                     decoder[1 : 1 + len(prefix)], atol=1e-7, rtol=1e-5)  # fmt: skip
+    assert compared >= 1
