@@ -4,6 +4,7 @@
     python benchmarks/scaling.py --quick              # lengths 32 64 128
     python benchmarks/scaling.py --lengths 128 512 --methods saliency attention --no-inseq
     python benchmarks/scaling.py --summary figures/scaling.json   # the table of a saved run
+    python benchmarks/compare_inseq.py --scaling [flags above]   # the same
 
 The model is a random GPT-2 with a 2048-token window at every length: 2 layers, d_model 64,
 4 heads, 2000-word vocabulary (``benchmarks.common.GPT2_TINY``); Inseq's value zeroing and

@@ -130,7 +130,7 @@ def _gradient(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) 
     from hooklab.methods.gradients import plan
 
     n = options.get("n_steps", options.get("n_samples", 1))  # IG points, SHAP samples
-    n = int(options.get("max_steps", 64)) if n == "auto" else int(n)
+    n = int(options.get("max_steps", 256)) if n == "auto" else int(n)
     rows, chunk = plan(b * n, w, s, mbt, max_rows=options.get("internal_batch_size"),
                        max_steps=options.get("vjp_chunk"))  # fmt: skip
     if options.get("vjp") == "loop":
