@@ -127,13 +127,14 @@ Estimator = Callable[..., dict[str, int]]  # (shape, b, w, s, mbt, options) -> e
 
 
 def _gradient(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:
-    from hooklab.methods.gradients import plan
+    from hooklab.methods.gradients import attention_bound, plan
 
     n = options.get("n_steps", options.get("n_samples", 1))  # IG points, SHAP samples
     n = int(options.get("max_steps", 256)) if n == "auto" else int(n)
     rows, chunk = plan(b * n, w, s, mbt, max_rows=options.get("internal_batch_size"),
                        max_steps=options.get("vjp_chunk"))  # fmt: skip
-    if options.get("vjp") == "loop":
+    long = attention_bound(shape.heads, shape.d_model, shape.d_mlp, w)
+    if options.get("vjp") == "loop" or (options.get("vjp", "auto") == "auto" and long):
         chunk = 1
     return {
         "autograd graph": rows * shape.graph(w),

@@ -78,6 +78,22 @@ def test_chunked_occlusion_of_one_long_input_equals_unchunked(tmp_path):
     assert_close(chunked.attributions, ref.attributions, atol=1e-10, rtol=0, equal_nan=True)
 
 
+def test_auto_vjp_loops_on_long_inputs_with_the_same_result(tmp_path):
+    """``vjp="auto"`` runs one step per VJP once attention dominates (2-layer GPT-2, 4 heads,
+    d_model 64: from 192 positions); ``"batched"`` is the switch back; equal in float64."""
+    from hooklab.methods.gradients import attention_bound
+
+    assert not attention_bound(4, 64, 256, 191) and attention_bound(4, 64, 256, 192)
+    assert not attention_bound(12, 768, 3072, 700)  # GPT-2-small shape: from 768
+    model = hooklab.load(build_long_gpt2(tmp_path / "gpt2"), device="cpu", dtype="float64")
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, model.cfg.d_vocab, (254,), generator=gen).tolist()
+    runs = [hooklab.attribute(model, [ids[:250]], [ids[250:]], method="saliency", vjp=v)[0]
+            for v in ("auto", "batched", "loop")]  # fmt: skip
+    for other in runs[1:]:
+        assert_close(runs[0].attributions, other.attributions, atol=1e-10, rtol=0, equal_nan=True)
+
+
 def probe(path: str) -> dict[str, list[float]]:
     """method -> [measured peak MB, estimated MB] on the long GPT-2, default budget."""
     torch.set_num_threads(1)
