@@ -242,28 +242,39 @@ def summary(results: list[dict]) -> None:
     """Print the table (ratios Inseq / hooklab), attention's memory slope, saliency's ceiling."""
     cells = {(r["tool"], r["method"], r["length"]): r for r in results}
     ceiling = 2 * N_TARGET / (1 + N_TARGET)
-    print(f"{'method':<14}{'tokens':>6}  {'Inseq s / MB':>16}  {'hooklab s / MB':>16}"
-          f"{'time ratio':>11}{'mem %':>7}{'process %':>10}")  # fmt: skip
+
+    def shown(cell: dict | None, key: str, fmt: str) -> str:
+        if cell is None:
+            return "-"
+        if key in cell:
+            return format(cell[key], fmt)
+        return f">{cell.get('at_least_s', 0.0):.0f}" if key == "seconds" else "-"
+
+    head = ["method", "tokens", "Inseq s", "hooklab s", "ratio", "of ceil", "Inseq MB",
+            "hooklab MB", "mem %", "proc MB I/h"]  # fmt: skip
+    print("".join(f"{h:>12}" if k else f"{h:<14}" for k, h in enumerate(head)))
     for (tool, method, length), ours in cells.items():
-        theirs = cells.get(("inseq", method, length))
-        if tool != "hooklab" or theirs is None or "seconds" not in ours:
+        if tool != "hooklab":
             continue
-        if "seconds" in theirs:
-            ratio = f"{theirs['seconds'] / ours['seconds']:.2f}x"
-            mem = f"{100 * ours['peak_mb'] / max(theirs['peak_mb'], 1e-9):.0f}"
-            proc = f"{100 * ours['process_mb'] / theirs['process_mb']:.0f}"
-            shown = f"{theirs['seconds']:.2f} / {theirs['peak_mb']:.0f}"
-        else:
-            ratio = f"> {theirs.get('at_least_s', 0.0) / ours['seconds']:.2f}x"
-            mem = proc = "-"
-            shown = f"> {theirs.get('at_least_s', 0.0):.0f} / -"
-        if method == "saliency" and "seconds" in theirs:
-            ratio += (
-                f" ({100 * theirs['seconds'] / ours['seconds'] / ceiling:.0f}% of {ceiling:.2f})"
-            )
-        print(f"{method:<14}{length:>6}  {shown:>16}  "
-              f"{ours['seconds']:.2f} / {ours['peak_mb']:.0f}".ljust(58)
-              + f"{ratio:>11}{mem:>7}{proc:>10}")  # fmt: skip
+        theirs = cells.get(("inseq", method, length))
+        ratio = of_ceiling = mem = "-"
+        if theirs and "seconds" in ours:
+            bound = theirs.get("seconds", theirs.get("at_least_s"))
+            if bound:
+                ratio = ("" if "seconds" in theirs else ">") + f"{bound / ours['seconds']:.2f}x"
+            if method == "saliency" and "seconds" in theirs:
+                of_ceiling = f"{100 * theirs['seconds'] / ours['seconds'] / ceiling:.0f}%"
+            if "peak_mb" in theirs:
+                mem = f"{100 * ours['peak_mb'] / max(theirs['peak_mb'], 1e-9):.0f}"
+        procs = f"{shown(theirs, 'process_mb', '.0f')}/{shown(ours, 'process_mb', '.0f')}"
+        row = [method, length, shown(theirs, "seconds", ".2f"), shown(ours, "seconds", ".2f"),
+               ratio, of_ceiling, shown(theirs, "peak_mb", ".0f"), shown(ours, "peak_mb", ".0f"),
+               mem, procs]  # fmt: skip
+        print("".join(f"{v:>12}" if k else f"{v:<14}" for k, v in enumerate(row)))
+    print(
+        f"(ceiling: {ceiling:.2f}x for {N_TARGET} steps; MB: peak above the call's start; "
+        "proc MB: whole-process peak, Inseq/hooklab)"
+    )
     pts = sorted(
         (r["length"], r["peak_mb"])
         for r in results
