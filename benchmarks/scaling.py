@@ -171,6 +171,8 @@ def run_cell(tool: str, path: Path, method: str, length: int, vocab: int, timeou
 
 
 def plot(results: list[dict], out: Path) -> None:
+    from matplotlib.ticker import NullFormatter
+
     from hooklab.output.style import new_figure
 
     fig = new_figure((6.8, 2.8))
@@ -184,8 +186,22 @@ def plot(results: list[dict], out: Path) -> None:
                 if pts:
                     x, y = zip(*sorted(pts))
                     ax.plot(x, y, ls, marker="o", ms=3, color=f"C{i}", label=f"{method} ({tool})")
+            for tool in styles:  # timed out: the lower bound, an open triangle
+                low = [
+                    (r["length"], r["at_least_s"])
+                    for r in results
+                    if key == "seconds" and r["method"] == method and r["tool"] == tool
+                    if r.get("at_least_s")
+                ]
+                if low:
+                    x, y = zip(*sorted(low))
+                    ax.plot(x, y, "^", ms=4, mfc="none", color=f"C{i}")
+        lengths = sorted({r["length"] for r in results})
         ax.set(xscale="log", yscale="log", xlabel="prompt tokens", ylabel=label)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     axes[1].legend(fontsize=5, ncol=1)
+    axes[0].set_title("open triangle: timed out, lower bound", fontsize=6)
     fig.savefig(out.with_suffix(".png"), dpi=200)
     fig.savefig(out.with_suffix(".pdf"))
 
