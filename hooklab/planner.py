@@ -11,19 +11,19 @@ autograd graph of one whole sequence, a returned ``[layer, pos, pos]`` matrix) i
 
 The model, in elements of the compute dtype (glossary: ``L`` layers, ``H`` heads, ``d``
 d_model, ``m`` d_mlp, ``V`` d_vocab; ``w`` positions of one sequence, ``s`` steps; rows
-``r`` sequences per pass and ``c`` steps per batched VJP from
-:func:`hooklab.methods.gradients.plan`; the constants were measured on GPT-2-shaped models,
-``tests/test_budget.py``):
+``r`` sequences per pass and ``c`` steps per VJP from :func:`hooklab.budget.plan`), plus
+:data:`RUNTIME_BYTES`; the coefficients (:data:`FORWARD`, :data:`GRAPH_PER_LAYER`,
+:data:`VJP`) were measured on GPT-2-shaped models (``tests/test_budget.py``):
 
-- one forward without gradients, per sequence: ``3·H·w² + 12·w·d + 2·w·m + 2·w·V`` (one
-  layer's attention scores, mask and pattern at a time; the residual stream; the logits);
-- the autograd graph of one sequence: ``L·(2·H·w² + 12·w·d + 3·w·m) + 3·w·V``;
-- one step's VJP through it, per sequence: ``3·H·w² + 12·w·d + 3·w·m + 2·w·V``;
-- gradient methods: ``r·graph + c·r·vjp + b·s·w·d`` (the per-step gradients of the batch's
-  ``b`` examples); occlusion and ReAGent: ``r·forward`` (occluded or probe copies, ``r`` per
-  pass); attention: ``forward + L·H·s·w`` (the kept query rows); value zeroing: the captured
-  layers (at most ``budget.CAPTURE_ELEMENTS``) + a block call on ``max_batch_tokens`` rows
-  (``H·w + 12·d + 2·m`` each) + ``L·w²`` (the scores); ALTI-logit: ``forward + L·(w·d·H + w²)``.
+- one no-grad forward, per sequence: ``F = 8·H·w² + 24·w·d + 2·w·m + 2·w·V``;
+- the autograd graph of one sequence: ``G = L·(4·H·w² + 24·w·d + 3·w·m) + 3·w·V``;
+- one step's VJP through it, per sequence: ``J = 5·H·w² + 24·w·d + 3·w·m + 2·w·V``;
+- gradient methods: ``r·G + c·r·J + 2·b·s·w·d``; occlusion and ReAGent: ``r·F`` (+ the
+  copies); attention: ``F + L·H·s·w`` (the kept query rows); value zeroing: ``F`` + the
+  captured layers (``budget.CAPTURE_ELEMENTS``, or one layer) + a block call on
+  ``max_batch_tokens`` rows (``H·w + 12·d + 2·m`` each) + ``L·w²`` (the scores); ALTI-Logit
+  ``F + L·(w·d·H + w²)``; ALTI ``F + 8·L·w·d`` + a chunk + ``L·w²``; knockout
+  ``batch_size·(F + w²)``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from hooklab.budget import CAPTURE_ELEMENTS, MAX_BATCH_TOKENS, attention_rows
+from hooklab.budget import (
+    CAPTURE_ELEMENTS,
+    MAX_BATCH_TOKENS,
+    attention_bound,
+    attention_rows,
+    plan,
+)
 
 #: Elements per sequence of ``w`` positions, as coefficients of ``(H·w², w·d, w·m, w·V)``:
 #: measured through ``TransformerBridge`` on the CPU (eager attention keeps scores, masked
@@ -127,8 +133,6 @@ Estimator = Callable[..., dict[str, int]]  # (shape, b, w, s, mbt, options) -> e
 
 
 def _gradient(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:
-    from hooklab.methods.gradients import attention_bound, plan
-
     n = options.get("n_steps", options.get("n_samples", 1))  # IG points, SHAP samples
     n = int(options.get("max_steps", 256)) if n == "auto" else int(n)
     rows, chunk = plan(b * n, w, s, mbt, max_rows=options.get("internal_batch_size"),
@@ -145,8 +149,6 @@ def _gradient(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) 
 
 def _copies(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:
     """Occlusion: copies per pass capped by the budget and by ``budget.attention_rows``."""
-    from hooklab.methods.gradients import plan
-
     cap = options.get("internal_batch_size") or attention_rows(shape.heads, w)
     rows, _ = plan(b * w, w, 1, mbt, max_rows=cap)
     return {"forward": rows * shape.forward(w), "copies": 2 * rows * w * shape.d_model,
@@ -155,8 +157,6 @@ def _copies(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) ->
 
 def _probes(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:
     """ReAGent: probe copies per pass capped by the budget only."""
-    from hooklab.methods.gradients import plan
-
     rows, _ = plan(b * w, w, 1, mbt)
     return {"forward": rows * shape.forward(w), "copies": 2 * rows * w * shape.d_model,
             "scores": b * s * w}  # fmt: skip
@@ -180,6 +180,24 @@ def _alti(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> d
     return {"forward": b * shape.forward(w), "contributions": b * shape.layers * per_layer}
 
 
+def _mixing_alti(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict:
+    """ALTI (:mod:`hooklab.mixing.alti`): every layer's recorded activations, a chunk of
+    transformed vectors (``alti._CHUNK_ELEMENTS``), the ``[layer, pos, pos]`` matrices."""
+    chunk = 1 << 22  # hooklab.mixing.alti._CHUNK_ELEMENTS
+    return {
+        "forward": shape.forward(w),
+        "recorded": shape.layers * 8 * w * shape.d_model,
+        "transformed": 4 * max(chunk, w * shape.d_model),
+        "scores": shape.layers * w * w,
+    }
+
+
+def _knockout(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict:
+    """Attention knockout: ``batch_size`` knocked-out copies per forward, their masks."""
+    rows = int(options.get("batch_size", 16))
+    return {"forward": rows * shape.forward(w), "masks": rows * w * w}
+
+
 def _step_scores(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict:
     return {"forward": b * shape.forward(w)}
 
@@ -197,6 +215,8 @@ ESTIMATORS: dict[str, Estimator] = {
     "attention": _attention,
     "value_zeroing": _value_zeroing,
     "alti_logit": _alti,
+    "alti": _mixing_alti,
+    "knockout": _knockout,
 }
 #: What to change when a method's irreducible part does not fit (appended to the error).
 FIXES = {

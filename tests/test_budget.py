@@ -56,10 +56,27 @@ def test_max_bytes_lowers_max_batch_tokens_and_keeps_the_result(toy):
         assert_close(a.attributions, b.attributions, atol=1e-5, rtol=1e-5, equal_nan=True)
 
 
-@pytest.mark.parametrize("method", ["saliency", "occlusion", "attention", "value_zeroing"])
+@pytest.mark.parametrize(
+    "method", ["saliency", "occlusion", "attention", "value_zeroing", "alti", "knockout"]
+)
 def test_estimates_grow_with_length(toy, method):
     sizes = [estimate(toy, method, positions=w, steps=4).bytes for w in (64, 128, 256)]
     assert sizes == sorted(sizes) and sizes[0] > 0
+
+
+def test_mixing_value_zeroing_takes_the_same_budget(toy):
+    from hooklab.mixing.value_zeroing import value_zeroing
+
+    text = "George was sick yesterday. His colleagues asked him to come"
+    with pytest.raises(MemoryBudgetError, match=r"max_bytes=1000 .*value_zeroing"):
+        value_zeroing(toy, text, targets="", max_bytes=1000)
+    (ref,) = value_zeroing(toy, text, targets="")
+    width = len(ref.token_ids)
+    full = estimate(toy, "value_zeroing", positions=width).bytes
+    least = estimate(toy, "value_zeroing", positions=width, max_batch_tokens=1).bytes
+    (out,) = value_zeroing(toy, text, targets="", max_bytes=(full + least) // 2)
+    assert_close(out.scores, ref.scores, atol=1e-6, rtol=0)
+    assert out.parameters["max_bytes"] == (full + least) // 2
 
 
 def test_chunked_occlusion_of_one_long_input_equals_unchunked(tmp_path):
