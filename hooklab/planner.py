@@ -37,6 +37,7 @@ from hooklab.budget import (
     MAX_BATCH_TOKENS,
     attention_bound,
     attention_rows,
+    check_positive,
     plan,
 )
 
@@ -258,8 +259,6 @@ def estimate(
 def fit(model_or_shape, method: str, *, max_bytes: int | None, **kwargs) -> Estimate:
     """:func:`estimate` at the largest ``max_batch_tokens`` (at most the one given) that fits
     ``max_bytes``; raise :class:`MemoryBudgetError` when even 1 does not. ``None``: no check."""
-    from hooklab.budget import check_positive
-
     check_positive("max_bytes", max_bytes, optional=True)
     est = estimate(model_or_shape, method, **kwargs)
     if max_bytes is None or est.bytes <= max_bytes:
@@ -269,10 +268,9 @@ def fit(model_or_shape, method: str, *, max_bytes: int | None, **kwargs) -> Esti
     if least.bytes > max_bytes:
         kind = "gradient" if ESTIMATORS.get(method) is _gradient else "default"
         raise MemoryBudgetError(
-            f"max_bytes={max_bytes} ({human(max_bytes)}) is too small for {least} even with "
-            f"max_batch_tokens=1 (at max_batch_tokens={est.max_batch_tokens}: "
-            f"~{human(est.bytes)}). To fit: {FIXES[kind]} (at least "
-            f"max_bytes={least.bytes})."
+            f"max_bytes={max_bytes} ({human(max_bytes)}) is too small: the estimate for {least}"
+            " is over it even at the smallest chunking (what is left cannot be split). To fit: "
+            f"{FIXES[kind]} (at least max_bytes={least.bytes})."
         )
     while lo < hi:  # the largest max_batch_tokens that fits
         mid = (lo + hi + 1) // 2

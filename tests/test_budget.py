@@ -37,6 +37,18 @@ def test_error_names_the_budget_the_estimate_and_the_fix(toy):
 
 
 @pytest.mark.filterwarnings("ignore:integrated_gradients")  # 8 points leave a large delta
+def test_a_7b_model_at_4k_tokens():
+    """The README's worked example: gradient methods are refused under 80 GB, the others fit."""
+    shape = Shape(layers=32, heads=32, d_model=4096, d_mlp=11008, d_vocab=32000,
+                  bytes_per_element=2)  # fmt: skip
+    with pytest.raises(MemoryBudgetError, match=r"max_bytes=85899345920 \(80.0 GB\)") as err:
+        fit(shape, "saliency", positions=4096, steps=4, max_bytes=80 << 30)
+    assert "autograd graph 160.8 GB" in str(err.value)
+    for method in ("attention", "occlusion", "value_zeroing"):
+        assert fit(shape, method, positions=4096, steps=4, max_bytes=16 << 30).bytes < 16 << 30
+
+
+@pytest.mark.filterwarnings("ignore:integrated_gradients")  # 8 points leave a large delta
 def test_max_bytes_lowers_max_batch_tokens_and_keeps_the_result(toy):
     prompts = ["George was sick yesterday.", "It rained all"]
     targets = [" His colleagues asked", " morning. She"]
