@@ -36,7 +36,6 @@ def test_error_names_the_budget_the_estimate_and_the_fix(toy):
         hooklab.attribute(toy, "George was sick", " yesterday", method="saliency", max_bytes=0)
 
 
-@pytest.mark.filterwarnings("ignore:integrated_gradients")  # 8 points leave a large delta
 def test_a_7b_model_at_4k_tokens():
     """The README's worked example: gradient methods are refused under 80 GB, the others fit."""
     shape = Shape(layers=32, heads=32, d_model=4096, d_mlp=11008, d_vocab=32000,
