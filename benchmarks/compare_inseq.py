@@ -303,6 +303,11 @@ def run(args, done: dict, tmp: Path, started: float) -> tuple[str, list[str]]:
 
 
 def main() -> None:
+    if "--scaling" in sys.argv[1:]:  # time and memory against length: benchmarks/scaling.py
+        from benchmarks.scaling import main as scaling  # takes the remaining flags
+
+        sys.argv.remove("--scaling")
+        return scaling()
     args = parse_args()
     done = {}
     if args.resume and args.results.is_file():  # keep the workloads that did not fail

@@ -25,6 +25,7 @@ from hooklab.encoding import Encoded, PromptsArg, TargetsArg, encode
 from hooklab.inputs import make_batch, pad_token_id, str_tokens
 from hooklab.methods import METHODS, AttributedFn, MethodResult
 from hooklab.output.provenance import describe_model
+from hooklab.planner import planned_options
 from hooklab.scoring import (
     check_step_functions,
     check_step_scores_kwargs,
@@ -226,6 +227,7 @@ def attribute(
     show_progress: bool = False,
     prepend_bos: bool | None = None,
     messages: Conversation | Sequence[Conversation] | None = None,
+    max_bytes: int | None = None,
     **method_options: Any,
 ) -> AttributionOutput:
     """Attribute each target token of each prompt to the tokens before it.
@@ -262,6 +264,10 @@ def attribute(
         attributed_fn_kwargs: extra keyword arguments of ``attributed_fn``.
         step_scores_kwargs: per step score name, extra keyword arguments.
         batch_size: prompts per forward pass.
+        max_bytes: memory budget of each batch's call above the weights (None: no check):
+            the method's peak is estimated from the model's shape first
+            (:func:`hooklab.planner.estimate`), ``max_batch_tokens`` lowered until it fits,
+            and a :class:`hooklab.planner.MemoryBudgetError` raised when even 1 does not.
         show_progress: show a progress bar over batches.
         prepend_bos: prepend the BOS token to text prompts (decoder-only models); None
             (default): where the model's own tokenizer adds it (``tokenizer(text)`` starts with
@@ -283,6 +289,7 @@ def attribute(
         >>> out[0].target_tokens[:3]
         (' to', ' the', ' hospital')
     """
+    check_positive("max_bytes", max_bytes, optional=True)
     prompts = prompts_or_messages(model, prompts, messages, prepend_bos)
     request = validate(
         model, prompts, method=method, attributed_fn=attributed_fn, step_scores=step_scores,
@@ -305,6 +312,7 @@ def attribute(
         "attr_pos_end": attr_pos_end,
         "prepend_bos": prepend_bos,
         **request.options,
+        **({"max_bytes": max_bytes} if max_bytes is not None else {}),
         "reduce": spec.reduce,
         "final_step_only": spec.final_step_only,
     }
@@ -314,7 +322,8 @@ def attribute(
     parts = batches(model, encoded, batch_size, attributed_fn, fn_kwargs)
     n_batches = -(-len(request.prompts) // batch_size)
     for batch, fn in tqdm(parts, total=n_batches, desc=method, disable=not show_progress):
-        result = run_method(model, spec, batch, fn, request.options)
+        options = planned_options(model, method, batch, request.options, max_bytes)
+        result = run_method(model, spec, batch, fn, options)
         scores = compute_step_scores(
             model, batch, request.step_scores, contrast=fn.contrast,
             contrast_logits=fn.contrast_logits, step_scores_kwargs=step_scores_kwargs,

@@ -177,13 +177,13 @@ def probe(path: str) -> dict[str, float]:
     ids = torch.randint(1, model.cfg.d_vocab, (LONG + 4,), generator=gen).tolist()
     prompt, target = [model.tokenizer.bos_token_id, *ids[: LONG - 1]], ids[LONG - 1 : LONG + 3]
 
-    def run(budget):
+    def run(budget, vjp="auto"):
         return hooklab.attribute(
-            model, [prompt], [target], method="saliency", max_batch_tokens=budget
+            model, [prompt], [target], method="saliency", max_batch_tokens=budget, vjp=vjp
         )
 
     hooklab.attribute(model, [prompt[:20]], [target], method="saliency")  # warm-up
-    unchunked = _peak_mb(lambda: run(10**9))  # one forward, one VJP over all 4 steps
+    unchunked = _peak_mb(lambda: run(10**9, "batched"))  # one forward, one VJP over 4 steps
     chunked = _peak_mb(lambda: run(MAX_BATCH_TOKENS))  # the default: one step per VJP
     return {"unchunked_mb": unchunked, "chunked_mb": chunked}
 
@@ -195,9 +195,9 @@ def probe(path: str) -> dict[str, float]:
 def test_saliency_on_2k_tokens_stays_under_the_budget(tmp_path):
     """Saliency on 2048 tokens (tiny 2-layer GPT-2, 4 heads, 4 steps), peak RSS growth:
     default ``max_batch_tokens=2048`` (one step per VJP) below ``BUDGET_MB`` = 400 MB; unchunked
-    (all 4 steps in one batched VJP, whose attention gradients are 4 x 4 x 2048² floats per
-    tensor) above it. Measured on the 2-core dev machine: ~1000 MB unchunked, ~210 MB chunked
-    (with 8 steps: ~1770 MB and ~260 MB).
+    (``vjp="batched"``: all 4 steps in one batched VJP, whose attention gradients are
+    4 x 4 x 2048² floats per tensor) above it. Measured on the 2-core dev machine: ~1000 MB
+    unchunked, ~210 MB chunked (with 8 steps: ~1770 MB and ~260 MB).
     """
     peaks = run_probe("tests.test_memory", build_long_gpt2(tmp_path / "gpt2-2k"))
     assert peaks["chunked_mb"] < BUDGET_MB < peaks["unchunked_mb"], peaks

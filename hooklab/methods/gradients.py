@@ -3,7 +3,8 @@
 All steps share one forward pass; each step then needs its own backward pass (its own scalar
 function value). ``vjp="loop"`` runs them one after another on the retained graph; ``vjp="batched"``
 runs several as one batched vector-Jacobian product (``torch.autograd.grad(...,
-is_grads_batched=True)``); ``"auto"`` picks batched (it reads the weights once for several steps).
+is_grads_batched=True)``); ``"auto"`` picks batched (it reads the weights once for several
+steps) unless attention dominates a long sequence's VJP (:func:`attention_bound`): then the loop.
 
 Memory and speed are set by one budget, ``max_batch_tokens``: the sequence-tokens one pass may
 carry. A forward over ``r`` sequences of width ``w`` (input positions) carries ``r * w``; a
@@ -27,7 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from hooklab.budget import MAX_BATCH_TOKENS
+from hooklab.budget import MAX_BATCH_TOKENS, attention_bound, plan
 from hooklab.forward import step_logits
 from hooklab.options import Choice, PositiveInt, check_value
 from hooklab.precision import upcast
@@ -51,28 +52,6 @@ def check_vjp(vjp: object, vjp_chunk: object, max_batch_tokens: object = MAX_BAT
     check_value("vjp", vjp, VjpMode)
     check_value("vjp_chunk", vjp_chunk, PositiveInt | None)
     check_value("max_batch_tokens", max_batch_tokens, PositiveInt)
-
-
-def plan(
-    n_rows: int,
-    width: int,
-    steps: int,
-    max_batch_tokens: int,
-    *,
-    max_rows: int | None = None,
-    max_steps: int | None = None,
-) -> tuple[int, int]:
-    """Return (sequences per forward pass, steps per batched VJP) within the token budget.
-
-    The most rows ``r`` (at most ``max_rows``) with ``r * width <= max_batch_tokens``, then the
-    most steps ``c`` (at most ``max_steps``) with ``c * r * width <= max_batch_tokens``; at
-    least 1 each (a sequence longer than the budget runs alone, one step at a time). Rows come
-    first: every forward pass costs a fixed overhead, while a VJP costs about the same per
-    (row, step) whatever the chunk.
-    """
-    rows = max(1, min(n_rows, max_rows or n_rows, max_batch_tokens // max(1, width)))
-    steps = max(1, min(steps, max_steps or steps))
-    return rows, max(1, min(steps, max_batch_tokens // max(1, rows * width)))
 
 
 def attributed_scores(
@@ -198,7 +177,10 @@ def summed_gradients(
     most :func:`plan`'s size, each followed by batched VJPs over chunks of steps.
     """
     size, width = batch.size, batch.input_width
-    max_steps = 1 if vjp == "loop" else vjp_chunk
+    cfg, d_model = model.cfg, int(model.cfg.d_model)
+    d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * d_model)
+    long = attention_bound(int(cfg.n_heads), d_model, d_mlp, width)
+    max_steps = 1 if vjp == "loop" or (vjp == "auto" and long) else vjp_chunk
     rows, chunk = plan(
         n_rows, width, batch.n_steps, max_batch_tokens, max_rows=max_rows, max_steps=max_steps
     )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from hooklab.budget import attention_rows
 from hooklab.forward import token_embeddings
 from hooklab.methods.base import MethodResult, register_method
 from hooklab.methods.baselines import Baseline, baseline_embeddings
@@ -41,7 +42,8 @@ def occlusion(
         baseline: what replaces a token's embedding (see
             :func:`hooklab.methods.baselines.baseline_embeddings`).
         internal_batch_size: at most this many occluded copies per forward pass; None: as many
-            as ``max_batch_tokens`` allows.
+            as ``max_batch_tokens`` allows and whose attention scores fit
+            :data:`hooklab.budget.ATTENTION_ELEMENTS` (one copy of a long input: faster).
         max_batch_tokens: sequence-tokens per forward pass (copies x width); bounds the memory.
             The result does not depend on it.
     """
@@ -66,7 +68,8 @@ def occlusion(
     if len(b):
         scores = scores_in_passes(
             model, batch.take(b), attributed_fn.take(b), len(b), occluded,
-            max_rows=internal_batch_size, max_batch_tokens=max_batch_tokens,
+            max_rows=internal_batch_size or attention_rows(int(model.cfg.n_heads), width),
+            max_batch_tokens=max_batch_tokens,
         )  # fmt: skip  # [pairs, step]
         out[b, :, j] = clean[b] - scores
     return MethodResult(out)

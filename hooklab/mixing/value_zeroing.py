@@ -61,6 +61,7 @@ from hooklab.mixing.sequences import as_prompts
 from hooklab.mixing.value_zeroing_fast import analytic_matrices
 from hooklab.options import Choice, PositiveInt, checked_options
 from hooklab.output.provenance import describe_model
+from hooklab.planner import fit
 from hooklab.precision import reduction_dtype
 from hooklab.selfcheck import check_identity
 
@@ -270,6 +271,7 @@ def value_zeroing(
     max_batch_tokens: PositiveInt = MAX_BATCH_TOKENS,
     fast_path: bool = True,
     prepend_bos: bool | None = None,
+    max_bytes: PositiveInt | None = None,
 ) -> list[MixingOutput]:
     """Compute value-zeroing context-mixing scores (Mohebbi et al., EACL 2023).
 
@@ -303,6 +305,9 @@ def value_zeroing(
             The scores do not depend on it (up to rounding).
         prepend_bos: prepend BOS to the prompts (None: where the model's tokenizer adds it;
             decoder-only models).
+        max_bytes: memory budget above the weights (None: no check): the peak is estimated
+            per prompt first (:func:`hooklab.planner.fit`), ``max_batch_tokens`` lowered to
+            fit, and :class:`hooklab.planner.MemoryBudgetError` raised when nothing does.
 
     Returns:
         One :class:`~hooklab.mixing.output.MixingOutput` per prompt, with scores
@@ -331,9 +336,12 @@ def value_zeroing(
     outputs = []
     examples = adapter.encode(prompts, targets, generation_kwargs, prepend_bos)
     for example, target in zip(examples, chosen):
+        width = max(len(side) for side in adapter.sides(example))
+        budget = fit(model, "value_zeroing", max_bytes=max_bytes, positions=width,
+                     max_batch_tokens=max_batch_tokens).max_batch_tokens  # fmt: skip
         scores = part_matrices(
             adapter, example, head_ids, metric=metric, normalize=normalize,
-            max_batch_tokens=max_batch_tokens, fast_path=fast_path,
+            max_batch_tokens=budget, fast_path=fast_path,
         )  # fmt: skip
         query_tokens, key_tokens = side_tokens(adapter, example)
         query_ids, key_ids = adapter.sides(example)
@@ -350,6 +358,7 @@ def value_zeroing(
             "fast_path": fast_path,
             "prepend_bos": prepend_bos,
             "generation_kwargs": dict(generation_kwargs or {}) if target is None else None,
+            **({"max_bytes": max_bytes} if max_bytes is not None else {}),
         }
         outputs.append(
             MixingOutput(
