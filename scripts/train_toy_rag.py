@@ -10,6 +10,9 @@ the best checkpoint so far (a standard Hugging Face one) and stops once exact ma
 the arguments.
 
     nice -n 10 python scripts/train_toy_rag.py --out hooklab/toy_rag/model --seed 0
+
+The shipped checkpoint is this command's output (defaults: 4 layers x 128, 8 heads, 3,500
+steps, about 35 minutes on one loaded CPU core).
 """
 
 from __future__ import annotations
@@ -106,24 +109,24 @@ def main(
     out: str = "hooklab/toy_rag/model",
     seed: int = 0,
     n_examples: int = 60000,
-    steps: int = 8000,
+    steps: int = 3500,
     batch_size: int = 32,
-    lr: float = 3e-3,
+    lr: float = 2e-3,
     warmup: int = 100,
     weight_decay: float = 0.01,
-    n_layer: int = 3,
+    n_layer: int = 4,
     n_embd: int = 128,
-    n_head: int = 4,
+    n_head: int = 8,
     mlp_ratio: int = 2,
     dropout: float = 0.0,
-    curriculum: float = 0.3,
+    curriculum: float = 0.2,
     answer_only: bool = True,
     arch: str = "llama",
     value_weight: float = 4.0,
     n_eval: int = 120,
     eval_seed: int = 12345,
-    eval_every: int = 500,
-    stop_at: float = 0.98,
+    eval_every: int = 250,
+    stop_at: float = 0.99,
     threads: int = 1,
     write_package_data: bool = True,
     init: str | None = None,

@@ -1,20 +1,23 @@
 """Deterministic corpus of the embedded toy retrieval model (``hooklab.load("toy-rag")``).
 
-Every example is a few one-fact documents of one fixed shape, a question that names a person
-and a relation per asked fact, and the answer, one sentence per fact::
+Every example is a few one-fact documents of one fixed shape, each about another person, a
+question that names a person and a relation per asked fact, and the answer, one sentence per
+fact::
 
-    <|endoftext|>[1] Ben works as pilot.
+    <|endoftext|>[1] Anna lives in Rome.
     [2] Ben lives in Oslo.
-    [3] Anna lives in Rome.
+    [3] Clara lives in Paris.
     Question: Ben lives in?
     Answer: Ben lives in Oslo.<|endoftext|>
 
 Every person, relation word and value is one token. Exactly one document holds each asked
-fact (the gold document); the distractors share its person (another relation) or its relation
-(another person), so the person and the relation together pick the document and only the value
-is the gold one's alone. A share of the training examples has no documents and a random value
-in the answer, so the model learns a spread distribution without them (what PECoRe's
-contextless pass sees). Pure Python, deterministic given the seed.
+fact (the gold document); the distractors are same-shaped facts about other people. In most
+examples every document states the same relation, so only the asked person picks the document
+(a model that matches the relation word before the value, the easy shortcut, is right by
+chance only) and only the value is the gold one's alone. Multi-sentence answers ask about two
+people. A share of the training examples has no documents and a random value in the answer, so
+the model learns a spread distribution without them (what PECoRe's contextless pass sees).
+Pure Python, deterministic given the seed.
 """
 
 from __future__ import annotations
@@ -53,9 +56,10 @@ RELATIONS: dict[str, dict[str, Any]] = {
         "values": _words("cat dog horse parrot rabbit goat turtle hamster snake duck"),
     },
 }
-KINDS = ("single", "two_people", "one_person")  # one fact; two facts of two / of one person
-NEEDED = {"single": 1, "one_person": 2, "two_people": 2}  # gold documents
-TRAINING_KINDS = {"single": 0.4, "two_people": 0.3, "one_person": 0.3}
+KINDS = ("single", "two_people")  # one fact; two facts of two people
+NEEDED = {"single": 1, "two_people": 2}  # gold documents
+TRAINING_KINDS = {"single": 0.5, "two_people": 0.5}
+MIXED = 0.2  # share of examples whose documents state any relations (else all the same one)
 
 
 def corpus_words() -> list[str]:
@@ -93,29 +97,17 @@ def make_example(rng: random.Random, kind: str, n_documents: int) -> dict[str, A
     """One example: documents, question, answer sentences and the gold document per sentence.
 
     ``gold_documents`` holds, per answer sentence, the 0-based id of the one document that
-    states its fact. Distractors: first a fact of an asked person with another relation and one
-    of an asked relation with another person, then any other (person, relation) pair.
+    states its fact. Every document is about another person. All documents state one relation,
+    except in a ``MIXED`` share of the examples where each fact has any relation; values are
+    distinct per relation.
     """
     relations = list(RELATIONS)
-    people = rng.sample(NAMES, 2)
-    if kind == "one_person":
-        asked = [(people[0], r) for r in rng.sample(relations, 2)]
-    elif kind == "two_people":
-        asked = [(people[0], rng.choice(relations)), (people[1], rng.choice(relations))]
-    else:
-        asked = [(people[0], rng.choice(relations))]
-    n_documents = max(n_documents, len(asked))
-    others = [n for n in NAMES if n not in people]
-    near = [(p, r) for p, _ in asked for r in relations] + [
-        (n, r) for _, r in asked for n in rng.sample(others, 2)
-    ]
-    near = [f for f in dict.fromkeys(near) if f not in asked]
-    rng.shuffle(near)
-    facts = asked + near[: n_documents - len(asked)]
-    while len(facts) < n_documents:
-        f = (rng.choice(others), rng.choice(relations))
-        if f not in facts:
-            facts.append(f)
+    n_documents = max(n_documents, NEEDED[kind])
+    people = rng.sample(NAMES, n_documents)  # one person per document
+    one = rng.choice(relations)
+    mixed = rng.random() < MIXED
+    facts = [(p, rng.choice(relations) if mixed else one) for p in people]
+    asked = facts[: NEEDED[kind]]
     pools = {r: rng.sample(RELATIONS[r]["values"], len(RELATIONS[r]["values"])) for r in relations}
     values = [pools[r].pop() for _, r in facts]  # distinct values per relation
     order = rng.sample(range(n_documents), n_documents)  # document d states facts[order[d]]
@@ -195,14 +187,13 @@ def write_eval_examples(path, n: int, seed: int):
 
 #: The default example of ``hooklab cite`` / ``scripts/cite.py`` (answer generated).
 RELEASE_EXAMPLE: dict[str, Any] = {
-    "question": "Ben lives in? Clara keeps a?",
+    "question": "Ben works as? Clara keeps a?",
     "documents": [
         "Anna lives in Rome.",
         "Ben works as pilot.",
-        "Ben lives in Oslo.",
         "Clara keeps a cat.",
-        "Anna keeps a dog.",
+        "David keeps a dog.",
     ],
-    "answer": "Ben lives in Oslo. Clara keeps a cat.",
-    "gold_documents": [[2], [3]],
+    "answer": "Ben works as pilot. Clara keeps a cat.",
+    "gold_documents": [[1], [2]],
 }
