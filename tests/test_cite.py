@@ -303,3 +303,15 @@ def test_cli_checks_flags_before_loading(capsys):
     assert main(["cite", "--cci_filter", "top_q"]) == 2
     assert "top_p" in capsys.readouterr().err
     assert main(["cite", "--question", "Where does Ben live?"]) == 2
+
+
+def test_docstring_examples_hold():
+    """The examples in hooklab.cite's docstrings are the shipped model's real output."""
+    import doctest
+
+    import hooklab.cite
+    import hooklab.cite.core
+
+    for module in (hooklab.cite, hooklab.cite.core):
+        failed, attempted = doctest.testmod(module, verbose=False)
+        assert attempted > 0 and failed == 0, module.__name__

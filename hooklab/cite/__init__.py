@@ -5,7 +5,7 @@ Example:
     >>> model = hooklab.load("toy-rag")
     >>> docs = ["Anna lives in Rome.", "Ben lives in Oslo.", "Clara lives in Paris."]
     >>> hooklab.cite(model, "Ben lives in?", docs).citations
-    [[1]]
+    [[1, 0]]
 """
 
 from hooklab.cite.aggregate import filter_scores, split_sentences

@@ -106,7 +106,7 @@ def cite(
         >>> model = hooklab.load("toy-rag")
         >>> docs = ["Anna lives in Rome.", "Ben lives in Oslo.", "Clara lives in Paris."]
         >>> hooklab.cite(model, "Ben lives in?", docs).to_text(documents=False)
-        'Answer: Ben lives in Oslo. [2]'
+        'Answer: Ben lives in Oslo. [2][1]'
     """
     opts = (options or CiteOptions()).replace(**option_overrides)
     if not isinstance(question, str) or not question.strip():
