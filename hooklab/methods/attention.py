@@ -85,12 +85,12 @@ def _kept_rows(model, batch: Batch, layer_ids: list[int], head_ids: list[int]) -
     kept: dict[int, Tensor] = {}
     every_head = head_ids == list(range(model.cfg.n_heads))
     heads = torch.tensor(head_ids, device=batch.tokens.device)
-    last = max(layer_ids)
+    last, rows = max(layer_ids), batch.target_rows  # a property: computed once, not per hook
 
     def keep(layer: int):
         def fn(pattern, hook):  # [batch, head, query_pos, key_pos]
             pattern = pattern.detach() if every_head else pattern.detach()[:, heads]
-            kept[layer] = step_rows(pattern, batch.target_rows)
+            kept[layer] = step_rows(pattern, rows)
             if layer == last:
                 raise _Kept
 
