@@ -332,7 +332,14 @@ def pecore_batch(
             ``output_context_text`` and ``output_current_text`` (the arguments of :func:`pecore`).
         options: a :class:`PecoreOptions`; ``**option_overrides`` change single fields.
     """
-    options = (options or PecoreOptions()).replace(**option_overrides)
+    options = PecoreOptions() if options is None else options
+    if not isinstance(options, PecoreOptions):
+        raise TypeError(
+            f"options must be a PecoreOptions, got {type(options).__name__}: {options!r:.80}; "
+            "pass PecoreOptions(...) or single options as keyword arguments."
+        )
+    if option_overrides:  # a PecoreOptions is checked when made: only changes make a new one
+        options = options.replace(**option_overrides)
     examples = [dict(ex) for ex in examples]
     if not examples:
         raise ValueError("No examples given: pass a list of example dicts.")
