@@ -9,7 +9,7 @@ import torch
 import hooklab
 from hooklab.encoding import encode
 from hooklab.forward import step_logits
-from hooklab.hooks import hook_name, recorder, temporary_hooks
+from hooklab.hooks import count_hooks, hook_name, recorder, temporary_hooks
 from hooklab.inputs import make_batch, pad_token_id
 from hooklab.methods.attention import attention
 
@@ -33,3 +33,18 @@ def test_kept_rows_equal_the_full_patterns(model64):
     for i in range(batch.size):
         rows = full[i][:, :, batch.target_rows[i]]  # [layer, head, step, key_pos]
         assert torch.equal(got[i].permute(2, 3, 0, 1), rows)
+
+
+def test_pass_stopped_early_keeps_the_selected_layers_rows(model64):
+    """The pass stops at the last selected layer's pattern hook: the rows of a layer subset
+    (kept in layer order) equal those of all layers, and the model is left with no hook and gives
+    the same logits as before."""
+    enc = encode(model64, ["George was sick yesterday.", "It rained"], [" His", " all day"])
+    batch = make_batch(enc.prefixes, enc.steps, pad_id=pad_token_id(model64))
+    before = step_logits(model64, batch)
+    every = attention(model64, batch, attributed_fn=None).attributions
+    for layers in ([0], [1], [1, 0]):
+        got = attention(model64, batch, attributed_fn=None, layers=layers).attributions
+        assert torch.equal(got, every[..., sorted(layers), :])
+    assert count_hooks(model64) == 0
+    assert torch.equal(step_logits(model64, batch), before)

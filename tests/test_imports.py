@@ -1,5 +1,6 @@
-"""Start-up: ``import hooklab`` and flag checking import neither TransformerLens, transformers
-nor matplotlib; the PECoRe command imports matplotlib only for a figure.
+"""Start-up: ``import hooklab`` and flag checking (every subcommand's) import neither
+TransformerLens, transformers, matplotlib, pandas nor datasets; the PECoRe command imports
+matplotlib only for a figure.
 
 Each check runs a fresh interpreter (the test process has imported everything already) and
 reads its ``sys.modules``; no timings are asserted.
@@ -21,7 +22,7 @@ ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
 }
-HEAVY = ("transformer_lens", "transformers", "matplotlib")
+HEAVY = ("transformer_lens", "transformers", "matplotlib", "pandas", "datasets")
 
 
 def _loaded_after(code: str) -> dict:
@@ -60,3 +61,18 @@ def test_pecore_command_imports_matplotlib_only_for_a_figure():
     )
     loaded = _loaded_after(code)
     assert loaded["transformer_lens"] and not loaded["matplotlib"]
+
+
+def test_every_command_checks_flags_before_importing_heavy_libraries():
+    """Each subcommand's --help and a misspelt flag (exit status 2) load no heavy library:
+    a cold command pays for TransformerLens only once a model is needed."""
+    code = (
+        "import contextlib, io\n"
+        "from hooklab.cli import commands, main\n"
+        "for name in commands():\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), "
+        "contextlib.redirect_stderr(io.StringIO()):\n"
+        "        assert main([name, '--help']) == 0, name\n"
+        "        assert main([name, '--no_such_flag', '1']) == 2, name"
+    )
+    assert _loaded_after(code) == dict.fromkeys(HEAVY, False)

@@ -166,6 +166,28 @@ def test_result_round_trip_and_views(gpt2, tmp_path):
         assert entry["input_context_tokens"][cue["index"]] == cue["token"]
 
 
+@pytest.mark.parametrize("metric", ["kl_divergence", "pcxmi"])
+def test_cti_one_pass_equals_two_passes(gpt2, metric):
+    """CTI's contextual and contextless rows in one batched forward (the default) give the
+    scores and contextless alternatives of two separate passes (``one_pass=False``)."""
+    from hooklab.pecore.core import cti_scores
+    from hooklab.pecore.encode import encode_example
+
+    opts = PecoreOptions(context_sensitivity_metric=metric)
+    texts = [(CONTEXT, CURRENT, OUTPUT), ("It rained.", "She took her", "umbrella to work.")]
+    examples = [
+        encode_example(
+            gpt2, opts, input_context_text=c, input_current_text=i, output_current_text=o
+        )
+        for c, i, o in texts
+    ]
+    one, one_alt = cti_scores(gpt2, examples, opts)
+    two, two_alt = cti_scores(gpt2, examples, opts, one_pass=False)
+    assert one_alt == two_alt
+    for a, b in zip(one, two, strict=True):
+        assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_batched_equals_one_by_one(gpt2):
     from hooklab.pecore import pecore_batch
 

@@ -10,6 +10,7 @@ model returns, see :func:`hooklab.forward.attention_weights`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from hooklab.architecture import select_indices
-from hooklab.forward import attention_weights, step_logits
-from hooklab.hooks import hook_name, temporary_hooks
+from hooklab.forward import attention_weights, bridge_forward
+from hooklab.hooks import hook_name
 from hooklab.methods.base import MethodResult, register_method
 from hooklab.seq2seq import n_decoder_layers
 
@@ -70,20 +71,33 @@ def step_rows(
     return pattern.gather(2, index)
 
 
+class _Kept(Exception):
+    """Raised by the last selected layer's pattern hook: nothing after it is needed."""
+
+
 def _kept_rows(model, batch: Batch, layer_ids: list[int], head_ids: list[int]) -> list[Tensor]:
     """Per layer, the selected heads' pattern rows of the attributed steps, ``[batch, head,
     step, key_pos]``, cut out inside the hook: only these rows are kept, so memory grows as
     layers x heads x steps x pos, not with pos² (each full pattern lives only while its layer
-    runs)."""
+    runs). The pass stops at the last selected layer's pattern (the hook raises, the hooks
+    come off in ``temporary_hooks``'s ``finally``): the rest of the model, its MLP, the
+    later layers and the unembedding, would compute nothing this method returns."""
     kept: dict[int, Tensor] = {}
+    every_head = head_ids == list(range(model.cfg.n_heads))
     heads = torch.tensor(head_ids, device=batch.tokens.device)
+    last, rows = max(layer_ids), batch.target_rows  # a property: computed once, not per hook
 
     def keep(layer: int):
         def fn(pattern, hook):  # [batch, head, query_pos, key_pos]
-            kept[layer] = step_rows(pattern.detach()[:, heads], batch.target_rows)
+            pattern = pattern.detach() if every_head else pattern.detach()[:, heads]
+            kept[layer] = step_rows(pattern, rows)
+            if layer == last:
+                raise _Kept
 
         return fn
 
-    with temporary_hooks(model, [(hook_name("pattern", la), keep(la)) for la in layer_ids]):
-        step_logits(model, batch)
+    with contextlib.suppress(_Kept):
+        bridge_forward(
+            model, batch, hooks=[(hook_name("pattern", la), keep(la)) for la in layer_ids]
+        )
     return [kept[la] for la in layer_ids]

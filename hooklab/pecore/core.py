@@ -37,7 +37,7 @@ from hooklab.pecore.options import (
 )
 from hooklab.pecore.result import ContextSensitiveToken, Cue, PecoreResult
 from hooklab.pecore.select import select, selection_threshold
-from hooklab.scoring import Contrast, compute_step_scores, contrast_step_logits
+from hooklab.scoring import Contrast, make_step_args, run_step_function
 from hooklab.steps import CONTRASTIVE
 
 # attributed functions whose contrast is another token at the same step
@@ -95,34 +95,44 @@ def _relative_context_saliency(model, examples: list[Example]) -> list[torch.Ten
 
 
 def cti_scores(
-    model, examples: list[Example], opts: PecoreOptions
+    model, examples: list[Example], opts: PecoreOptions, *, one_pass: bool = True
 ) -> tuple[list[torch.Tensor], list[list[int]]]:
     """CTI score of every output token of each example, and ỹ* at every output step.
 
     ỹ* is the argmax without the context after the same forced output prefix; both come from
-    one batched pass with and one without the context.
+    the passes with and without the context over the same output tokens. With ``one_pass``
+    (the default) the two are one batched forward, the contextless rows after the contextual
+    ones; ``one_pass=False`` runs them as two (the same scores up to float rounding, which
+    padding can change; tests compare both).
     """
     metric = opts.context_sensitivity_metric
     targets = [e.output_ids for e in examples]
     seq2seq = examples[0].source is not None
-    noctx = _batch(
-        model, [e.noctx_prompt for e in examples], targets,
+    ctx = ([e.ctx_prompt for e in examples], [e.source for e in examples] if seq2seq else None)
+    noctx = (
+        [e.noctx_prompt for e in examples],
         [e.noctx_source for e in examples] if seq2seq else None,
-    )  # fmt: skip
+    )
+    noctx_batch = _batch(model, noctx[0], targets, noctx[1])
     if metric == RELATIVE_CONTEXT_SALIENCY:
         scores = _relative_context_saliency(model, examples)
         with torch.no_grad():
-            c_logits = step_logits(model, noctx)
+            c_logits = step_logits(model, noctx_batch)
     else:
-        batch = _batch(
-            model, [e.ctx_prompt for e in examples], targets,
-            [e.source for e in examples] if seq2seq else None,
-        )  # fmt: skip
-        contrast = Contrast(batch=noctx)
-        c_logits = contrast_step_logits(model, contrast)
-        batched = compute_step_scores(
-            model, batch, [metric], contrast=contrast, contrast_logits=c_logits
-        )[metric]
+        batch = _batch(model, ctx[0], targets, ctx[1])
+        contrast = Contrast(batch=noctx_batch)
+        with torch.no_grad():
+            if one_pass:  # [contextual rows; contextless rows]
+                both = _batch(
+                    model, ctx[0] + noctx[0], targets + targets,
+                    None if ctx[1] is None else ctx[1] + noctx[1],
+                )  # fmt: skip
+                logits = step_logits(model, both)
+                logits, c_logits = logits[: len(examples)], logits[len(examples) :]
+            else:
+                logits, c_logits = step_logits(model, batch), step_logits(model, noctx_batch)
+            args = make_step_args(model, batch, logits, contrast, c_logits)
+            batched = run_step_function(metric, args)
         scores = [batched[i, : len(t)].float().cpu() for i, t in enumerate(targets)]
     best = c_logits.argmax(-1)
     alternatives = [best[i, : len(t)].tolist() for i, t in enumerate(targets)]
@@ -322,7 +332,14 @@ def pecore_batch(
             ``output_context_text`` and ``output_current_text`` (the arguments of :func:`pecore`).
         options: a :class:`PecoreOptions`; ``**option_overrides`` change single fields.
     """
-    options = (options or PecoreOptions()).replace(**option_overrides)
+    options = PecoreOptions() if options is None else options
+    if not isinstance(options, PecoreOptions):
+        raise TypeError(
+            f"options must be a PecoreOptions, got {type(options).__name__}: {options!r:.80}; "
+            "pass PecoreOptions(...) or single options as keyword arguments."
+        )
+    if option_overrides:  # a PecoreOptions is checked when made: only changes make a new one
+        options = options.replace(**option_overrides)
     examples = [dict(ex) for ex in examples]
     if not examples:
         raise ValueError("No examples given: pass a list of example dicts.")
