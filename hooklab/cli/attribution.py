@@ -61,6 +61,27 @@ def _check_method(method: str, method_kwargs: dict[str, Any]) -> None:
         raise UsageError(flag + message) from None
 
 
+def _check_flags(
+    method: str, method_kwargs: dict[str, Any], step_fns: tuple[str, ...], aggregate, spaces
+) -> None:
+    """UsageError for an unknown method, method option, step function, grouping or spacing."""
+    from hooklab.attribution.aggregate import GROUPINGS
+    from hooklab.steps import STEP_FUNCTIONS
+
+    _check_method(method, method_kwargs)
+    for name in step_fns:
+        try:
+            STEP_FUNCTIONS.get(name)
+        except KeyError as err:
+            raise UsageError(err.args[0]) from None
+    if aggregate is not None and aggregate not in GROUPINGS:
+        raise UsageError(
+            f"--aggregate must be one of {sorted(GROUPINGS)} or None, got {aggregate!r}."
+        )
+    if spaces not in ("thin", "strip", "raw"):
+        raise UsageError(f"--spaces must be 'thin', 'strip' or 'raw', got {spaces!r}.")
+
+
 def read_messages(messages: str) -> list[dict]:
     """The --messages conversation: a path to a JSON file or the JSON text itself."""
     import json
@@ -152,21 +173,7 @@ def attribute(
             template: a JSON file holding [{"role": "user", "content": "..."}, ...], or that
             JSON inline (one-example mode).
     """
-    from hooklab.attribution.aggregate import GROUPINGS
-    from hooklab.steps import STEP_FUNCTIONS
-
-    _check_method(method, method_kwargs)
-    for name in (attributed_fn, *step_scores):
-        try:
-            STEP_FUNCTIONS.get(name)
-        except KeyError as err:
-            raise UsageError(err.args[0]) from None
-    if aggregate is not None and aggregate not in GROUPINGS:
-        raise UsageError(
-            f"--aggregate must be one of {sorted(GROUPINGS)} or None, got {aggregate!r}."
-        )
-    if spaces not in ("thin", "strip", "raw"):
-        raise UsageError(f"--spaces must be 'thin', 'strip' or 'raw', got {spaces!r}.")
+    _check_flags(method, method_kwargs, (attributed_fn, *step_scores), aggregate, spaces)
     if max_new_tokens < 1:
         raise UsageError(f"--max_new_tokens must be a positive int, got {max_new_tokens}.")
     conversation = read_messages(messages) if messages is not None else None
