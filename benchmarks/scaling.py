@@ -59,8 +59,10 @@ WINDOW = 2048
 STARTED = Path("/tmp/hooklab-scaling-started")  # + pid: when the timed call began
 
 
-def model_path() -> Path:
-    return cached_model("scaling-tiny", n_positions=WINDOW, **GPT2_TINY)
+def model_path(layers: int = GPT2_TINY["n_layer"]) -> Path:
+    """The benchmark's random GPT-2 (``layers`` deep; the default is the 2-layer tiny shape)."""
+    name = "scaling-tiny" if layers == GPT2_TINY["n_layer"] else f"scaling-tiny-{layers}l"
+    return cached_model(name, n_positions=WINDOW, **{**GPT2_TINY, "n_layer": layers})
 
 
 def texts(length: int, vocab: int) -> tuple[str, str]:
@@ -215,12 +217,18 @@ def main() -> None:
     parser.add_argument("--inseq_lengths", type=int, nargs="+", help="default: all lengths")
     parser.add_argument("--cell_timeout", type=float, default=240.0)
     parser.add_argument("--output", type=Path, default=ROOT / "figures" / "scaling")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=GPT2_TINY["n_layer"],
+        help="depth of the random GPT-2 (other dimensions as the tiny shape)",
+    )
     args = parser.parse_args()
     lengths = args.lengths or ([32, 64, 128] if args.quick else [128, 512, 1000, 2000])
     if max(lengths) + N_TARGET > WINDOW or min(lengths) <= N_CURRENT + 1:
         parser.error(f"lengths must be > {N_CURRENT + 1} and leave {N_TARGET} target tokens "
                      f"in the {WINDOW}-token window")  # fmt: skip
-    path, vocab = model_path(), GPT2_TINY["vocab_size"]
+    path, vocab = model_path(args.layers), GPT2_TINY["vocab_size"]
     print(f"# {load_average()}; model {path.name}; {N_TARGET} target tokens", flush=True)
     results, stopped = [], {}
     for length in lengths:
