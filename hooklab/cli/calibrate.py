@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from hooklab.cli.args import UsageError
@@ -56,4 +55,4 @@ def calibrate_cti(
     if save_path is not None:
         from hooklab.output.io import write_json
 
-        write_json(save_path, json.loads(json.dumps(result.to_dict())), overwrite=overwrite)
+        write_json(save_path, result.to_dict(), overwrite=overwrite)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +88,8 @@ def cite(
     print(result.to_text())
     if save_path is not None:
         result.save(save_path, overwrite=overwrite)
-    if inseq_path is not None:
-        from hooklab.output.io import write_json
-
-        write_json(inseq_path, json.loads(json.dumps(result.to_inseq())), overwrite=overwrite)
+    if inseq_path is not None:  # the PECoRe run's Inseq export (its one save rule)
+        result.pecore.save(inseq_path, format="inseq", overwrite=overwrite)
     if html_path is not None:
         from hooklab.output.files import atomic_write
 
