@@ -182,6 +182,16 @@ def browser(tmp_path, monkeypatch):
     driver.quit()
 
 
+def _screenshot(browser, tmp_path: Path, name: str) -> None:
+    """Save the page as ``name``.png in tmp_path and in $HOOKLAB_DEMO_FIGURES if set."""
+    shots = [tmp_path]
+    if os.environ.get("HOOKLAB_DEMO_FIGURES"):
+        shots.append(Path(os.environ["HOOKLAB_DEMO_FIGURES"]))
+    for d in shots:
+        d.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(d / f"{name}.png"))
+
+
 def test_page_in_a_browser(browser, toy, tmp_path):
     """Run the release example, check " hospital" and its top cue "sick", show the code, and
     show an error. Screenshots go to tmp_path (and to $HOOKLAB_DEMO_FIGURES if set)."""
@@ -192,14 +202,8 @@ def test_page_in_a_browser(browser, toy, tmp_path):
 
     from hooklab.demo.app import launch
 
-    shots = [tmp_path]
-    if os.environ.get("HOOKLAB_DEMO_FIGURES"):
-        shots.append(Path(os.environ["HOOKLAB_DEMO_FIGURES"]))
-
     def shoot(name: str) -> None:
-        for d in shots:
-            d.mkdir(parents=True, exist_ok=True)
-            assert browser.save_screenshot(str(d / f"{name}.png"))
+        _screenshot(browser, tmp_path, name)
 
     start = time.perf_counter()
     port = _free_port()
@@ -310,14 +314,7 @@ def test_citation_view_in_a_browser(browser, toy, tmp_path):
         assert len(rows) == 1 + len(RELEASE_EXAMPLE["documents"])  # header + one per document
         assert view.find_element(By.CSS_SELECTOR, f".docs-{first}").is_displayed()  # :has()
         assert pop.is_displayed()  # still hovered: the coloured documents moved nothing
-        shots = [tmp_path] + (
-            [Path(os.environ["HOOKLAB_DEMO_FIGURES"])]
-            if os.environ.get("HOOKLAB_DEMO_FIGURES")
-            else []
-        )
-        for d in shots:
-            d.mkdir(parents=True, exist_ok=True)
-            assert browser.save_screenshot(str(d / "citation.png"))
+        _screenshot(browser, tmp_path, "citation")
     finally:
         demo.close()
 
