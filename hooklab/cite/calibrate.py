@@ -33,7 +33,7 @@ import torch
 
 from hooklab.cite.core import cite, cite_from_pecore
 from hooklab.cite.evaluate import score_citations
-from hooklab.cite.examples import check_example
+from hooklab.cite.examples import check_examples
 from hooklab.cite.options import CiteOptions
 from hooklab.cite.result import CitationResult
 from hooklab.pecore.select import selection_threshold
@@ -226,10 +226,7 @@ def calibrate_cti(
     opts = (options or CiteOptions()).replace(**option_overrides)
     if not examples:
         raise ValueError("examples is empty; calibration needs annotated examples.")
-    for i, ex in enumerate(examples):
-        problem = check_example(ex)
-        if problem:
-            raise ValueError(f"examples[{i}]: {problem}.")
+    check_examples(examples)
     split_examples(len(examples), heldout_fraction, seed)  # checked before any model run
     runs = [
         cite(model, ex["question"], list(ex["documents"]), answer=ex["answer"],

@@ -28,7 +28,7 @@ import torch
 
 from hooklab.cite.aggregate import owners, split_sentences, token_spans
 from hooklab.cite.core import cite, join_documents
-from hooklab.cite.examples import check_example
+from hooklab.cite.examples import check_examples
 from hooklab.cite.options import CiteOptions
 
 if TYPE_CHECKING:
@@ -132,15 +132,12 @@ def evaluate_citations(
     rng = random.Random(seed)
     predicted: dict[str, list[list[int]]] = {m: [] for m in methods}
     gold: list[list[int]] = []
-    for i, ex in enumerate(examples):  # all checked before any model run
-        problem = check_example(ex)
-        if problem:
-            raise ValueError(f"examples[{i}]: {problem}.")
+    check_examples(examples)  # all checked before any model run
     for ex in examples:
         docs, answer = list(ex["documents"]), ex["answer"]
-        n_sent = len(split_sentences(answer))
         gold += [list(g) for g in ex["gold_documents"]]
         sentences = [answer[a:b] for a, b in split_sentences(answer)]
+        n_sent = len(sentences)
         for m in methods:
             if m == "cite":
                 got = cite(model, ex["question"], docs, answer=answer, options=opts).citations

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,15 @@ def check_example(
             return "'gold_documents' needs a forced 'answer' (its sentences are what is annotated)"
         return check_gold(ex["gold_documents"], len(docs), answer)
     return None
+
+
+def check_examples(examples: Sequence[Mapping[str, Any]]) -> None:
+    """ValueError naming the first bad example (``examples[i]: ...``): all are checked before
+    any model runs."""
+    for i, ex in enumerate(examples):
+        problem = check_example(ex)
+        if problem:
+            raise ValueError(f"examples[{i}]: {problem}.")
 
 
 def read_examples(path: str | Path) -> list[dict[str, Any]]:
