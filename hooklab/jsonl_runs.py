@@ -68,7 +68,16 @@ class DatasetTask:
 # ---- input -------------------------------------------------------------------------------------
 def read_examples(path: str | Path, task: DatasetTask) -> Iterator[Item]:
     """Yield ``(line_number, example, error)`` for each non-blank line of a JSONL file."""
-    allowed = {*task.keys, "id"}
+    return parse_lines(path, task.keys, task.check)
+
+
+def parse_lines(
+    path: str | Path, keys: Collection[str], check: Callable[[dict[str, Any]], str | None]
+) -> Iterator[Item]:
+    """Yield ``(line_number, example, error)`` for each non-blank line of a JSONL file: the
+    error names the line and what is wrong (not JSON, not an object, a key outside ``keys``
+    and ``id``, or ``check``'s problem)."""
+    allowed = {*keys, "id"}
     with open(path, encoding="utf-8") as f:
         for n, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -82,7 +91,7 @@ def read_examples(path: str | Path, task: DatasetTask) -> Iterator[Item]:
                 yield n, None, f"line {n}: expected a JSON object, got {type(ex).__name__}"
                 continue
             unknown = sorted(set(ex) - allowed)
-            problem = task.check(ex) if not unknown else None
+            problem = check(ex) if not unknown else None
             if unknown:
                 yield n, None, f"line {n}: unknown keys {unknown}; valid keys: {sorted(allowed)}"
             elif problem:

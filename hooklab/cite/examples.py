@@ -16,13 +16,13 @@ One JSON object per line (``hooklab/toy_rag/eval_examples.jsonl`` is one such fi
 
 from __future__ import annotations
 
-import json
 import reprlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hooklab.cite.aggregate import split_sentences
+from hooklab.jsonl_runs import parse_lines
 
 #: the keys an annotated example may hold
 KEYS = ("question", "documents", "answer", "gold_documents", "answer_sentences", "kind")
@@ -93,20 +93,9 @@ def read_examples(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"No examples file {str(path)!r}; pass a JSONL file.")
     out = []
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            ex = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {n}: not valid JSON ({err.msg}).") from None
-        if not isinstance(ex, dict):
-            raise ValueError(f"{path}: line {n}: expected a JSON object, got {ex!r:.60}.")
-        unknown = sorted(set(ex) - {*KEYS, "id"})
-        problem = f"unknown keys {unknown}; valid keys: {[*KEYS, 'id']}" if unknown else None
-        problem = problem or check_example(ex)
-        if problem:
-            raise ValueError(f"{path}: line {n}: {problem}.")
+    for _, ex, error in parse_lines(path, KEYS, check_example):  # the dataset engine's parser
+        if error:
+            raise ValueError(f"{path}: {error}.")
         out.append(ex)
     if not out:
         raise ValueError(f"{path}: no examples (the file is empty); give one JSON object a line.")
