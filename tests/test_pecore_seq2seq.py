@@ -33,6 +33,18 @@ def _logits(hf, src_e, dec_e):
     return hf(inputs_embeds=src_e[None], decoder_inputs_embeds=dec_e[None]).logits[0]
 
 
+def _example_ids(tok) -> tuple[list[int], list[int], list[int], list[int], int, int]:
+    """Ids of the example as PECoRe encodes it: source, contextless source, decoder prefix
+    (output context), current output; the input context's length and first position."""
+    src, nsrc = tok(f"{CONTEXT} {CURRENT}")["input_ids"], tok(CURRENT)["input_ids"]
+    prefix = tok(OUT_CONTEXT, add_special_tokens=False)["input_ids"]
+    out = tok(" " + OUT_CURRENT, add_special_tokens=False)["input_ids"]
+    n_ctx = len(tok(CONTEXT, add_special_tokens=False)["input_ids"])
+    offsets = tok(f"{CONTEXT} {CURRENT}", return_offsets_mapping=True)["offset_mapping"]
+    lead = next(i for i, (a, b) in enumerate(offsets) if b > a)  # special tokens first (T5 here)
+    return src, nsrc, prefix, out, n_ctx, lead
+
+
 def test_cti_and_cci_equal_explicit_computations(model):
     hf, tok = model.original_model, model.tokenizer
     res = pecore(
@@ -41,12 +53,7 @@ def test_cti_and_cci_equal_explicit_computations(model):
         context_sensitivity_std_threshold=None,
     )  # fmt: skip
     start = hf.config.decoder_start_token_id
-    src, nsrc = tok(f"{CONTEXT} {CURRENT}")["input_ids"], tok(CURRENT)["input_ids"]
-    prefix = tok(OUT_CONTEXT, add_special_tokens=False)["input_ids"]
-    out = tok(" " + OUT_CURRENT, add_special_tokens=False)["input_ids"]
-    n_ctx = len(tok(CONTEXT, add_special_tokens=False)["input_ids"])
-    offsets = tok(f"{CONTEXT} {CURRENT}", return_offsets_mapping=True)["offset_mapping"]
-    lead = next(i for i, (a, b) in enumerate(offsets) if b > a)  # special tokens first (T5 here)
+    src, nsrc, prefix, out, n_ctx, lead = _example_ids(tok)
     assert "".join(res.input_context_tokens).strip() == CONTEXT
     assert "".join(res.output_context_tokens).strip() == OUT_CONTEXT
     enc, dec = hf.get_encoder(), hf.get_decoder()
@@ -103,15 +110,9 @@ def test_alti_logit_as_the_cci_method(model):
         context_sensitivity_std_threshold=None, attribution_method="alti_logit",
         attributed_fn="contrast_logits_diff",
     )  # fmt: skip
-    src = tok(f"{CONTEXT} {CURRENT}")["input_ids"]
-    prefix = tok(OUT_CONTEXT, add_special_tokens=False)["input_ids"]
-    out = tok(" " + OUT_CURRENT, add_special_tokens=False)["input_ids"]
-    n_ctx = len(tok(CONTEXT, add_special_tokens=False)["input_ids"])
-    offsets = tok(f"{CONTEXT} {CURRENT}", return_offsets_mapping=True)["offset_mapping"]
-    lead = next(i for i, (a, b) in enumerate(offsets) if b > a)
+    src, nsrc, prefix, out, n_ctx, lead = _example_ids(tok)
     hf, start = model.original_model, model.original_model.config.decoder_start_token_id
     with torch.no_grad():
-        nsrc = tok(CURRENT)["input_ids"]
         dec = _embed(hf.get_decoder(), [start, *out])
         noctx = _logits(hf, _embed(hf.get_encoder(), nsrc), dec)[: len(out)]
     assert len(res.context_sensitive) == 2
