@@ -82,7 +82,7 @@ def _runner(
         return
     replace = [] if embeds is None else [(hook_name("embed"), lambda x, hook: embeds)]
     attached = [*padding_guard_hooks(model, batch), *replace, *hooks]
-    with temporary_hooks(model, attached) if attached else contextlib.nullcontext():
+    with temporary_hooks(model, attached):  # also with none: it releases stored patterns
         yield None
 
 

@@ -48,3 +48,32 @@ def test_pass_stopped_early_keeps_the_selected_layers_rows(model64):
         assert torch.equal(got, every[..., sorted(layers), :])
     assert count_hooks(model64) == 0
     assert torch.equal(step_logits(model64, batch), before)
+
+
+def test_stored_patterns_are_released_layer_by_layer(model64):
+    """TransformerLens's joint-QKV attention (GPT-2) stores its last full pattern
+    (``_pattern``); in hooklab's passes each one is dropped once its layer has run, and none is
+    left after, so a pass without gradients holds one layer's pattern at a time (hooks.py)."""
+    from hooklab.hooks import pattern_holders
+
+    holders = [module for _, module in pattern_holders(model64)]
+    enc = encode(model64, ["George was sick yesterday."], [" His colleagues asked"])
+    batch = make_batch(enc.prefixes, enc.steps, pad_id=pad_token_id(model64))
+    last = model64.cfg.n_layers - 1
+    stored = []
+
+    def look(x, hook):  # at the last layer's pattern: what do the layers still hold?
+        stored.append([m._pattern is not None for m in holders])
+
+    # without hooklab's context, the component keeps every layer's pattern (the reason)
+    model64.run_with_hooks(batch.tokens, fwd_hooks=[(hook_name("pattern", last), look)])
+    if not any(m._pattern is not None for m in holders):
+        pytest.skip("this family's attention component stores no pattern")
+    assert len(holders) == model64.cfg.n_layers
+    assert stored.pop() == [True] * last + [False]  # the last one is stored after its hook
+    attention(model64, batch, attributed_fn=None)  # the method's own hooked pass
+    assert all(m._pattern is None for m in holders)
+    with temporary_hooks(model64, [(hook_name("pattern", last), look)]):
+        step_logits(model64, batch)
+    assert stored == [[False] * model64.cfg.n_layers]
+    assert all(m._pattern is None for m in holders)

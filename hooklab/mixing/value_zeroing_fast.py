@@ -17,10 +17,10 @@ GPT-2-small-shaped random model (12 layers, d_model 768, one CPU thread, 2026-12
 
 Memory: as many layers per clean forward as fit :data:`hooklab.budget.CAPTURE_ELEMENTS`
 (a layer's largest activation is its pattern, head x pos² floats): every layer of a short input
-in one forward (a forward per layer would cost as much as the recompute itself on GPT-2 small:
-measured 2.3x slower in all), one layer per forward for a long one (a single forward caching
-every layer would hold layer x head x pos² floats, 64 GB for a 7B model at 4k tokens); each
-layer's activations are dropped once its scores are computed.
+in one forward (a forward per layer would cost as much as the recompute itself on GPT-2 small
+at 24 tokens: measured 2.3x slower in all), one layer per forward for a long one (a single
+forward caching every layer would hold layer x head x pos² floats, 64 GB for a 7B model at 4k
+tokens); each layer's activations are dropped once its scores are computed.
 
 Proof, per call and per layer (nothing is cached, so nothing can go stale): the hook points
 exist, and ``z = pattern · v``, ``attn_out = z W_O + b_O``, ``resid_mid = resid_pre +
