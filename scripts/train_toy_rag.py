@@ -130,14 +130,20 @@ def main(
     threads: int = 1,
     write_package_data: bool = True,
     init: str | None = None,
+    recall: float = 0.0,
+    max_documents: int = 5,
 ) -> None:
     """Generate the corpus, train tokenizer + model, save the checkpoint and the eval examples.
 
     ``init``: a checkpoint directory to continue training from (its model and tokenizer).
+    ``recall``: share of training examples that ask about every document's person (dense
+    practice of the name -> value lookup); ``max_documents``: most documents per example.
     """
     t0 = time.time()
     out_dir = start(out, seed, threads)
-    examples = corpus.generate_examples(n_examples, seed)
+    share = (1.0 - recall) / 2
+    kinds = {"single": share, "two_people": share, corpus.RECALL: recall}
+    examples = corpus.generate_examples(n_examples, seed, max_documents=max_documents, kinds=kinds)
     texts = ["".join(corpus.training_text(e)) for e in examples[:5000]]
     tok = train_tokenizer(texts) if init is None else PreTrainedTokenizerFast.from_pretrained(init)
     items = [encode(tok, e) for e in examples]

@@ -58,6 +58,8 @@ RELATIONS: dict[str, dict[str, Any]] = {
 }
 KINDS = ("single", "two_people")  # one fact; two facts of two people
 NEEDED = {"single": 1, "two_people": 2}  # gold documents
+#: Training only: every document's person is asked, in another order (dense lookup practice).
+RECALL = "every_person"
 TRAINING_KINDS = {"single": 0.5, "two_people": 0.5}
 MIXED = 0.2  # share of examples whose documents state any relations (else all the same one)
 
@@ -102,12 +104,13 @@ def make_example(rng: random.Random, kind: str, n_documents: int) -> dict[str, A
     distinct per relation.
     """
     relations = list(RELATIONS)
-    n_documents = max(n_documents, NEEDED[kind])
+    needed = n_documents if kind == RECALL else NEEDED[kind]
+    n_documents = max(n_documents, needed)
     people = rng.sample(NAMES, n_documents)  # one person per document
     one = rng.choice(relations)
     mixed = rng.random() < MIXED
     facts = [(p, rng.choice(relations) if mixed else one) for p in people]
-    asked = facts[: NEEDED[kind]]
+    asked = facts[:needed]
     pools = {r: rng.sample(RELATIONS[r]["values"], len(RELATIONS[r]["values"])) for r in relations}
     values = [pools[r].pop() for _, r in facts]  # distinct values per relation
     order = rng.sample(range(n_documents), n_documents)  # document d states facts[order[d]]
@@ -123,8 +126,8 @@ def make_example(rng: random.Random, kind: str, n_documents: int) -> dict[str, A
     }
 
 
-def _kind(rng: random.Random) -> str:
-    return rng.choices(list(TRAINING_KINDS), weights=list(TRAINING_KINDS.values()))[0]
+def _kind(rng: random.Random, kinds: dict[str, float]) -> str:
+    return rng.choices(list(kinds), weights=list(kinds.values()))[0]
 
 
 def training_text(example: dict[str, Any]) -> tuple[str, str]:
@@ -140,17 +143,23 @@ def training_text(example: dict[str, Any]) -> tuple[str, str]:
 
 
 def generate_examples(
-    n: int, seed: int, contextless: float = 0.1, max_documents: int = 5
+    n: int,
+    seed: int,
+    contextless: float = 0.1,
+    max_documents: int = 5,
+    kinds: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Training examples with 1 to ``max_documents`` documents (at least the gold ones).
 
-    A ``contextless`` share has no documents and random answer values. Examples without a
-    distractor start the curriculum (the training script's first pool).
+    ``kinds`` weighs the answer kinds (default ``TRAINING_KINDS``; ``RECALL`` asks about every
+    document's person). A ``contextless`` share has no documents and random answer values.
+    Examples without a distractor start the curriculum (the training script's first pool).
     """
     rng = random.Random(seed)
+    kinds = TRAINING_KINDS if kinds is None else kinds
     out = []
     for _ in range(n):
-        kind = _kind(rng)
+        kind = _kind(rng, kinds)
         ex = make_example(rng, kind, rng.randint(1, max_documents))
         if rng.random() < contextless:
             sentences = [_swap_value(s, rng) for s in ex["answer_sentences"]]
