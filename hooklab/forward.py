@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from hooklab import plain, seq2seq
 from hooklab.hooks import hook_name, temporary_hooks
 from hooklab.inputs import Batch, make_batch, pad_token_id
+from hooklab.selfcheck import tolerance
 
 # dtypes whose attention masks use a finite minimum (no -inf scores outside compatibility mode)
 _FINITE_MASK_DTYPES = (torch.float32, torch.bfloat16)
@@ -67,7 +68,18 @@ def twin(model, *, hooks: Sequence = (), embeds: bool = False) -> nn.Module | No
     """The plain twin a pass with these ``hooks`` (and given token ``embeds``, if True) runs
     on, or None for the bridge. The one place that chooses; see :mod:`hooklab.plain` for the
     rules and :func:`hooklab.no_twin` for the switch."""
-    return None if hooks else plain.twin(model, _probe, embeds=embeds)
+    if hooks:
+        return None
+    if torch.is_grad_enabled():
+        return plain.gradient_twin(model, _gradient_probe) if embeds else None
+    return plain.twin(model, _probe, embeds=embeds)
+
+
+def gradient_twin_used(model) -> bool:
+    """Whether gradient passes of ``model`` (given token embeddings, no hook) run on the
+    gradient twin now (fused attention: no ``[head, pos, pos]`` scores in the autograd graph)."""
+    with torch.enable_grad():
+        return twin(model, embeds=True) is not None
 
 
 @contextlib.contextmanager
@@ -299,14 +311,20 @@ def step_logits(
     return logits.gather(1, index)
 
 
+def _probe_batch(model) -> Batch:
+    """The probes' left-padded batch of two short rows."""
+    vocab = min(int(model.cfg.d_vocab), 64)
+    rows = [[(7 * i + 3) % vocab for i in range(6)], [(5 * i + 1) % vocab for i in range(3)]]
+    return make_batch(rows, pad_id=pad_token_id(model), device=model.cfg.device)
+
+
 def _probe(model, module: nn.Module, embeds: bool) -> bool:
     """True if ``module`` (the twin) gives the bridge's logits bit for bit through the calls
     real passes make, on a left-padded batch. Without ``embeds``: a full forward (every real
     position), one with ``logits_to_keep``, a KV-cached first step and one more; with
     ``embeds``: a full forward with given token embeddings."""
+    batch = _probe_batch(model)
     vocab = min(int(model.cfg.d_vocab), 64)
-    rows = [[(7 * i + 3) % vocab for i in range(6)], [(5 * i + 1) % vocab for i in range(3)]]
-    batch = make_batch(rows, pad_id=pad_token_id(model), device=model.cfg.device)
     tokens, mask, positions = batch.tokens, batch.attention_mask, batch.position_ids
     real, width = mask.bool(), tokens.shape[1]
     given = token_embeddings(model, batch) * 0.5 if embeds else None  # not the model's own
@@ -330,3 +348,33 @@ def _probe(model, module: nn.Module, embeds: bool) -> bool:
     with _runner(model, batch, (), given, fast=False):
         bridge = passes(None)
     return all(torch.equal(a, b) for a, b in zip(bridge, passes(module), strict=True))
+
+
+_no_hooks = contextlib.nullcontext
+
+
+def _gradient_probe(model, module: nn.Module) -> bool:
+    """True if ``module`` (the gradient twin) gives the bridge's logits and the gradients of a
+    fixed mix of them with respect to given token embeddings within
+    :func:`~hooklab.selfcheck.tolerance`, on a left-padded batch (finite everywhere)."""
+    batch = _probe_batch(model)
+    real = batch.attention_mask.bool()
+    given = token_embeddings(model, batch) * 0.5
+
+    def run(runner) -> list[Tensor]:
+        leaf = given.clone().requires_grad_(True)
+        with _runner(model, batch, (), leaf, fast=False) if runner is None else _no_hooks():
+            logits, _ = _decoder(
+                model, runner, batch.tokens, batch.attention_mask, batch.position_ids,
+                embeds=leaf,
+            )  # fmt: skip
+        mix = torch.linspace(-1, 1, logits.shape[-1], dtype=logits.dtype, device=logits.device)
+        (grad,) = torch.autograd.grad((logits[real] * mix).sum(), leaf)
+        return [logits[real].detach(), grad[real]]
+
+    with torch.enable_grad():
+        expected, got = run(None), run(module)
+    return all(
+        bool(g.isfinite().all()) and float((g - e).abs().max()) <= tolerance(e)
+        for g, e in zip(got, expected, strict=True)
+    )

@@ -15,21 +15,22 @@ d_model, ``m`` d_mlp, ``V`` d_vocab; ``w`` positions of one sequence, ``s`` step
 :data:`RUNTIME_BYTES`; the coefficients (:data:`FORWARD`, :data:`GRAPH_PER_LAYER`,
 :data:`VJP`) were measured on GPT-2-shaped models (``tests/test_budget.py``):
 
-- one no-grad forward, per sequence: ``F = 8·H·w² + 24·w·d + 2·w·m + 2·w·V``;
+- one no-grad forward, per sequence: ``F = 4·H·w² + 24·w·d + 2·w·m + 2·w·V``;
 - the autograd graph of one sequence: ``G = L·(4·H·w² + 24·w·d + 3·w·m) + 3·w·V``;
 - one step's VJP through it, per sequence: ``J = 5·H·w² + 24·w·d + 3·w·m + 2·w·V``;
-- gradient methods: ``r·G + c·r·J + 2·b·s·w·d``; occlusion and ReAGent: ``r·F`` (+ the
-  copies); attention: ``F + L·H·s·w`` (the kept query rows); value zeroing: ``F`` + the
-  captured layers (``budget.CAPTURE_ELEMENTS``, or one layer) + a block call on
-  ``max_batch_tokens`` rows (``H·w + 12·d + 2·m`` each) + ``L·w²`` (the scores); ALTI-Logit
-  ``F + L·(w·d·H + w²)``; ALTI ``F + 8·L·w·d`` + a chunk + ``L·w²``; knockout
+- gradient methods: ``r·G + c·r·J + 2·b·s·w·d``, without the ``H·w²`` terms of ``G`` and ``J``
+  where their passes run on the gradient twin (fused attention, :mod:`hooklab.plain`); occlusion
+  and ReAGent: ``r·F`` (+ the copies); attention: ``F + L·H·s·w`` (the kept query rows); value
+  zeroing: ``F`` + the captured layers (``budget.CAPTURE_ELEMENTS``, or one layer) + a block
+  call on ``max_batch_tokens`` rows (``H·w + 12·d + 2·m`` each) + ``L·w²`` (the scores);
+  ALTI-Logit ``F + L·(w·d·H + w²)``; ALTI ``F + 8·L·w·d`` + a chunk + ``L·w²``; knockout
   ``batch_size·(F + w²)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from hooklab.budget import (
@@ -40,11 +41,12 @@ from hooklab.budget import (
     check_positive,
     plan,
 )
+from hooklab.forward import gradient_twin_used
 
 #: Elements per sequence of ``w`` positions, as coefficients of ``(H·w², w·d, w·m, w·V)``:
 #: measured through ``TransformerBridge`` on the CPU (eager attention keeps scores, masked
 #: scores, pattern and hook copies; SDPA on a GPU keeps fewer), ``tests/test_budget.py``.
-FORWARD = (8, 24, 2, 2)  # a no-grad forward's peak: one layer's attention at a time
+FORWARD = (4, 24, 2, 2)  # a no-grad forward's peak: one layer's attention at a time
 GRAPH_PER_LAYER = (4, 24, 3, 0)  # what autograd keeps of each layer
 GRAPH_LOGITS = (0, 0, 0, 3)  # and of the logits
 VJP = (5, 24, 3, 2)  # one step's backward pass through one layer and the logits
@@ -66,6 +68,7 @@ class Shape:
     d_mlp: int
     d_vocab: int
     bytes_per_element: int = 4
+    fused_attention: bool = False  # gradient passes keep no [head, pos, pos] scores
 
     @classmethod
     def of(cls, model) -> Shape:
@@ -88,11 +91,15 @@ class Shape:
 
     def graph(self, w: int) -> int:
         """Elements of the autograd graph of one sequence of ``w`` positions."""
-        return self.layers * self.elements(w, GRAPH_PER_LAYER) + self.elements(w, GRAPH_LOGITS)
+        per_layer = self.elements(w, self._fused(GRAPH_PER_LAYER))
+        return self.layers * per_layer + self.elements(w, GRAPH_LOGITS)
 
     def vjp(self, w: int) -> int:
         """Elements one step's backward pass adds, per sequence of ``w`` positions."""
-        return self.elements(w, VJP)
+        return self.elements(w, self._fused(VJP))
+
+    def _fused(self, coefficients: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        return (0, *coefficients[1:]) if self.fused_attention else coefficients
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,8 @@ def estimate(
     """
     shape = model_or_shape if isinstance(model_or_shape, Shape) else Shape.of(model_or_shape)
     estimator = ESTIMATORS.get(method, _step_scores)
+    if estimator is _gradient and not isinstance(model_or_shape, Shape):
+        shape = replace(shape, fused_attention=gradient_twin_used(model_or_shape))
     terms = estimator(shape, examples, positions, steps, max_batch_tokens, options)
     size = shape.bytes_per_element
     terms = {k: v * size for k, v in terms.items()} | {"runtime": RUNTIME_BYTES}

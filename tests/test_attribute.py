@@ -9,7 +9,7 @@ import torch
 from torch.testing import assert_close
 
 import hooklab
-from hooklab.hooks import count_hooks, hook_name, temporary_hooks
+from hooklab.hooks import count_hooks, hook_name, pattern_holders, temporary_hooks
 
 PROMPTS = ["George was sick yesterday.", "It rained all"]
 TARGETS = [" His colleagues asked him", " morning."]
@@ -125,7 +125,7 @@ def test_temporary_hooks_removed_after_exception(gpt2):
         pytest.raises(RuntimeError, match="boom"),
         temporary_hooks(gpt2, [(hook_name("v", 0), zero_v)]),
     ):
-        assert count_hooks(gpt2) == before + 1
+        assert count_hooks(gpt2) == before + 1 + len(pattern_holders(gpt2))  # + its releases
         with torch.no_grad():
             changed = gpt2(ids, prepend_bos=False)
         assert not torch.allclose(changed, clean)

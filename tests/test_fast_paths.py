@@ -27,6 +27,7 @@ from hooklab.forward import (
 from hooklab.generation import generate
 from hooklab.hooks import count_hooks, hook_name, temporary_hooks
 from hooklab.inputs import make_batch, pad_token_id
+from hooklab.selfcheck import tolerance
 
 PROMPTS = ["George was sick yesterday. His", "It rained", "Mary was hungry at noon. Her friends"]
 
@@ -79,7 +80,8 @@ def test_step_logits_on_twin_equal_bridge(model, padded):
 @pytest.mark.parametrize("padded", [False, True])
 def test_given_embeddings_on_twin_equal_bridge(model, padded):
     """Passes with replaced token embeddings (occlusion, faithfulness) run on the twin under
-    no_grad; with gradients they stay on the bridge."""
+    no_grad, equal bit for bit; with gradients (saliency & co.) on the gradient twin (SDPA),
+    within the self-check tolerance, and on the bridge under the switch."""
     batch = _batch(model, padded)
     embeds = token_embeddings(model, batch).flip(1) * 0.7  # not the model's own embeddings
     with torch.no_grad():
@@ -89,8 +91,16 @@ def test_given_embeddings_on_twin_equal_bridge(model, padded):
             slow = step_logits(model, batch, embeds)
     assert torch.equal(fast, slow)
     leaf = embeds.clone().requires_grad_(True)
-    assert twin(model, embeds=True) is None
-    assert torch.equal(step_logits(model, batch, leaf).detach(), slow)
+    assert twin(model, embeds=True) is not None  # the gradient twin
+    got = step_logits(model, batch, leaf)
+    assert float((got.detach() - slow).abs().max()) <= tolerance(slow)
+    (grad,) = torch.autograd.grad(got.sum(), leaf)
+    with bridge_only(model):
+        assert twin(model, embeds=True) is None
+        bridge = step_logits(model, batch, leaf)
+        assert torch.equal(bridge.detach(), slow)
+        (expected,) = torch.autograd.grad(bridge.sum(), leaf)
+    assert float((grad - expected).abs().max()) <= tolerance(expected)
 
 
 def test_generation_on_twin_equals_bridge(model):
