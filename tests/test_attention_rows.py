@@ -77,3 +77,29 @@ def test_stored_patterns_are_released_layer_by_layer(model64):
         step_logits(model64, batch)
     assert stored == [[False] * model64.cfg.n_layers]
     assert all(m._pattern is None for m in holders)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_value_zeroing_rows_equal_the_full_matrices(model64, fast_path):
+    """The value-zeroing attribution method computes only its steps' query rows (the fast
+    path recomputes only their (query, key) pairs); in float64 they equal the same rows of
+    the full mixing matrices to 1e-10, on a padded batch."""
+    from hooklab.architecture import n_kv_heads
+    from hooklab.methods.value_zeroing import value_zeroing as vz_method
+    from hooklab.mixing.value_zeroing import mixing_matrices, select_heads
+
+    prompts = ["George was sick yesterday.", "It rained"]
+    targets = [" His colleagues asked", " all morning. She took"]
+    enc = encode(model64, prompts, targets)
+    batch = make_batch(enc.prefixes, enc.steps, pad_id=pad_token_id(model64))
+    layers = list(range(model64.cfg.n_layers))
+    got = vz_method(model64, batch, attributed_fn=None, fast_path=fast_path).attributions
+    heads = select_heads(None, layers, n_kv_heads(model64))
+    for i in range(batch.size):
+        ids = batch.sequence(i).tolist()
+        full = mixing_matrices(model64, ids, layers=layers, heads=heads, fast_path=fast_path)
+        start, steps = batch.prompt_lengths[i], batch.target_lengths[i]
+        real = batch.real_positions(i).cpu()
+        for t in range(steps):
+            expected = full[:, start - 1 + t].T  # [key_pos, layer]
+            assert torch.allclose(got[i, t, real], expected, atol=1e-10, rtol=0)

@@ -18,7 +18,8 @@ import hooklab
 from hooklab.architecture import n_kv_heads
 from hooklab.hooks import hook_name, recorder, temporary_hooks
 from hooklab.mixing import value_zeroing
-from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, select_heads
+from hooklab.mixing.adapter import DecoderOnly, Example
+from hooklab.mixing.value_zeroing import metric_fn, mixing_matrices, part_matrices, select_heads
 from hooklab.mixing.value_zeroing_fast import analytic_matrices
 from hooklab.zoo import DECODER_ONLY, ENCODER_DECODER, TEXTS, build
 from tests.reference.mixing import (
@@ -103,6 +104,20 @@ def test_fast_path_equals_general_path(decoder):
     options = {"layers": LAYERS, "heads": heads, "normalize": False}
     general = mixing_matrices(model, ids, **options, fast_path=False)
     assert_close(mixing_matrices(model, ids, **options), general, **SAME)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_query_rows_equal_the_full_rows(decoder, fast_path):
+    """``rows=`` (what the attribution method asks for: its steps' query rows) gives exactly
+    those rows of the full matrices, on both paths, in the order asked."""
+    _, model, ids = decoder
+    heads = _heads(model)
+    kw = {"metric": "cosine", "normalize": True, "fast_path": fast_path}
+    full = part_matrices(DecoderOnly(model), Example(tuple(ids)), heads, **kw)
+    rows = [len(ids) - 1, 2, 5]
+    got = part_matrices(DecoderOnly(model), Example(tuple(ids)), heads, rows=rows, **kw)
+    assert got.shape == (len(LAYERS), len(rows), len(ids))
+    assert_close(got, full[:, rows], atol=1e-6, rtol=0)
 
 
 def test_encoder_decoder_parts_match_reference(seq2seq):

@@ -69,14 +69,14 @@ def value_zeroing(
     out = None
     for i in range(batch.size):
         start, steps = batch.prompt_lengths[i], batch.target_lengths[i]
-        # scores: [layer, query_pos, key_pos] over the input positions of example i
-        scores = _matrices(model, batch, i, head_ids, options)
+        # step t reads query row start - 1 + t: only these rows are computed,
+        # scores [layer, step, key_pos] over the input positions of example i
+        rows = range(start - 1, start - 1 + steps)
+        scores = _matrices(model, batch, i, head_ids, {**options, "rows": rows})
         if out is None:
             shape = (batch.size, batch.n_steps, batch.input_width, len(layer_ids))
             out = scores.new_full(shape, torch.nan)
-        # step t reads query row start - 1 + t
-        rows = scores[:, start - 1 : start - 1 + steps].permute(1, 2, 0)
-        out[i, :steps, batch.real_positions(i).cpu()] = rows  # scores are on the CPU
+        out[i, :steps, batch.real_positions(i).cpu()] = scores.permute(1, 2, 0)  # on the CPU
     return MethodResult(out)
 
 

@@ -139,11 +139,14 @@ def layer_scores(
     metric: Callable[[Tensor, Tensor], Tensor],
     budget: int,
     n_keys: int,
+    rows: Sequence[int] | None = None,
 ) -> Float[Tensor, "query_pos key_pos"]:
     """Distance of each query's block-``layer`` output when each key's values are zeroed.
 
     The block runs from its clean input on batches of copies (copy c zeroes key c), about
     ``budget`` token rows per call. Under a causal mask only queries >= key are kept.
+    ``rows``: only these query rows are scored and returned (the block still runs on every
+    position: attention mixes them).
     """
     _check_alone(adapter, call, layer)
     n_query = call.clean.shape[0]
@@ -157,7 +160,8 @@ def layer_scores(
         _check_zeroed(seen, adapter, layer)
         out = seen[names[0]]  # [copy, query_pos, d_model]
         scores[:, keys] = metric(out, call.clean.expand_as(out)).T.cpu()
-    return scores.tril() if adapter.causal else scores
+    scores = scores.tril() if adapter.causal else scores
+    return scores if rows is None else scores[list(rows)]
 
 
 def general_matrices(
@@ -166,8 +170,10 @@ def general_matrices(
     heads: Mapping[int, Sequence[int]],
     metric: Callable[[Tensor, Tensor], Tensor],
     budget: int,
+    rows: Sequence[int] | None = None,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
-    """Unnormalised matrices by rerunning the model's own blocks (module doc), on the CPU.
+    """Unnormalised matrices by rerunning the model's own blocks (module doc), on the CPU
+    (``rows``: only these query rows).
 
     Layers are captured in groups that fit :data:`~hooklab.budget.CAPTURE_ELEMENTS` (all of
     a short input's layers in one pair of clean forwards, one layer of a long one's), each
@@ -181,7 +187,7 @@ def general_matrices(
         calls = capture_block_calls(adapter, example, group)
         for layer in group:
             one = layer_scores(adapter, calls.pop(layer), layer, heads[layer], metric, budget,
-                               n_keys)  # fmt: skip
+                               n_keys, rows)  # fmt: skip
             if scores is None:  # [layer, query_pos, key_pos], filled in place
                 scores = torch.zeros(len(heads), *one.shape, dtype=one.dtype)
             scores[i], i = one, i + 1
@@ -198,6 +204,7 @@ def part_matrices(
     normalize: bool = True,
     max_batch_tokens: int = MAX_BATCH_TOKENS,
     fast_path: bool = True,
+    rows: Sequence[int] | None = None,
 ) -> Float[Tensor, "layer query_pos key_pos"]:
     """Value-zeroing matrices of one example's ``adapter.part`` attention, one per layer.
 
@@ -211,13 +218,16 @@ def part_matrices(
         fast_path: on decoder-only models whose blocks it proves to have the pre-norm,
             attention-then-MLP layout, recompute only the MLP by hand
             (:mod:`hooklab.mixing.value_zeroing_fast`); False always runs the model's blocks.
+        rows: only these query rows (``[layer, len(rows), key_pos]``, equal to those rows of
+            the full matrices): the fast path recomputes only their (query, key) pairs and
+            neither path holds the other rows.
     """
     distance = metric_fn(metric)
-    scores = None
+    scores, budget = None, max_batch_tokens
     if fast_path and not adapter.encoder_decoder:
-        scores = analytic_matrices(adapter.model, example.ids, heads, distance, max_batch_tokens)
+        scores = analytic_matrices(adapter.model, example.ids, heads, distance, budget, rows)
     if scores is None:
-        scores = general_matrices(adapter, example, heads, distance, max_batch_tokens)
+        scores = general_matrices(adapter, example, heads, distance, budget, rows)
     return normalize_rows(scores) if normalize else scores
 
 

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from hooklab.budget import layer_groups
 from hooklab.forward import forward
-from hooklab.hooks import hook_name, recorder
+from hooklab.hooks import hook_name
 from hooklab.inputs import make_batch
 from hooklab.precision import reduction_dtype
 from hooklab.selfcheck import tolerance
@@ -50,14 +50,31 @@ if TYPE_CHECKING:
 _CACHED = ("resid_pre", "resid_mid", "resid_post", "attn_out", "v", "z", "pattern")
 
 
-def clean_activations(model, ids: list[int], layers: list[int]) -> dict[tuple[str, int], Tensor]:
-    """Run the model once on ``ids``; return ``{(kind, layer): activation}`` without batch."""
-    keys = [(kind, layer) for layer in layers for kind in _CACHED]
-    hooks, cache = recorder([hook_name(kind, layer) for kind, layer in keys])
+def clean_activations(
+    model, ids: list[int], layers: list[int], rows: Sequence[int] | None = None
+) -> dict[tuple[str, int], Tensor]:
+    """Run the model once on ``ids``; return ``{(kind, layer): activation}`` without batch.
+
+    With ``rows``: every activation but ``v`` cut to those query positions, in that order
+    (the pattern to ``[head, len(rows), key_pos]``), as it is recorded: the identities of
+    :func:`layout_holds` and the recompute hold row by row."""
+    cache: dict[tuple[str, int], Tensor] = {}
+    index = None if rows is None else torch.tensor(list(rows), device=model.cfg.device)
+
+    def keep(kind: str, layer: int):
+        def fn(activation, hook):
+            act = activation.detach()[0]
+            if index is not None and kind != "v":
+                act = act[:, index] if kind == "pattern" else act[index]
+            cache[kind, layer] = act
+
+        return fn
+
+    hooks = [(hook_name(kind, layer), keep(kind, layer)) for layer in layers for kind in _CACHED]
     batch = make_batch([ids], device=model.cfg.device)
     last = torch.tensor([len(ids) - 1], device=model.cfg.device)
     forward(model, batch, hooks=hooks, logits_to_keep=last)
-    return {(kind, layer): cache[hook_name(kind, layer)][0] for kind, layer in keys}
+    return cache
 
 
 def _post_attention(block, resid_mid: Float[Tensor, "batch d_model"]) -> Tensor:
@@ -89,30 +106,39 @@ def layout_holds(model, act: Mapping[tuple[str, int], Tensor], layer: int) -> bo
 
 
 def analytic_layer_scores(
-    model, layer: int, act: Mapping[tuple[str, int], Tensor], heads: list[int], metric, chunk: int
+    model,
+    layer: int,
+    act: Mapping[tuple[str, int], Tensor],
+    heads: list[int],
+    metric,
+    chunk: int,
+    rows: Sequence[int] | None = None,
 ) -> Float[Tensor, "query_pos key_pos"]:
     """Distance of each token's layer output when each earlier token's values are zeroed.
 
-    Only pairs with query >= key are recomputed (causal mask); the others stay 0.
+    Only pairs with query >= key are recomputed (causal mask); the others stay 0. ``rows``:
+    only these query positions, in this order (``act`` recorded with the same ``rows``, see
+    :func:`clean_activations`); the others are never recomputed.
     """
     block = model.blocks[layer]
     mid, post = act[("resid_mid", layer)], act[("resid_post", layer)]
     v, pattern = act[("v", layer)], act[("pattern", layer)]
-    n_heads, n = pattern.shape[0], pattern.shape[1]
+    n_heads, n = pattern.shape[0], v.shape[0]
     group = n_heads // v.shape[1]  # query heads per key/value head
     v_q = v.repeat_interleave(group, dim=1)  # [pos, head, d_head]
     keep = torch.zeros(v.shape[1], dtype=v.dtype, device=v.device)
     keep[heads] = 1
     keep = keep.repeat_interleave(group)[None, :, None]  # [1, head, 1]
     contrib = torch.einsum("khd,hdm->khm", v_q * keep, block.attn.W_O)  # what v_k adds per head
-    scores = torch.zeros(n, n, dtype=reduction_dtype(mid.dtype), device=mid.device)
-    step = max(1, chunk // n)  # keys per batched call: about `chunk` (query, key) pairs
+    queries = torch.arange(n, device=v.device) if rows is None else torch.tensor(rows).to(v.device)
+    scores = torch.zeros(len(queries), n, dtype=reduction_dtype(mid.dtype), device=mid.device)
+    step = max(1, chunk // len(queries))  # keys per batched call: ~`chunk` (query, key) pairs
     for lo in range(0, n, step):
         keys = torch.arange(lo, min(n, lo + step), device=v.device)
-        # delta[j, i] = sum_h a^h_ij v^h_j W^h_O, what v_j adds to token i's attention output
+        # delta[j, r] = sum_h a^h_qj v^h_j W^h_O (q = queries[r]), what v_j adds to q's output
         delta = torch.bmm(pattern[:, :, keys].permute(2, 1, 0), contrib[keys])
-        k, q = (keys[:, None] <= torch.arange(n, device=v.device)).nonzero(as_tuple=True)
-        scores[q, keys[k]] = metric(_post_attention(block, mid[q] - delta[k, q]), post[q])
+        k, r = (keys[:, None] <= queries).nonzero(as_tuple=True)
+        scores[r, keys[k]] = metric(_post_attention(block, mid[r] - delta[k, r]), post[r])
     return scores
 
 
@@ -122,22 +148,25 @@ def analytic_matrices(
     heads: Mapping[int, Sequence[int]],
     metric: Callable[[Tensor, Tensor], Tensor],
     chunk: int,
+    rows: Sequence[int] | None = None,
 ) -> Float[Tensor, "layer query_pos key_pos"] | None:
     """Unnormalised value-zeroing matrices of a decoder-only model by the analytic recompute,
-    on the CPU; None when the model's blocks do not have the layout (module doc)."""
+    on the CPU (``rows``: only these query rows); None when the model's blocks do not have the
+    layout (module doc)."""
     layers = list(heads)
     names = [hook_name(kind, layer) for layer in layers for kind in _CACHED]
     if getattr(model, "blocks", None) is None or any(n not in model.hook_dict for n in names):
         return None
-    n, heads_n = len(ids), int(model.cfg.n_heads)
-    per_layer = heads_n * n * n + len(_CACHED) * n * int(model.cfg.d_model)
+    n, heads_n, d = len(ids), int(model.cfg.n_heads), int(model.cfg.d_model)
+    kept = n if rows is None else len(rows)  # query rows recorded
+    per_layer = heads_n * kept * n + len(_CACHED) * kept * d + n * d
     scores, i = None, 0
     for group in layer_groups(layers, per_layer):  # as many layers per forward as fit
-        act = clean_activations(model, list(ids), group)
+        act = clean_activations(model, list(ids), group, rows)
         for layer in group:
             if not layout_holds(model, act, layer):
                 return None
-            one = analytic_layer_scores(model, layer, act, list(heads[layer]), metric, chunk)
+            one = analytic_layer_scores(model, layer, act, list(heads[layer]), metric, chunk, rows)
             for key in [k for k in act if k[1] == layer]:  # this layer's capture: done
                 del act[key]
             if scores is None:  # [layer, query_pos, key_pos], filled in place
