@@ -70,14 +70,16 @@ def twin(model, *, hooks: Sequence = (), embeds: bool = False) -> nn.Module | No
     rules and :func:`hooklab.no_twin` for the switch."""
     if hooks:
         return None
-    if torch.is_grad_enabled():
-        return plain.gradient_twin(model, _gradient_probe) if embeds else None
+    if embeds:  # an attribution method's own pass: the fused twin where it is accepted
+        fused = plain.fused_twin(model, _fused_probe)
+        if fused is not None or torch.is_grad_enabled():
+            return fused
     return plain.twin(model, _probe, embeds=embeds)
 
 
-def gradient_twin_used(model) -> bool:
-    """Whether gradient passes of ``model`` (given token embeddings, no hook) run on the
-    gradient twin now (fused attention: no ``[head, pos, pos]`` scores in the autograd graph)."""
+def fused_twin_used(model) -> bool:
+    """Whether passes of ``model`` with given token embeddings and no hook run on the fused
+    twin now (fused attention: no ``[head, pos, pos]`` scores, in the autograd graph or not)."""
     with torch.enable_grad():
         return twin(model, embeds=True) is not None
 
@@ -353,8 +355,8 @@ def _probe(model, module: nn.Module, embeds: bool) -> bool:
 _no_hooks = contextlib.nullcontext
 
 
-def _gradient_probe(model, module: nn.Module) -> bool:
-    """True if ``module`` (the gradient twin) gives the bridge's logits and the gradients of a
+def _fused_probe(model, module: nn.Module) -> bool:
+    """True if ``module`` (the fused twin) gives the bridge's logits and the gradients of a
     fixed mix of them with respect to given token embeddings within
     :func:`~hooklab.selfcheck.tolerance`, on a left-padded batch (finite everywhere)."""
     batch = _probe_batch(model)

@@ -26,26 +26,29 @@ The twin must give the bridge's logits bit for bit, so:
   in-place edits need nothing (the tensors are shared). A patched ``forward`` method is not
   seen: use :func:`no_twin` then;
 * the twin is not used in compatibility mode (folded weights), in training mode, with
-  gradients enabled (there the *gradient twin* below may run), under an Accelerate device map, for
+  gradients enabled, under an Accelerate device map, for
   encoder–decoder models, while a PyTorch hook attached after the twin was built is on any
   module of the bridge (hooklab's own temporary hooks included), inside :func:`no_twin`, or
   while the environment variable ``HOOKLAB_NO_TWIN`` is set (to anything but ``""``/``"0"``;
   read on every call). The twin lives on the bridge as a plain attribute (not a submodule:
   ``state_dict`` and ``modules()`` are unchanged).
 
-The gradient twin. Gradient passes (saliency, input x gradient, integrated gradients,
-gradient SHAP: token embeddings given as a leaf, gradients on, no hook) run on a second twin
-built the same way but with PyTorch's fused attention (``attn_implementation="sdpa"``, on a
-copy of the config: the bridge's own stays eager), which never materialises the
-``[head, pos, pos]`` scores the bridge's eager attention and pattern hooks keep for the
-backward pass. Fused attention sums in another order, so this twin cannot be bit-exact: its
-probe (``hooklab.forward``'s) accepts it where the logits and the input gradients of a padded
-batch are finite and within :func:`hooklab.selfcheck.tolerance` of the bridge's (measured
-across the zoo: saliency within 7e-7 of the largest score). It takes 14 of the 20
-decoder-only families (not Gemma 2, OPT, GPT-J, BLOOM, Falcon, Granite: no SDPA in Hugging
-Face or a rejected probe), and the same rules as the twin apply (the switch included).
-Measured on the 2-layer, d_model 64 GPT-2 of ``benchmarks/scaling.py``, one thread: saliency
-at 1,000 tokens 0.84 -> 0.31 s, at 2,000 tokens 4.4 -> 0.88 s.
+The fused twin. Passes whose token embeddings are given and that attach no hook, the
+attribution methods' own computations (the gradient passes of saliency, input x gradient,
+integrated gradients and gradient SHAP; the perturbed passes of occlusion, ReAGent and the
+faithfulness curves), run on a second twin built the same way but with PyTorch's fused
+attention (``attn_implementation="sdpa"``, on a copy of the config: the bridge's own stays
+eager), which never materialises ``[head, pos, pos]`` scores (nor keeps them for a backward
+pass). Fused attention sums in another order, so this twin cannot be bit-exact: its probe
+(``hooklab.forward``'s) accepts it where the logits and the input gradients of a padded batch
+are finite and within :func:`hooklab.selfcheck.tolerance` of the bridge's (measured across the
+zoo: saliency within 7e-7 of the largest score). Passes that define the model's outputs
+(generation, the CTI and contrast passes, step scores) stay on the bit-exact twin. It takes 14
+of the 20 decoder-only families (not Gemma 2, OPT, GPT-J, BLOOM, Falcon, Granite: no SDPA in
+Hugging Face or a rejected probe; there the twin or the bridge runs as before), and the same
+rules as the twin apply (the switch included). Measured on the 2-layer, d_model 64 GPT-2 of
+``benchmarks/scaling.py``, one thread: saliency at 1,000 tokens 0.84 -> 0.31 s, at 2,000
+tokens 4.4 -> 0.88 s; a no-grad forward at 2,000 tokens 0.48 -> 0.06 s.
 
 ``tests/test_plain.py`` checks on every decoder-only family of :mod:`hooklab.zoo` that forwards
 and greedy generation equal the bridge's exactly, after a replaced weight, a dtype round trip,
@@ -114,7 +117,7 @@ class _Twin:
 
 # the bridge attributes that hold its _Twins (plain attributes: not submodules, not saved)
 _ATTRIBUTE = "_hooklab_plain_twin"
-_GRADIENT_ATTRIBUTE = "_hooklab_gradient_twin"
+_FUSED_ATTRIBUTE = "_hooklab_fused_twin"
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -243,14 +246,14 @@ def no_twin() -> Iterator[None]:
         _OFF.reset(token)
 
 
-def usable(model, *, grad: bool = False) -> bool:
-    """Whether hook-free forwards of ``model`` may run on a twin at all right now (``grad``:
-    the gradient twin, on passes with gradients enabled; else the twin, on passes without)."""
+def usable(model, *, grad: bool | None = False) -> bool:
+    """Whether hook-free forwards of ``model`` may run on a twin at all right now: on passes
+    with gradients enabled if ``grad``, without if False, either if None (the fused twin)."""
     hf = getattr(model, "original_model", None)
     return (
         hf is not None
         and enabled()
-        and torch.is_grad_enabled() == grad
+        and (grad is None or torch.is_grad_enabled() == grad)
         and not model.training
         and not getattr(model, "compatibility_mode", False)
         and not getattr(hf.config, "is_encoder_decoder", False)
@@ -320,14 +323,14 @@ def twin(model, probe: Probe, *, embeds: bool = False) -> nn.Module | None:
     return entry.module if entry.embeds_ok or not embeds else None
 
 
-def gradient_twin(model, probe: Callable[[object, nn.Module], bool]) -> nn.Module | None:
-    """The gradient twin to run a hook-free pass with gradients (and given token embeddings)
-    on, or None to use the bridge: the twin with PyTorch's fused attention (SDPA), accepted
-    where ``probe(model, twin)`` finds its logits and input gradients within tolerance of the
+def fused_twin(model, probe: Callable[[object, nn.Module], bool]) -> nn.Module | None:
+    """The fused twin to run a hook-free pass with given token embeddings on (gradients on or
+    off), or None: the twin with PyTorch's fused attention (SDPA), accepted where
+    ``probe(model, twin)`` finds its logits and input gradients within tolerance of the
     bridge's (see the module docstring)."""
-    if not usable(model, grad=True) or not getattr(model.original_model, "_supports_sdpa", 0):
+    if not usable(model, grad=None) or not getattr(model.original_model, "_supports_sdpa", 0):
         return None
-    entry = _entry(model, _GRADIENT_ATTRIBUTE, lambda m: _build(m, "sdpa"), probe)
+    entry = _entry(model, _FUSED_ATTRIBUTE, lambda m: _build(m, "sdpa"), probe)
     return None if entry is None else entry.module
 
 

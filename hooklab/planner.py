@@ -19,7 +19,7 @@ d_model, ``m`` d_mlp, ``V`` d_vocab; ``w`` positions of one sequence, ``s`` step
 - the autograd graph of one sequence: ``G = L·(4·H·w² + 24·w·d + 3·w·m) + 3·w·V``;
 - one step's VJP through it, per sequence: ``J = 5·H·w² + 24·w·d + 3·w·m + 2·w·V``;
 - gradient methods: ``r·G + c·r·J + 2·b·s·w·d``, without the ``H·w²`` terms of ``G`` and ``J``
-  where their passes run on the gradient twin (fused attention, :mod:`hooklab.plain`); occlusion
+  where their passes run on the fused twin (fused attention, :mod:`hooklab.plain`); occlusion
   and ReAGent: ``r·F`` (+ the copies); attention: ``F + L·H·s·w`` (the kept query rows); value
   zeroing: ``F`` + the captured layers (``budget.CAPTURE_ELEMENTS``, or one layer) + a block
   call on ``max_batch_tokens`` rows (``H·w + 12·d + 2·m`` each) + ``L·w²`` (the scores);
@@ -41,7 +41,7 @@ from hooklab.budget import (
     check_positive,
     plan,
 )
-from hooklab.forward import gradient_twin_used
+from hooklab.forward import fused_twin_used
 
 #: Elements per sequence of ``w`` positions, as coefficients of ``(H·w², w·d, w·m, w·V)``:
 #: measured through ``TransformerBridge`` on the CPU (eager attention keeps scores, masked
@@ -258,7 +258,7 @@ def estimate(
     shape = model_or_shape if isinstance(model_or_shape, Shape) else Shape.of(model_or_shape)
     estimator = ESTIMATORS.get(method, _step_scores)
     if estimator is _gradient and not isinstance(model_or_shape, Shape):
-        shape = replace(shape, fused_attention=gradient_twin_used(model_or_shape))
+        shape = replace(shape, fused_attention=fused_twin_used(model_or_shape))
     terms = estimator(shape, examples, positions, steps, max_batch_tokens, options)
     size = shape.bytes_per_element
     terms = {k: v * size for k, v in terms.items()} | {"runtime": RUNTIME_BYTES}

@@ -183,7 +183,7 @@ def probe(path: str) -> dict[str, float]:
         )
 
     hooklab.attribute(model, [prompt[:20]], [target], method="saliency")  # warm-up
-    fused = _peak_mb(lambda: run(MAX_BATCH_TOKENS))  # the default, on the gradient twin
+    fused = _peak_mb(lambda: run(MAX_BATCH_TOKENS))  # the default, on the fused twin
     with hooklab.no_twin():  # the bridge's eager attention
         hooklab.attribute(model, [prompt[:20]], [target], method="saliency")  # warm-up
         unchunked = _peak_mb(lambda: run(10**9, "batched"))  # one forward, one VJP, 4 steps
@@ -201,7 +201,7 @@ def test_saliency_on_2k_tokens_stays_under_the_budget(tmp_path):
     (``vjp="batched"``: all 4 steps in one batched VJP, whose attention gradients are
     4 x 4 x 2048² floats per tensor) above it, both on the bridge (``no_twin``). Measured on
     the 2-core dev machine: ~1000 MB unchunked, ~210 MB chunked (with 8 steps: ~1770 MB and
-    ~260 MB). The default on the gradient twin (fused attention, no ``[head, pos, pos]``
+    ~260 MB). The default on the fused twin (fused attention, no ``[head, pos, pos]``
     scores kept) stays below the bridge's chunked peak (measured ~66 MB).
     """
     peaks = run_probe("tests.test_memory", build_long_gpt2(tmp_path / "gpt2-2k"))

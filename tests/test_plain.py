@@ -6,7 +6,7 @@ after one MLP weight is replaced by a new ``nn.Parameter`` (the stale twin of is
 round trip to float64, with a user hook attached (``model.hooks``, ``temporary_hooks``, a raw
 PyTorch hook), and under the switch (:func:`hooklab.no_twin`, ``HOOKLAB_NO_TWIN``). Where the
 probe rejects the twin on a family, the bridge runs and the equalities hold all the same.
-Gradient passes run on the gradient twin (SDPA), within the self-check tolerance of the bridge.
+Gradient passes run on the fused twin (SDPA), within the self-check tolerance of the bridge.
 """
 
 from __future__ import annotations
@@ -188,28 +188,28 @@ def test_no_twin_restores_after_an_exception(toy):
     assert _has_twin(toy)
 
 
-#: Families whose gradient passes run on the gradient twin (SDPA); on the others its probe
-#: rejects it or Hugging Face has no SDPA for them, and the bridge runs (model types).
-GRADIENT_TWIN = {
+#: Families whose given-embeddings passes run on the fused twin (SDPA); on the others its probe
+#: rejects it or Hugging Face has no SDPA for them, and the bit-exact twin or the bridge runs.
+FUSED_TWIN = {
     "gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma3_text", "phi",
     "phi3", "olmo2", "gpt_bigcode", "starcoder2", "stablelm",
 }  # fmt: skip
 
 
-def test_gradient_twin_within_tolerance_of_the_bridge(model):
-    """Saliency's gradient pass (given token embeddings, gradients on) runs on the gradient
-    twin where listed and gives the bridge's attributions within the self-check tolerance
-    (measured: at most 7e-7 of the largest score across the zoo); the switch sends it to the
-    bridge."""
+@pytest.mark.parametrize("method", ["saliency", "occlusion"])
+def test_fused_twin_within_tolerance_of_the_bridge(model, method):
+    """Passes with given token embeddings (saliency's gradient pass, occlusion's perturbed
+    passes) run on the fused twin where listed and give the bridge's attributions within the
+    self-check tolerance (measured: at most 7e-7 of the largest saliency score across the
+    zoo); the switch sends them to the bridge."""
     targets = [" to the"] * len(PROMPTS)
-    fast = hooklab.attribute(model, PROMPTS, targets, method="saliency")
-    entry = getattr(model, "_hooklab_gradient_twin", None)
+    fast = hooklab.attribute(model, PROMPTS, targets, method=method)
+    entry = getattr(model, "_hooklab_fused_twin", None)
     took = entry is not None and entry.module is not None
-    assert took == (model.original_model.config.model_type in GRADIENT_TWIN)
+    assert took == (model.original_model.config.model_type in FUSED_TWIN)
     with hooklab.no_twin():
-        slow = hooklab.attribute(model, PROMPTS, targets, method="saliency")
+        slow = hooklab.attribute(model, PROMPTS, targets, method=method)
     for f, s in zip(fast.sequences, slow.sequences, strict=True):
         x, y = f.attributions, s.attributions
         assert torch.equal(x.isnan(), y.isnan())
         assert float((x - y).nan_to_num().abs().max()) <= tolerance(y.nan_to_num())
-        assert took or torch.equal(x.nan_to_num(), y.nan_to_num())
