@@ -5,9 +5,12 @@ methods and step scores (:func:`step_logits`), contrast and CTI passes, generati
 (:func:`decoder_steps`, :func:`seq2seq_steps`), the mixing adapters (:func:`forward`,
 :func:`seq2seq_logits`) and attention weights. Two rules live here and nowhere else:
 
-* **bridge or twin**: a pass with no hook and no gradient runs on the bridge's plain Hugging
-  Face twin (:mod:`hooklab.plain`) where a probe of exactly these calls found it bit-identical;
-  everything else runs through the bridge (:func:`twin`);
+* **bridge or twin**: a pass with no hook and given token embeddings (an attribution
+  method's gradient or perturbed pass) runs on the fused twin (SDPA) where its probe found
+  logits and input gradients within tolerance; another pass with no hook and no gradient
+  runs on the bridge's plain Hugging Face twin (:mod:`hooklab.plain`) where a probe of
+  exactly these calls found it bit-identical; everything else runs through the bridge
+  (:func:`twin`);
 * **padding guard**: on the bridge, left-padded batches get :func:`padding_guard_hooks`.
 
 With teacher forcing, the logits that predict target token t only see tokens before it, so a
