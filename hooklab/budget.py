@@ -29,6 +29,18 @@ def layer_groups(layers: list[int], per_layer: int) -> list[list[int]]:
     return [layers[i : i + size] for i in range(0, len(layers), size)]
 
 
+#: Elements of one layer's attention scores (``batch x head x query rows x key_pos``) a pass of
+#: the ``attention`` method may hold: longer inputs run their queries in chunks over the KV
+#: cache (4 MB in float32: at 2,000 tokens on 4 heads, 131 query rows per pass).
+SCORE_ELEMENTS = 1 << 20
+
+
+def query_chunk(batch: int, heads: int, width: int) -> int:
+    """Query positions per pass that keep one layer's scores within :data:`SCORE_ELEMENTS`
+    (at least 16; the whole ``width`` when it fits)."""
+    return max(16, SCORE_ELEMENTS // max(1, batch * heads * width))
+
+
 def attention_rows(heads: int, width: int) -> int:
     """Copies of a ``width``-position sequence per no-grad pass whose attention scores
     (``heads x width²`` each) fit :data:`ATTENTION_ELEMENTS`; at least 1."""
@@ -80,9 +92,11 @@ __all__ = [
     "ATTENTION_ELEMENTS",
     "CAPTURE_ELEMENTS",
     "MAX_BATCH_TOKENS",
+    "SCORE_ELEMENTS",
     "attention_bound",
     "attention_rows",
     "check_positive",
     "layer_groups",
     "plan",
+    "query_chunk",
 ]

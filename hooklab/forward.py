@@ -5,12 +5,9 @@ methods and step scores (:func:`step_logits`), contrast and CTI passes, generati
 (:func:`decoder_steps`, :func:`seq2seq_steps`), the mixing adapters (:func:`forward`,
 :func:`seq2seq_logits`) and attention weights. Two rules live here and nowhere else:
 
-* **bridge or twin**: a pass with no hook and given token embeddings (an attribution
-  method's gradient or perturbed pass) runs on the fused twin (SDPA) where its probe found
-  logits and input gradients within tolerance; another pass with no hook and no gradient
-  runs on the bridge's plain Hugging Face twin (:mod:`hooklab.plain`) where a probe of
-  exactly these calls found it bit-identical; everything else runs through the bridge
-  (:func:`twin`);
+* **bridge or twin** (:func:`twin`, :mod:`hooklab.plain`): a hook-free pass with given token
+  embeddings runs on the fused twin where its probe accepts it; another hook-free pass with
+  no gradient on the bit-identical twin; everything else through the bridge;
 * **padding guard**: on the bridge, left-padded batches get :func:`padding_guard_hooks`.
 
 With teacher forcing, the logits that predict target token t only see tokens before it, so a
@@ -80,13 +77,6 @@ def twin(model, *, hooks: Sequence = (), embeds: bool = False) -> nn.Module | No
     return plain.twin(model, _probe, embeds=embeds)
 
 
-def fused_twin_used(model) -> bool:
-    """Whether passes of ``model`` with given token embeddings and no hook run on the fused
-    twin now (fused attention: no ``[head, pos, pos]`` scores, in the autograd graph or not)."""
-    with torch.enable_grad():
-        return twin(model, embeds=True) is not None
-
-
 @contextlib.contextmanager
 def _runner(
     model, batch: Batch, hooks: Sequence = (), embeds: Tensor | None = None, *, fast: bool = True
@@ -144,6 +134,33 @@ def bridge_forward(
 ) -> Float[Tensor, "batch pos d_vocab"]:
     """:func:`forward` through the bridge always (its hook points live, ``hooks`` attached)."""
     return _logits(model, batch, hooks, logits_to_keep, None, fast=False)
+
+
+def chunked_bridge_forward(
+    model,
+    batch: Batch,
+    *,
+    hooks: Sequence[tuple[str, object]] = (),
+    chunk: int,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> None:
+    """Run a decoder-only ``batch`` through the bridge in chunks of ``chunk`` query positions
+    over the KV cache (a chunked prefill), ``hooks`` attached: one layer's attention is
+    ``[batch, head, chunk, key_pos]``; only the last position's logits are computed.
+    ``on_chunk(start, stop)`` runs before each chunk. Pattern rows equal one pass's to rounding
+    on every decoder-only zoo family (float32 5e-8, ``tests/test_attention_zoo.py``)."""
+    tokens, mask, positions = batch.tokens, batch.attention_mask, batch.position_ids
+    width, past = tokens.shape[1], None
+    with _runner(model, batch, hooks, fast=False):
+        for start in range(0, width, chunk):
+            stop = min(width, start + chunk)
+            if on_chunk is not None:
+                on_chunk(start, stop)
+            _, past = model(
+                tokens[:, start:stop], return_type="logits_and_cache", past_key_values=past,
+                attention_mask=mask[:, :stop], position_ids=positions[:, start:stop],
+                prepend_bos=False, logits_to_keep=1,
+            )  # fmt: skip
 
 
 def forward(
@@ -355,9 +372,6 @@ def _probe(model, module: nn.Module, embeds: bool) -> bool:
     return all(torch.equal(a, b) for a, b in zip(bridge, passes(module), strict=True))
 
 
-_no_hooks = contextlib.nullcontext
-
-
 def _fused_probe(model, module: nn.Module) -> bool:
     """True if ``module`` (the fused twin) gives the bridge's logits and the gradients of a
     fixed mix of them with respect to given token embeddings within
@@ -368,7 +382,8 @@ def _fused_probe(model, module: nn.Module) -> bool:
 
     def run(runner) -> list[Tensor]:
         leaf = given.clone().requires_grad_(True)
-        with _runner(model, batch, (), leaf, fast=False) if runner is None else _no_hooks():
+        bridge = runner is None
+        with _runner(model, batch, (), leaf, fast=False) if bridge else contextlib.nullcontext():
             logits, _ = _decoder(
                 model, runner, batch.tokens, batch.attention_mask, batch.position_ids,
                 embeds=leaf,

@@ -20,11 +20,12 @@ d_model, ``m`` d_mlp, ``V`` d_vocab; ``w`` positions of one sequence, ``s`` step
 - one step's VJP through it, per sequence: ``J = 5·H·w² + 24·w·d + 3·w·m + 2·w·V``;
 - gradient methods: ``r·G + c·r·J + 2·b·s·w·d``, without the ``H·w²`` terms of ``G`` and ``J``
   where their passes run on the fused twin (fused attention, :mod:`hooklab.plain`); occlusion
-  and ReAGent: ``r·F`` (+ the copies); attention: ``F + L·H·s·w`` (the kept query rows); value
-  zeroing: ``F`` + the captured layers (``budget.CAPTURE_ELEMENTS``, or one layer) + a block
-  call on ``max_batch_tokens`` rows (``H·w + 12·d + 2·m`` each) + ``L·w²`` (the scores);
-  ALTI-Logit ``F + L·(w·d·H + w²)``; ALTI ``F + 8·L·w·d`` + a chunk + ``L·w²``; knockout
-  ``batch_size·(F + w²)``.
+  and ReAGent: ``r·F`` (+ the copies); attention: ``F`` with ``4·H·C·w`` for its ``4·H·w²``
+  (``C`` query rows per pass, ``budget.query_chunk``) + the KV cache ``2·L·w·d`` when ``C < w``
+  + ``L·H·s·w`` (the kept query rows); value zeroing: ``F`` + the captured layers
+  (``budget.CAPTURE_ELEMENTS``, or one layer) + a block call on ``max_batch_tokens`` rows (``H·w
+  + 12·d + 2·m`` each) + ``L·w²`` (the scores); ALTI-Logit ``F + L·(w·d·H + w²)``; ALTI ``F +
+  8·L·w·d`` + a chunk + ``L·w²``; knockout ``batch_size·(F + w²)``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+import torch
+
 from hooklab.budget import (
     CAPTURE_ELEMENTS,
     MAX_BATCH_TOKENS,
@@ -40,13 +43,18 @@ from hooklab.budget import (
     attention_rows,
     check_positive,
     plan,
+    query_chunk,
 )
-from hooklab.forward import fused_twin_used
+from hooklab.forward import twin
 
 #: Elements per sequence of ``w`` positions, as coefficients of ``(H·w², w·d, w·m, w·V)``:
 #: measured through ``TransformerBridge`` on the CPU (eager attention keeps scores, masked
 #: scores, pattern and hook copies; SDPA on a GPU keeps fewer), ``tests/test_budget.py``.
 FORWARD = (4, 24, 2, 2)  # a no-grad forward's peak: one layer's attention at a time
+#: The same on the fused twin (SDPA, no scores, no hook copies), for occlusion's and ReAGent's
+#: perturbed passes: measured on the 2-layer test GPT-2, occlusion at 256 positions (16 copies
+#: per pass) peaks at ~22 MB.
+FUSED_FORWARD = (0, 12, 1, 1)
 GRAPH_PER_LAYER = (4, 24, 3, 0)  # what autograd keeps of each layer
 GRAPH_LOGITS = (0, 0, 0, 3)  # and of the logits
 VJP = (5, 24, 3, 2)  # one step's backward pass through one layer and the logits
@@ -87,7 +95,7 @@ class Shape:
 
     def forward(self, w: int) -> int:
         """Elements one sequence of ``w`` positions holds at the peak of a no-grad forward."""
-        return self.elements(w, FORWARD)
+        return self.elements(w, FUSED_FORWARD if self.fused_attention else FORWARD)
 
     def graph(self, w: int) -> int:
         """Elements of the autograd graph of one sequence of ``w`` positions."""
@@ -171,7 +179,11 @@ def _probes(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) ->
 
 
 def _attention(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:
-    return {"forward": b * shape.forward(w), "kept rows": b * shape.layers * shape.heads * s * w}
+    chunk = min(w, options.get("query_chunk") or query_chunk(b, shape.heads, w))
+    scores = FORWARD[0] * shape.heads * chunk * w  # one layer's scores of one pass
+    cache = 2 * shape.layers * w * shape.d_model if chunk < w else 0  # the KV cache
+    forward = shape.forward(w) - FORWARD[0] * shape.heads * w * w + scores + cache
+    return {"forward": b * forward, "kept rows": b * shape.layers * shape.heads * s * w}
 
 
 def _value_zeroing(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict:
@@ -257,8 +269,10 @@ def estimate(
     """
     shape = model_or_shape if isinstance(model_or_shape, Shape) else Shape.of(model_or_shape)
     estimator = ESTIMATORS.get(method, _step_scores)
-    if estimator is _gradient and not isinstance(model_or_shape, Shape):
-        shape = replace(shape, fused_attention=fused_twin_used(model_or_shape))
+    if estimator in (_gradient, _copies, _probes) and not isinstance(model_or_shape, Shape):
+        with torch.enable_grad():  # do its passes run on the fused twin (no H·w² terms)?
+            fused = twin(model_or_shape, embeds=True) is not None
+        shape = replace(shape, fused_attention=fused)
     terms = estimator(shape, examples, positions, steps, max_batch_tokens, options)
     size = shape.bytes_per_element
     terms = {k: v * size for k, v in terms.items()} | {"runtime": RUNTIME_BYTES}

@@ -103,3 +103,18 @@ def test_value_zeroing_rows_equal_the_full_matrices(model64, fast_path):
         for t in range(steps):
             expected = full[:, start - 1 + t].T  # [key_pos, layer]
             assert torch.allclose(got[i, t, real], expected, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+def test_chunked_queries_equal_one_pass(model64, chunk):
+    """With ``query_chunk`` below the width, queries run in chunks over the KV cache: the kept
+    rows equal the one-pass rows (float64, padded batch, a layer and head subset too)."""
+    prompts = ["George was sick yesterday.", "It rained"]
+    targets = [" His colleagues asked", " all morning. She took"]
+    enc = encode(model64, prompts, targets)
+    batch = make_batch(enc.prefixes, enc.steps, pad_id=pad_token_id(model64))
+    for kw in ({}, {"layers": [0], "heads": [1, 3]}):
+        full = attention(model64, batch, attributed_fn=None, **kw).attributions
+        got = attention(model64, batch, attributed_fn=None, query_chunk=chunk, **kw).attributions
+        assert torch.allclose(got, full, atol=1e-10, rtol=0)
+    assert count_hooks(model64) == 0
