@@ -187,12 +187,15 @@ def _attention(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping)
 
 
 def _value_zeroing(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict:
+    """``query_rows``: the query rows computed (the attribution method's: its ``s`` steps;
+    :func:`hooklab.mixing.value_zeroing`'s: all ``w``)."""
+    r = min(w, options.get("query_rows") or s)
     per_layer = w * w + 4 * w * shape.d_model  # budget.layer_groups' unit (general path)
-    fast = shape.heads * w * w + 6 * w * shape.d_model  # value_zeroing_fast's unit
+    fast = shape.heads * r * w + 6 * r * shape.d_model + w * shape.d_model  # the fast path's
     capture = min(shape.layers * max(per_layer, fast), max(CAPTURE_ELEMENTS, per_layer, fast))
     call = max(mbt, w) * (shape.heads * w + 12 * shape.d_model + 2 * shape.d_mlp)
     return {"clean forward": shape.forward(w), "captured layers": capture,
-            "block call": call, "scores": shape.layers * w * w}  # fmt: skip
+            "block call": call, "scores": shape.layers * r * w}  # fmt: skip
 
 
 def _alti(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:

@@ -83,8 +83,9 @@ def test_mixing_value_zeroing_takes_the_same_budget(toy):
         value_zeroing(toy, text, targets="", max_bytes=1000)
     (ref,) = value_zeroing(toy, text, targets="")
     width = len(ref.token_ids)
-    full = estimate(toy, "value_zeroing", positions=width).bytes
-    least = estimate(toy, "value_zeroing", positions=width, max_batch_tokens=1).bytes
+    kw = {"positions": width, "query_rows": width}  # the mixing entry's full matrices
+    full = estimate(toy, "value_zeroing", **kw).bytes
+    least = estimate(toy, "value_zeroing", **kw, max_batch_tokens=1).bytes
     (out,) = value_zeroing(toy, text, targets="", max_bytes=(full + least) // 2)
     assert_close(out.scores, ref.scores, atol=1e-6, rtol=0)
     assert out.parameters["max_bytes"] == (full + least) // 2

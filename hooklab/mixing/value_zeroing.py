@@ -348,10 +348,10 @@ def value_zeroing(
     for example, target in zip(examples, chosen):
         width = max(len(side) for side in adapter.sides(example))
         budget = fit(model, "value_zeroing", max_bytes=max_bytes, positions=width,
-                     max_batch_tokens=max_batch_tokens).max_batch_tokens  # fmt: skip
+                     max_batch_tokens=max_batch_tokens, query_rows=width)  # fmt: skip
         scores = part_matrices(
             adapter, example, head_ids, metric=metric, normalize=normalize,
-            max_batch_tokens=budget, fast_path=fast_path,
+            max_batch_tokens=budget.max_batch_tokens, fast_path=fast_path,
         )  # fmt: skip
         query_tokens, key_tokens = side_tokens(adapter, example)
         query_ids, key_ids = adapter.sides(example)
