@@ -111,14 +111,11 @@ def _kept_rows(
         def fn(pattern, hook):  # [batch, head, query rows of the pass, key_pos so far]
             pattern = pattern.detach() if every_head else pattern.detach()[:, heads]
             start, stop = span
-            if stop - start == width:  # one pass: every row is here
-                kept[layer] = step_rows(pattern, rows)
-            else:
-                if layer not in kept:
-                    shape = (*rows.shape[:1], pattern.shape[1], rows.shape[1], width)
-                    kept[layer] = pattern.new_zeros(shape)
-                i, t = ((rows >= start) & (rows < stop)).nonzero(as_tuple=True)
-                kept[layer][i, :, t, :stop] = pattern[i, :, rows[i, t] - start]
+            if layer not in kept:
+                shape = (*rows.shape[:1], pattern.shape[1], rows.shape[1], width)
+                kept[layer] = pattern.new_zeros(shape)
+            i, t = ((rows >= start) & (rows < stop)).nonzero(as_tuple=True)  # rows of this pass
+            kept[layer][i, :, t, :stop] = pattern[i, :, rows[i, t] - start]
             if layer == last and stop == width:
                 raise _Kept
 
