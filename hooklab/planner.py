@@ -24,7 +24,8 @@ d_model, ``m`` d_mlp, ``V`` d_vocab; ``w`` positions of one sequence, ``s`` step
   (``C`` query rows per pass, ``budget.query_chunk``) + the KV cache ``2·L·w·d`` when ``C < w``
   + ``L·H·s·w`` (the kept query rows); value zeroing: ``F`` + the captured layers
   (``budget.CAPTURE_ELEMENTS``, or one layer) + a block call on ``max_batch_tokens`` rows (``H·w
-  + 12·d + 2·m`` each) + ``L·w²`` (the scores); ALTI-Logit ``F + L·(w·d·H + w²)``; ALTI ``F +
+  + 12·d + 2·m`` each) + ``L·r·w`` (the scores of ``r`` query rows: the attribution method's
+  ``s`` steps, the mixing entry's ``w``); ALTI-Logit ``F + L·(w·d·H + w²)``; ALTI ``F +
   8·L·w·d`` + a chunk + ``L·w²``; knockout ``batch_size·(F + w²)``.
 """
 
@@ -76,7 +77,7 @@ class Shape:
     d_mlp: int
     d_vocab: int
     bytes_per_element: int = 4
-    fused_attention: bool = False  # gradient passes keep no [head, pos, pos] scores
+    fused_attention: bool = False  # the method's passes run on the fused twin: no scores
 
     @classmethod
     def of(cls, model) -> Shape:
@@ -88,14 +89,19 @@ class Shape:
         size = weight.element_size() if weight is not None else 4
         return cls(int(cfg.n_layers), int(cfg.n_heads), d_model, d_mlp, int(cfg.d_vocab), size)
 
-    def elements(self, w: int, coefficients: tuple[int, int, int, int]) -> int:
-        """``a·H·w² + b·w·d + c·w·m + e·w·V`` for coefficients ``(a, b, c, e)``."""
+    def elements(
+        self, w: int, coefficients: tuple[int, int, int, int], rows: int | None = None
+    ) -> int:
+        """``a·H·rows·w + b·w·d + c·w·m + e·w·V`` for coefficients ``(a, b, c, e)``; ``rows``
+        (the query rows of one pass's scores) defaults to ``w``."""
         a, b, c, e = coefficients
-        return w * (a * self.heads * w + b * self.d_model + c * self.d_mlp + e * self.d_vocab)
+        rows = w if rows is None else rows
+        return w * (a * self.heads * rows + b * self.d_model + c * self.d_mlp + e * self.d_vocab)
 
-    def forward(self, w: int) -> int:
-        """Elements one sequence of ``w`` positions holds at the peak of a no-grad forward."""
-        return self.elements(w, FUSED_FORWARD if self.fused_attention else FORWARD)
+    def forward(self, w: int, rows: int | None = None) -> int:
+        """Elements one sequence of ``w`` positions holds at the peak of a no-grad forward
+        (``rows``: query rows per pass, for a forward in query chunks; default ``w``)."""
+        return self.elements(w, FUSED_FORWARD if self.fused_attention else FORWARD, rows)
 
     def graph(self, w: int) -> int:
         """Elements of the autograd graph of one sequence of ``w`` positions."""
@@ -180,9 +186,8 @@ def _probes(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) ->
 
 def _attention(shape: Shape, b: int, w: int, s: int, mbt: int, options: Mapping) -> dict[str, int]:
     chunk = min(w, options.get("query_chunk") or query_chunk(b, shape.heads, w))
-    scores = FORWARD[0] * shape.heads * chunk * w  # one layer's scores of one pass
     cache = 2 * shape.layers * w * shape.d_model if chunk < w else 0  # the KV cache
-    forward = shape.forward(w) - FORWARD[0] * shape.heads * w * w + scores + cache
+    forward = shape.forward(w, rows=chunk) + cache
     return {"forward": b * forward, "kept rows": b * shape.layers * shape.heads * s * w}
 
 
@@ -250,6 +255,20 @@ FIXES = {
 }
 
 
+def method_shape(model_or_shape, method: str) -> Shape:
+    """The :class:`Shape` ``method``'s estimate uses: a model's, with ``fused_attention`` set
+    where the method's passes run on the fused twin (gradient and perturbation methods); a
+    given :class:`Shape` as it is."""
+    if isinstance(model_or_shape, Shape):
+        return model_or_shape
+    shape = Shape.of(model_or_shape)
+    if ESTIMATORS.get(method) in (_gradient, _copies, _probes):
+        with torch.enable_grad():  # do its passes run on the fused twin (no H·w² terms)?
+            fused = twin(model_or_shape, embeds=True) is not None
+        shape = replace(shape, fused_attention=fused)
+    return shape
+
+
 def estimate(
     model_or_shape,
     method: str,
@@ -270,12 +289,8 @@ def estimate(
         >>> est.bytes > 0
         True
     """
-    shape = model_or_shape if isinstance(model_or_shape, Shape) else Shape.of(model_or_shape)
+    shape = method_shape(model_or_shape, method)
     estimator = ESTIMATORS.get(method, _step_scores)
-    if estimator in (_gradient, _copies, _probes) and not isinstance(model_or_shape, Shape):
-        with torch.enable_grad():  # do its passes run on the fused twin (no H·w² terms)?
-            fused = twin(model_or_shape, embeds=True) is not None
-        shape = replace(shape, fused_attention=fused)
     terms = estimator(shape, examples, positions, steps, max_batch_tokens, options)
     size = shape.bytes_per_element
     terms = {k: v * size for k, v in terms.items()} | {"runtime": RUNTIME_BYTES}
@@ -286,6 +301,7 @@ def fit(model_or_shape, method: str, *, max_bytes: int | None, **kwargs) -> Esti
     """:func:`estimate` at the largest ``max_batch_tokens`` (at most the one given) that fits
     ``max_bytes``; raise :class:`MemoryBudgetError` when even 1 does not. ``None``: no check."""
     check_positive("max_bytes", max_bytes, optional=True)
+    model_or_shape = method_shape(model_or_shape, method)  # once, not per estimate below
     est = estimate(model_or_shape, method, **kwargs)
     if max_bytes is None or est.bytes <= max_bytes:
         return est

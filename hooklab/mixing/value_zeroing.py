@@ -145,8 +145,8 @@ def layer_scores(
 
     The block runs from its clean input on batches of copies (copy c zeroes key c), about
     ``budget`` token rows per call. Under a causal mask only queries >= key are kept.
-    ``rows``: only these query rows are scored and returned (the block still runs on every
-    position: attention mixes them).
+    ``rows``: only these query rows are returned (the block runs, and distances are taken, on
+    every position: attention mixes them).
     """
     _check_alone(adapter, call, layer)
     n_query = call.clean.shape[0]
@@ -347,11 +347,11 @@ def value_zeroing(
     examples = adapter.encode(prompts, targets, generation_kwargs, prepend_bos)
     for example, target in zip(examples, chosen):
         width = max(len(side) for side in adapter.sides(example))
-        budget = fit(model, "value_zeroing", max_bytes=max_bytes, positions=width,
+        fitted = fit(model, "value_zeroing", max_bytes=max_bytes, positions=width,
                      max_batch_tokens=max_batch_tokens, query_rows=width)  # fmt: skip
         scores = part_matrices(
             adapter, example, head_ids, metric=metric, normalize=normalize,
-            max_batch_tokens=budget.max_batch_tokens, fast_path=fast_path,
+            max_batch_tokens=fitted.max_batch_tokens, fast_path=fast_path,
         )  # fmt: skip
         query_tokens, key_tokens = side_tokens(adapter, example)
         query_ids, key_ids = adapter.sides(example)
